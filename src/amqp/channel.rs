@@ -1,0 +1,190 @@
+//! Per-channel state: content being assembled, delivery tags, consumers, QoS, confirm and
+//! transaction modes.
+
+use crate::ids::{ChannelId, ConsumerId, MsgId};
+use crate::queue::{Message, QueueHandle};
+use amq_protocol::frame::AMQPContentHeader;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelState {
+    Open,
+    /// We sent `channel.close` and discard everything until `close-ok` (spec §2.3.5.2).
+    Closing,
+}
+
+/// A `basic.publish` waiting for its content header and body frames.
+#[derive(Debug)]
+pub struct PendingContent {
+    pub exchange: String,
+    pub routing_key: String,
+    pub mandatory: bool,
+    pub header: Option<(AMQPContentHeader, Bytes)>,
+    pub body: Vec<Bytes>,
+    pub received: u64,
+}
+
+/// A message handed to the client that it has to settle.
+#[derive(Debug)]
+pub struct Unacked {
+    pub queue: QueueHandle,
+    pub id: MsgId,
+}
+
+#[derive(Debug)]
+pub struct ConsumerEntry {
+    pub queue: QueueHandle,
+    pub id: ConsumerId,
+    pub no_ack: bool,
+}
+
+/// Publisher-confirm bookkeeping: sequence numbers still waiting on some of their queues.
+#[derive(Debug, Default)]
+pub struct ConfirmState {
+    /// Last sequence number assigned (publishes count from 1).
+    pub last_seq: u64,
+    /// seq -> queues that still have to accept it.
+    pub outstanding: BTreeMap<u64, u32>,
+    /// Every seq up to this one has been acked to the client.
+    pub acked_upto: u64,
+}
+
+impl ConfirmState {
+    /// The highest seq such that every seq up to it is done, if it moved.
+    pub fn advance(&mut self) -> Option<(u64, bool)> {
+        let floor = self
+            .outstanding
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.last_seq + 1);
+        let upto = floor - 1;
+        if upto > self.acked_upto {
+            let multiple = upto - self.acked_upto > 1;
+            self.acked_upto = upto;
+            Some((upto, multiple))
+        } else {
+            None
+        }
+    }
+}
+
+/// A settle the client asked for, buffered inside a transaction.
+#[derive(Clone, Copy, Debug)]
+pub enum TxSettle {
+    Ack {
+        tag: u64,
+        multiple: bool,
+    },
+    Reject {
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
+}
+
+/// A routed publish buffered inside a transaction.
+#[derive(Debug)]
+pub struct TxPublish {
+    pub msg: Arc<Message>,
+    pub mandatory: bool,
+    /// Routing key plus CC and BCC keys.
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct TxState {
+    pub publishes: Vec<TxPublish>,
+    pub settles: Vec<TxSettle>,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub id: ChannelId,
+    pub state: ChannelState,
+    pub content: Option<PendingContent>,
+    /// Last delivery tag used (tags count from 1).
+    pub last_tag: u64,
+    pub unacked: BTreeMap<u64, Unacked>,
+    pub consumers: HashMap<String, ConsumerEntry>,
+    /// `basic.qos global=false`: limit for consumers created afterwards.
+    pub prefetch_consumer: u32,
+    /// `basic.qos global=true`: limit for the channel.
+    pub prefetch_channel: u32,
+    pub confirm: Option<ConfirmState>,
+    pub tx: Option<TxState>,
+    /// The queue last declared on this channel (an empty queue name means it).
+    pub last_queue: Option<String>,
+    /// Direct reply-to: (pseudo-queue name, consumer tag).
+    pub direct_reply: Option<(String, String)>,
+}
+
+impl Channel {
+    pub fn new(id: ChannelId) -> Self {
+        Self {
+            id,
+            state: ChannelState::Open,
+            content: None,
+            last_tag: 0,
+            unacked: BTreeMap::new(),
+            consumers: HashMap::new(),
+            prefetch_consumer: 0,
+            prefetch_channel: 0,
+            confirm: None,
+            tx: None,
+            last_queue: None,
+            direct_reply: None,
+        }
+    }
+
+    pub fn next_tag(&mut self) -> u64 {
+        self.last_tag += 1;
+        self.last_tag
+    }
+
+    /// Removes and returns the unacked entries a settle covers; `None` if the tag is unknown
+    /// (406 PRECONDITION_FAILED - unknown delivery tag N). Tag 0 with `multiple` means all.
+    pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        if multiple {
+            if tag != 0
+                && !self.unacked.contains_key(&tag)
+                && self.unacked.range(..=tag).next().is_none()
+            {
+                return None;
+            }
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            let rest = self.unacked.split_off(&(upto.saturating_add(1)));
+            let taken = std::mem::replace(&mut self.unacked, rest);
+            Some(taken.into_values().collect())
+        } else {
+            self.unacked.remove(&tag).map(|u| vec![u])
+        }
+    }
+
+    /// Whether a settle would find its tag (used to validate inside transactions).
+    pub fn knows_tag(&self, tag: u64, multiple: bool) -> bool {
+        if multiple {
+            tag == 0 || self.unacked.range(..=tag).next().is_some()
+        } else {
+            self.unacked.contains_key(&tag)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirms_ack_contiguous_prefixes() {
+        let mut c = ConfirmState::default();
+        c.last_seq = 3;
+        c.outstanding.insert(2, 1);
+        assert_eq!(c.advance(), Some((1, false)));
+        c.outstanding.clear();
+        assert_eq!(c.advance(), Some((3, true)));
+        assert_eq!(c.advance(), None);
+    }
+}

@@ -1,0 +1,684 @@
+//! One client connection: the task that reads frames, runs channels, and receives deliveries
+//! and confirms from queues.
+//!
+//! The task never waits on a queue without draining its own inbox (events are deferred while
+//! it waits), and queues only wait on connection inboxes, so no cycle of waits can form. When a
+//! queue's inbox is full the task stops reading its socket: back-pressure, not buffering.
+
+use super::channel::{Channel, ChannelState};
+use super::error::{AmqpError, Result};
+use super::frame::{self, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, RawFrame};
+use super::handshake::{ClientCaps, Handshake, Refusal};
+use super::out::Out;
+use crate::broker::ReplyCode;
+use crate::ids::{ChannelId, ConnectionId, MsgId};
+use crate::meta::MetaCommand;
+use crate::node::Node;
+use crate::queue::machine::{Command, Outcome, Reply};
+use crate::queue::runner::Request;
+use crate::queue::{ClientEvent, ClientSink, QueueHandle};
+use amq_protocol::protocol::{AMQPClass, access, basic, channel, connection};
+use bytes::BytesMut;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, oneshot};
+
+/// Capacity of a connection's inbox (deliveries and confirms from queues).
+const INBOX: usize = 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(super) struct Connection {
+    pub node: Arc<Node>,
+    pub id: ConnectionId,
+    pub user: String,
+    pub vhost: String,
+    pub caps: ClientCaps,
+    pub frame_max: u32,
+    pub channel_max: u16,
+    pub out: Out,
+    pub sink: ClientSink,
+    inbox: mpsc::Receiver<ClientEvent>,
+    /// Events that arrived while the task waited on a queue; handled before reading more.
+    deferred: VecDeque<ClientEvent>,
+    pub channels: HashMap<u16, Channel>,
+    /// Settles to send to queues, merged per queue and outcome; sent after each batch.
+    settles: Vec<(QueueHandle, Outcome, Vec<MsgId>)>,
+}
+
+/// What a frame asks of the connection.
+enum Flow {
+    Continue,
+    /// The client closed the connection (we answered close-ok).
+    Closed,
+}
+
+/// Serves one client socket to the end.
+pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
+    let (mut reader, writer) = sock.into_split();
+    let (mut out, writer_task) = Out::start(writer);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let timeout = Duration::from_secs(node.config().handshake_timeout);
+    let hs = Handshake {
+        node: &node,
+        reader: &mut reader,
+        rbuf: &mut rbuf,
+        out: &mut out,
+        peer,
+    };
+    let negotiated = match tokio::time::timeout(timeout, hs.run()).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(Refusal::Close(e))) => {
+            tracing::info!(%peer, error = %e.text, "handshake refused");
+            send_connection_close(&mut out, &e);
+            await_close_ok(&mut reader, &mut rbuf, &mut out).await;
+            out.close(writer_task).await;
+            return;
+        }
+        Ok(Err(Refusal::Silent)) | Err(_) => {
+            out.close(writer_task).await;
+            return;
+        }
+    };
+    let (sink, inbox) = mpsc::channel(INBOX);
+    let id = node.next_connection_id();
+    tracing::info!(%peer, connection = id.0, user = %negotiated.user, vhost = %negotiated.vhost, name = ?negotiated.connection_name, "connection opened");
+    let mut conn = Connection {
+        node: node.clone(),
+        id,
+        user: negotiated.user,
+        vhost: negotiated.vhost,
+        caps: negotiated.caps,
+        frame_max: negotiated.frame_max,
+        channel_max: negotiated.channel_max,
+        out,
+        sink,
+        inbox,
+        deferred: VecDeque::new(),
+        channels: HashMap::new(),
+        settles: Vec::new(),
+    };
+    let reason = conn
+        .serve(&mut reader, &mut rbuf, negotiated.heartbeat)
+        .await;
+    if let Some(e) = &reason {
+        send_connection_close(&mut conn.out, e);
+        await_close_ok(&mut reader, &mut rbuf, &mut conn.out).await;
+    }
+    conn.cleanup().await;
+    conn.out.close(writer_task).await;
+    tracing::info!(%peer, connection = id.0, reason = reason.as_ref().map(|e| e.text.as_str()).unwrap_or("client closed"), "connection closed");
+}
+
+fn send_connection_close(out: &mut Out, e: &AmqpError) {
+    out.method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: e.code.code(),
+            reply_text: e.text.as_str().into(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        })),
+    );
+}
+
+/// After sending `connection.close`, discards frames until `close-ok` (or the client's own
+/// close, or a bounded wait), as the spec asks.
+async fn await_close_ok(reader: &mut OwnedReadHalf, rbuf: &mut BytesMut, out: &mut Out) {
+    out.flush().await;
+    let wait = async {
+        loop {
+            while let Ok(Some(f)) = frame::next_frame(rbuf, u32::MAX) {
+                if f.kind == FRAME_METHOD && f.channel == 0 {
+                    match frame::decode_method(&f.payload) {
+                        Ok(AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => return,
+                        Ok(AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
+                            out.method(
+                                0,
+                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                    connection::CloseOk {},
+                                )),
+                            );
+                            out.flush().await;
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if frame::next_frame(rbuf, u32::MAX).is_err() {
+                return;
+            }
+            match reader.read_buf(rbuf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
+}
+
+impl Connection {
+    /// The main loop. Returns the error to close with, or `None` if the client closed or left.
+    async fn serve(
+        &mut self,
+        reader: &mut OwnedReadHalf,
+        rbuf: &mut BytesMut,
+        heartbeat: u16,
+    ) -> Option<AmqpError> {
+        let mut shutdown = self.node.shutdown_signal();
+        let hb = (heartbeat > 0).then(|| Duration::from_secs(heartbeat as u64));
+        let mut ticker =
+            tokio::time::interval(hb.map(|d| d / 2).unwrap_or(Duration::from_secs(3600)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_read = Instant::now();
+        loop {
+            while let Some(ev) = self.deferred.pop_front() {
+                self.handle_event(ev);
+            }
+            // Frames already buffered are handled before reading more.
+            loop {
+                let f = match frame::next_frame(rbuf, self.frame_max) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return Some(e),
+                };
+                match self.handle_frame(f).await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Closed) => return None,
+                    Err(e) => return Some(e),
+                }
+            }
+            self.flush_settles();
+            if !self.out.flush().await {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown_requested(&mut shutdown) => {
+                    return Some(AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
+                }
+                ev = self.inbox.recv() => {
+                    let Some(ev) = ev else { return None };
+                    self.handle_event(ev);
+                    while let Ok(ev) = self.inbox.try_recv() {
+                        self.handle_event(ev);
+                    }
+                }
+                n = reader.read_buf(rbuf) => {
+                    match n {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {
+                            last_read = Instant::now();
+                            if rbuf.capacity() - rbuf.len() < 4096 {
+                                rbuf.reserve(READ_CHUNK);
+                            }
+                        }
+                    }
+                }
+                _ = ticker.tick(), if hb.is_some() => {
+                    let hb = hb.unwrap_or_default();
+                    if last_read.elapsed() > hb * 2 {
+                        tracing::warn!(connection = self.id.0, "missed heartbeats from client, timeout: {}s", hb.as_secs());
+                        // RabbitMQ closes the socket without a close frame here.
+                        self.out.flush().await;
+                        return None;
+                    }
+                    if self.out.last_write.elapsed() >= hb / 2 {
+                        self.out.heartbeat();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_frame(&mut self, f: RawFrame) -> Result<Flow> {
+        match f.kind {
+            FRAME_HEARTBEAT if f.channel == 0 => Ok(Flow::Continue),
+            FRAME_HEARTBEAT => Err(AmqpError::unexpected_frame(format!(
+                "heartbeat frame on non-zero channel {}",
+                f.channel
+            ))),
+            _ if f.channel == 0 => {
+                if f.kind != FRAME_METHOD {
+                    return Err(AmqpError::unexpected_frame("non-method frame on channel 0"));
+                }
+                self.handle_connection_method(frame::decode_method(&f.payload)?, ids_of(&f.payload))
+            }
+            _ => {
+                let ch = f.channel;
+                let state = self.channels.get(&ch).map(|c| c.state);
+                match (state, f.kind) {
+                    (None, FRAME_METHOD) => {
+                        let m = frame::decode_method(&f.payload)?;
+                        self.handle_unopened_channel(ch, m, ids_of(&f.payload))?;
+                    }
+                    (None, _) => {
+                        return Err(AmqpError::channel_error(format!(
+                            "expected 'channel.open' on channel {ch}"
+                        )));
+                    }
+                    (Some(ChannelState::Closing), FRAME_METHOD) => {
+                        // Only close and close-ok matter until the client confirms the close.
+                        match frame::decode_method(&f.payload) {
+                            Ok(AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
+                                self.channels.remove(&ch);
+                            }
+                            Ok(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
+                                self.out.method(
+                                    ch,
+                                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(
+                                        channel::CloseOk {},
+                                    )),
+                                );
+                                self.channels.remove(&ch);
+                            }
+                            _ => {}
+                        }
+                    }
+                    (Some(ChannelState::Closing), _) => {}
+                    (Some(ChannelState::Open), FRAME_METHOD) => {
+                        let m = frame::decode_method(&f.payload)?;
+                        let expecting_content =
+                            self.channels.get(&ch).is_some_and(|c| c.content.is_some());
+                        if expecting_content {
+                            return Err(AmqpError::unexpected_frame(
+                                "expected content header for class 60, got non content header frame instead",
+                            ));
+                        }
+                        let (class_id, method_id) = ids_of(&f.payload);
+                        if let Err(e) = self.handle_method(ch, m).await {
+                            let e = if e.class_id == 0 {
+                                e.at(class_id, method_id)
+                            } else {
+                                e
+                            };
+                            if e.is_hard() {
+                                return Err(e);
+                            }
+                            self.channel_error(ch, e);
+                        }
+                    }
+                    (Some(ChannelState::Open), FRAME_HEADER | FRAME_BODY) => {
+                        if let Err(e) = self.handle_content(ch, f).await {
+                            if e.is_hard() {
+                                return Err(e);
+                            }
+                            self.channel_error(ch, e.at(60, 40));
+                        }
+                    }
+                    (Some(ChannelState::Open), _) => {
+                        return Err(AmqpError::frame("unexpected frame type"));
+                    }
+                }
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    fn handle_connection_method(&mut self, m: AMQPClass, (c, mid): (u16, u16)) -> Result<Flow> {
+        match m {
+            AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
+                tracing::debug!(
+                    connection = self.id.0,
+                    code = c.reply_code,
+                    text = c.reply_text.as_str(),
+                    "client closed the connection"
+                );
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                Ok(Flow::Closed)
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Flow::Closed),
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                        connection::UpdateSecretOk {},
+                    )),
+                );
+                Ok(Flow::Continue)
+            }
+            _ => Err(AmqpError::command_invalid(format!(
+                "unexpected method on channel 0: class {c} method {mid}"
+            ))
+            .at(c, mid)),
+        }
+    }
+
+    fn handle_unopened_channel(
+        &mut self,
+        ch: u16,
+        m: AMQPClass,
+        (c, mid): (u16, u16),
+    ) -> Result<()> {
+        match m {
+            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
+                if ch > self.channel_max {
+                    return Err(AmqpError::not_allowed(format!(
+                        "channel number {ch} exceeds negotiated channel_max {}",
+                        self.channel_max
+                    ))
+                    .at(20, 10));
+                }
+                self.channels.insert(ch, Channel::new(ChannelId(ch)));
+                self.out.method(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                );
+                Ok(())
+            }
+            _ => Err(
+                AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}"))
+                    .at(c, mid),
+            ),
+        }
+    }
+
+    /// Closes one channel with a soft error; the connection goes on.
+    pub fn channel_error(&mut self, ch: u16, e: AmqpError) {
+        tracing::debug!(connection = self.id.0, channel = ch, error = %e.text, "channel error");
+        self.out.method(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code.code(),
+                reply_text: e.text.as_str().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+        if let Some(mut c) = self.channels.remove(&ch) {
+            self.release_channel(&mut c);
+            c.state = ChannelState::Closing;
+            c.content = None;
+            self.channels.insert(ch, c);
+        }
+    }
+
+    /// Dispatches a method on an open channel.
+    async fn handle_method(&mut self, ch: u16, m: AMQPClass) -> Result<()> {
+        match m {
+            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
+                Err(AmqpError::channel_error("second 'channel.open' seen"))
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                if let Some(mut c) = self.channels.remove(&ch) {
+                    self.release_channel(&mut c);
+                }
+                self.out.method(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => Ok(()),
+            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                if !f.active {
+                    return Err(AmqpError::not_implemented("active=false"));
+                }
+                self.out.method(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: true,
+                    })),
+                );
+                Ok(())
+            }
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                self.out.method(
+                    ch,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Exchange(m) => self.handle_exchange(ch, m).await,
+            AMQPClass::Queue(m) => self.handle_queue(ch, m).await,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => self.start_publish(ch, p),
+            AMQPClass::Basic(m) => self.handle_basic(ch, m).await,
+            AMQPClass::Confirm(_) => self.confirm_select(ch),
+            AMQPClass::Tx(m) => self.handle_tx(ch, m).await,
+            other => Err(AmqpError::command_invalid(format!(
+                "unexpected method class {} on a channel",
+                other.get_amqp_class_id()
+            ))),
+        }
+    }
+
+    pub fn chan(&mut self, ch: u16) -> Result<&mut Channel> {
+        self.channels
+            .get_mut(&ch)
+            .ok_or_else(|| AmqpError::channel_error(format!("channel {ch} is not open")))
+    }
+
+    /// Sends a request to a queue, handling this connection's inbox while the queue is busy.
+    pub async fn send_to(&mut self, q: &QueueHandle, req: Request) -> Result<()> {
+        let req = match q.tx.try_send(req) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(AmqpError::not_found(format!(
+                    "no queue '{}' in vhost '{}'",
+                    q.key.name, q.key.vhost
+                )));
+            }
+            Err(mpsc::error::TrySendError::Full(req)) => req,
+        };
+        loop {
+            tokio::select! {
+                permit = q.tx.reserve() => {
+                    let Ok(permit) = permit else {
+                        return Err(AmqpError::not_found(format!("no queue '{}' in vhost '{}'", q.key.name, q.key.vhost)));
+                    };
+                    permit.send(req);
+                    return Ok(());
+                }
+                Some(ev) = self.inbox.recv() => self.deferred.push_back(ev),
+            }
+        }
+    }
+
+    /// Asks a queue something and waits for the answer, deferring inbox events meanwhile.
+    pub async fn call(&mut self, q: &QueueHandle, cmd: Command) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.send_to(q, Request::Call { cmd, reply: tx }).await?;
+        self.await_reply(q, rx).await
+    }
+
+    pub async fn await_reply(
+        &mut self,
+        q: &QueueHandle,
+        mut rx: oneshot::Receiver<Reply>,
+    ) -> Result<Reply> {
+        loop {
+            tokio::select! {
+                r = &mut rx => {
+                    return r.map_err(|_| AmqpError::not_found(format!("no queue '{}' in vhost '{}'", q.key.name, q.key.vhost)));
+                }
+                Some(ev) = self.inbox.recv() => self.deferred.push_back(ev),
+            }
+        }
+    }
+
+    /// Queues a settle for sending after this batch (acks are merged per queue).
+    pub fn settle(&mut self, queue: &QueueHandle, outcome: Outcome, id: MsgId) {
+        match self.settles.last_mut() {
+            Some((q, o, ids)) if *o == outcome && q.same_queue(queue) => ids.push(id),
+            _ => self.settles.push((queue.clone(), outcome, vec![id])),
+        }
+    }
+
+    /// Sends buffered settles without ever blocking this task.
+    pub fn flush_settles(&mut self) {
+        for (q, outcome, ids) in self.settles.drain(..) {
+            cast(&q, Command::Settle { ids, outcome });
+        }
+    }
+
+    fn handle_event(&mut self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Deliveries {
+                channel,
+                queue,
+                items,
+            } => {
+                let frame_max = self.frame_max;
+                let open = self
+                    .channels
+                    .get(&channel.0)
+                    .is_some_and(|c| c.state == ChannelState::Open);
+                if !open {
+                    for d in items.iter().filter(|d| !d.no_ack) {
+                        self.settle(&queue, Outcome::Requeue, d.id);
+                    }
+                    return;
+                }
+                for d in items {
+                    let Some(c) = self.channels.get_mut(&channel.0) else {
+                        return;
+                    };
+                    if !d.no_ack && !c.consumers.contains_key(&*d.consumer_tag) {
+                        // Cancelled meanwhile: give it back.
+                        self.settle(&queue, Outcome::Requeue, d.id);
+                        continue;
+                    }
+                    let tag = c.next_tag();
+                    if !d.no_ack {
+                        c.unacked.insert(
+                            tag,
+                            super::channel::Unacked {
+                                queue: queue.clone(),
+                                id: d.id,
+                            },
+                        );
+                    }
+                    self.out.deliver(
+                        channel.0,
+                        &d.consumer_tag,
+                        tag,
+                        d.redelivered,
+                        &d.msg.exchange,
+                        &d.msg.routing_key,
+                    );
+                    self.out.content(channel.0, &d.msg, frame_max);
+                }
+            }
+            ClientEvent::Confirms { channel, seqs, ok } => self.confirmed(channel.0, &seqs, ok),
+            ClientEvent::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => {
+                let Some(c) = self.channels.get_mut(&channel.0) else {
+                    return;
+                };
+                if c.consumers.remove(&*consumer_tag).is_some() && self.caps.consumer_cancel_notify
+                {
+                    self.out.method(
+                        channel.0,
+                        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                            consumer_tag: consumer_tag.as_ref().into(),
+                            nowait: true,
+                        })),
+                    );
+                }
+            }
+            ClientEvent::DirectReply { channel, msg } => {
+                let frame_max = self.frame_max;
+                let Some(c) = self.channels.get_mut(&channel.0) else {
+                    return;
+                };
+                let Some((_, ctag)) = c.direct_reply.clone() else {
+                    return;
+                };
+                let tag = c.next_tag();
+                self.out.deliver(
+                    channel.0,
+                    &ctag,
+                    tag,
+                    false,
+                    &msg.exchange,
+                    &msg.routing_key,
+                );
+                self.out.content(channel.0, &msg, frame_max);
+            }
+        }
+    }
+
+    /// Gives back what a closing channel holds: cancels its consumers, requeues its unacked
+    /// messages (they keep their place and come back redelivered).
+    pub fn release_channel(&mut self, c: &mut Channel) {
+        for (_, cons) in c.consumers.drain() {
+            cast(&cons.queue, Command::Cancel { consumer: cons.id });
+        }
+        let unacked = std::mem::take(&mut c.unacked);
+        for (_, u) in unacked {
+            self.settle(&u.queue, Outcome::Requeue, u.id);
+        }
+        if let Some((name, _)) = c.direct_reply.take() {
+            self.node.unregister_direct_reply(&name);
+        }
+        self.flush_settles();
+    }
+
+    async fn cleanup(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            if let Some(mut c) = self.channels.remove(&id) {
+                self.release_channel(&mut c);
+            }
+        }
+        self.inbox.close();
+        let mut late: Vec<ClientEvent> = self.deferred.drain(..).collect();
+        while let Ok(ev) = self.inbox.try_recv() {
+            late.push(ev);
+        }
+        for ev in late {
+            if let ClientEvent::Deliveries { queue, items, .. } = ev {
+                for d in items.iter().filter(|d| !d.no_ack) {
+                    self.settle(&queue, Outcome::Requeue, d.id);
+                }
+            }
+        }
+        self.flush_settles();
+        self.node.propose_meta(MetaCommand::ConnectionClosed {
+            connection: self.id,
+        });
+    }
+}
+
+/// Sends a command nobody waits for; if the queue is busy, a task waits instead of us.
+pub fn cast(q: &QueueHandle, cmd: Command) {
+    match q.tx.try_send(Request::Cast { cmd }) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(req)) => {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let _ = q.tx.send(req).await;
+            });
+        }
+    }
+}
+
+/// The class and method ids at the start of a method payload.
+fn ids_of(payload: &[u8]) -> (u16, u16) {
+    if payload.len() < 4 {
+        return (0, 0);
+    }
+    (
+        u16::from_be_bytes([payload[0], payload[1]]),
+        u16::from_be_bytes([payload[2], payload[3]]),
+    )
+}
+
+/// Resolves once the node asks everyone to stop.
+pub async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

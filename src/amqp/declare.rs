@@ -1,0 +1,391 @@
+//! `exchange.*` and `queue.*` methods: declare, delete, bind, unbind, purge.
+//!
+//! Permission mapping as RabbitMQ's `rabbit_channel`: declare and delete need configure on the
+//! resource; queue.bind needs write on the queue and read on the exchange; exchange.bind write
+//! on the destination and read on the source; purge needs read.
+
+use super::connection::Connection;
+use super::error::{AmqpError, Result};
+use crate::broker::exchange::{Destination, ExchangeKind};
+use crate::broker::name::{self, SERVER_NAMED_PREFIX};
+use crate::broker::permission::Access;
+use crate::ids::QueueKey;
+use crate::meta::{MetaCommand, MetaReply};
+use crate::queue::QueueHandle;
+use crate::queue::machine::{Command, Reply};
+use amq_protocol::protocol::{AMQPClass, exchange, queue};
+use amq_protocol::types::FieldTable;
+use base64::Engine;
+
+impl Connection {
+    /// Checks a permission of the connection's user on a resource in its vhost.
+    pub fn check_access(&self, access: Access, kind: &str, resource: &str) -> Result<()> {
+        let topo = self.node.topology();
+        let allowed = topo
+            .meta
+            .vhosts
+            .get(&self.vhost)
+            .and_then(|v| v.permissions.get(&self.user))
+            .is_some_and(|p| p.allows(access, resource));
+        if allowed {
+            Ok(())
+        } else {
+            Err(AmqpError::access_refused(format!(
+                "access to {kind} '{resource}' in vhost '{}' refused for user '{}'",
+                self.vhost, self.user
+            )))
+        }
+    }
+
+    fn meta(&self, cmd: MetaCommand) -> Result<MetaReply> {
+        match self.node.propose_meta(cmd) {
+            MetaReply::Refused(e) => Err(e.into()),
+            r => Ok(r),
+        }
+    }
+
+    /// Resolves a queue name: empty means the last queue declared on the channel.
+    pub fn resolve_queue(&mut self, ch: u16, name: &str) -> Result<String> {
+        if !name.is_empty() {
+            return Ok(name.to_owned());
+        }
+        self.chan(ch)?
+            .last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    /// The running queue of that name, checking exclusive ownership (405 otherwise).
+    pub fn queue_handle(&self, name: &str) -> Result<QueueHandle> {
+        let topo = self.node.topology();
+        let key = QueueKey::new(self.vhost.clone(), name);
+        let rec = topo
+            .meta
+            .vhosts
+            .get(&self.vhost)
+            .and_then(|v| v.queues.get(name));
+        let (Some(rec), Some(h)) = (rec, topo.queues.get(&key)) else {
+            return Err(crate::broker::Error::no_queue(&self.vhost, name).into());
+        };
+        if rec.exclusive_owner.is_some_and(|o| o != self.id) {
+            return Err(AmqpError::new(
+                crate::broker::ReplyCode::ResourceLocked,
+                format!(
+                    "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                    self.vhost
+                ),
+            ));
+        }
+        Ok(h.clone())
+    }
+
+    pub(super) async fn handle_exchange(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<()> {
+        use exchange::AMQPMethod as M;
+        match m {
+            M::Declare(d) => {
+                let name = d.exchange.as_str().to_owned();
+                if d.passive {
+                    let topo = self.node.topology();
+                    if !topo
+                        .meta
+                        .vhosts
+                        .get(&self.vhost)
+                        .is_some_and(|v| v.exchanges.contains_key(&name))
+                    {
+                        return Err(crate::broker::Error::no_exchange(&self.vhost, &name).into());
+                    }
+                } else {
+                    if name.is_empty() {
+                        return Err(AmqpError::access_refused(
+                            "operation not permitted on the default exchange",
+                        ));
+                    }
+                    name::check_not_reserved("exchange", &name)?;
+                    let kind = ExchangeKind::parse(d.kind.as_str())?;
+                    self.check_access(Access::Configure, "exchange", &name)?;
+                    self.meta(MetaCommand::DeclareExchange {
+                        vhost: self.vhost.clone(),
+                        name,
+                        kind,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        internal: d.internal,
+                        args: d.arguments,
+                    })?;
+                }
+                if !d.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})),
+                    );
+                }
+                Ok(())
+            }
+            M::Delete(d) => {
+                let name = d.exchange.as_str().to_owned();
+                if name.is_empty() {
+                    return Err(AmqpError::access_refused(
+                        "operation not permitted on the default exchange",
+                    ));
+                }
+                name::check_not_reserved("exchange", &name)?;
+                self.check_access(Access::Configure, "exchange", &name)?;
+                self.meta(MetaCommand::DeleteExchange {
+                    vhost: self.vhost.clone(),
+                    name,
+                    if_unused: d.if_unused,
+                })?;
+                if !d.nowait {
+                    self.out
+                        .method(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
+                }
+                Ok(())
+            }
+            M::Bind(b) => {
+                let (src, dst) = (
+                    b.source.as_str().to_owned(),
+                    b.destination.as_str().to_owned(),
+                );
+                self.check_access(Access::Write, "exchange", name::permission_name(&dst))?;
+                self.check_access(Access::Read, "exchange", name::permission_name(&src))?;
+                self.meta(MetaCommand::Bind {
+                    vhost: self.vhost.clone(),
+                    source: src,
+                    destination: Destination::Exchange(dst),
+                    key: b.routing_key.to_string(),
+                    args: b.arguments,
+                })?;
+                if !b.nowait {
+                    self.out
+                        .method(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
+                }
+                Ok(())
+            }
+            M::Unbind(b) => {
+                let (src, dst) = (
+                    b.source.as_str().to_owned(),
+                    b.destination.as_str().to_owned(),
+                );
+                self.check_access(Access::Write, "exchange", name::permission_name(&dst))?;
+                self.check_access(Access::Read, "exchange", name::permission_name(&src))?;
+                self.meta(MetaCommand::Unbind {
+                    vhost: self.vhost.clone(),
+                    source: src,
+                    destination: Destination::Exchange(dst),
+                    key: b.routing_key.to_string(),
+                    args: b.arguments,
+                })?;
+                if !b.nowait {
+                    self.out
+                        .method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
+                }
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("unexpected exchange method")),
+        }
+    }
+
+    pub(super) async fn handle_queue(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<()> {
+        use queue::AMQPMethod as M;
+        match m {
+            M::Declare(d) => self.declare_queue(ch, d).await,
+            M::Bind(b) => {
+                let q = self.resolve_queue(ch, b.queue.as_str())?;
+                self.bind_queue(
+                    &q,
+                    b.exchange.as_str(),
+                    b.routing_key.to_string(),
+                    b.arguments,
+                    true,
+                )?;
+                if !b.nowait {
+                    self.out
+                        .method(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
+                }
+                Ok(())
+            }
+            M::Unbind(b) => {
+                let q = self.resolve_queue(ch, b.queue.as_str())?;
+                self.bind_queue(
+                    &q,
+                    b.exchange.as_str(),
+                    b.routing_key.to_string(),
+                    b.arguments,
+                    false,
+                )?;
+                self.out
+                    .method(ch, AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})));
+                Ok(())
+            }
+            M::Purge(p) => {
+                let q = self.resolve_queue(ch, p.queue.as_str())?;
+                self.check_access(Access::Read, "queue", &q)?;
+                let h = self.queue_handle(&q)?;
+                let Reply::Purged(n) = self.call(&h, Command::Purge).await? else {
+                    return Err(crate::broker::Error::no_queue(&self.vhost, &q).into());
+                };
+                if !p.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Queue(M::PurgeOk(queue::PurgeOk { message_count: n })),
+                    );
+                }
+                Ok(())
+            }
+            M::Delete(d) => {
+                let q = self.resolve_queue(ch, d.queue.as_str())?;
+                self.check_access(Access::Configure, "queue", &q)?;
+                let count = match self.queue_handle(&q) {
+                    // Deleting a missing queue is not an error (RabbitMQ 3.x+).
+                    Err(e) if e.code == crate::broker::ReplyCode::NotFound => 0,
+                    Err(e) => return Err(e),
+                    Ok(h) => match self
+                        .call(
+                            &h,
+                            Command::Delete {
+                                if_unused: d.if_unused,
+                                if_empty: d.if_empty,
+                            },
+                        )
+                        .await?
+                    {
+                        Reply::Deleted(n) => {
+                            self.meta(MetaCommand::DeleteQueue {
+                                vhost: self.vhost.clone(),
+                                name: q.clone(),
+                            })?;
+                            n
+                        }
+                        Reply::Refused(e) => return Err(e.into()),
+                        _ => 0,
+                    },
+                };
+                if !d.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Queue(M::DeleteOk(queue::DeleteOk {
+                            message_count: count,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("unexpected queue method")),
+        }
+    }
+
+    fn bind_queue(
+        &mut self,
+        q: &str,
+        exchange: &str,
+        key: String,
+        args: FieldTable,
+        bind: bool,
+    ) -> Result<()> {
+        self.check_access(Access::Write, "queue", q)?;
+        self.check_access(Access::Read, "exchange", name::permission_name(exchange))?;
+        // An exclusive queue of another connection cannot be bound (405).
+        if let Err(e) = self.queue_handle(q) {
+            if e.code == crate::broker::ReplyCode::ResourceLocked {
+                return Err(e);
+            }
+        }
+        let destination = Destination::Queue(q.to_owned());
+        let vhost = self.vhost.clone();
+        let source = exchange.to_owned();
+        let cmd = if bind {
+            MetaCommand::Bind {
+                vhost,
+                source,
+                destination,
+                key,
+                args,
+            }
+        } else {
+            MetaCommand::Unbind {
+                vhost,
+                source,
+                destination,
+                key,
+                args,
+            }
+        };
+        self.meta(cmd).map(|_| ())
+    }
+
+    async fn declare_queue(&mut self, ch: u16, d: queue::Declare) -> Result<()> {
+        let mut name = d.queue.as_str().to_owned();
+        let (messages, consumers) = if d.passive {
+            let name = self.resolve_queue(ch, &name)?;
+            let h = self.queue_handle(&name)?;
+            let counts = self.counts(&h).await?;
+            self.chan(ch)?.last_queue = Some(name.clone());
+            self.declare_ok(ch, &name, counts, d.nowait);
+            return Ok(());
+        } else {
+            if name.is_empty() {
+                name = server_name();
+            } else {
+                name::check_not_reserved("queue", &name)?;
+            }
+            self.check_access(Access::Configure, "queue", &name)?;
+            let reply = self.meta(MetaCommand::DeclareQueue {
+                vhost: self.vhost.clone(),
+                name: name.clone(),
+                durable: d.durable,
+                exclusive: d.exclusive,
+                auto_delete: d.auto_delete,
+                args: d.arguments,
+                connection: self.id,
+            })?;
+            match reply {
+                MetaReply::QueueDeclared { created: true } => (0, 0),
+                _ => {
+                    let h = self.queue_handle(&name)?;
+                    self.counts(&h).await?
+                }
+            }
+        };
+        self.chan(ch)?.last_queue = Some(name.clone());
+        self.declare_ok(ch, &name, (messages, consumers), d.nowait);
+        Ok(())
+    }
+
+    async fn counts(&mut self, h: &QueueHandle) -> Result<(u32, u32)> {
+        match self.call(h, Command::Stats).await? {
+            Reply::Stats {
+                messages,
+                consumers,
+            } => Ok((messages, consumers)),
+            _ => Ok((0, 0)),
+        }
+    }
+
+    fn declare_ok(
+        &mut self,
+        ch: u16,
+        name: &str,
+        (message_count, consumer_count): (u32, u32),
+        nowait: bool,
+    ) {
+        if !nowait {
+            self.out.method(
+                ch,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: name.into(),
+                    message_count,
+                    consumer_count,
+                })),
+            );
+        }
+    }
+}
+
+/// A server-generated queue name: `amq.gen-` and 22 url-safe base64 characters, as RabbitMQ.
+fn server_name() -> String {
+    let bytes: [u8; 16] = rand::random();
+    format!(
+        "{SERVER_NAMED_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}

@@ -1,0 +1,18 @@
+//! The AMQP 0-9-1 wire: frames, handshake, connections, channels, consumers, confirms, tx.
+//!
+//! Method and property (de)serialisation come from the `amq-protocol` crate; frame boundaries,
+//! body slicing (zero-copy) and the hot deliver path are ours. Behaviour follows the 0-9-1
+//! spec with RabbitMQ's extensions and error model (`rabbit_reader.erl`, `rabbit_channel.erl`).
+
+pub mod channel;
+mod connection;
+mod consume;
+mod declare;
+pub mod error;
+pub mod frame;
+mod handshake;
+mod out;
+mod publish;
+pub mod server;
+
+pub use error::AmqpError;

@@ -1,0 +1,335 @@
+//! Declare arguments: validation, equivalence checks, and RabbitMQ's wording of both.
+//!
+//! RabbitMQ compares only the arguments it knows when a queue or exchange is redeclared
+//! (`rabbit_amqqueue:assert_args_equivalence`, `rabbit_exchange:assert_equivalence`); unknown
+//! `x-` keys are stored but never compared. Mismatches are 406 PRECONDITION_FAILED.
+
+use super::Error;
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+/// Queue arguments RabbitMQ compares on redeclare.
+pub const QUEUE_EQUIVALENCE_KEYS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+];
+
+/// Exchange arguments RabbitMQ compares on redeclare.
+pub const EXCHANGE_EQUIVALENCE_KEYS: &[&str] = &["alternate-exchange"];
+
+/// RabbitMQ's name for an AMQP field type, as it appears in reply texts.
+pub fn type_name(v: &AMQPValue) -> &'static str {
+    use AMQPValue::*;
+    match v {
+        Boolean(_) => "bool",
+        ShortShortInt(_) => "byte",
+        ShortShortUInt(_) => "unsignedbyte",
+        ShortInt(_) => "short",
+        ShortUInt(_) => "unsignedshort",
+        LongInt(_) => "signedint",
+        LongUInt(_) => "unsignedint",
+        LongLongInt(_) => "long",
+        Float(_) => "float",
+        Double(_) => "double",
+        DecimalValue(_) => "decimal",
+        ShortString(_) | LongString(_) => "longstr",
+        FieldArray(_) => "array",
+        Timestamp(_) => "timestamp",
+        FieldTable(_) => "table",
+        ByteArray(_) => "binary",
+        Void => "void",
+    }
+}
+
+/// Renders a value the way RabbitMQ's reply texts show it.
+pub fn display_value(v: &AMQPValue) -> String {
+    use AMQPValue::*;
+    match v {
+        Boolean(b) => b.to_string(),
+        ShortShortInt(n) => n.to_string(),
+        ShortShortUInt(n) => n.to_string(),
+        ShortInt(n) => n.to_string(),
+        ShortUInt(n) => n.to_string(),
+        LongInt(n) => n.to_string(),
+        LongUInt(n) => n.to_string(),
+        LongLongInt(n) => n.to_string(),
+        Timestamp(n) => n.to_string(),
+        Float(f) => f.to_string(),
+        Double(f) => f.to_string(),
+        ShortString(s) => s.as_str().to_owned(),
+        LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// An integer argument value, whatever its AMQP integer width.
+pub fn as_i64(v: &AMQPValue) -> Option<i64> {
+    use AMQPValue::*;
+    Some(match v {
+        ShortShortInt(n) => *n as i64,
+        ShortShortUInt(n) => *n as i64,
+        ShortInt(n) => *n as i64,
+        ShortUInt(n) => *n as i64,
+        LongInt(n) => *n as i64,
+        LongUInt(n) => *n as i64,
+        LongLongInt(n) => *n,
+        Timestamp(n) => *n as i64,
+        _ => return None,
+    })
+}
+
+/// A string argument value (short or long string).
+pub fn as_str(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+pub fn get<'a>(args: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {
+    args.inner().get(key)
+}
+
+/// Compares the known keys of two argument tables; `what` is e.g. `queue 'q' in vhost '/'`.
+pub fn assert_equivalent(
+    current: &FieldTable,
+    received: &FieldTable,
+    keys: &[&str],
+    what: &str,
+) -> Result<(), Error> {
+    for key in keys {
+        let (c, r) = (get(current, key), get(received, key));
+        let same = match (c, r) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                super::headers::values_equal(a, b) && type_name(a) == type_name(b)
+            }
+            _ => false,
+        };
+        if !same {
+            let received = match r {
+                Some(v) => format!(
+                    "the value '{}' of type '{}'",
+                    display_value(v),
+                    type_name(v)
+                ),
+                None => "none".to_owned(),
+            };
+            let current = match c {
+                Some(v) => format!(
+                    "the value '{}' of type '{}'",
+                    display_value(v),
+                    type_name(v)
+                ),
+                None => "none".to_owned(),
+            };
+            return Err(Error::precondition(format!(
+                "inequivalent arg '{key}' for {what}: received {received} but current is {current}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The queue type chosen at declare time (`x-queue-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
+/// What the broker reads from queue arguments; the rest stays in the stored table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueArgs {
+    pub queue_type: QueueType,
+    pub single_active_consumer: bool,
+    pub max_priority: Option<u8>,
+}
+
+fn invalid(key: &str, what: &str, why: String) -> Error {
+    Error::precondition(format!("invalid arg '{key}' for {what}: {why}"))
+}
+
+/// Validates queue arguments the way RabbitMQ does at declare (`rabbit_amqqueue:check_arguments`):
+/// known keys must have the right type and range; unknown keys are ignored.
+pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Error> {
+    let mut out = QueueArgs {
+        queue_type: QueueType::Classic,
+        single_active_consumer: false,
+        max_priority: None,
+    };
+    for (key, v) in args.inner() {
+        let key = key.as_str();
+        match key {
+            "x-queue-type" => {
+                out.queue_type = match as_str(v).as_deref() {
+                    Some("classic") => QueueType::Classic,
+                    Some("quorum") => QueueType::Quorum,
+                    Some(other) => {
+                        return Err(invalid(
+                            key,
+                            what,
+                            format!("unsupported queue type '{other}'"),
+                        ));
+                    }
+                    None => {
+                        return Err(invalid(
+                            key,
+                            what,
+                            format!("{{unacceptable_type,{}}}", type_name(v)),
+                        ));
+                    }
+                }
+            }
+            "x-single-active-consumer" => match v {
+                AMQPValue::Boolean(b) => out.single_active_consumer = *b,
+                _ => {
+                    return Err(invalid(
+                        key,
+                        what,
+                        format!("{{unacceptable_type,{}}}", type_name(v)),
+                    ));
+                }
+            },
+            "x-max-priority" => match as_i64(v) {
+                Some(n) if (0..=255).contains(&n) => out.max_priority = Some(n as u8),
+                Some(n) => return Err(invalid(key, what, format!("{{value_out_of_range,{n}}}"))),
+                None => {
+                    return Err(invalid(
+                        key,
+                        what,
+                        format!("{{unacceptable_type,{}}}", type_name(v)),
+                    ));
+                }
+            },
+            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
+                match as_i64(v) {
+                    Some(n) if n >= 0 => {}
+                    Some(n) => return Err(invalid(key, what, format!("{{value_negative,{n}}}"))),
+                    None => {
+                        return Err(invalid(
+                            key,
+                            what,
+                            format!("{{unacceptable_type,{}}}", type_name(v)),
+                        ));
+                    }
+                }
+            }
+            "x-expires" => match as_i64(v) {
+                Some(n) if n > 0 => {}
+                Some(n) => return Err(invalid(key, what, format!("{{value_zero_or_less,{n}}}"))),
+                None => {
+                    return Err(invalid(
+                        key,
+                        what,
+                        format!("{{unacceptable_type,{}}}", type_name(v)),
+                    ));
+                }
+            },
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
+                if as_str(v).is_none() {
+                    return Err(invalid(
+                        key,
+                        what,
+                        format!("{{unacceptable_type,{}}}", type_name(v)),
+                    ));
+                }
+            }
+            "x-overflow" => match as_str(v).as_deref() {
+                Some("drop-head" | "reject-publish" | "reject-publish-dlx") => {}
+                Some(other) => {
+                    return Err(invalid(
+                        key,
+                        what,
+                        format!("{{unknown_overflow_type,<<\"{other}\">>}}"),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        key,
+                        what,
+                        format!("{{unacceptable_type,{}}}", type_name(v)),
+                    ));
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::types::{LongString, ShortString};
+
+    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert(ShortString::from(*k), v.clone());
+        }
+        t
+    }
+
+    #[test]
+    fn equivalence_text_matches_rabbitmq() {
+        let cur = FieldTable::default();
+        let rec = table(&[("x-message-ttl", AMQPValue::LongInt(2000))]);
+        let e = assert_equivalent(&cur, &rec, QUEUE_EQUIVALENCE_KEYS, "queue 'q' in vhost '/'")
+            .unwrap_err();
+        assert_eq!(
+            e.reply_text(),
+            "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received the value '2000' of type 'signedint' but current is none"
+        );
+        // Unknown keys are not compared.
+        let other = table(&[("x-custom", AMQPValue::LongInt(1))]);
+        assert!(assert_equivalent(&cur, &other, QUEUE_EQUIVALENCE_KEYS, "q").is_ok());
+    }
+
+    #[test]
+    fn validation() {
+        let q =
+            |pairs: &[(&str, AMQPValue)]| parse_queue_args(&table(pairs), "queue 'q' in vhost '/'");
+        assert!(q(&[("x-message-ttl", AMQPValue::LongInt(-1))]).is_err());
+        assert!(q(&[("x-expires", AMQPValue::LongInt(0))]).is_err());
+        assert!(
+            q(&[(
+                "x-overflow",
+                AMQPValue::LongString(LongString::from(b"nope".to_vec()))
+            )])
+            .is_err()
+        );
+        let a = q(&[
+            ("x-single-active-consumer", AMQPValue::Boolean(true)),
+            ("x-max-priority", AMQPValue::ShortShortUInt(10)),
+        ])
+        .unwrap();
+        assert!(a.single_active_consumer);
+        assert_eq!(a.max_priority, Some(10));
+        let qt = q(&[(
+            "x-queue-type",
+            AMQPValue::LongString(LongString::from(b"quorum".to_vec())),
+        )])
+        .unwrap();
+        assert_eq!(qt.queue_type, QueueType::Quorum);
+    }
+}

@@ -1,0 +1,209 @@
+//! A node's settings: defaults, then the TOML file, then `WARREN_*` variables and flags (the
+//! binary merges the last two; the library never reads the environment).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// AMQP 0-9-1 listener (RabbitMQ's 5672).
+    pub amqp_addr: SocketAddr,
+    /// Management HTTP listener (RabbitMQ's 15672); used once the management API lands.
+    pub http_addr: SocketAddr,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
+    /// Largest message body accepted, in bytes (RabbitMQ 4.x: 16 MiB). A larger publish closes
+    /// the channel with 406.
+    pub max_message_size: u64,
+    /// Largest frame we accept and propose in `connection.tune` (RabbitMQ: 131072).
+    pub frame_max: u32,
+    /// Highest channel number a client may open (RabbitMQ: 2047).
+    pub channel_max: u16,
+    /// Proposed heartbeat interval in seconds (RabbitMQ: 60); 0 disables.
+    pub heartbeat: u16,
+    /// Seconds a client has to complete the handshake (RabbitMQ: 10).
+    pub handshake_timeout: u64,
+    /// Users who may log in only from loopback addresses (RabbitMQ: `loopback_users = [guest]`).
+    pub loopback_users: Vec<String>,
+    /// Create `guest`/`guest` (administrator, full access to `/`) unless a user of that name is
+    /// configured.
+    pub default_user: bool,
+    pub users: Vec<UserConfig>,
+    pub vhosts: Vec<VhostConfig>,
+    pub permissions: Vec<PermissionConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// A plain password (hashed at start-up) ...
+    #[serde(default)]
+    pub password: Option<String>,
+    /// ... or a RabbitMQ-format `password_hash` (base64 salted SHA-256).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhostConfig {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionConfig {
+    pub user: String,
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+fn default_vhost() -> String {
+    "/".to_owned()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            amqp_addr: ([0, 0, 0, 0], 5672).into(),
+            http_addr: ([0, 0, 0, 0], 15672).into(),
+            data_dir: PathBuf::from("./warren-data"),
+            max_message_size: 16 * 1024 * 1024,
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            handshake_timeout: 10,
+            loopback_users: vec!["guest".to_owned()],
+            default_user: true,
+            users: Vec::new(),
+            vhosts: Vec::new(),
+            permissions: Vec::new(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks ranges and references; called before a node starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.frame_max < 8192 {
+            return Err(ConfigError::Invalid(format!(
+                "frame_max {} is below the AMQP minimum 8192",
+                self.frame_max
+            )));
+        }
+        if self.max_message_size == 0 || self.max_message_size > 512 * 1024 * 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "max_message_size {} must be between 1 and 536870912",
+                self.max_message_size
+            )));
+        }
+        if self.channel_max == 0 {
+            return Err(ConfigError::Invalid(
+                "channel_max must be at least 1".into(),
+            ));
+        }
+        for u in &self.users {
+            if u.password.is_none() && u.password_hash.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "user '{}' needs a password or a password_hash",
+                    u.name
+                )));
+            }
+        }
+        for p in &self.permissions {
+            if !self.users.iter().any(|u| u.name == p.user)
+                && !(self.default_user && p.user == "guest")
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "permissions for unknown user '{}'",
+                    p.user
+                )));
+            }
+            if p.vhost != "/" && !self.vhosts.iter().any(|v| v.name == p.vhost) {
+                return Err(ConfigError::Invalid(format!(
+                    "permissions on unknown vhost '{}'",
+                    p.vhost
+                )));
+            }
+            for re in [&p.configure, &p.write, &p.read] {
+                regex::Regex::new(re)
+                    .map_err(|e| ConfigError::Invalid(format!("permission regex '{re}': {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_shape_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str(
+            r#"
+            amqp_addr = "127.0.0.1:5999"
+            [[users]]
+            name = "alice"
+            password = "secret"
+            tags = ["administrator"]
+            [[vhosts]]
+            name = "v1"
+            [[permissions]]
+            user = "alice"
+            vhost = "v1"
+            configure = ".*"
+            write = ".*"
+            read = ".*"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.amqp_addr.port(), 5999);
+        assert_eq!(c.heartbeat, 60);
+        c.validate().unwrap();
+        assert!(toml::from_str::<Config>("amqp_adr = \"x\"").is_err());
+        let bad = Config {
+            frame_max: 100,
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! Newtype identifiers shared by every layer.
+//!
+//! Ids that cross a state machine (connection, consumer, message) are plain integers assigned
+//! outside `apply` (by the node or the connection), so every replica sees the same values.
+
+use std::fmt;
+
+/// A client connection on this node. Assigned by the node when the socket is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(pub u64);
+
+/// An AMQP channel number within one connection (1..=channel_max).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChannelId(pub u16);
+
+/// A consumer registered on a queue; unique per node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConsumerId(pub u64);
+
+/// A message's position in its queue; strictly increasing per queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MsgId(pub u64);
+
+/// A per-channel delivery tag, starting at 1 (AMQP 0-9-1 §1.8.3.13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeliveryTag(pub u64);
+
+/// A queue, named within its vhost.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueKey {
+    pub vhost: String,
+    pub name: String,
+}
+
+impl QueueKey {
+    pub fn new(vhost: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            vhost: vhost.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for QueueKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "queue '{}' in vhost '{}'", self.name, self.vhost)
+    }
+}

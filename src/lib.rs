@@ -1,0 +1,19 @@
+//! Warren: a clustered, replicated AMQP 0-9-1 message broker.
+//!
+//! # Layout
+//! Layers point one way (see `docs/architecture.md`):
+//! - [`amqp`]: the wire: frames, handshake, channels, consumers, confirms, transactions.
+//! - [`node`]: wires one node together: the metadata group, the running queues, routing.
+//! - [`broker`]: pure domain (names, exchanges, bindings, routing, arguments, permissions).
+//! - [`meta`] and [`queue`]: the deterministic state machines and their runners.
+//! - [`raft`]: the replication seam, the only way a command reaches a machine.
+//! - [`config`]: settings of a node.
+
+pub mod amqp;
+pub mod broker;
+pub mod config;
+pub mod ids;
+pub mod meta;
+pub mod node;
+pub mod queue;
+pub mod raft;

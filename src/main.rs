@@ -1,0 +1,134 @@
+//! The `warren` binary: parses settings and runs a node (`warren server`).
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use warren::config::Config;
+use warren::node::Node;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "warren",
+    version,
+    about = "A clustered, replicated AMQP 0-9-1 message broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a broker node.
+    Server(ServerArgs),
+}
+
+/// Settings given here override the config file; each also reads a `WARREN_*` variable.
+#[derive(Parser, Debug)]
+struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "WARREN_CONFIG")]
+    config: Option<PathBuf>,
+    /// AMQP 0-9-1 listener address [default: 0.0.0.0:5672].
+    #[arg(long, env = "WARREN_AMQP_ADDR")]
+    amqp_addr: Option<SocketAddr>,
+    /// Management HTTP listener address [default: 0.0.0.0:15672].
+    #[arg(long, env = "WARREN_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Data directory [default: ./warren-data].
+    #[arg(long, env = "WARREN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Largest accepted message body in bytes [default: 16777216].
+    #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE")]
+    max_message_size: Option<u64>,
+    /// Proposed heartbeat interval in seconds [default: 60].
+    #[arg(long, env = "WARREN_HEARTBEAT")]
+    heartbeat: Option<u16>,
+}
+
+impl ServerArgs {
+    fn into_config(self) -> Result<Config, String> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.amqp_addr {
+            c.amqp_addr = v;
+        }
+        if let Some(v) = self.http_addr {
+            c.http_addr = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.max_message_size {
+            c.max_message_size = v;
+        }
+        if let Some(v) = self.heartbeat {
+            c.heartbeat = v;
+        }
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Cmd::Server(args) => {
+            let config = match args.into_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("warren: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("warren: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let running = match Node::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing client connections");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

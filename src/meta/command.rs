@@ -1,0 +1,90 @@
+//! Commands of the metadata machine. Once released, a variant is never changed, only added.
+
+use crate::broker::Error;
+use crate::broker::exchange::{Destination, ExchangeKind};
+use crate::ids::{ConnectionId, QueueKey};
+use amq_protocol::types::FieldTable;
+use std::sync::Arc;
+
+use super::state::QueueRecord;
+
+#[derive(Clone, Debug)]
+pub enum MetaCommand {
+    AddVhost {
+        name: String,
+    },
+    PutUser {
+        name: String,
+        password_hash: String,
+        tags: Vec<String>,
+    },
+    SetPermissions {
+        vhost: String,
+        user: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    DeclareExchange {
+        vhost: String,
+        name: String,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        args: FieldTable,
+    },
+    DeleteExchange {
+        vhost: String,
+        name: String,
+        if_unused: bool,
+    },
+    DeclareQueue {
+        vhost: String,
+        name: String,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        args: FieldTable,
+        /// The connection declaring it (owner if exclusive; checked against an existing owner).
+        connection: ConnectionId,
+    },
+    DeleteQueue {
+        vhost: String,
+        name: String,
+    },
+    Bind {
+        vhost: String,
+        source: String,
+        destination: Destination,
+        key: String,
+        args: FieldTable,
+    },
+    Unbind {
+        vhost: String,
+        source: String,
+        destination: Destination,
+        key: String,
+        args: FieldTable,
+    },
+    /// A connection closed: its exclusive queues go.
+    ConnectionClosed {
+        connection: ConnectionId,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum MetaReply {
+    Ok,
+    /// `created` is false when an equivalent queue already existed.
+    QueueDeclared {
+        created: bool,
+    },
+    Refused(Error),
+}
+
+#[derive(Clone, Debug)]
+pub enum MetaEffect {
+    QueueCreated(Arc<QueueRecord>),
+    QueueDeleted(QueueKey),
+}

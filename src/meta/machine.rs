@@ -1,0 +1,465 @@
+//! The metadata state machine.
+//!
+//! Equivalence rules and texts follow RabbitMQ: `rabbit_exchange:assert_equivalence`,
+//! `rabbit_amqqueue:assert_equivalence` and `check_exclusive_access` (an exclusive-flag
+//! mismatch or another owner is 405 RESOURCE_LOCKED), binding to or from the default
+//! exchange is 403, an auto-delete exchange goes with its last binding as source.
+
+use super::command::{MetaCommand, MetaEffect, MetaReply};
+use super::state::{Exchange, MetaState, QueueRecord, User, Vhost};
+use crate::broker::Error;
+use crate::broker::argument::{self, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE_KEYS};
+use crate::broker::exchange::{Destination, ExchangeKind};
+use crate::broker::permission::Permissions;
+use crate::broker::router::{Binding, BindingIndex};
+use crate::ids::{ConnectionId, QueueKey};
+use crate::raft::{ApplyMeta, Machine};
+use amq_protocol::types::FieldTable;
+use std::sync::Arc;
+
+/// The exchanges every vhost starts with (`rabbit_vhost:declare_default_exchanges`).
+pub const DEFAULT_EXCHANGES: &[(&str, ExchangeKind, bool)] = &[
+    ("", ExchangeKind::Direct, false),
+    ("amq.direct", ExchangeKind::Direct, false),
+    ("amq.fanout", ExchangeKind::Fanout, false),
+    ("amq.topic", ExchangeKind::Topic, false),
+    ("amq.headers", ExchangeKind::Headers, false),
+    ("amq.match", ExchangeKind::Headers, false),
+    ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+];
+
+#[derive(Debug, Default)]
+pub struct MetaMachine {
+    state: MetaState,
+}
+
+fn queue_what(vhost: &str, name: &str) -> String {
+    format!("queue '{name}' in vhost '{vhost}'")
+}
+
+fn exchange_what(vhost: &str, name: &str) -> String {
+    format!("exchange '{name}' in vhost '{vhost}'")
+}
+
+fn inequivalent(
+    key: &str,
+    what: &str,
+    received: impl std::fmt::Display,
+    current: impl std::fmt::Display,
+) -> Error {
+    Error::precondition(format!(
+        "inequivalent arg '{key}' for {what}: received '{received}' but current is '{current}'"
+    ))
+}
+
+impl MetaMachine {
+    pub fn state(&self) -> &MetaState {
+        &self.state
+    }
+
+    fn vhost_mut(&mut self, name: &str) -> Result<&mut Vhost, Error> {
+        self.state
+            .vhosts
+            .get_mut(name)
+            .map(Arc::make_mut)
+            .ok_or_else(|| Error::not_found(format!("no vhost '{name}'")))
+    }
+
+    fn add_vhost(&mut self, name: String) {
+        if self.state.vhosts.contains_key(&name) {
+            return;
+        }
+        let mut v = Vhost {
+            name: name.clone(),
+            ..Default::default()
+        };
+        for (x, kind, internal) in DEFAULT_EXCHANGES {
+            v.exchanges.insert(
+                (*x).to_owned(),
+                Arc::new(Exchange {
+                    name: (*x).to_owned(),
+                    kind: *kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: *internal,
+                    args: FieldTable::default(),
+                    alternate: None,
+                    bindings: BindingIndex::default(),
+                }),
+            );
+        }
+        self.state.vhosts.insert(name, Arc::new(v));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn declare_exchange(
+        &mut self,
+        vhost: &str,
+        name: String,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        args: FieldTable,
+    ) -> Result<(), Error> {
+        let v = self.vhost_mut(vhost)?;
+        if let Some(x) = v.exchanges.get(&name) {
+            let what = exchange_what(vhost, &name);
+            if x.kind != kind {
+                return Err(inequivalent("type", &what, kind, x.kind));
+            }
+            if x.durable != durable {
+                return Err(inequivalent("durable", &what, durable, x.durable));
+            }
+            if x.auto_delete != auto_delete {
+                return Err(inequivalent(
+                    "auto_delete",
+                    &what,
+                    auto_delete,
+                    x.auto_delete,
+                ));
+            }
+            if x.internal != internal {
+                return Err(inequivalent("internal", &what, internal, x.internal));
+            }
+            return argument::assert_equivalent(&x.args, &args, EXCHANGE_EQUIVALENCE_KEYS, &what);
+        }
+        let alternate = argument::get(&args, "alternate-exchange").and_then(argument::as_str);
+        v.exchanges.insert(
+            name.clone(),
+            Arc::new(Exchange {
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                args,
+                alternate,
+                bindings: BindingIndex::default(),
+            }),
+        );
+        Ok(())
+    }
+
+    fn delete_exchange(&mut self, vhost: &str, name: &str, if_unused: bool) -> Result<(), Error> {
+        let v = self.vhost_mut(vhost)?;
+        let Some(x) = v.exchanges.get(name) else {
+            return Ok(());
+        };
+        if if_unused && !x.bindings.is_empty() {
+            return Err(Error::precondition(format!(
+                "{} in use",
+                exchange_what(vhost, name)
+            )));
+        }
+        v.exchanges.remove(name);
+        remove_destination(v, &Destination::Exchange(name.to_owned()));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn declare_queue(
+        &mut self,
+        vhost: &str,
+        name: String,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        args: FieldTable,
+        connection: ConnectionId,
+        effects: &mut Vec<MetaEffect>,
+    ) -> Result<bool, Error> {
+        let what = queue_what(vhost, &name);
+        let v = self.vhost_mut(vhost)?;
+        if let Some(q) = v.queues.get(&name) {
+            let owner_ok = match q.exclusive_owner {
+                Some(owner) => exclusive && owner == connection,
+                None => !exclusive,
+            };
+            if !owner_ok {
+                return Err(Error::resource_locked(format!(
+                    "cannot obtain exclusive access to locked {what}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+                )));
+            }
+            if q.durable != durable {
+                return Err(inequivalent("durable", &what, durable, q.durable));
+            }
+            if q.auto_delete != auto_delete {
+                return Err(inequivalent(
+                    "auto_delete",
+                    &what,
+                    auto_delete,
+                    q.auto_delete,
+                ));
+            }
+            argument::assert_equivalent(&q.args, &args, QUEUE_EQUIVALENCE_KEYS, &what)?;
+            return Ok(false);
+        }
+        let parsed = argument::parse_queue_args(&args, &what)?;
+        let record = Arc::new(QueueRecord {
+            vhost: vhost.to_owned(),
+            name: name.clone(),
+            durable,
+            exclusive_owner: exclusive.then_some(connection),
+            auto_delete,
+            args,
+            parsed,
+        });
+        v.queues.insert(name, record.clone());
+        effects.push(MetaEffect::QueueCreated(record));
+        Ok(true)
+    }
+
+    fn delete_queue(
+        &mut self,
+        vhost: &str,
+        name: &str,
+        effects: &mut Vec<MetaEffect>,
+    ) -> Result<(), Error> {
+        let v = self.vhost_mut(vhost)?;
+        if v.queues.remove(name).is_some() {
+            remove_destination(v, &Destination::Queue(name.to_owned()));
+            effects.push(MetaEffect::QueueDeleted(QueueKey::new(vhost, name)));
+        }
+        Ok(())
+    }
+
+    fn check_binding(
+        v: &Vhost,
+        vhost: &str,
+        source: &str,
+        destination: &Destination,
+    ) -> Result<(), Error> {
+        if source.is_empty() || matches!(destination, Destination::Exchange(d) if d.is_empty()) {
+            return Err(Error::access_refused(format!(
+                "operation not permitted on the default exchange"
+            )));
+        }
+        match destination {
+            Destination::Queue(q) if !v.queues.contains_key(q) => {
+                return Err(Error::no_queue(vhost, q));
+            }
+            Destination::Exchange(x) if !v.exchanges.contains_key(x) => {
+                return Err(Error::no_exchange(vhost, x));
+            }
+            _ => {}
+        }
+        if !v.exchanges.contains_key(source) {
+            return Err(Error::no_exchange(vhost, source));
+        }
+        Ok(())
+    }
+
+    fn bind(
+        &mut self,
+        vhost: &str,
+        source: &str,
+        destination: Destination,
+        key: String,
+        args: FieldTable,
+    ) -> Result<(), Error> {
+        let v = self.vhost_mut(vhost)?;
+        Self::check_binding(v, vhost, source, &destination)?;
+        let x = v
+            .exchanges
+            .get_mut(source)
+            .map(Arc::make_mut)
+            .ok_or_else(|| Error::no_exchange(vhost, source))?;
+        let kind = x.kind;
+        x.bindings.add(
+            kind,
+            Binding {
+                destination,
+                key,
+                args,
+            },
+        )?;
+        Ok(())
+    }
+
+    fn unbind(
+        &mut self,
+        vhost: &str,
+        source: &str,
+        destination: Destination,
+        key: String,
+        args: FieldTable,
+    ) -> Result<(), Error> {
+        let v = self.vhost_mut(vhost)?;
+        Self::check_binding(v, vhost, source, &destination)?;
+        let x = v
+            .exchanges
+            .get_mut(source)
+            .map(Arc::make_mut)
+            .ok_or_else(|| Error::no_exchange(vhost, source))?;
+        let kind = x.kind;
+        x.bindings.remove(
+            kind,
+            &Binding {
+                destination,
+                key,
+                args,
+            },
+        );
+        let gone = x.auto_delete && x.bindings.is_empty();
+        if gone {
+            v.exchanges.remove(source);
+            remove_destination(v, &Destination::Exchange(source.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn connection_closed(&mut self, connection: ConnectionId, effects: &mut Vec<MetaEffect>) {
+        let owned: Vec<(String, String)> = self
+            .state
+            .vhosts
+            .values()
+            .flat_map(|v| {
+                v.queues
+                    .values()
+                    .filter(|q| q.exclusive_owner == Some(connection))
+                    .map(|q| (q.vhost.clone(), q.name.clone()))
+            })
+            .collect();
+        for (vhost, name) in owned {
+            let _ = self.delete_queue(&vhost, &name, effects);
+        }
+    }
+}
+
+/// Removes every binding to `dest` in the vhost, then any auto-delete exchange left without
+/// bindings as source (which may cascade).
+fn remove_destination(v: &mut Vhost, dest: &Destination) {
+    let mut pending = vec![dest.clone()];
+    while let Some(dest) = pending.pop() {
+        let names: Vec<String> = v
+            .exchanges
+            .iter()
+            .filter(|(_, x)| x.bindings.iter().any(|b| b.destination == dest))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            let Some(x) = v.exchanges.get_mut(&n).map(Arc::make_mut) else {
+                continue;
+            };
+            let kind = x.kind;
+            x.bindings.remove_destination(kind, &dest);
+            if x.auto_delete && x.bindings.is_empty() {
+                v.exchanges.remove(&n);
+                pending.push(Destination::Exchange(n));
+            }
+        }
+    }
+}
+
+impl Machine for MetaMachine {
+    type Command = MetaCommand;
+    type Reply = MetaReply;
+    type Effect = MetaEffect;
+
+    fn apply(
+        &mut self,
+        _meta: ApplyMeta,
+        cmd: MetaCommand,
+        effects: &mut Vec<MetaEffect>,
+    ) -> MetaReply {
+        let r = match cmd {
+            MetaCommand::AddVhost { name } => {
+                self.add_vhost(name);
+                Ok(())
+            }
+            MetaCommand::PutUser {
+                name,
+                password_hash,
+                tags,
+            } => {
+                self.state.users.insert(
+                    name.clone(),
+                    Arc::new(User {
+                        name,
+                        password_hash,
+                        tags,
+                    }),
+                );
+                Ok(())
+            }
+            MetaCommand::SetPermissions {
+                vhost,
+                user,
+                configure,
+                write,
+                read,
+            } => match Permissions::compile(&configure, &write, &read) {
+                Err(e) => Err(Error::precondition(format!(
+                    "invalid permission regex: {e}"
+                ))),
+                Ok(p) => self.vhost_mut(&vhost).map(|v| {
+                    v.permissions.insert(user, Arc::new(p));
+                }),
+            },
+            MetaCommand::DeclareExchange {
+                vhost,
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                args,
+            } => self.declare_exchange(&vhost, name, kind, durable, auto_delete, internal, args),
+            MetaCommand::DeleteExchange {
+                vhost,
+                name,
+                if_unused,
+            } => self.delete_exchange(&vhost, &name, if_unused),
+            MetaCommand::DeclareQueue {
+                vhost,
+                name,
+                durable,
+                exclusive,
+                auto_delete,
+                args,
+                connection,
+            } => {
+                return match self.declare_queue(
+                    &vhost,
+                    name,
+                    durable,
+                    exclusive,
+                    auto_delete,
+                    args,
+                    connection,
+                    effects,
+                ) {
+                    Ok(created) => MetaReply::QueueDeclared { created },
+                    Err(e) => MetaReply::Refused(e),
+                };
+            }
+            MetaCommand::DeleteQueue { vhost, name } => self.delete_queue(&vhost, &name, effects),
+            MetaCommand::Bind {
+                vhost,
+                source,
+                destination,
+                key,
+                args,
+            } => self.bind(&vhost, &source, destination, key, args),
+            MetaCommand::Unbind {
+                vhost,
+                source,
+                destination,
+                key,
+                args,
+            } => self.unbind(&vhost, &source, destination, key, args),
+            MetaCommand::ConnectionClosed { connection } => {
+                self.connection_closed(connection, effects);
+                Ok(())
+            }
+        };
+        match r {
+            Ok(()) => MetaReply::Ok,
+            Err(e) => MetaReply::Refused(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! Metadata machine tests: declare, equivalence, bindings, cascades.
+
+use super::*;
+use crate::broker::router::route;
+use crate::raft::LogIndex;
+
+fn apply(m: &mut MetaMachine, cmd: MetaCommand) -> (MetaReply, Vec<MetaEffect>) {
+    let mut fx = Vec::new();
+    let r = m.apply(
+        ApplyMeta {
+            index: LogIndex(0),
+            now_ms: 0,
+        },
+        cmd,
+        &mut fx,
+    );
+    (r, fx)
+}
+
+fn setup() -> MetaMachine {
+    let mut m = MetaMachine::default();
+    apply(&mut m, MetaCommand::AddVhost { name: "/".into() });
+    m
+}
+
+fn queue(name: &str, exclusive: bool, conn: u64) -> MetaCommand {
+    MetaCommand::DeclareQueue {
+        vhost: "/".into(),
+        name: name.into(),
+        durable: false,
+        exclusive,
+        auto_delete: false,
+        args: FieldTable::default(),
+        connection: ConnectionId(conn),
+    }
+}
+
+fn exchange(name: &str, kind: ExchangeKind, auto_delete: bool) -> MetaCommand {
+    MetaCommand::DeclareExchange {
+        vhost: "/".into(),
+        name: name.into(),
+        kind,
+        durable: false,
+        auto_delete,
+        internal: false,
+        args: FieldTable::default(),
+    }
+}
+
+fn bind(src: &str, dest: Destination, key: &str) -> MetaCommand {
+    MetaCommand::Bind {
+        vhost: "/".into(),
+        source: src.into(),
+        destination: dest,
+        key: key.into(),
+        args: FieldTable::default(),
+    }
+}
+
+fn refused(r: MetaReply) -> String {
+    match r {
+        MetaReply::Refused(e) => e.reply_text(),
+        other => panic!("expected refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn vhost_starts_with_default_exchanges() {
+    let m = setup();
+    let v = &m.state().vhosts["/"];
+    for (name, _, _) in DEFAULT_EXCHANGES {
+        assert!(v.exchanges.contains_key(*name), "{name}");
+    }
+    assert!(v.exchanges["amq.rabbitmq.trace"].internal);
+}
+
+#[test]
+fn exchange_redeclare_equivalence() {
+    let mut m = setup();
+    assert!(matches!(
+        apply(&mut m, exchange("e", ExchangeKind::Direct, false)).0,
+        MetaReply::Ok
+    ));
+    assert!(matches!(
+        apply(&mut m, exchange("e", ExchangeKind::Direct, false)).0,
+        MetaReply::Ok
+    ));
+    assert_eq!(
+        refused(apply(&mut m, exchange("e", ExchangeKind::Fanout, false)).0),
+        "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'e' in vhost '/': received 'fanout' but current is 'direct'"
+    );
+}
+
+#[test]
+fn queue_exclusivity_and_equivalence() {
+    let mut m = setup();
+    let (r, fx) = apply(&mut m, queue("q", true, 1));
+    assert!(matches!(r, MetaReply::QueueDeclared { created: true }));
+    assert_eq!(fx.len(), 1);
+    assert!(matches!(
+        apply(&mut m, queue("q", true, 1)).0,
+        MetaReply::QueueDeclared { created: false }
+    ));
+    assert!(refused(apply(&mut m, queue("q", true, 2)).0).starts_with(
+        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'q' in vhost '/'"
+    ));
+    let (_, fx) = apply(
+        &mut m,
+        MetaCommand::ConnectionClosed {
+            connection: ConnectionId(1),
+        },
+    );
+    assert!(matches!(fx.as_slice(), [MetaEffect::QueueDeleted(k)] if k.name == "q"));
+    apply(&mut m, queue("d", false, 1));
+    let mut durable = queue("d", false, 1);
+    if let MetaCommand::DeclareQueue { durable: d, .. } = &mut durable {
+        *d = true;
+    }
+    assert_eq!(
+        refused(apply(&mut m, durable).0),
+        "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'd' in vhost '/': received 'true' but current is 'false'"
+    );
+}
+
+#[test]
+fn bindings_route_and_go_with_their_queue() {
+    let mut m = setup();
+    apply(&mut m, exchange("logs", ExchangeKind::Topic, false));
+    apply(&mut m, queue("q", false, 1));
+    assert!(matches!(
+        apply(
+            &mut m,
+            bind("logs", Destination::Queue("q".into()), "app.*")
+        )
+        .0,
+        MetaReply::Ok
+    ));
+    assert_eq!(
+        refused(apply(&mut m, bind("logs", Destination::Queue("nope".into()), "k")).0),
+        "NOT_FOUND - no queue 'nope' in vhost '/'"
+    );
+    assert_eq!(
+        refused(apply(&mut m, bind("", Destination::Queue("q".into()), "k")).0),
+        "ACCESS_REFUSED - operation not permitted on the default exchange"
+    );
+    let v = m.state().vhosts["/"].clone();
+    assert_eq!(route(&*v, "logs", &["app.start"], None).len(), 1);
+    apply(
+        &mut m,
+        MetaCommand::DeleteQueue {
+            vhost: "/".into(),
+            name: "q".into(),
+        },
+    );
+    assert!(m.state().vhosts["/"].exchanges["logs"].bindings.is_empty());
+}
+
+#[test]
+fn auto_delete_exchange_goes_with_last_binding() {
+    let mut m = setup();
+    apply(&mut m, exchange("tmp", ExchangeKind::Fanout, true));
+    apply(&mut m, queue("q", false, 1));
+    apply(&mut m, bind("tmp", Destination::Queue("q".into()), ""));
+    apply(
+        &mut m,
+        MetaCommand::DeleteQueue {
+            vhost: "/".into(),
+            name: "q".into(),
+        },
+    );
+    assert!(!m.state().vhosts["/"].exchanges.contains_key("tmp"));
+}
+
+#[test]
+fn delete_exchange_if_unused() {
+    let mut m = setup();
+    apply(&mut m, exchange("e", ExchangeKind::Direct, false));
+    apply(&mut m, queue("q", false, 1));
+    apply(&mut m, bind("e", Destination::Queue("q".into()), "k"));
+    let r = apply(
+        &mut m,
+        MetaCommand::DeleteExchange {
+            vhost: "/".into(),
+            name: "e".into(),
+            if_unused: true,
+        },
+    )
+    .0;
+    assert_eq!(
+        refused(r),
+        "PRECONDITION_FAILED - exchange 'e' in vhost '/' in use"
+    );
+    assert!(matches!(
+        apply(
+            &mut m,
+            MetaCommand::DeleteExchange {
+                vhost: "/".into(),
+                name: "e".into(),
+                if_unused: false
+            }
+        )
+        .0,
+        MetaReply::Ok
+    ));
+}

@@ -1,0 +1,80 @@
+//! The data of the metadata machine.
+
+use crate::broker::argument::QueueArgs;
+use crate::broker::exchange::ExchangeKind;
+use crate::broker::permission::Permissions;
+use crate::broker::router::{BindingIndex, ExchangeLookup, RoutableExchange};
+use crate::ids::ConnectionId;
+use amq_protocol::types::FieldTable;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    /// RabbitMQ-format salted SHA-256 (`broker::password`).
+    pub password_hash: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub args: FieldTable,
+    pub alternate: Option<String>,
+    pub bindings: BindingIndex,
+}
+
+impl RoutableExchange for Exchange {
+    fn kind(&self) -> ExchangeKind {
+        self.kind
+    }
+    fn bindings(&self) -> &BindingIndex {
+        &self.bindings
+    }
+    fn alternate(&self) -> Option<&str> {
+        self.alternate.as_deref()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct QueueRecord {
+    pub vhost: String,
+    pub name: String,
+    pub durable: bool,
+    /// The owning connection of an exclusive queue.
+    pub exclusive_owner: Option<ConnectionId>,
+    pub auto_delete: bool,
+    pub args: FieldTable,
+    pub parsed: QueueArgs,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Vhost {
+    pub name: String,
+    pub exchanges: BTreeMap<String, Arc<Exchange>>,
+    pub queues: BTreeMap<String, Arc<QueueRecord>>,
+    /// Per user.
+    pub permissions: BTreeMap<String, Arc<Permissions>>,
+}
+
+impl ExchangeLookup for Vhost {
+    type Exchange = Exchange;
+    fn exchange(&self, name: &str) -> Option<&Exchange> {
+        self.exchanges.get(name).map(|x| &**x)
+    }
+    fn has_queue(&self, name: &str) -> bool {
+        self.queues.contains_key(name)
+    }
+}
+
+/// All metadata. Cloning is cheap: it copies maps of `Arc`s.
+#[derive(Clone, Debug, Default)]
+pub struct MetaState {
+    pub vhosts: BTreeMap<String, Arc<Vhost>>,
+    pub users: BTreeMap<String, Arc<User>>,
+}

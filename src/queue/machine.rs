@@ -1,0 +1,406 @@
+//! The queue state machine: `apply(meta, command) -> (reply, effects)` with no I/O.
+//!
+//! Semantics copied from RabbitMQ classic queues (`rabbit_amqqueue_process`) and its docs:
+//! - FIFO delivery; a requeued message goes back to its original position and is marked
+//!   redelivered ([D:confirms]).
+//! - Consumers are served round-robin among those of the highest priority that still have
+//!   credit (`x-priority`, [D:consumer-priority]); prefetch bounds unacked messages per consumer.
+//! - Single active consumer: only the earliest registered consumer receives ([D:consumers]).
+//! - An exclusive consumer refuses any other, and is refused if others exist (403).
+//! - An auto-delete queue goes when its last consumer goes (if it ever had one).
+
+use super::Message;
+use crate::broker::Error;
+use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
+use crate::raft::{ApplyMeta, Machine};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// Who holds an unacked message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    Consumer(ConsumerId),
+    /// Fetched with `basic.get` (ack mode) on this connection's channel.
+    Get(ConnectionId, ChannelId),
+}
+
+/// How the holder settles a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// basic.ack: forget it.
+    Ack,
+    /// nack/reject with requeue, or the channel closed: back to its place, redelivered.
+    Requeue,
+    /// nack/reject without requeue: dropped (dead-lettering comes with the lifecycle issue).
+    Discard,
+}
+
+/// A consumer as the machine knows it (its socket lives with the runner).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    pub id: ConsumerId,
+    pub tag: Arc<str>,
+    pub connection: ConnectionId,
+    pub channel: ChannelId,
+    /// Maximum unacked messages (0 = unlimited), from `basic.qos`.
+    pub prefetch: u32,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub priority: i32,
+}
+
+#[derive(Clone, Debug)]
+pub enum Command {
+    Enqueue {
+        msg: Arc<Message>,
+    },
+    Consume(ConsumerSpec),
+    Cancel {
+        consumer: ConsumerId,
+    },
+    Settle {
+        ids: Vec<MsgId>,
+        outcome: Outcome,
+    },
+    Get {
+        holder: Holder,
+        no_ack: bool,
+    },
+    Purge,
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+    },
+    /// Read-only: counts for `queue.declare-ok` and listings.
+    Stats,
+}
+
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Enqueued(MsgId),
+    /// The queue is deleted; the message was dropped.
+    Dropped,
+    Consumed,
+    Cancelled(bool),
+    Settled(usize),
+    Got(Option<Got>),
+    Purged(u32),
+    Deleted(u32),
+    Stats {
+        messages: u32,
+        consumers: u32,
+    },
+    Refused(Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct Got {
+    pub id: MsgId,
+    pub msg: Arc<Message>,
+    pub redelivered: bool,
+    /// Ready messages left after this one.
+    pub remaining: u32,
+}
+
+#[derive(Clone, Debug)]
+pub enum Effect {
+    Deliver {
+        consumer: ConsumerId,
+        id: MsgId,
+        msg: Arc<Message>,
+        redelivered: bool,
+    },
+    /// Tell this consumer's client that the queue cancelled it.
+    ConsumerCancelled { consumer: ConsumerId },
+    /// The last consumer of an auto-delete queue went: delete the queue.
+    AutoDelete,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    id: MsgId,
+    msg: Arc<Message>,
+    redelivered: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Consumer {
+    spec: ConsumerSpec,
+    in_flight: u32,
+}
+
+impl Consumer {
+    fn has_credit(&self) -> bool {
+        self.spec.no_ack || self.spec.prefetch == 0 || self.in_flight < self.spec.prefetch
+    }
+}
+
+/// Declared properties the machine needs.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    pub key: QueueKey,
+    pub auto_delete: bool,
+    pub single_active_consumer: bool,
+}
+
+/// The state of one queue.
+#[derive(Debug)]
+pub struct QueueMachine {
+    config: QueueConfig,
+    next_id: u64,
+    /// Ready messages never delivered, in publish order.
+    ready: VecDeque<Entry>,
+    /// Requeued messages, by original position; delivered before `ready`'s head when older.
+    returned: BTreeMap<MsgId, Entry>,
+    unacked: BTreeMap<MsgId, (Holder, Entry)>,
+    /// In registration order.
+    consumers: Vec<Consumer>,
+    /// Round-robin cursor into `consumers`.
+    cursor: usize,
+    had_consumer: bool,
+    deleted: bool,
+}
+
+impl QueueMachine {
+    pub fn new(config: QueueConfig) -> Self {
+        Self {
+            config,
+            next_id: 1,
+            ready: VecDeque::new(),
+            returned: BTreeMap::new(),
+            unacked: BTreeMap::new(),
+            consumers: Vec::new(),
+            cursor: 0,
+            had_consumer: false,
+            deleted: false,
+        }
+    }
+
+    pub fn ready_count(&self) -> u32 {
+        (self.ready.len() + self.returned.len()) as u32
+    }
+
+    pub fn unacked_count(&self) -> u32 {
+        self.unacked.len() as u32
+    }
+
+    pub fn consumer_count(&self) -> u32 {
+        self.consumers.len() as u32
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// Takes the oldest ready message (returned messages keep their original place).
+    fn pop_ready(&mut self) -> Option<Entry> {
+        let take_returned = match (self.returned.first_key_value(), self.ready.front()) {
+            (Some((rid, _)), Some(head)) => *rid < head.id,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if take_returned {
+            self.returned.pop_first().map(|(_, e)| e)
+        } else {
+            self.ready.pop_front()
+        }
+    }
+
+    /// Picks the consumer for the next message: highest priority with credit, round-robin
+    /// among equals starting at the cursor. With single active consumer, only the first.
+    fn pick_consumer(&self) -> Option<usize> {
+        if self.config.single_active_consumer {
+            return self.consumers.first().filter(|c| c.has_credit()).map(|_| 0);
+        }
+        let n = self.consumers.len();
+        let best = self
+            .consumers
+            .iter()
+            .filter(|c| c.has_credit())
+            .map(|c| c.spec.priority)
+            .max()?;
+        (0..n).map(|i| (self.cursor + i) % n).find(|&i| {
+            let c = &self.consumers[i];
+            c.spec.priority == best && c.has_credit()
+        })
+    }
+
+    /// Delivers ready messages while some consumer has credit.
+    fn dispatch(&mut self, effects: &mut Vec<Effect>) {
+        while self.ready_count() > 0 {
+            let Some(i) = self.pick_consumer() else {
+                return;
+            };
+            let Some(entry) = self.pop_ready() else {
+                return;
+            };
+            self.cursor = (i + 1) % self.consumers.len();
+            let c = &mut self.consumers[i];
+            effects.push(Effect::Deliver {
+                consumer: c.spec.id,
+                id: entry.id,
+                msg: entry.msg.clone(),
+                redelivered: entry.redelivered,
+            });
+            if !c.spec.no_ack {
+                c.in_flight += 1;
+                self.unacked
+                    .insert(entry.id, (Holder::Consumer(c.spec.id), entry));
+            }
+        }
+    }
+
+    fn consume(&mut self, spec: ConsumerSpec) -> Reply {
+        let in_use = || {
+            Error::access_refused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                self.config.key.name, self.config.key.vhost
+            ))
+        };
+        if self.consumers.iter().any(|c| c.spec.exclusive)
+            || (spec.exclusive && !self.consumers.is_empty())
+        {
+            return Reply::Refused(in_use());
+        }
+        self.had_consumer = true;
+        self.consumers.push(Consumer { spec, in_flight: 0 });
+        Reply::Consumed
+    }
+
+    fn cancel(&mut self, id: ConsumerId, effects: &mut Vec<Effect>) -> Reply {
+        let Some(pos) = self.consumers.iter().position(|c| c.spec.id == id) else {
+            return Reply::Cancelled(false);
+        };
+        self.consumers.remove(pos);
+        if self.cursor > pos {
+            self.cursor -= 1;
+        }
+        if self.cursor >= self.consumers.len() {
+            self.cursor = 0;
+        }
+        if self.consumers.is_empty() && self.config.auto_delete && self.had_consumer {
+            effects.push(Effect::AutoDelete);
+        }
+        Reply::Cancelled(true)
+    }
+
+    fn settle(&mut self, ids: Vec<MsgId>, outcome: Outcome) -> Reply {
+        let mut n = 0;
+        for id in ids {
+            let Some((holder, mut entry)) = self.unacked.remove(&id) else {
+                continue;
+            };
+            n += 1;
+            if let Holder::Consumer(cid) = holder {
+                if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.id == cid) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                }
+            }
+            if outcome == Outcome::Requeue && !self.deleted {
+                entry.redelivered = true;
+                self.returned.insert(entry.id, entry);
+            }
+        }
+        Reply::Settled(n)
+    }
+
+    fn get(&mut self, holder: Holder, no_ack: bool) -> Reply {
+        let Some(entry) = self.pop_ready() else {
+            return Reply::Got(None);
+        };
+        let got = Got {
+            id: entry.id,
+            msg: entry.msg.clone(),
+            redelivered: entry.redelivered,
+            remaining: self.ready_count(),
+        };
+        if !no_ack {
+            self.unacked.insert(entry.id, (holder, entry));
+        }
+        Reply::Got(Some(got))
+    }
+
+    fn delete(&mut self, if_unused: bool, if_empty: bool, effects: &mut Vec<Effect>) -> Reply {
+        let what = format!(
+            "queue '{}' in vhost '{}'",
+            self.config.key.name, self.config.key.vhost
+        );
+        if if_unused && !self.consumers.is_empty() {
+            return Reply::Refused(Error::precondition(format!("{what} in use")));
+        }
+        if if_empty && self.ready_count() > 0 {
+            return Reply::Refused(Error::precondition(format!("{what} not empty")));
+        }
+        let count = self.ready_count();
+        for c in self.consumers.drain(..) {
+            effects.push(Effect::ConsumerCancelled {
+                consumer: c.spec.id,
+            });
+        }
+        self.ready.clear();
+        self.returned.clear();
+        self.unacked.clear();
+        self.deleted = true;
+        Reply::Deleted(count)
+    }
+}
+
+impl Machine for QueueMachine {
+    type Command = Command;
+    type Reply = Reply;
+    type Effect = Effect;
+
+    fn apply(&mut self, _meta: ApplyMeta, cmd: Command, effects: &mut Vec<Effect>) -> Reply {
+        if self.deleted {
+            return match cmd {
+                Command::Enqueue { .. } => Reply::Dropped,
+                Command::Settle { .. } => Reply::Settled(0),
+                Command::Cancel { .. } => Reply::Cancelled(false),
+                Command::Delete { .. } => Reply::Deleted(0),
+                Command::Stats => Reply::Stats {
+                    messages: 0,
+                    consumers: 0,
+                },
+                _ => Reply::Refused(Error::no_queue(
+                    &self.config.key.vhost,
+                    &self.config.key.name,
+                )),
+            };
+        }
+        let reply = match cmd {
+            Command::Enqueue { msg } => {
+                let id = MsgId(self.next_id);
+                self.next_id += 1;
+                self.ready.push_back(Entry {
+                    id,
+                    msg,
+                    redelivered: false,
+                });
+                Reply::Enqueued(id)
+            }
+            Command::Consume(spec) => self.consume(spec),
+            Command::Cancel { consumer } => self.cancel(consumer, effects),
+            Command::Settle { ids, outcome } => self.settle(ids, outcome),
+            Command::Get { holder, no_ack } => self.get(holder, no_ack),
+            Command::Purge => {
+                let n = self.ready_count();
+                self.ready.clear();
+                self.returned.clear();
+                Reply::Purged(n)
+            }
+            Command::Delete {
+                if_unused,
+                if_empty,
+            } => return self.delete(if_unused, if_empty, effects),
+            Command::Stats => Reply::Stats {
+                messages: self.ready_count(),
+                consumers: self.consumer_count(),
+            },
+        };
+        self.dispatch(effects);
+        reply
+    }
+}
+
+#[cfg(test)]
+mod tests;

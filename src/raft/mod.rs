@@ -1,0 +1,11 @@
+//! The replication seam: the only way a command reaches a state machine.
+//!
+//! A [`Group`] owns one deterministic [`Machine`] and a log. Every mutation is proposed as a
+//! command, appended to the log at the next index and then applied with an [`ApplyMeta`] that
+//! carries the index and the proposer's clock. Today the log is in memory and single-member, so a
+//! proposal commits at once; the durability issue puts openraft + RocksDB behind this same API
+//! (only this module will import openraft), and callers do not change.
+
+mod group;
+
+pub use group::{ApplyMeta, Group, LogIndex, Machine};

@@ -177,9 +177,6 @@ impl Connection {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
         loop {
-            while let Some(ev) = self.deferred.pop_front() {
-                self.handle_event(ev);
-            }
             // Frames already buffered are handled before reading more.
             loop {
                 let f = match frame::next_frame(rbuf, self.frame_max) {
@@ -193,7 +190,11 @@ impl Connection {
                     Err(e) => return Some(e),
                 }
             }
-            self.flush_settles();
+            // Events that arrived while a frame waited on a queue (never re-deferred).
+            while let Some(ev) = self.deferred.pop_front() {
+                self.handle_event(ev);
+            }
+            self.flush_settles().await;
             if !self.out.flush().await {
                 return None;
             }
@@ -457,7 +458,14 @@ impl Connection {
     }
 
     /// Sends a request to a queue, handling this connection's inbox while the queue is busy.
+    /// Settles the client sent earlier go first, so a queue sees this connection's requests in
+    /// the order the client made them.
     pub async fn send_to(&mut self, q: &QueueHandle, req: Request) -> Result<()> {
+        self.flush_settles().await;
+        self.send_now(q, req).await
+    }
+
+    async fn send_now(&mut self, q: &QueueHandle, req: Request) -> Result<()> {
         let req = match q.tx.try_send(req) {
             Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -512,10 +520,19 @@ impl Connection {
         }
     }
 
-    /// Sends buffered settles without ever blocking this task.
-    pub fn flush_settles(&mut self) {
-        for (q, outcome, ids) in self.settles.drain(..) {
-            cast(&q, Command::Settle { ids, outcome });
+    /// Sends buffered settles in order (draining the inbox while a queue is busy).
+    pub async fn flush_settles(&mut self) {
+        let settles = std::mem::take(&mut self.settles);
+        for (q, outcome, ids) in settles {
+            // A queue that is gone has nothing left to settle.
+            let _ = self
+                .send_now(
+                    &q,
+                    Request::Cast {
+                        cmd: Command::Settle { ids, outcome },
+                    },
+                )
+                .await;
         }
     }
 
@@ -621,7 +638,6 @@ impl Connection {
         if let Some((name, _)) = c.direct_reply.take() {
             self.node.unregister_direct_reply(&name);
         }
-        self.flush_settles();
     }
 
     async fn cleanup(&mut self) {
@@ -643,7 +659,7 @@ impl Connection {
                 }
             }
         }
-        self.flush_settles();
+        self.flush_settles().await;
         self.node.propose_meta(MetaCommand::ConnectionClosed {
             connection: self.id,
         });

@@ -44,19 +44,29 @@ def test_client_consumer_tag_is_echoed(conn):
     assert wait_for(lambda: got == ["my-tag"], 5, conn=conn)
 
 
-def test_reusing_consumer_tag_on_channel_is_connection_error(connect):
-    c = connect()
-    ch = c.channel()
-    q = ch.queue_declare("", exclusive=True).method.queue
-    ch.basic_consume(q, lambda *a: None, consumer_tag="dup")
-    impl = ch._impl
-    # pika refuses duplicate tags client-side; go through the raw RPC
-    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
-        impl._send_method(pika.spec.Basic.Consume(queue=q, consumer_tag="dup"))
-        c.process_data_events(time_limit=2)
-        ch.queue_declare("", exclusive=True)
-    assert (e.value.reply_code, e.value.reply_text) == (
-        530, "NOT_ALLOWED - attempt to reuse consumer tag 'dup'")
+def test_reusing_consumer_tag_on_channel_is_connection_error(broker, witness_q):
+    q = witness_q
+    c = raw.RawConnection(broker.host, broker.port)
+    try:
+        c.handshake(broker.user, broker.password, broker.vhost)
+        c.open_channel(1)
+        consume = raw.short(0) + raw.shortstr(q) + raw.shortstr("dup") + raw.octet(0) + raw.table()
+        c.send_method(1, (60, 20), consume)
+        c.expect((60, 21), channel=1)
+        c.send_method(1, (60, 20), consume)
+        assert c.expect_connection_close() == (
+            530, "NOT_ALLOWED - attempt to reuse consumer tag 'dup'", 60, 20)
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def witness_q(conn):
+    ch = conn.channel()
+    q = uniq("q")
+    ch.queue_declare(q)
+    yield q
+    conn.channel().queue_delete(q)
 
 
 def test_same_consumer_tag_on_different_channels_is_fine(conn):

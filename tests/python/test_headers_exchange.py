@@ -136,6 +136,7 @@ def test_invalid_x_match_value(broker, connect):
     assert e.value.reply_code == 406
     assert e.value.reply_text == ("PRECONDITION_FAILED - Invalid x-match field type signedint "
                                   "(value 5); expected longstr")
+    c.channel().exchange_delete(x)
 
 
 def test_amq_match_exists(hch):

@@ -25,10 +25,10 @@ def _rpc_server(broker, queue, ready, stop, served):
 
         def on_request(chan, method, props, body):
             n = int(body)
+            served.append(props.reply_to)
             chan.basic_publish("", props.reply_to, str(fib(n)).encode(),
                                pika.BasicProperties(correlation_id=props.correlation_id))
             chan.basic_ack(method.delivery_tag)
-            served.append(props.reply_to)
 
         ch.basic_consume(queue, on_request)
         ready.set()

@@ -1,0 +1,223 @@
+//! Test harness: a broker node on a loopback port, lapin clients, and a raw AMQP socket for
+//! malformed-input tests.
+#![allow(dead_code)]
+
+use amq_protocol::frame::{AMQPFrame, WriteContext, gen_frame};
+use amq_protocol::protocol::{AMQPClass, connection};
+use amq_protocol::types::{FieldTable, LongString};
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use warren::config::Config;
+use warren::node::{Node, Running};
+
+pub struct Broker {
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+}
+
+impl Broker {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(f: impl FnOnce(&mut Config)) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
+            .with_test_writer()
+            .try_init();
+        let mut c = Config {
+            amqp_addr: ([127, 0, 0, 1], 0).into(),
+            ..Config::default()
+        };
+        f(&mut c);
+        let running = Node::start(c).await.expect("broker starts");
+        let addr = running.amqp_addr;
+        Self {
+            running: Some(running),
+            addr,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        self.uri_for("guest", "guest", "%2f")
+    }
+
+    pub fn uri_for(&self, user: &str, pass: &str, vhost: &str) -> String {
+        format!("amqp://{user}:{pass}@{}/{vhost}", self.addr)
+    }
+
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.uri(), ConnectionProperties::default())
+            .await
+            .expect("connect")
+    }
+
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let c = self.connect().await;
+        let ch = c.create_channel().await.expect("channel");
+        (c, ch)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// The reply code and text of a lapin error the broker caused.
+pub fn amqp_error(e: &lapin::Error) -> (u16, String) {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => (p.get_id(), p.get_message().to_string()),
+        other => panic!("expected an AMQP error, got {other:?}"),
+    }
+}
+
+pub fn expect_err<T: std::fmt::Debug>(r: lapin::Result<T>, code: u16, text: &str) {
+    let e = r.expect_err("the broker should refuse");
+    let (c, t) = amqp_error(&e);
+    assert_eq!((c, t.as_str()), (code, text));
+}
+
+/// Waits for a condition with a deadline.
+pub async fn eventually<F: FnMut() -> bool>(mut f: F, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A raw AMQP socket that completes the handshake by hand.
+pub struct Raw {
+    pub sock: TcpStream,
+    pub buf: Vec<u8>,
+}
+
+pub fn encode(frame: &AMQPFrame) -> Vec<u8> {
+    gen_frame(frame)(WriteContext::from(Vec::new()))
+        .expect("encode")
+        .write
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        Self {
+            sock: TcpStream::connect(addr).await.expect("tcp"),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends the protocol header and negotiates up to open-ok.
+    pub async fn open(addr: SocketAddr) -> Self {
+        let mut r = Self::connect(addr).await;
+        r.send(b"AMQP\x00\x00\x09\x01").await;
+        assert!(matches!(
+            r.method().await,
+            (0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))
+        ));
+        r.send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: FieldTable::default(),
+                mechanism: "PLAIN".into(),
+                response: LongString::from(b"\0guest\0guest".to_vec()),
+                locale: "en_US".into(),
+            })),
+        )
+        .await;
+        let (_, tune) = r.method().await;
+        let AMQPClass::Connection(connection::AMQPMethod::Tune(t)) = tune else {
+            panic!("expected tune, got {tune:?}")
+        };
+        r.send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: t.channel_max,
+                frame_max: t.frame_max,
+                heartbeat: 0,
+            })),
+        )
+        .await;
+        r.send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+                virtual_host: "/".into(),
+            })),
+        )
+        .await;
+        assert!(matches!(
+            r.method().await,
+            (0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))
+        ));
+        r
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn send_method(&mut self, channel: u16, m: AMQPClass) {
+        let b = encode(&AMQPFrame::Method(channel, m));
+        self.send(&b).await;
+    }
+
+    /// Reads the next frame (skipping heartbeats); None when the server closed the socket.
+    pub async fn frame(&mut self) -> Option<AMQPFrame> {
+        loop {
+            if let Ok((rest, f)) = amq_protocol::frame::parse_frame(&self.buf[..]) {
+                let used = self.buf.len() - rest.len();
+                self.buf.drain(..used);
+                if matches!(f, AMQPFrame::Heartbeat) {
+                    continue;
+                }
+                return Some(f);
+            }
+            let mut tmp = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), self.sock.read(&mut tmp))
+                .await
+                .expect("read timed out")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    pub async fn method(&mut self) -> (u16, AMQPClass) {
+        match self.frame().await {
+            Some(AMQPFrame::Method(ch, m)) => (ch, m),
+            other => panic!("expected a method frame, got {other:?}"),
+        }
+    }
+
+    /// Reads raw bytes until the server closes the socket.
+    pub async fn read_to_close(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.buf);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.sock.read_to_end(&mut out)).await;
+        out
+    }
+
+    /// Expects `connection.close` with this code; answers close-ok.
+    pub async fn expect_connection_close(&mut self, code: u16) -> String {
+        match self.method().await {
+            (0, AMQPClass::Connection(connection::AMQPMethod::Close(c))) => {
+                assert_eq!(c.reply_code, code, "reply text: {}", c.reply_text);
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                )
+                .await;
+                c.reply_text.to_string()
+            }
+            other => panic!("expected connection.close {code}, got {other:?}"),
+        }
+    }
+}

@@ -1,1 +1,398 @@
-fn main() {}
+//! A load generator in the style of RabbitMQ's PerfTest, for Warren or any AMQP 0-9-1 broker.
+//!
+//! ```text
+//! cargo bench --bench loadgen -- --addr 127.0.0.1:5672 --size 16 --duration 10
+//!   --producers N --consumers N --size BYTES --confirm WINDOW --prefetch N --auto-ack
+//!   --multi-ack-every N --persistent --durable --quorum --queue NAME --label TEXT
+//! ```
+//!
+//! It speaks AMQP over raw sockets (amq-protocol for encoding, Warren's frame splitter for
+//! decoding) and pipelines: producers write batches of publishes without waiting, bounded by the
+//! confirm window when confirms are on; consumers ack every message (or every N with
+//! `multiple`, or auto-ack) and flush acks once per read. So the client costs far less than
+//! either broker and the same client measures both. Every body starts with its send time, so
+//! consumers measure end-to-end latency. Bounded: stops after `--duration` s (at most 600).
+
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
+use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, confirm, connection, queue};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Semaphore;
+use warren::amqp::frame::{FRAME_BODY, FRAME_HEADER, FRAME_METHOD, decode_method, next_frame};
+
+#[derive(Clone)]
+struct Args {
+    addr: String,
+    user: String,
+    pass: String,
+    producers: usize,
+    consumers: usize,
+    size: usize,
+    confirm: usize,
+    prefetch: u16,
+    auto_ack: bool,
+    multi_ack_every: u64,
+    persistent: bool,
+    durable: bool,
+    quorum: bool,
+    duration: u64,
+    queue: String,
+    label: String,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        addr: "127.0.0.1:5672".into(),
+        user: "guest".into(),
+        pass: "guest".into(),
+        producers: 1,
+        consumers: 1,
+        size: 16,
+        confirm: 0,
+        prefetch: 0,
+        auto_ack: false,
+        multi_ack_every: 0,
+        persistent: false,
+        durable: false,
+        quorum: false,
+        duration: 10,
+        queue: format!("loadgen-{}", std::process::id()),
+        label: String::new(),
+    };
+    let argv: Vec<String> = std::env::args().skip(1).filter(|s| s != "--bench").collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let flag = argv[i].clone();
+        let mut val = || {
+            i += 1;
+            argv.get(i).cloned().unwrap_or_else(|| panic!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--addr" => a.addr = val(),
+            "--user" => a.user = val(),
+            "--pass" => a.pass = val(),
+            "--producers" | "-x" => a.producers = val().parse().expect("producers"),
+            "--consumers" | "-y" => a.consumers = val().parse().expect("consumers"),
+            "--size" | "-s" => a.size = val().parse().expect("size"),
+            "--confirm" | "-c" => a.confirm = val().parse().expect("confirm window"),
+            "--prefetch" | "-q" => a.prefetch = val().parse().expect("prefetch"),
+            "--multi-ack-every" => a.multi_ack_every = val().parse().expect("multi-ack-every"),
+            "--duration" | "-z" => a.duration = val().parse::<u64>().expect("duration").clamp(1, 600),
+            "--queue" => a.queue = val(),
+            "--label" => a.label = val(),
+            "--auto-ack" | "-a" => a.auto_ack = true,
+            "--persistent" => a.persistent = true,
+            "--durable" => a.durable = true,
+            "--quorum" => {
+                a.quorum = true;
+                a.durable = true;
+            }
+            other => panic!("unknown flag {other}; see the module docs"),
+        }
+        i += 1;
+    }
+    a.size = a.size.max(16);
+    a
+}
+
+fn encode(out: &mut Vec<u8>, frame: &AMQPFrame) {
+    let w = gen_frame(frame)(WriteContext::from(std::mem::take(out))).expect("encode");
+    *out = w.write;
+}
+
+fn method(out: &mut Vec<u8>, ch: u16, m: AMQPClass) {
+    encode(out, &AMQPFrame::Method(ch, m));
+}
+
+/// A handshaken connection with one open channel.
+struct Client {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+    frame_max: u32,
+}
+
+impl Client {
+    async fn connect(a: &Args) -> Client {
+        let sock = TcpStream::connect(&a.addr).await.expect("connect");
+        sock.set_nodelay(true).ok();
+        let (rd, wr) = sock.into_split();
+        let mut c = Client { rd, wr, buf: BytesMut::with_capacity(1 << 20), frame_max: 131072 };
+        c.wr.write_all(b"AMQP\x00\x00\x09\x01").await.expect("header");
+        c.expect_method().await;
+        let mut out = Vec::new();
+        method(&mut out, 0, AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: LongString::from(format!("\0{}\0{}", a.user, a.pass).into_bytes()),
+            locale: "en_US".into(),
+        })));
+        c.wr.write_all(&out).await.expect("write");
+        let AMQPClass::Connection(connection::AMQPMethod::Tune(t)) = c.expect_method().await else { panic!("expected tune") };
+        c.frame_max = t.frame_max;
+        let mut out = Vec::new();
+        method(&mut out, 0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk { channel_max: t.channel_max, frame_max: t.frame_max, heartbeat: 0 })));
+        method(&mut out, 0, AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open { virtual_host: "/".into() })));
+        method(&mut out, 1, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})));
+        c.wr.write_all(&out).await.expect("write");
+        c.expect_method().await; // open-ok
+        c.expect_method().await; // channel open-ok
+        c
+    }
+
+    async fn read_more(&mut self) -> bool {
+        matches!(self.rd.read_buf(&mut self.buf).await, Ok(n) if n > 0)
+    }
+
+    async fn expect_method(&mut self) -> AMQPClass {
+        loop {
+            if let Some(f) = next_frame(&mut self.buf, u32::MAX).expect("frame") {
+                if f.kind == FRAME_METHOD {
+                    return decode_method(&f.payload).expect("method");
+                }
+                continue;
+            }
+            assert!(self.read_more().await, "server closed the connection");
+        }
+    }
+
+    async fn call(&mut self, m: AMQPClass) -> AMQPClass {
+        let mut out = Vec::new();
+        method(&mut out, 1, m);
+        self.wr.write_all(&out).await.expect("write");
+        self.expect_method().await
+    }
+}
+
+fn queue_args(a: &Args) -> FieldTable {
+    let mut t = FieldTable::default();
+    if a.quorum {
+        t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
+    t
+}
+
+async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, confirmed: Arc<AtomicU64>) {
+    let mut c = Client::connect(&a).await;
+    let window = Arc::new(Semaphore::new(if a.confirm > 0 { a.confirm } else { Semaphore::MAX_PERMITS }));
+    if a.confirm > 0 {
+        c.call(AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false }))).await;
+    }
+    let Client { mut rd, mut wr, mut buf, frame_max } = c;
+    // Confirms come back on the read half.
+    let (w2, confirmed2) = (window.clone(), confirmed.clone());
+    let acks = tokio::spawn(async move {
+        let mut acked = 0u64;
+        loop {
+            while let Ok(Some(f)) = next_frame(&mut buf, u32::MAX) {
+                if f.kind != FRAME_METHOD {
+                    continue;
+                }
+                let settled = match decode_method(&f.payload) {
+                    Ok(AMQPClass::Basic(basic::AMQPMethod::Ack(x))) => Some((x.delivery_tag, x.multiple)),
+                    Ok(AMQPClass::Basic(basic::AMQPMethod::Nack(x))) => Some((x.delivery_tag, x.multiple)),
+                    _ => None,
+                };
+                if let Some((delivery_tag, multiple)) = settled {
+                    let n = if multiple { delivery_tag.saturating_sub(acked) } else { 1 };
+                    acked = acked.max(delivery_tag);
+                    confirmed2.fetch_add(n, Ordering::Relaxed);
+                    w2.add_permits(n as usize);
+                }
+            }
+            if !matches!(rd.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                return;
+            }
+        }
+    });
+    let props = if a.persistent { BasicProperties::default().with_delivery_mode(2) } else { BasicProperties::default() };
+    let mut header = Vec::new();
+    encode(&mut header, &AMQPFrame::Header(1, AMQPContentHeader { class_id: 60, body_size: a.size as u64, properties: props }));
+    let mut publish = Vec::new();
+    method(&mut publish, 1, AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish { exchange: "".into(), routing_key: a.queue.as_str().into(), mandatory: false, immediate: false })));
+    let max_body = frame_max as usize - 8;
+    let batch = if a.confirm > 0 { a.confirm.clamp(1, 64) } else { 64 };
+    let mut out = Vec::with_capacity(batch * (a.size + 64));
+    let mut body = vec![0u8; a.size];
+    while !stop.load(Ordering::Relaxed) {
+        if a.confirm > 0 {
+            match tokio::time::timeout(Duration::from_millis(200), window.acquire_many(batch as u32)).await {
+                Ok(Ok(p)) => p.forget(),
+                _ => continue,
+            }
+        }
+        out.clear();
+        for _ in 0..batch {
+            body[0..8].copy_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
+            out.extend_from_slice(&publish);
+            out.extend_from_slice(&header);
+            for chunk in body.chunks(max_body) {
+                out.push(FRAME_BODY);
+                out.extend_from_slice(&1u16.to_be_bytes());
+                out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+                out.extend_from_slice(chunk);
+                out.push(0xCE);
+            }
+        }
+        if wr.write_all(&out).await.is_err() {
+            break;
+        }
+        sent.fetch_add(batch as u64, Ordering::Relaxed);
+    }
+    if a.confirm > 0 {
+        let _ = tokio::time::timeout(Duration::from_secs(10), window.acquire_many(a.confirm as u32)).await;
+    }
+    acks.abort();
+}
+
+async fn consumer(a: Args, start: Instant, stop: Arc<AtomicBool>, received: Arc<AtomicU64>, ready: Arc<Semaphore>) -> Histogram<u64> {
+    let mut c = Client::connect(&a).await;
+    if a.prefetch > 0 {
+        c.call(AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: a.prefetch, global: false }))).await;
+    }
+    c.call(AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+        queue: a.queue.as_str().into(),
+        consumer_tag: "".into(),
+        no_local: false,
+        no_ack: a.auto_ack,
+        exclusive: false,
+        nowait: false,
+        arguments: FieldTable::default(),
+    })))
+    .await;
+    ready.add_permits(1);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+    let mut acks = Vec::with_capacity(1 << 16);
+    let (mut tag, mut unacked, mut in_body, mut expect) = (0u64, 0u64, false, 0usize);
+    let mut first: Option<Bytes> = None;
+    while !stop.load(Ordering::Relaxed) {
+        while let Ok(Some(f)) = next_frame(&mut c.buf, u32::MAX) {
+            match f.kind {
+                FRAME_METHOD => {
+                    if let Ok(AMQPClass::Basic(basic::AMQPMethod::Deliver(d))) = decode_method(&f.payload) {
+                        tag = d.delivery_tag;
+                        in_body = false;
+                    }
+                }
+                FRAME_HEADER => {
+                    expect = u64::from_be_bytes(f.payload[4..12].try_into().unwrap_or_default()) as usize;
+                    in_body = true;
+                    first = None;
+                }
+                FRAME_BODY if in_body => {
+                    if first.is_none() {
+                        first = Some(f.payload.clone());
+                    }
+                    expect = expect.saturating_sub(f.payload.len());
+                    if expect == 0 {
+                        in_body = false;
+                        if let Some(b) = first.take().filter(|b| b.len() >= 8) {
+                            let sent_us = u64::from_be_bytes(b[0..8].try_into().unwrap_or_default());
+                            let _ = hist.record((start.elapsed().as_micros() as u64).saturating_sub(sent_us).max(1));
+                        }
+                        received.fetch_add(1, Ordering::Relaxed);
+                        if !a.auto_ack {
+                            unacked += 1;
+                            if a.multi_ack_every == 0 || unacked >= a.multi_ack_every {
+                                method(&mut acks, 1, AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple: a.multi_ack_every > 0 })));
+                                unacked = 0;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !acks.is_empty() {
+            if c.wr.write_all(&acks).await.is_err() {
+                break;
+            }
+            acks.clear();
+        }
+        match tokio::time::timeout(Duration::from_millis(200), c.rd.read_buf(&mut c.buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            _ => {}
+        }
+        if c.buf.capacity() - c.buf.len() < 65536 {
+            c.buf.reserve(1 << 20);
+        }
+    }
+    hist
+}
+
+fn main() {
+    let a = parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(run(a));
+}
+
+async fn run(a: Args) {
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, confirmed, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut setup = Client::connect(&a).await;
+    setup
+        .call(AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: a.queue.as_str().into(),
+            passive: false,
+            durable: a.durable,
+            exclusive: false,
+            auto_delete: false,
+            nowait: false,
+            arguments: queue_args(&a),
+        })))
+        .await;
+    setup.call(AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge { queue: a.queue.as_str().into(), nowait: false }))).await;
+    let ready = Arc::new(Semaphore::new(0));
+    let consumers: Vec<_> = (0..a.consumers).map(|_| tokio::spawn(consumer(a.clone(), start, stop.clone(), received.clone(), ready.clone()))).collect();
+    let _ = ready.acquire_many(a.consumers as u32).await;
+    let producers: Vec<_> = (0..a.producers).map(|_| tokio::spawn(producer(a.clone(), start, stop.clone(), sent.clone(), confirmed.clone()))).collect();
+    let t0 = Instant::now();
+    let (mut ls, mut lr) = (0, 0);
+    for sec in 1..=a.duration {
+        tokio::time::sleep_until((t0 + Duration::from_secs(sec)).into()).await;
+        let (s, r) = (sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed));
+        eprintln!("{sec:>3}s  sent {:>9}/s  received {:>9}/s", s - ls, r - lr);
+        (ls, lr) = (s, r);
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (s, r, cf) = (sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed), confirmed.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        let _ = tokio::time::timeout(Duration::from_secs(15), p).await;
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+    for c in consumers {
+        if let Ok(Ok(h)) = tokio::time::timeout(Duration::from_secs(5), c).await {
+            let _ = hist.add(h);
+        }
+    }
+    setup.call(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete { queue: a.queue.as_str().into(), if_unused: false, if_empty: false, nowait: false }))).await;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{}producers={} consumers={} size={}B confirm={} prefetch={} auto_ack={} persistent={} duration={:.1}s | sent {:.0} msg/s, received {:.0} msg/s{} | latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
+        if a.label.is_empty() { String::new() } else { format!("[{}] ", a.label) },
+        a.producers,
+        a.consumers,
+        a.size,
+        a.confirm,
+        a.prefetch,
+        a.auto_ack,
+        a.persistent,
+        elapsed,
+        s as f64 / elapsed,
+        r as f64 / elapsed,
+        if a.confirm > 0 { format!(", confirmed {:.0} msg/s", cf as f64 / elapsed) } else { String::new() },
+        ms(0.5),
+        ms(0.95),
+        ms(0.99),
+        hist.max() as f64 / 1000.0,
+    );
+}

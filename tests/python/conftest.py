@@ -206,7 +206,6 @@ def _start_broker():
 
 @pytest.fixture(scope="session")
 def broker():
-    global _BROKER
     if _BROKER is None:
         pytest.skip("no broker: set AMQP_URL=amqp://guest:guest@127.0.0.1:5673/%2F "
                     "(RabbitMQ) or WARREN_BIN=/path/to/warren")

@@ -5,7 +5,7 @@ import pika
 import pytest
 
 import amqp_raw as raw
-from conftest import uniq, drain, channel_error
+from conftest import uniq, drain
 
 
 def test_confirm_select_ok_and_publish_acked(ch):

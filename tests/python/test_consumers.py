@@ -1,13 +1,11 @@
 """Consumers: tags, exclusive consume, cancel notifications, priorities,
 single active consumer, basic.get."""
 import re
-import struct
 
-import pika
 import pytest
 
 import amqp_raw as raw
-from conftest import uniq, drain, channel_error, connection_error, wait_for, get_message
+from conftest import uniq, channel_error, connection_error, wait_for, get_message
 
 
 def test_server_generated_consumer_tag(broker, ch):

@@ -4,7 +4,7 @@ import re
 import pika
 import pytest
 
-from conftest import uniq, channel_error, connection_error, drain, wait_for
+from conftest import uniq, channel_error, drain, wait_for
 
 
 # ------------------------------------------------------------------ queues

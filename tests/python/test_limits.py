@@ -1,8 +1,7 @@
 """Negotiated limits and message size limits."""
-import pika
 import pytest
 
-from conftest import uniq, channel_error, get_message
+from conftest import channel_error, get_message
 
 MiB = 1024 * 1024
 

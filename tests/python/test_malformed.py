@@ -131,48 +131,49 @@ def test_unknown_class_or_method_drops_connection(rawc, witness, cm):
     assert c.read_until_eof() == b""
 
 
+# frame_max 8192: the minimum RabbitMQ 4.1+ accepts in tune-ok (3.x/4.0: 4096)
 def test_oversized_frame(rawc, witness):
-    c = rawc(frame_max=4096)
+    c = rawc(frame_max=8192)
     c.open_channel(1)
-    c.send(body_frame(1, b"x" * 5000))
+    c.send(body_frame(1, b"x" * 9000))
     assert c.expect_connection_close() == (
-        501, "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,5000,4088}", 0, 0)
+        501, "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,9000,8184}", 0, 0)
 
 
 def test_frame_one_byte_over_limit(rawc, witness):
-    c = rawc(frame_max=4096)
+    c = rawc(frame_max=8192)
     c.open_channel(1)
     c.send(publish_frame(1, "x"))
-    c.send(header_frame(1, 4097))
-    c.send(body_frame(1, b"y" * 4097))
+    c.send(header_frame(1, 8193))
+    c.send(body_frame(1, b"y" * 8193))
     assert c.expect_connection_close() == (
-        501, "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,4097,4088}", 0, 0)
+        501, "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,8193,8184}", 0, 0)
 
 
 def test_payload_of_exactly_frame_max_is_tolerated(rawc, witness):
     # RabbitMQ allows a payload of frame_max bytes (frame = frame_max + 8): clients
     # commonly get the overhead wrong. Its own frames respect frame_max.
-    c = rawc(frame_max=4096)
+    c = rawc(frame_max=8192)
     c.open_channel(1)
     c.send_method(1, raw.QUEUE_DECLARE, short(0) + shortstr("") + octet(0b00100) + table())
     ok = c.expect(raw.QUEUE_DECLARE_OK, channel=1)
     q = ok.args[1:1 + ok.args[0]].decode()
     c.send(publish_frame(1, q))
-    c.send(header_frame(1, 4096))
-    c.send(body_frame(1, b"y" * 4096))
+    c.send(header_frame(1, 8192))
+    c.send(body_frame(1, b"y" * 8192))
     c.send_method(1, (60, 70), short(0) + shortstr(q) + octet(1))   # basic.get no-ack
     c.expect((60, 71), channel=1)                                    # get-ok
     ftype, ch, payload = c.read_frame()
     assert ftype == raw.FRAME_HEADER
     body = b""
     sizes = []
-    while len(body) < 4096:
+    while len(body) < 8192:
         ftype, ch, payload = c.read_frame()
         assert ftype == raw.FRAME_BODY
         sizes.append(len(payload))
         body += payload
-    assert body == b"y" * 4096
-    assert sizes == [4088, 8]
+    assert body == b"y" * 8192
+    assert sizes == [8184, 8]
 
 
 # ------------------------------------------------------------------ channel errors

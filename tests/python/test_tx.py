@@ -1,7 +1,4 @@
 """AMQP transactions (tx.select / tx.commit / tx.rollback) over publishes and acks."""
-import pika
-import pytest
-
 from conftest import uniq, drain, channel_error, wait_for, get_message
 
 

@@ -3,7 +3,6 @@ import threading
 import time
 
 import pika
-import pytest
 
 from conftest import uniq, wait_for, get_message, Thread
 

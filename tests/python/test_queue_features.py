@@ -1,0 +1,140 @@
+"""Commonly used queue arguments: TTL, expiry, length limits, priorities, dead-lettering."""
+import time
+
+import pika
+import pytest
+
+from conftest import uniq, drain, wait_for, get_message, channel_error
+
+
+def _exists(conn, q):
+    try:
+        conn.channel().queue_declare(q, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 404
+        return False
+
+
+def test_queue_message_ttl(ch):
+    q = ch.queue_declare("", exclusive=True, arguments={"x-message-ttl": 100}).method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"short-lived")
+    assert wait_for(lambda: ch.queue_declare(q, passive=True).method.message_count == 0, 5)
+    assert ch.basic_get(q)[0] is None
+
+
+def test_per_message_expiration(ch):
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"expires", pika.BasicProperties(expiration="100"))
+    ch.basic_publish("", q, b"stays")
+    time.sleep(0.3)  # let the first message expire (no observable event to wait for)
+    assert drain(ch, q) == [b"stays"]
+
+
+def test_ttl_zero_expires_unless_delivered_immediately(conn):
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True, arguments={"x-message-ttl": 0}).method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"nobody waiting")
+    assert ch.basic_get(q)[0] is None
+    got = []
+    ch.basic_consume(q, lambda c, m, p, b: got.append(b), auto_ack=True)
+    ch.basic_publish("", q, b"consumer waiting")
+    assert wait_for(lambda: got == [b"consumer waiting"], 5, conn=conn)
+
+
+def test_invalid_expiration_property(conn):
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+
+    def go():
+        ch.basic_publish("", q, b"x", pika.BasicProperties(expiration="soon"))
+        ch.queue_declare("", exclusive=True)
+    code, text = channel_error(go)
+    assert (code, text) == (406, "PRECONDITION_FAILED - invalid expiration 'soon': no_integer")
+
+
+def test_queue_expires_when_unused(connect):
+    c = connect()
+    q = uniq("expiring")
+    c.channel().queue_declare(q, arguments={"x-expires": 200})
+    assert _exists(c, q)
+    # a (passive) declare counts as use and restarts the timer: poll slower than it
+    assert wait_for(lambda: not _exists(c, q), 5, interval=0.6)
+
+
+def test_max_length_drops_head(ch):
+    q = ch.queue_declare("", exclusive=True, arguments={"x-max-length": 2}).method.queue
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", q, b"%d" % i)
+    assert drain(ch, q) == [b"3", b"4"]
+
+
+def test_max_length_bytes(ch):
+    q = ch.queue_declare("", exclusive=True, arguments={"x-max-length-bytes": 10}).method.queue
+    ch.confirm_delivery()
+    for body in (b"aaaa", b"bbbb", b"cccc"):
+        ch.basic_publish("", q, body)
+    assert drain(ch, q) == [b"bbbb", b"cccc"]
+
+
+def test_max_length_reject_publish_with_mandatory(ch):
+    q = ch.queue_declare("", exclusive=True,
+                         arguments={"x-max-length": 1, "x-overflow": "reject-publish"}).method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"1")
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", q, b"2")
+    assert drain(ch, q) == [b"1"]
+
+
+def test_priority_queue_orders_by_priority(ch):
+    q = ch.queue_declare("", exclusive=True, arguments={"x-max-priority": 10}).method.queue
+    ch.confirm_delivery()
+    for body, prio in [(b"low", 1), (b"none", None), (b"high", 9), (b"mid", 5), (b"over", 200)]:
+        ch.basic_publish("", q, body, pika.BasicProperties(priority=prio))
+    # priorities above x-max-priority count as the maximum; no priority counts as 0
+    assert drain(ch, q) == [b"over", b"high", b"mid", b"low", b"none"]
+
+
+def test_dead_letter_on_expiry_with_routing_key(ch):
+    dlx = uniq("dlx")
+    ch.exchange_declare(dlx, "direct", auto_delete=True)
+    dead = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(dead, dlx, "expired-key")
+    q = ch.queue_declare("", exclusive=True, arguments={
+        "x-message-ttl": 50, "x-dead-letter-exchange": dlx,
+        "x-dead-letter-routing-key": "expired-key"}).method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"late")
+    m, p, body = get_message(ch, dead)
+    assert body == b"late"
+    assert m.routing_key == "expired-key"
+    assert m.exchange == dlx
+    [death] = p.headers["x-death"]
+    assert death["reason"] == "expired"
+    assert death["queue"] == q
+    assert death["routing-keys"] == [q]
+    assert death["count"] == 1
+    assert p.headers["x-first-death-reason"] == "expired"
+    assert p.headers["x-first-death-queue"] == q
+    assert p.headers["x-first-death-exchange"] == ""
+
+
+def test_dead_letter_on_max_length(ch):
+    dlx = uniq("dlx")
+    ch.exchange_declare(dlx, "fanout", auto_delete=True)
+    dead = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(dead, dlx)
+    q = ch.queue_declare("", exclusive=True, arguments={
+        "x-max-length": 1, "x-dead-letter-exchange": dlx}).method.queue
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"first")
+    ch.basic_publish("", q, b"second")
+    m, p, body = get_message(ch, dead)
+    assert body == b"first"
+    assert p.headers["x-death"][0]["reason"] == "maxlen"
+    assert drain(ch, q) == [b"second"]

@@ -128,18 +128,36 @@ impl Client {
         c.wr.write_all(b"AMQP\x00\x00\x09\x01").await.expect("header");
         c.expect_method().await;
         let mut out = Vec::new();
-        method(&mut out, 0, AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-            client_properties: FieldTable::default(),
-            mechanism: "PLAIN".into(),
-            response: LongString::from(format!("\0{}\0{}", a.user, a.pass).into_bytes()),
-            locale: "en_US".into(),
-        })));
+        method(
+            &mut out,
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: FieldTable::default(),
+                mechanism: "PLAIN".into(),
+                response: LongString::from(format!("\0{}\0{}", a.user, a.pass).into_bytes()),
+                locale: "en_US".into(),
+            })),
+        );
         c.wr.write_all(&out).await.expect("write");
-        let AMQPClass::Connection(connection::AMQPMethod::Tune(t)) = c.expect_method().await else { panic!("expected tune") };
+        let AMQPClass::Connection(connection::AMQPMethod::Tune(t)) = c.expect_method().await else {
+            panic!("expected tune")
+        };
         c.frame_max = t.frame_max;
         let mut out = Vec::new();
-        method(&mut out, 0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk { channel_max: t.channel_max, frame_max: t.frame_max, heartbeat: 0 })));
-        method(&mut out, 0, AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open { virtual_host: "/".into() })));
+        method(
+            &mut out,
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: t.channel_max,
+                frame_max: t.frame_max,
+                heartbeat: 0,
+            })),
+        );
+        method(
+            &mut out,
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open { virtual_host: "/".into() })),
+        );
         method(&mut out, 1, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})));
         c.wr.write_all(&out).await.expect("write");
         c.expect_method().await; // open-ok
@@ -212,11 +230,24 @@ async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<Atom
             }
         }
     });
-    let props = if a.persistent { BasicProperties::default().with_delivery_mode(2) } else { BasicProperties::default() };
+    let props =
+        if a.persistent { BasicProperties::default().with_delivery_mode(2) } else { BasicProperties::default() };
     let mut header = Vec::new();
-    encode(&mut header, &AMQPFrame::Header(1, AMQPContentHeader { class_id: 60, body_size: a.size as u64, properties: props }));
+    encode(
+        &mut header,
+        &AMQPFrame::Header(1, AMQPContentHeader { class_id: 60, body_size: a.size as u64, properties: props }),
+    );
     let mut publish = Vec::new();
-    method(&mut publish, 1, AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish { exchange: "".into(), routing_key: a.queue.as_str().into(), mandatory: false, immediate: false })));
+    method(
+        &mut publish,
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: a.queue.as_str().into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    );
     let max_body = frame_max as usize - 8;
     let batch = if a.confirm > 0 { a.confirm.clamp(1, 64) } else { 64 };
     let mut out = Vec::with_capacity(batch * (a.size + 64));
@@ -252,10 +283,17 @@ async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<Atom
     acks.abort();
 }
 
-async fn consumer(a: Args, start: Instant, stop: Arc<AtomicBool>, received: Arc<AtomicU64>, ready: Arc<Semaphore>) -> Histogram<u64> {
+async fn consumer(
+    a: Args,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    ready: Arc<Semaphore>,
+) -> Histogram<u64> {
     let mut c = Client::connect(&a).await;
     if a.prefetch > 0 {
-        c.call(AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: a.prefetch, global: false }))).await;
+        c.call(AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: a.prefetch, global: false })))
+            .await;
     }
     c.call(AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
         queue: a.queue.as_str().into(),
@@ -301,7 +339,14 @@ async fn consumer(a: Args, start: Instant, stop: Arc<AtomicBool>, received: Arc<
                         if !a.auto_ack {
                             unacked += 1;
                             if a.multi_ack_every == 0 || unacked >= a.multi_ack_every {
-                                method(&mut acks, 1, AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple: a.multi_ack_every > 0 })));
+                                method(
+                                    &mut acks,
+                                    1,
+                                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                                        delivery_tag: tag,
+                                        multiple: a.multi_ack_every > 0,
+                                    })),
+                                );
                                 unacked = 0;
                             }
                         }
@@ -336,7 +381,8 @@ fn main() {
 async fn run(a: Args) {
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let (sent, confirmed, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (sent, confirmed, received) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut setup = Client::connect(&a).await;
     setup
         .call(AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
@@ -349,11 +395,20 @@ async fn run(a: Args) {
             arguments: queue_args(&a),
         })))
         .await;
-    setup.call(AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge { queue: a.queue.as_str().into(), nowait: false }))).await;
+    setup
+        .call(AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
+            queue: a.queue.as_str().into(),
+            nowait: false,
+        })))
+        .await;
     let ready = Arc::new(Semaphore::new(0));
-    let consumers: Vec<_> = (0..a.consumers).map(|_| tokio::spawn(consumer(a.clone(), start, stop.clone(), received.clone(), ready.clone()))).collect();
+    let consumers: Vec<_> = (0..a.consumers)
+        .map(|_| tokio::spawn(consumer(a.clone(), start, stop.clone(), received.clone(), ready.clone())))
+        .collect();
     let _ = ready.acquire_many(a.consumers as u32).await;
-    let producers: Vec<_> = (0..a.producers).map(|_| tokio::spawn(producer(a.clone(), start, stop.clone(), sent.clone(), confirmed.clone()))).collect();
+    let producers: Vec<_> = (0..a.producers)
+        .map(|_| tokio::spawn(producer(a.clone(), start, stop.clone(), sent.clone(), confirmed.clone())))
+        .collect();
     let t0 = Instant::now();
     let (mut ls, mut lr) = (0, 0);
     for sec in 1..=a.duration {
@@ -363,7 +418,8 @@ async fn run(a: Args) {
         (ls, lr) = (s, r);
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let (s, r, cf) = (sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed), confirmed.load(Ordering::Relaxed));
+    let (s, r, cf) =
+        (sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed), confirmed.load(Ordering::Relaxed));
     stop.store(true, Ordering::Relaxed);
     for p in producers {
         let _ = tokio::time::timeout(Duration::from_secs(15), p).await;
@@ -374,7 +430,14 @@ async fn run(a: Args) {
             let _ = hist.add(h);
         }
     }
-    setup.call(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete { queue: a.queue.as_str().into(), if_unused: false, if_empty: false, nowait: false }))).await;
+    setup
+        .call(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
+            queue: a.queue.as_str().into(),
+            if_unused: false,
+            if_empty: false,
+            nowait: false,
+        })))
+        .await;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{}producers={} consumers={} size={}B confirm={} prefetch={} auto_ack={} persistent={} duration={:.1}s | sent {:.0} msg/s, received {:.0} msg/s{} | latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",

@@ -95,15 +95,9 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("invalid setting: {0}")]
     Invalid(String),
 }
@@ -111,23 +105,15 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
     }
 
     /// Checks ranges and references; called before a node starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.frame_max < 8192 {
-            return Err(ConfigError::Invalid(format!(
-                "frame_max {} is below the AMQP minimum 8192",
-                self.frame_max
-            )));
+            return Err(ConfigError::Invalid(format!("frame_max {} is below the AMQP minimum 8192", self.frame_max)));
         }
         if self.max_message_size == 0 || self.max_message_size > 512 * 1024 * 1024 {
             return Err(ConfigError::Invalid(format!(
@@ -136,36 +122,22 @@ impl Config {
             )));
         }
         if self.channel_max == 0 {
-            return Err(ConfigError::Invalid(
-                "channel_max must be at least 1".into(),
-            ));
+            return Err(ConfigError::Invalid("channel_max must be at least 1".into()));
         }
         for u in &self.users {
             if u.password.is_none() && u.password_hash.is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "user '{}' needs a password or a password_hash",
-                    u.name
-                )));
+                return Err(ConfigError::Invalid(format!("user '{}' needs a password or a password_hash", u.name)));
             }
         }
         for p in &self.permissions {
-            if !self.users.iter().any(|u| u.name == p.user)
-                && !(self.default_user && p.user == "guest")
-            {
-                return Err(ConfigError::Invalid(format!(
-                    "permissions for unknown user '{}'",
-                    p.user
-                )));
+            if !self.users.iter().any(|u| u.name == p.user) && !(self.default_user && p.user == "guest") {
+                return Err(ConfigError::Invalid(format!("permissions for unknown user '{}'", p.user)));
             }
             if p.vhost != "/" && !self.vhosts.iter().any(|v| v.name == p.vhost) {
-                return Err(ConfigError::Invalid(format!(
-                    "permissions on unknown vhost '{}'",
-                    p.vhost
-                )));
+                return Err(ConfigError::Invalid(format!("permissions on unknown vhost '{}'", p.vhost)));
             }
             for re in [&p.configure, &p.write, &p.read] {
-                regex::Regex::new(re)
-                    .map_err(|e| ConfigError::Invalid(format!("permission regex '{re}': {e}")))?;
+                regex::Regex::new(re).map_err(|e| ConfigError::Invalid(format!("permission regex '{re}': {e}")))?;
             }
         }
         Ok(())
@@ -200,10 +172,7 @@ mod tests {
         assert_eq!(c.heartbeat, 60);
         c.validate().unwrap();
         assert!(toml::from_str::<Config>("amqp_adr = \"x\"").is_err());
-        let bad = Config {
-            frame_max: 100,
-            ..Config::default()
-        };
+        let bad = Config { frame_max: 100, ..Config::default() };
         assert!(bad.validate().is_err());
     }
 }

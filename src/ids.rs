@@ -34,10 +34,7 @@ pub struct QueueKey {
 
 impl QueueKey {
     pub fn new(vhost: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            vhost: vhost.into(),
-            name: name.into(),
-        }
+        Self { vhost: vhost.into(), name: name.into() }
     }
 }
 

@@ -8,11 +8,7 @@ use warren::config::Config;
 use warren::node::Node;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "warren",
-    version,
-    about = "A clustered, replicated AMQP 0-9-1 message broker"
-)]
+#[command(name = "warren", version, about = "A clustered, replicated AMQP 0-9-1 message broker")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -76,10 +72,7 @@ impl ServerArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
@@ -120,10 +113,7 @@ async fn serve(config: Config) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

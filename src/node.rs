@@ -55,10 +55,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error("bootstrap failed: {0}")]
     Bootstrap(String),
 }
@@ -82,10 +79,7 @@ impl Running {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Node {
@@ -94,14 +88,9 @@ impl Node {
         config.validate()?;
         let listener = TcpListener::bind(config.amqp_addr)
             .await
-            .map_err(|source| StartError::Listen {
-                addr: config.amqp_addr,
-                source,
-            })?;
-        let amqp_addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: config.amqp_addr,
-            source,
-        })?;
+            .map_err(|source| StartError::Listen { addr: config.amqp_addr, source })?;
+        let amqp_addr =
+            listener.local_addr().map_err(|source| StartError::Listen { addr: config.amqp_addr, source })?;
         let node = Arc::new_cyclic(|me| Node {
             config,
             meta: Mutex::new(MetaCore {
@@ -119,19 +108,13 @@ impl Node {
         node.bootstrap()?;
         tracing::info!(%amqp_addr, "AMQP 0-9-1 listener started");
         let server = tokio::spawn(amqp::server::serve(node.clone(), listener));
-        Ok(Running {
-            node,
-            amqp_addr,
-            tasks: vec![server],
-        })
+        Ok(Running { node, amqp_addr, tasks: vec![server] })
     }
 
     fn bootstrap(&self) -> Result<(), StartError> {
         let c = &self.config;
         let mut cmds = vec![MetaCommand::AddVhost { name: "/".into() }];
-        cmds.extend(c.vhosts.iter().map(|v| MetaCommand::AddVhost {
-            name: v.name.clone(),
-        }));
+        cmds.extend(c.vhosts.iter().map(|v| MetaCommand::AddVhost { name: v.name.clone() }));
         if c.default_user && !c.users.iter().any(|u| u.name == "guest") {
             cmds.push(MetaCommand::PutUser {
                 name: "guest".into(),
@@ -151,17 +134,10 @@ impl Node {
                 (Some(h), _) => h.clone(),
                 (None, Some(p)) => password::hash(p, rand::random()),
                 (None, None) => {
-                    return Err(StartError::Bootstrap(format!(
-                        "user '{}' has no password",
-                        u.name
-                    )));
+                    return Err(StartError::Bootstrap(format!("user '{}' has no password", u.name)));
                 }
             };
-            cmds.push(MetaCommand::PutUser {
-                name: u.name.clone(),
-                password_hash,
-                tags: u.tags.clone(),
-            });
+            cmds.push(MetaCommand::PutUser { name: u.name.clone(), password_hash, tags: u.tags.clone() });
         }
         for p in &c.permissions {
             cmds.push(MetaCommand::SetPermissions {
@@ -216,8 +192,7 @@ impl Node {
                         auto_delete: rec.auto_delete,
                         single_active_consumer: rec.parsed.single_active_consumer,
                     };
-                    core.queues
-                        .insert(key, queue::spawn(config, self.auto_deleter()));
+                    core.queues.insert(key, queue::spawn(config, self.auto_deleter()));
                 }
                 MetaEffect::QueueDeleted(key) => {
                     if let Some(h) = core.queues.remove(&key) {
@@ -225,23 +200,16 @@ impl Node {
                         // waiting on us.
                         tokio::spawn(async move {
                             let _ =
-                                h.tx.send(Request::Cast {
-                                    cmd: Command::Delete {
-                                        if_unused: false,
-                                        if_empty: false,
-                                    },
-                                })
-                                .await;
+                                h.tx.send(Request::Cast { cmd: Command::Delete { if_unused: false, if_empty: false } })
+                                    .await;
                         });
                     }
                 }
             }
         }
         let _ = changed;
-        self.topology.store(Arc::new(Topology {
-            meta: core.group.state().state().clone(),
-            queues: core.queues.clone(),
-        }));
+        self.topology
+            .store(Arc::new(Topology { meta: core.group.state().state().clone(), queues: core.queues.clone() }));
         reply
     }
 
@@ -252,10 +220,7 @@ impl Node {
             tokio::spawn(async move {
                 if let Some(node) = me.upgrade() {
                     tracing::debug!(queue = %key, "auto-delete: last consumer gone");
-                    node.propose_meta(MetaCommand::DeleteQueue {
-                        vhost: key.vhost,
-                        name: key.name,
-                    });
+                    node.propose_meta(MetaCommand::DeleteQueue { vhost: key.vhost, name: key.name });
                 }
             });
         })
@@ -263,25 +228,15 @@ impl Node {
 
     /// Registers a direct reply-to pseudo-queue for a channel.
     pub fn register_direct_reply(&self, name: String, sink: ClientSink, channel: ChannelId) {
-        self.direct_reply
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name, (sink, channel));
+        self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).insert(name, (sink, channel));
     }
 
     pub fn unregister_direct_reply(&self, name: &str) {
-        self.direct_reply
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
     }
 
     /// Looks up the requester behind a direct reply-to name.
     pub fn direct_reply_target(&self, name: &str) -> Option<(ClientSink, ChannelId)> {
-        self.direct_reply
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 }

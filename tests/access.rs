@@ -12,18 +12,8 @@ use warren::config::{PermissionConfig, UserConfig, VhostConfig};
 async fn broker() -> Broker {
     Broker::with(|c| {
         c.users = vec![
-            UserConfig {
-                name: "alice".into(),
-                password: Some("secret".into()),
-                password_hash: None,
-                tags: vec![],
-            },
-            UserConfig {
-                name: "bob".into(),
-                password: Some("pw".into()),
-                password_hash: None,
-                tags: vec![],
-            },
+            UserConfig { name: "alice".into(), password: Some("secret".into()), password_hash: None, tags: vec![] },
+            UserConfig { name: "bob".into(), password: Some("pw".into()), password_hash: None, tags: vec![] },
         ];
         c.vhosts = vec![VhostConfig { name: "v1".into() }];
         c.permissions = vec![
@@ -49,12 +39,8 @@ async fn broker() -> Broker {
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_password_is_refused() {
     let b = broker().await;
-    let e = Connection::connect(
-        &b.uri_for("alice", "wrong", "%2f"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap_err();
+    let e =
+        Connection::connect(&b.uri_for("alice", "wrong", "%2f"), ConnectionProperties::default()).await.unwrap_err();
     // lapin advertises authentication_failure_close, so it gets a 403 connection.close.
     let (code, text) = common::amqp_error(&e);
     assert_eq!(code, 403);
@@ -62,153 +48,72 @@ async fn wrong_password_is_refused() {
         text,
         "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile."
     );
-    assert!(
-        Connection::connect(
-            &b.uri_for("nobody", "x", "%2f"),
-            ConnectionProperties::default()
-        )
-        .await
-        .is_err()
-    );
+    assert!(Connection::connect(&b.uri_for("nobody", "x", "%2f"), ConnectionProperties::default()).await.is_err());
     b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn vhost_access_is_checked_at_open() {
     let b = broker().await;
-    let e = Connection::connect(
-        &b.uri_for("guest", "guest", "nope"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap_err();
+    let e =
+        Connection::connect(&b.uri_for("guest", "guest", "nope"), ConnectionProperties::default()).await.unwrap_err();
+    assert_eq!(common::amqp_error(&e), (530, "NOT_ALLOWED - vhost nope not found".to_string()));
+    let e =
+        Connection::connect(&b.uri_for("alice", "secret", "v1"), ConnectionProperties::default()).await.unwrap_err();
     assert_eq!(
         common::amqp_error(&e),
-        (530, "NOT_ALLOWED - vhost nope not found".to_string())
+        (530, "NOT_ALLOWED - access to vhost 'v1' refused for user 'alice'".to_string())
     );
-    let e = Connection::connect(
-        &b.uri_for("alice", "secret", "v1"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(
-        common::amqp_error(&e),
-        (
-            530,
-            "NOT_ALLOWED - access to vhost 'v1' refused for user 'alice'".to_string()
-        )
-    );
-    let bob = Connection::connect(
-        &b.uri_for("bob", "pw", "v1"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
+    let bob = Connection::connect(&b.uri_for("bob", "pw", "v1"), ConnectionProperties::default()).await.unwrap();
     let ch = bob.create_channel().await.unwrap();
-    ch.queue_declare(
-        "bq".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.queue_declare("bq".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
     b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn permissions_are_checked_on_every_method() {
     let b = broker().await;
-    let alice = Connection::connect(
-        &b.uri_for("alice", "secret", "%2f"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
+    let alice =
+        Connection::connect(&b.uri_for("alice", "secret", "%2f"), ConnectionProperties::default()).await.unwrap();
     let ch = alice.create_channel().await.unwrap();
-    ch.queue_declare(
-        "alice-q".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.basic_publish(
-        "".into(),
-        "alice-q".into(),
-        BasicPublishOptions::default(),
-        b"hi",
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
-    assert!(
-        ch.basic_get("alice-q".into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-            .is_some()
-    );
+    ch.queue_declare("alice-q".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    ch.basic_publish("".into(), "alice-q".into(), BasicPublishOptions::default(), b"hi", BasicProperties::default())
+        .await
+        .unwrap();
+    assert!(ch.basic_get("alice-q".into(), BasicGetOptions { no_ack: true }).await.unwrap().is_some());
     expect_err(
-        ch.queue_declare(
-            "other".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await,
+        ch.queue_declare("other".into(), QueueDeclareOptions::default(), FieldTable::default()).await,
         403,
-        "ACCESS_REFUSED - access to queue 'other' in vhost '/' refused for user 'alice'",
+        "ACCESS_REFUSED - configure access to queue 'other' in vhost '/' refused for user 'alice'",
     );
     let ch = alice.create_channel().await.unwrap();
     expect_err(
-        ch.exchange_declare(
-            "x".into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await,
+        ch.exchange_declare("x".into(), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default())
+            .await,
         403,
-        "ACCESS_REFUSED - access to exchange 'x' in vhost '/' refused for user 'alice'",
+        "ACCESS_REFUSED - configure access to exchange 'x' in vhost '/' refused for user 'alice'",
     );
     // guest owns a queue alice cannot read.
     let (_g, gch) = b.channel().await;
-    gch.queue_declare(
-        "guest-q".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    gch.queue_declare("guest-q".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
     let ch = alice.create_channel().await.unwrap();
     expect_err(
-        ch.basic_get("guest-q".into(), BasicGetOptions::default())
-            .await,
+        ch.basic_get("guest-q".into(), BasicGetOptions::default()).await,
         403,
-        "ACCESS_REFUSED - access to queue 'guest-q' in vhost '/' refused for user 'alice'",
+        "ACCESS_REFUSED - read access to queue 'guest-q' in vhost '/' refused for user 'alice'",
     );
     // Publishing needs write on the exchange.
     let ch = alice.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let r = ch
-        .basic_publish(
-            "amq.fanout".into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        )
+        .basic_publish("amq.fanout".into(), "".into(), BasicPublishOptions::default(), b"x", BasicProperties::default())
         .await
         .unwrap()
         .await;
     let (code, text) = common::amqp_error(&r.unwrap_err());
     assert_eq!(
         (code, text.as_str()),
-        (
-            403,
-            "ACCESS_REFUSED - access to exchange 'amq.fanout' in vhost '/' refused for user 'alice'"
-        )
+        (403, "ACCESS_REFUSED - write access to exchange 'amq.fanout' in vhost '/' refused for user 'alice'")
     );
     b.stop().await;
 }
@@ -217,16 +122,8 @@ async fn permissions_are_checked_on_every_method() {
 async fn user_id_must_match_the_login() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    ch.queue_declare(
-        "q".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    ch.queue_declare("q".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
     let ok = ch
         .basic_publish(
             "".into(),
@@ -254,10 +151,7 @@ async fn user_id_must_match_the_login() {
     let (code, text) = common::amqp_error(&r.unwrap_err());
     assert_eq!(
         (code, text.as_str()),
-        (
-            406,
-            "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was 'guest'"
-        )
+        (406, "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was 'guest'")
     );
     b.stop().await;
 }

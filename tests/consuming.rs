@@ -12,30 +12,16 @@ use lapin::{BasicProperties, Channel};
 use std::time::Duration;
 
 async fn setup(ch: &Channel, q: &str, bodies: &[&str]) {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.queue_declare(q.into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
     for b in bodies {
-        ch.basic_publish(
-            "".into(),
-            q.into(),
-            BasicPublishOptions::default(),
-            b.as_bytes(),
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+        ch.basic_publish("".into(), q.into(), BasicPublishOptions::default(), b.as_bytes(), BasicProperties::default())
+            .await
+            .unwrap();
     }
 }
 
 async fn get(ch: &Channel, q: &str, no_ack: bool) -> Option<lapin::message::BasicGetMessage> {
-    ch.basic_get(q.into(), BasicGetOptions { no_ack })
-        .await
-        .unwrap()
+    ch.basic_get(q.into(), BasicGetOptions { no_ack }).await.unwrap()
 }
 
 fn body(m: &lapin::message::BasicGetMessage) -> String {
@@ -62,21 +48,8 @@ async fn rejected_messages_return_to_their_place_marked_redelivered() {
     setup(&ch, "q", &["a", "b", "c"]).await;
     let a = get(&ch, "q", false).await.unwrap();
     let bm = get(&ch, "q", false).await.unwrap();
-    ch.basic_reject(
-        bm.delivery.delivery_tag,
-        BasicRejectOptions { requeue: true },
-    )
-    .await
-    .unwrap();
-    ch.basic_nack(
-        a.delivery.delivery_tag,
-        BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        },
-    )
-    .await
-    .unwrap();
+    ch.basic_reject(bm.delivery.delivery_tag, BasicRejectOptions { requeue: true }).await.unwrap();
+    ch.basic_nack(a.delivery.delivery_tag, BasicNackOptions { requeue: true, multiple: false }).await.unwrap();
     let order: Vec<(String, bool)> = futures_lite::stream::iter(0..3)
         .then(|_| {
             let ch = ch.clone();
@@ -87,10 +60,7 @@ async fn rejected_messages_return_to_their_place_marked_redelivered() {
         })
         .collect()
         .await;
-    assert_eq!(
-        order,
-        vec![("a".into(), true), ("b".into(), true), ("c".into(), false)]
-    );
+    assert_eq!(order, vec![("a".into(), true), ("b".into(), true), ("c".into(), false)]);
     b.stop().await;
 }
 
@@ -103,18 +73,8 @@ async fn nack_multiple_without_requeue_discards() {
     for _ in 0..3 {
         last = get(&ch, "q", false).await.unwrap().delivery.delivery_tag;
     }
-    ch.basic_nack(
-        last - 1,
-        BasicNackOptions {
-            requeue: false,
-            multiple: true,
-        },
-    )
-    .await
-    .unwrap();
-    ch.basic_recover(BasicRecoverOptions { requeue: true })
-        .await
-        .unwrap();
+    ch.basic_nack(last - 1, BasicNackOptions { requeue: false, multiple: true }).await.unwrap();
+    ch.basic_recover(BasicRecoverOptions { requeue: true }).await.unwrap();
     let m = get(&ch, "q", true).await.unwrap();
     assert_eq!((body(&m), m.delivery.redelivered), ("c".into(), true));
     assert!(get(&ch, "q", true).await.is_none());
@@ -131,10 +91,7 @@ async fn unknown_and_double_acks_are_406() {
     expect_err(
         ch.queue_declare(
             "q".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
+            QueueDeclareOptions { passive: true, ..Default::default() },
             FieldTable::default(),
         )
         .await,
@@ -143,27 +100,17 @@ async fn unknown_and_double_acks_are_406() {
     );
     let ch = c.create_channel().await.unwrap();
     let m = get(&ch, "q", false).await.unwrap();
-    ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
-        .await
-        .unwrap();
-    ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
-        .await
-        .unwrap();
+    ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default()).await.unwrap();
+    ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default()).await.unwrap();
     expect_err(
         ch.queue_declare(
             "q".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
+            QueueDeclareOptions { passive: true, ..Default::default() },
             FieldTable::default(),
         )
         .await,
         406,
-        &format!(
-            "PRECONDITION_FAILED - unknown delivery tag {}",
-            m.delivery.delivery_tag
-        ),
+        &format!("PRECONDITION_FAILED - unknown delivery tag {}", m.delivery.delivery_tag),
     );
     b.stop().await;
 }
@@ -174,29 +121,15 @@ async fn closing_a_channel_requeues_its_unacked_messages() {
     let (c, ch) = b.channel().await;
     setup(&ch, "q", &["a", "b"]).await;
     let ch1 = c.create_channel().await.unwrap();
-    let mut consumer = ch1
-        .basic_consume(
-            "q".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer =
+        ch1.basic_consume("q".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
     for _ in 0..2 {
-        tokio::time::timeout(Duration::from_secs(5), consumer.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
     }
     ch1.close(200, "done".into()).await.unwrap();
     let a = get(&ch, "q", true).await.unwrap();
     let bm = get(&ch, "q", true).await.unwrap();
-    assert_eq!(
-        (body(&a), a.delivery.redelivered, body(&bm)),
-        ("a".into(), true, "b".into())
-    );
+    assert_eq!((body(&a), a.delivery.redelivered, body(&bm)), ("a".into(), true, "b".into()));
     // Same for a whole connection going away.
     let (c2, ch2) = b.channel().await;
     setup(&ch2, "q", &["x"]).await;
@@ -231,24 +164,13 @@ async fn consumer_priorities() {
         .basic_consume(
             "q".into(),
             "low".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
         .unwrap();
     let mut high = high_ch
-        .basic_consume(
-            "q".into(),
-            "high".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            hi_args,
-        )
+        .basic_consume("q".into(), "high".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, hi_args)
         .await
         .unwrap();
     for i in 0..5 {
@@ -263,16 +185,10 @@ async fn consumer_priorities() {
         .unwrap();
     }
     for _ in 0..5 {
-        tokio::time::timeout(Duration::from_secs(5), high.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), high.next()).await.unwrap().unwrap().unwrap();
     }
     assert!(
-        tokio::time::timeout(Duration::from_millis(200), low.next())
-            .await
-            .is_err(),
+        tokio::time::timeout(Duration::from_millis(200), low.next()).await.is_err(),
         "low-priority consumer got nothing"
     );
     b.stop().await;
@@ -284,19 +200,14 @@ async fn single_active_consumer_fails_over() {
     let (_c, ch) = b.channel().await;
     let mut args = FieldTable::default();
     args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    ch.queue_declare("sac".into(), QueueDeclareOptions::default(), args)
-        .await
-        .unwrap();
+    ch.queue_declare("sac".into(), QueueDeclareOptions::default(), args).await.unwrap();
     let (_c1, ch1) = b.channel().await;
     let (_c2, ch2) = b.channel().await;
     let mut first = ch1
         .basic_consume(
             "sac".into(),
             "first".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
@@ -305,10 +216,7 @@ async fn single_active_consumer_fails_over() {
         .basic_consume(
             "sac".into(),
             "second".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
@@ -325,34 +233,14 @@ async fn single_active_consumer_fails_over() {
         .unwrap();
     }
     for _ in 0..4 {
-        tokio::time::timeout(Duration::from_secs(5), first.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), first.next()).await.unwrap().unwrap().unwrap();
     }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), second.next())
-            .await
-            .is_err()
-    );
-    ch1.basic_cancel("first".into(), BasicCancelOptions::default())
+    assert!(tokio::time::timeout(Duration::from_millis(200), second.next()).await.is_err());
+    ch1.basic_cancel("first".into(), BasicCancelOptions::default()).await.unwrap();
+    ch.basic_publish("".into(), "sac".into(), BasicPublishOptions::default(), b"after", BasicProperties::default())
         .await
         .unwrap();
-    ch.basic_publish(
-        "".into(),
-        "sac".into(),
-        BasicPublishOptions::default(),
-        b"after",
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(5), second.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), second.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(d.data, b"after");
     b.stop().await;
 }
@@ -366,23 +254,14 @@ async fn exclusive_consumer_excludes_others() {
         .basic_consume(
             "q".into(),
             "ex".into(),
-            BasicConsumeOptions {
-                exclusive: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { exclusive: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
         .unwrap();
     let ch2 = c.create_channel().await.unwrap();
     expect_err(
-        ch2.basic_consume(
-            "q".into(),
-            "other".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await,
+        ch2.basic_consume("q".into(), "other".into(), BasicConsumeOptions::default(), FieldTable::default()).await,
         403,
         "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use",
     );
@@ -396,21 +275,12 @@ async fn deleting_a_queue_cancels_its_consumers() {
     setup(&ch, "q", &[]).await;
     let (_c2, ch2) = b.channel().await;
     let mut consumer = ch2
-        .basic_consume(
-            "q".into(),
-            "watcher".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        .basic_consume("q".into(), "watcher".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
-    ch.queue_delete("q".into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
+    ch.queue_delete("q".into(), QueueDeleteOptions::default()).await.unwrap();
     // lapin ends the consumer stream when the server sends basic.cancel.
-    let end = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .expect("cancel notification arrives");
+    let end = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.expect("cancel notification arrives");
     assert!(end.is_none(), "stream ended by basic.cancel, got {end:?}");
     b.stop().await;
 }
@@ -421,30 +291,14 @@ async fn reusing_a_consumer_tag_closes_the_connection() {
     let (c, ch) = b.channel().await;
     setup(&ch, "q", &[]).await;
     let _first = ch
-        .basic_consume(
-            "q".into(),
-            "dup".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        .basic_consume("q".into(), "dup".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
     let e = ch
-        .basic_consume(
-            "q".into(),
-            "dup".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        .basic_consume("q".into(), "dup".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap_err();
-    assert_eq!(
-        common::amqp_error(&e),
-        (
-            530,
-            "NOT_ALLOWED - attempt to reuse consumer tag 'dup'".to_string()
-        )
-    );
+    assert_eq!(common::amqp_error(&e), (530, "NOT_ALLOWED - attempt to reuse consumer tag 'dup'".to_string()));
     common::eventually(|| !c.status().connected(), "connection closed").await;
     b.stop().await;
 }
@@ -455,37 +309,13 @@ async fn prefetch_limits_unacked_deliveries() {
     let (_c, ch) = b.channel().await;
     setup(&ch, "q", &["1", "2", "3", "4", "5"]).await;
     ch.basic_qos(2, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            "q".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let d1 = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let _d2 = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), consumer.next())
-            .await
-            .is_err(),
-        "third waits for an ack"
-    );
+    let mut consumer =
+        ch.basic_consume("q".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let d1 = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
+    let _d2 = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(200), consumer.next()).await.is_err(), "third waits for an ack");
     d1.ack(BasicAckOptions::default()).await.unwrap();
-    let d3 = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d3 = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(d3.data, b"3");
     b.stop().await;
 }

@@ -11,39 +11,18 @@ use lapin::{BasicProperties, Channel, ExchangeKind};
 use std::time::Duration;
 
 async fn queue(ch: &Channel, q: &str) {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.queue_declare(q.into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
 }
 
 async fn bind(ch: &Channel, q: &str, x: &str, k: &str) {
-    ch.queue_bind(
-        q.into(),
-        x.into(),
-        k.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.queue_bind(q.into(), x.into(), k.into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
 }
 
 async fn count(ch: &Channel, q: &str) -> u32 {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
+    ch.queue_declare(q.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
 }
 
 fn lstr(s: &str) -> AMQPValue {
@@ -55,9 +34,7 @@ async fn confirms_ack_every_publish() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
     queue(&ch, "q").await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     for i in 0..2000u32 {
         ch.basic_publish(
             "".into(),
@@ -79,17 +56,12 @@ async fn confirms_ack_every_publish() {
 async fn mandatory_unroutable_is_returned_before_its_ack() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let confirm = ch
         .basic_publish(
             "amq.direct".into(),
             "nowhere".into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
+            BasicPublishOptions { mandatory: true, ..Default::default() },
             b"lost",
             BasicProperties::default(),
         )
@@ -123,40 +95,23 @@ async fn mandatory_unroutable_is_returned_before_its_ack() {
 async fn alternate_exchange_takes_unroutable_messages() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    ch.exchange_declare(
-        "ae".into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.exchange_declare("ae".into(), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
     let mut args = FieldTable::default();
     args.insert("alternate-exchange".into(), lstr("ae"));
-    ch.exchange_declare(
-        "main".into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions::default(),
-        args,
-    )
-    .await
-    .unwrap();
+    ch.exchange_declare("main".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), args).await.unwrap();
     queue(&ch, "routed").await;
     queue(&ch, "unrouted").await;
     bind(&ch, "routed", "main", "yes").await;
     bind(&ch, "unrouted", "ae", "").await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     for k in ["yes", "no", "other"] {
         let c = ch
             .basic_publish(
                 "main".into(),
                 k.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
+                BasicPublishOptions { mandatory: true, ..Default::default() },
                 k.as_bytes(),
                 BasicProperties::default(),
             )
@@ -164,15 +119,9 @@ async fn alternate_exchange_takes_unroutable_messages() {
             .unwrap()
             .await
             .unwrap();
-        assert!(
-            c.take_message().is_none(),
-            "routed via the AE counts as routed"
-        );
+        assert!(c.take_message().is_none(), "routed via the AE counts as routed");
     }
-    assert_eq!(
-        (count(&ch, "routed").await, count(&ch, "unrouted").await),
-        (1, 2)
-    );
+    assert_eq!((count(&ch, "routed").await, count(&ch, "unrouted").await), (1, 2));
     b.stop().await;
 }
 
@@ -185,14 +134,8 @@ async fn cc_and_bcc_add_routing_keys_and_bcc_is_stripped() {
         bind(&ch, q, "amq.direct", q).await;
     }
     let mut h = FieldTable::default();
-    h.insert(
-        "CC".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![lstr("k2")])),
-    );
-    h.insert(
-        "BCC".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![lstr("k3")])),
-    );
+    h.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(vec![lstr("k2")])));
+    h.insert("BCC".into(), AMQPValue::FieldArray(FieldArray::from(vec![lstr("k3")])));
     ch.basic_publish(
         "amq.direct".into(),
         "k1".into(),
@@ -205,11 +148,7 @@ async fn cc_and_bcc_add_routing_keys_and_bcc_is_stripped() {
     for q in ["k1", "k2", "k3"] {
         let m = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
-                if let Some(m) = ch
-                    .basic_get(q.into(), BasicGetOptions { no_ack: true })
-                    .await
-                    .unwrap()
-                {
+                if let Some(m) = ch.basic_get(q.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
                     return m;
                 }
             }
@@ -233,15 +172,7 @@ async fn headers_exchange_all_and_any() {
         a.insert("x-match".into(), lstr(mode));
         a.insert("format".into(), lstr("pdf"));
         a.insert("type".into(), lstr("report"));
-        ch.queue_bind(
-            q.into(),
-            "amq.headers".into(),
-            "".into(),
-            QueueBindOptions::default(),
-            a,
-        )
-        .await
-        .unwrap();
+        ch.queue_bind(q.into(), "amq.headers".into(), "".into(), QueueBindOptions::default(), a).await.unwrap();
     }
     let publish = |f: &'static str, t: &'static str| {
         let ch = ch.clone();
@@ -272,22 +203,12 @@ async fn headers_exchange_all_and_any() {
 async fn exchange_to_exchange_bindings() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    ch.exchange_declare(
-        "front".into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.exchange_declare(
-        "back".into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.exchange_declare("front".into(), ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.exchange_declare("back".into(), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
     ch.exchange_bind(
         "back".into(),
         "front".into(),
@@ -299,9 +220,7 @@ async fn exchange_to_exchange_bindings() {
     .unwrap();
     queue(&ch, "q").await;
     bind(&ch, "q", "back", "").await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     for k in ["orders.new", "users.new", "orders"] {
         ch.basic_publish(
             "front".into(),
@@ -345,59 +264,31 @@ async fn transactions_commit_and_roll_back_publishes_and_acks() {
     queue(&ch, "q").await;
     ch.tx_select().await.unwrap();
     for _ in 0..3 {
-        ch.basic_publish(
-            "".into(),
-            "q".into(),
-            BasicPublishOptions::default(),
-            b"r",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+        ch.basic_publish("".into(), "q".into(), BasicPublishOptions::default(), b"r", BasicProperties::default())
+            .await
+            .unwrap();
     }
     ch.tx_rollback().await.unwrap();
     assert_eq!(count(&ch, "q").await, 0);
     for _ in 0..2 {
-        ch.basic_publish(
-            "".into(),
-            "q".into(),
-            BasicPublishOptions::default(),
-            b"c",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+        ch.basic_publish("".into(), "q".into(), BasicPublishOptions::default(), b"c", BasicProperties::default())
+            .await
+            .unwrap();
     }
     assert_eq!(count(&ch, "q").await, 0, "nothing visible before commit");
     ch.tx_commit().await.unwrap();
     assert_eq!(count(&ch, "q").await, 2);
     // Acks inside a transaction take effect on commit only.
-    let m = ch
-        .basic_get("q".into(), BasicGetOptions::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let m = ch.basic_get("q".into(), BasicGetOptions::default()).await.unwrap().unwrap();
     m.ack(BasicAckOptions::default()).await.unwrap();
     ch.tx_rollback().await.unwrap();
-    ch.basic_recover(BasicRecoverOptions { requeue: true })
-        .await
-        .unwrap();
-    assert_eq!(
-        count(&ch, "q").await,
-        2,
-        "rolled-back ack did not remove the message"
-    );
-    let m = ch
-        .basic_get("q".into(), BasicGetOptions::default())
-        .await
-        .unwrap()
-        .unwrap();
+    ch.basic_recover(BasicRecoverOptions { requeue: true }).await.unwrap();
+    assert_eq!(count(&ch, "q").await, 2, "rolled-back ack did not remove the message");
+    let m = ch.basic_get("q".into(), BasicGetOptions::default()).await.unwrap().unwrap();
     assert!(m.delivery.redelivered);
     m.ack(BasicAckOptions::default()).await.unwrap();
     ch.tx_commit().await.unwrap();
-    ch.basic_recover(BasicRecoverOptions { requeue: true })
-        .await
-        .unwrap();
+    ch.basic_recover(BasicRecoverOptions { requeue: true }).await.unwrap();
     assert_eq!(count(&ch, "q").await, 1);
     b.stop().await;
 }
@@ -420,55 +311,31 @@ async fn oversized_messages_close_the_channel_only() {
     let b = Broker::with(|c| c.max_message_size = 1024).await;
     let (c, ch) = b.channel().await;
     queue(&ch, "q").await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let r = ch
-        .basic_publish(
-            "".into(),
-            "q".into(),
-            BasicPublishOptions::default(),
-            &[7u8; 2000],
-            BasicProperties::default(),
-        )
+        .basic_publish("".into(), "q".into(), BasicPublishOptions::default(), &[7u8; 2000], BasicProperties::default())
         .await
         .unwrap()
         .await;
     let (code, text) = common::amqp_error(&r.unwrap_err());
     assert_eq!(
         (code, text.as_str()),
-        (
-            406,
-            "PRECONDITION_FAILED - message size 2000 is larger than configured max size 1024"
-        )
+        (406, "PRECONDITION_FAILED - message size 2000 is larger than configured max size 1024")
     );
     let ch2 = c.create_channel().await.unwrap();
-    ch2.basic_publish(
-        "".into(),
-        "q".into(),
-        BasicPublishOptions::default(),
-        &[7u8; 1024],
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
+    ch2.basic_publish("".into(), "q".into(), BasicPublishOptions::default(), &[7u8; 1024], BasicProperties::default())
+        .await
+        .unwrap();
     let mut consumer = ch2
         .basic_consume(
             "q".into(),
             "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
         .unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(d.data.len(), 1024);
     b.stop().await;
 }
@@ -479,22 +346,12 @@ async fn large_bodies_span_frames_intact() {
     let (_c, ch) = b.channel().await;
     queue(&ch, "big").await;
     let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    ch.basic_publish(
-        "".into(),
-        "big".into(),
-        BasicPublishOptions::default(),
-        &body,
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
+    ch.basic_publish("".into(), "big".into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+        .await
+        .unwrap();
     let m = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Some(m) = ch
-                .basic_get("big".into(), BasicGetOptions { no_ack: true })
-                .await
-                .unwrap()
-            {
+            if let Some(m) = ch.basic_get("big".into(), BasicGetOptions { no_ack: true }).await.unwrap() {
                 return m;
             }
         }
@@ -509,31 +366,18 @@ async fn large_bodies_span_frames_intact() {
 async fn publishing_to_a_missing_or_internal_exchange() {
     let b = Broker::start().await;
     let (c, ch) = b.channel().await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let r = ch
-        .basic_publish(
-            "missing".into(),
-            "k".into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        )
+        .basic_publish("missing".into(), "k".into(), BasicPublishOptions::default(), b"x", BasicProperties::default())
         .await
         .unwrap()
         .await;
     assert_eq!(
         common::amqp_error(&r.unwrap_err()),
-        (
-            404,
-            "NOT_FOUND - no exchange 'missing' in vhost '/'".to_string()
-        )
+        (404, "NOT_FOUND - no exchange 'missing' in vhost '/'".to_string())
     );
     let ch = c.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let r = ch
         .basic_publish(
             "amq.rabbitmq.trace".into(),
@@ -545,6 +389,9 @@ async fn publishing_to_a_missing_or_internal_exchange() {
         .await
         .unwrap()
         .await;
-    assert_eq!(common::amqp_error(&r.unwrap_err()), (403, "ACCESS_REFUSED - cannot publish to internal exchange 'amq.rabbitmq.trace' in vhost '/'".to_string()));
+    assert_eq!(
+        common::amqp_error(&r.unwrap_err()),
+        (403, "ACCESS_REFUSED - cannot publish to internal exchange 'amq.rabbitmq.trace' in vhost '/'".to_string())
+    );
     b.stop().await;
 }

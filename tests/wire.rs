@@ -4,8 +4,8 @@
 mod common;
 
 use amq_protocol::frame::AMQPFrame;
-use amq_protocol::protocol::{AMQPClass, basic, channel, connection};
-use amq_protocol::types::{FieldTable, LongString};
+use amq_protocol::protocol::{AMQPClass, basic, channel};
+use amq_protocol::types::FieldTable;
 use common::{Broker, Raw};
 use lapin::options::*;
 use lapin::types::FieldTable as LFieldTable;
@@ -18,8 +18,13 @@ async fn open_channel(r: &mut Raw, ch: u16) {
 
 /// A lapin connection opened before the abuse must still work after it.
 async fn bystander_still_works(b: &Broker, ch: &lapin::Channel) {
-    let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, LFieldTable::default()).await.expect("bystander channel works");
-    ch.basic_publish("".into(), q.name().clone(), BasicPublishOptions::default(), b"ok", Default::default()).await.unwrap();
+    let q = ch
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, LFieldTable::default())
+        .await
+        .expect("bystander channel works");
+    ch.basic_publish("".into(), q.name().clone(), BasicPublishOptions::default(), b"ok", Default::default())
+        .await
+        .unwrap();
     let m = ch.basic_get(q.name().clone(), BasicGetOptions { no_ack: true }).await.unwrap();
     assert!(m.is_some());
     let _ = b;
@@ -43,7 +48,10 @@ async fn bad_frame_end_is_501_and_spares_other_connections() {
     let (_keep, ch) = b.channel().await;
     let mut r = Raw::open(b.addr).await;
     open_channel(&mut r, 1).await;
-    let mut frame = common::encode(&AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 1, global: false }))));
+    let mut frame = common::encode(&AMQPFrame::Method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 1, global: false })),
+    ));
     let last = frame.len() - 1;
     frame[last] = 0x00;
     r.send(&frame).await;
@@ -94,9 +102,13 @@ async fn frames_on_a_channel_never_opened_are_504() {
     let mut r = Raw::open(b.addr).await;
     r.send_method(7, AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 1, global: false }))).await;
     r.expect_connection_close(504).await;
+    // Content on a channel never opened is 505, as RabbitMQ.
     let mut r = Raw::open(b.addr).await;
     r.send(&[3, 0, 9, 0, 0, 0, 2, b'h', b'i', 0xCE]).await;
-    r.expect_connection_close(504).await;
+    assert_eq!(
+        r.expect_connection_close(505).await,
+        "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+    );
     b.stop().await;
 }
 
@@ -111,9 +123,21 @@ async fn content_out_of_order_is_505() {
     // A method where a content header was due.
     let mut r = Raw::open(b.addr).await;
     open_channel(&mut r, 1).await;
-    r.send_method(1, AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish { exchange: "".into(), routing_key: "q".into(), mandatory: false, immediate: false }))).await;
+    r.send_method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    )
+    .await;
     r.send_method(1, AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 1, global: false }))).await;
-    assert_eq!(r.expect_connection_close(505).await, "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead");
+    assert_eq!(
+        r.expect_connection_close(505).await,
+        "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
+    );
     // A heartbeat on a channel other than 0.
     let mut r = Raw::open(b.addr).await;
     r.send(&[8, 0, 1, 0, 0, 0, 0, 0xCE]).await;
@@ -126,7 +150,16 @@ async fn immediate_publish_is_540() {
     let b = Broker::start().await;
     let mut r = Raw::open(b.addr).await;
     open_channel(&mut r, 1).await;
-    r.send_method(1, AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish { exchange: "".into(), routing_key: "q".into(), mandatory: false, immediate: true }))).await;
+    r.send_method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            mandatory: false,
+            immediate: true,
+        })),
+    )
+    .await;
     assert_eq!(r.expect_connection_close(540).await, "NOT_IMPLEMENTED - immediate=true");
     b.stop().await;
 }
@@ -134,20 +167,7 @@ async fn immediate_publish_is_540() {
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_client_is_dropped_after_missed_heartbeats() {
     let b = Broker::start().await;
-    let mut r = Raw::connect(b.addr).await;
-    r.send(b"AMQP\x00\x00\x09\x01").await;
-    r.method().await;
-    r.send_method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-        client_properties: FieldTable::default(),
-        mechanism: "PLAIN".into(),
-        response: LongString::from(b"\0guest\0guest".to_vec()),
-        locale: "en_US".into(),
-    })))
-    .await;
-    r.method().await;
-    r.send_method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk { channel_max: 10, frame_max: 131072, heartbeat: 1 }))).await;
-    r.send_method(0, AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open { virtual_host: "/".into() }))).await;
-    r.method().await;
+    let mut r = Raw::open_with_heartbeat(b.addr, 1).await;
     // Say nothing more: the server sends heartbeats, then gives up after two missed intervals.
     let started = std::time::Instant::now();
     let mut heartbeats = 0;
@@ -169,24 +189,18 @@ async fn silent_client_is_dropped_after_missed_heartbeats() {
 async fn amqplain_login_and_tune_limits() {
     let b = Broker::start().await;
     let mut r = Raw::connect(b.addr).await;
-    r.send(b"AMQP\x00\x00\x09\x01").await;
-    r.method().await;
     // AMQPLAIN: a field table without its length prefix.
     let mut t = FieldTable::default();
     t.insert("LOGIN".into(), amq_protocol::types::AMQPValue::LongString("guest".into()));
     t.insert("PASSWORD".into(), amq_protocol::types::AMQPValue::LongString("guest".into()));
-    let mut enc = amq_protocol::types::generation::gen_field_table(&t)(amq_protocol::frame::WriteContext::from(Vec::new())).unwrap().write;
+    let mut enc =
+        amq_protocol::types::generation::gen_field_table(&t)(amq_protocol::frame::WriteContext::from(Vec::new()))
+            .unwrap()
+            .write;
     enc.drain(..4);
-    r.send_method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-        client_properties: FieldTable::default(),
-        mechanism: "AMQPLAIN".into(),
-        response: LongString::from(enc),
-        locale: "en_US".into(),
-    })))
-    .await;
-    assert!(matches!(r.method().await, (0, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))));
+    r.start("AMQPLAIN", enc).await;
     // frame_max below 8192 is refused with 530, as RabbitMQ.
-    r.send_method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk { channel_max: 10, frame_max: 4096, heartbeat: 0 }))).await;
+    r.tune_ok(10, 4096, 0).await;
     assert_eq!(r.expect_connection_close(530).await, "NOT_ALLOWED - frame_max=4096 < 8192 min size");
     b.stop().await;
 }
@@ -195,8 +209,6 @@ async fn amqplain_login_and_tune_limits() {
 async fn shutdown_closes_clients_with_320() {
     let b = Broker::start().await;
     let mut r = Raw::open(b.addr).await;
-    let running = b.running.as_ref().unwrap();
-    running.node.shutdown_signal();
     let stop = tokio::spawn(b.stop());
     let text = r.expect_connection_close(320).await;
     assert_eq!(text, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'");

@@ -13,25 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 async fn declare(ch: &Channel, q: &str) {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.queue_declare(q.into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
 }
 
 async fn publish(ch: &Channel, ex: &str, rk: &str, body: &[u8]) {
-    ch.basic_publish(
-        ex.into(),
-        rk.into(),
-        BasicPublishOptions::default(),
-        body,
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
+    ch.basic_publish(ex.into(), rk.into(), BasicPublishOptions::default(), body, BasicProperties::default())
+        .await
+        .unwrap();
 }
 
 /// Receives `n` bodies from a consumer (auto-ack), or fails after 5 s.
@@ -40,31 +28,22 @@ async fn take(ch: &Channel, q: &str, n: usize) -> Vec<String> {
         .basic_consume(
             q.into(),
             "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
         .unwrap();
     let mut out = Vec::new();
     while out.len() < n {
-        let d = tokio::time::timeout(Duration::from_secs(5), c.next())
-            .await
-            .expect("delivery in time")
-            .unwrap()
-            .unwrap();
+        let d =
+            tokio::time::timeout(Duration::from_secs(5), c.next()).await.expect("delivery in time").unwrap().unwrap();
         out.push(String::from_utf8(d.data).unwrap());
     }
     out
 }
 
 async fn drained(ch: &Channel, q: &str) -> bool {
-    ch.basic_get(q.into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .is_none()
+    ch.basic_get(q.into(), BasicGetOptions { no_ack: true }).await.unwrap().is_none()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,24 +65,13 @@ async fn hello_world() {
 async fn dispatch(prefetch: Option<u16>, auto_ack: bool) -> (usize, usize) {
     let b = Broker::start().await;
     let (_pc, pch) = b.channel().await;
-    pch.exchange_declare(
-        "e".into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    pch.exchange_declare("e".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
     declare(&pch, "q").await;
-    pch.queue_bind(
-        "q".into(),
-        "e".into(),
-        "q".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    pch.queue_bind("q".into(), "e".into(), "q".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
     let total = Arc::new(AtomicUsize::new(0));
     let mut counts = Vec::new();
     let mut conns = Vec::new();
@@ -116,10 +84,7 @@ async fn dispatch(prefetch: Option<u16>, auto_ack: bool) -> (usize, usize) {
             .basic_consume(
                 "q".into(),
                 "".into(),
-                BasicConsumeOptions {
-                    no_ack: auto_ack,
-                    ..Default::default()
-                },
+                BasicConsumeOptions { no_ack: auto_ack, ..Default::default() },
                 FieldTable::default(),
             )
             .await
@@ -144,15 +109,8 @@ async fn dispatch(prefetch: Option<u16>, auto_ack: bool) -> (usize, usize) {
     for i in 0..10 {
         publish(&pch, "e", "q", i.to_string().as_bytes()).await;
     }
-    common::eventually(
-        || total.load(Ordering::SeqCst) == 10,
-        "all 10 messages consumed",
-    )
-    .await;
-    let r = (
-        counts[0].load(Ordering::SeqCst),
-        counts[1].load(Ordering::SeqCst),
-    );
+    common::eventually(|| total.load(Ordering::SeqCst) == 10, "all 10 messages consumed").await;
+    let r = (counts[0].load(Ordering::SeqCst), counts[1].load(Ordering::SeqCst));
     b.stop().await;
     r
 }
@@ -190,24 +148,15 @@ async fn publish_subscribe_fanout_to_server_named_queues() {
         let q = ch
             .queue_declare(
                 "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions { exclusive: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await
             .unwrap();
         assert!(q.name().as_str().starts_with("amq.gen-"));
-        ch.queue_bind(
-            q.name().clone(),
-            "pubsub".into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        ch.queue_bind(q.name().clone(), "pubsub".into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
         queues.push(q.name().to_string());
     }
     publish(&ch, "pubsub", "ignored", b"news").await;
@@ -221,35 +170,18 @@ async fn publish_subscribe_fanout_to_server_named_queues() {
 async fn routing_direct_by_severity() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    ch.exchange_declare(
-        "log".into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    declare(&ch, "errors").await;
-    declare(&ch, "all").await;
-    ch.queue_bind(
-        "errors".into(),
-        "log".into(),
-        "ERROR".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    for sev in ["ERROR", "WARN", "INFO"] {
-        ch.queue_bind(
-            "all".into(),
-            "log".into(),
-            sev.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+    ch.exchange_declare("log".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default())
         .await
         .unwrap();
+    declare(&ch, "errors").await;
+    declare(&ch, "all").await;
+    ch.queue_bind("errors".into(), "log".into(), "ERROR".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    for sev in ["ERROR", "WARN", "INFO"] {
+        ch.queue_bind("all".into(), "log".into(), sev.into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
     }
     for sev in ["INFO", "ERROR", "WARN", "DEBUG"] {
         publish(&ch, "log", sev, sev.as_bytes()).await;
@@ -264,31 +196,15 @@ async fn routing_direct_by_severity() {
 async fn topics_wildcards() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    ch.exchange_declare(
-        "t".into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let bindings = [
-        ("star", "*.orange.*"),
-        ("hash", "lazy.#"),
-        ("rabbit", "*.*.rabbit"),
-        ("all", "#"),
-    ];
-    for (q, key) in bindings {
-        declare(&ch, q).await;
-        ch.queue_bind(
-            q.into(),
-            "t".into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+    ch.exchange_declare("t".into(), ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default())
         .await
         .unwrap();
+    let bindings = [("star", "*.orange.*"), ("hash", "lazy.#"), ("rabbit", "*.*.rabbit"), ("all", "#")];
+    for (q, key) in bindings {
+        declare(&ch, q).await;
+        ch.queue_bind(q.into(), "t".into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
     }
     for rk in [
         "quick.orange.rabbit",
@@ -302,18 +218,8 @@ async fn topics_wildcards() {
     ] {
         publish(&ch, "t", rk, rk.as_bytes()).await;
     }
-    assert_eq!(
-        take(&ch, "star", 3).await,
-        vec![
-            "quick.orange.rabbit",
-            "lazy.orange.elephant",
-            "quick.orange.fox"
-        ]
-    );
-    assert_eq!(
-        take(&ch, "hash", 3).await,
-        vec!["lazy.orange.elephant", "lazy.brown.fox", "lazy"]
-    );
+    assert_eq!(take(&ch, "star", 3).await, vec!["quick.orange.rabbit", "lazy.orange.elephant", "quick.orange.fox"]);
+    assert_eq!(take(&ch, "hash", 3).await, vec!["lazy.orange.elephant", "lazy.brown.fox", "lazy"]);
     assert_eq!(take(&ch, "rabbit", 1).await, vec!["quick.orange.rabbit"]);
     assert_eq!(take(&ch, "all", 8).await.len(), 8);
     for (q, _) in bindings {
@@ -328,12 +234,7 @@ async fn rpc_with_reply_queue_and_correlation_id() {
     let (_sc, server) = b.channel().await;
     declare(&server, "rpc_queue").await;
     let mut requests = server
-        .basic_consume(
-            "rpc_queue".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        .basic_consume("rpc_queue".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
     let srv = server.clone();
@@ -341,8 +242,7 @@ async fn rpc_with_reply_queue_and_correlation_id() {
         while let Some(Ok(d)) = requests.next().await {
             let n: u64 = String::from_utf8_lossy(&d.data).parse().unwrap();
             let reply_to = d.properties.reply_to().clone().unwrap();
-            let props = BasicProperties::default()
-                .with_correlation_id(d.properties.correlation_id().clone().unwrap());
+            let props = BasicProperties::default().with_correlation_id(d.properties.correlation_id().clone().unwrap());
             srv.basic_publish(
                 "".into(),
                 reply_to,
@@ -357,33 +257,22 @@ async fn rpc_with_reply_queue_and_correlation_id() {
     });
     let (_cc, client) = b.channel().await;
     let callback = client
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
         .await
         .unwrap();
     let mut replies = client
         .basic_consume(
             callback.name().clone(),
             "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
         .unwrap();
     for n in [3u64, 7] {
         let corr = format!("req-{n}");
-        let props = BasicProperties::default()
-            .with_reply_to(callback.name().clone())
-            .with_correlation_id(corr.as_str().into());
+        let props =
+            BasicProperties::default().with_reply_to(callback.name().clone()).with_correlation_id(corr.as_str().into());
         client
             .basic_publish(
                 "".into(),
@@ -394,15 +283,8 @@ async fn rpc_with_reply_queue_and_correlation_id() {
             )
             .await
             .unwrap();
-        let d = tokio::time::timeout(Duration::from_secs(5), replies.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            d.properties.correlation_id().as_ref().map(|s| s.as_str()),
-            Some(corr.as_str())
-        );
+        let d = tokio::time::timeout(Duration::from_secs(5), replies.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(d.properties.correlation_id().as_ref().map(|s| s.as_str()), Some(corr.as_str()));
         assert_eq!(String::from_utf8(d.data).unwrap(), (n * n).to_string());
     }
     b.stop().await;
@@ -417,10 +299,7 @@ async fn rpc_with_direct_reply_to() {
         .basic_consume(
             "rpc".into(),
             "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
@@ -429,21 +308,12 @@ async fn rpc_with_direct_reply_to() {
     tokio::spawn(async move {
         while let Some(Ok(d)) = requests.next().await {
             let reply_to = d.properties.reply_to().clone().unwrap();
-            assert!(
-                reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
-                "{reply_to:?}"
-            );
+            assert!(reply_to.as_str().starts_with("amq.rabbitmq.reply-to."), "{reply_to:?}");
             let mut body = d.data.clone();
             body.reverse();
-            srv.basic_publish(
-                "".into(),
-                reply_to,
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap();
+            srv.basic_publish("".into(), reply_to, BasicPublishOptions::default(), &body, BasicProperties::default())
+                .await
+                .unwrap();
         }
     });
     let (_cc, client) = b.channel().await;
@@ -451,30 +321,14 @@ async fn rpc_with_direct_reply_to() {
         .basic_consume(
             "amq.rabbitmq.reply-to".into(),
             "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
         .unwrap();
     let props = BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into());
-    client
-        .basic_publish(
-            "".into(),
-            "rpc".into(),
-            BasicPublishOptions::default(),
-            b"abc",
-            props,
-        )
-        .await
-        .unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(5), replies.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    client.basic_publish("".into(), "rpc".into(), BasicPublishOptions::default(), b"abc", props).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), replies.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(d.data, b"cba");
     b.stop().await;
 }

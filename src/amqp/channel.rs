@@ -54,12 +54,7 @@ pub struct ConfirmState {
 impl ConfirmState {
     /// The highest seq such that every seq up to it is done, if it moved.
     pub fn advance(&mut self) -> Option<(u64, bool)> {
-        let floor = self
-            .outstanding
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.last_seq + 1);
+        let floor = self.outstanding.keys().next().copied().unwrap_or(self.last_seq + 1);
         let upto = floor - 1;
         if upto > self.acked_upto {
             let multiple = upto - self.acked_upto > 1;
@@ -74,15 +69,8 @@ impl ConfirmState {
 /// A settle the client asked for, buffered inside a transaction.
 #[derive(Clone, Copy, Debug)]
 pub enum TxSettle {
-    Ack {
-        tag: u64,
-        multiple: bool,
-    },
-    Reject {
-        tag: u64,
-        multiple: bool,
-        requeue: bool,
-    },
+    Ack { tag: u64, multiple: bool },
+    Reject { tag: u64, multiple: bool, requeue: bool },
 }
 
 /// A routed publish buffered inside a transaction.
@@ -148,10 +136,7 @@ impl Channel {
     /// (406 PRECONDITION_FAILED - unknown delivery tag N). Tag 0 with `multiple` means all.
     pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
         if multiple {
-            if tag != 0
-                && !self.unacked.contains_key(&tag)
-                && self.unacked.range(..=tag).next().is_none()
-            {
+            if tag != 0 && !self.unacked.contains_key(&tag) && self.unacked.range(..=tag).next().is_none() {
                 return None;
             }
             let upto = if tag == 0 { u64::MAX } else { tag };
@@ -165,11 +150,7 @@ impl Channel {
 
     /// Whether a settle would find its tag (used to validate inside transactions).
     pub fn knows_tag(&self, tag: u64, multiple: bool) -> bool {
-        if multiple {
-            tag == 0 || self.unacked.range(..=tag).next().is_some()
-        } else {
-            self.unacked.contains_key(&tag)
-        }
+        if multiple { tag == 0 || self.unacked.range(..=tag).next().is_some() } else { self.unacked.contains_key(&tag) }
     }
 }
 

@@ -63,13 +63,7 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
     let (mut out, writer_task) = Out::start(writer);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let timeout = Duration::from_secs(node.config().handshake_timeout);
-    let hs = Handshake {
-        node: &node,
-        reader: &mut reader,
-        rbuf: &mut rbuf,
-        out: &mut out,
-        peer,
-    };
+    let hs = Handshake { node: &node, reader: &mut reader, rbuf: &mut rbuf, out: &mut out, peer };
     let negotiated = match tokio::time::timeout(timeout, hs.run()).await {
         Ok(Ok(n)) => n,
         Ok(Err(Refusal::Close(e))) => {
@@ -102,9 +96,7 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         channels: HashMap::new(),
         settles: Vec::new(),
     };
-    let reason = conn
-        .serve(&mut reader, &mut rbuf, negotiated.heartbeat)
-        .await;
+    let reason = conn.serve(&mut reader, &mut rbuf, negotiated.heartbeat).await;
     if let Some(e) = &reason {
         send_connection_close(&mut conn.out, e);
         await_close_ok(&mut reader, &mut rbuf, &mut conn.out).await;
@@ -139,9 +131,7 @@ async fn await_close_ok(reader: &mut OwnedReadHalf, rbuf: &mut BytesMut, out: &m
                         Ok(AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
                             out.method(
                                 0,
-                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(
-                                    connection::CloseOk {},
-                                )),
+                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
                             );
                             out.flush().await;
                             return;
@@ -164,16 +154,10 @@ async fn await_close_ok(reader: &mut OwnedReadHalf, rbuf: &mut BytesMut, out: &m
 
 impl Connection {
     /// The main loop. Returns the error to close with, or `None` if the client closed or left.
-    async fn serve(
-        &mut self,
-        reader: &mut OwnedReadHalf,
-        rbuf: &mut BytesMut,
-        heartbeat: u16,
-    ) -> Option<AmqpError> {
+    async fn serve(&mut self, reader: &mut OwnedReadHalf, rbuf: &mut BytesMut, heartbeat: u16) -> Option<AmqpError> {
         let mut shutdown = self.node.shutdown_signal();
         let hb = (heartbeat > 0).then(|| Duration::from_secs(heartbeat as u64));
-        let mut ticker =
-            tokio::time::interval(hb.map(|d| d / 2).unwrap_or(Duration::from_secs(3600)));
+        let mut ticker = tokio::time::interval(hb.map(|d| d / 2).unwrap_or(Duration::from_secs(3600)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
         loop {
@@ -240,13 +224,10 @@ impl Connection {
     async fn handle_frame(&mut self, f: RawFrame) -> Result<Flow> {
         match f.kind {
             FRAME_HEARTBEAT if f.channel == 0 => Ok(Flow::Continue),
-            FRAME_HEARTBEAT => Err(AmqpError::unexpected_frame(format!(
-                "heartbeat frame on non-zero channel {}",
-                f.channel
-            ))),
+            FRAME_HEARTBEAT => Err(AmqpError::unexpected_frame(frame::describe_frame(f.kind, &f.payload))),
             _ if f.channel == 0 => {
                 if f.kind != FRAME_METHOD {
-                    return Err(AmqpError::unexpected_frame("non-method frame on channel 0"));
+                    return Err(AmqpError::unexpected_frame(frame::describe_frame(f.kind, &f.payload)));
                 }
                 self.handle_connection_method(frame::decode_method(&f.payload)?, ids_of(&f.payload))
             }
@@ -259,9 +240,7 @@ impl Connection {
                         self.handle_unopened_channel(ch, m, ids_of(&f.payload))?;
                     }
                     (None, _) => {
-                        return Err(AmqpError::channel_error(format!(
-                            "expected 'channel.open' on channel {ch}"
-                        )));
+                        return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
                     }
                     (Some(ChannelState::Closing), FRAME_METHOD) => {
                         // Only close and close-ok matter until the client confirms the close.
@@ -270,12 +249,8 @@ impl Connection {
                                 self.channels.remove(&ch);
                             }
                             Ok(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                                self.out.method(
-                                    ch,
-                                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(
-                                        channel::CloseOk {},
-                                    )),
-                                );
+                                self.out
+                                    .method(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                                 self.channels.remove(&ch);
                             }
                             _ => {}
@@ -284,20 +259,30 @@ impl Connection {
                     (Some(ChannelState::Closing), _) => {}
                     (Some(ChannelState::Open), FRAME_METHOD) => {
                         let m = frame::decode_method(&f.payload)?;
-                        let expecting_content =
-                            self.channels.get(&ch).is_some_and(|c| c.content.is_some());
-                        if expecting_content {
-                            return Err(AmqpError::unexpected_frame(
-                                "expected content header for class 60, got non content header frame instead",
-                            ));
+                        match self.channels.get(&ch).and_then(|c| c.content.as_ref()) {
+                            Some(p) if p.header.is_none() => {
+                                return Err(AmqpError::unexpected_frame(
+                                    "expected content header for class 60, got non content header frame instead",
+                                )
+                                .at(60, 40));
+                            }
+                            Some(_) => {
+                                return Err(AmqpError::unexpected_frame(
+                                    "expected content body, got non content body frame instead",
+                                )
+                                .at(60, 40));
+                            }
+                            None => {}
                         }
                         let (class_id, method_id) = ids_of(&f.payload);
+                        if (class_id, method_id) == (60, 10) && f.payload.len() >= 8 {
+                            let size = u32::from_be_bytes([f.payload[4], f.payload[5], f.payload[6], f.payload[7]]);
+                            if size != 0 {
+                                return Err(AmqpError::not_implemented(format!("prefetch_size!=0 ({size})")).at(60, 10));
+                            }
+                        }
                         if let Err(e) = self.handle_method(ch, m).await {
-                            let e = if e.class_id == 0 {
-                                e.at(class_id, method_id)
-                            } else {
-                                e
-                            };
+                            let e = if e.class_id == 0 { e.at(class_id, method_id) } else { e };
                             if e.is_hard() {
                                 return Err(e);
                             }
@@ -306,10 +291,12 @@ impl Connection {
                     }
                     (Some(ChannelState::Open), FRAME_HEADER | FRAME_BODY) => {
                         if let Err(e) = self.handle_content(ch, f).await {
+                            let e =
+                                if e.class_id == 0 && e.code != ReplyCode::UnexpectedFrame { e.at(60, 40) } else { e };
                             if e.is_hard() {
                                 return Err(e);
                             }
-                            self.channel_error(ch, e.at(60, 40));
+                            self.channel_error(ch, e);
                         }
                     }
                     (Some(ChannelState::Open), _) => {
@@ -330,55 +317,36 @@ impl Connection {
                     text = c.reply_text.as_str(),
                     "client closed the connection"
                 );
-                self.out.method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                );
+                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
                 Ok(Flow::Closed)
             }
             AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Flow::Closed),
             AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
                 self.out.method(
                     0,
-                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
-                        connection::UpdateSecretOk {},
-                    )),
+                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {})),
                 );
                 Ok(Flow::Continue)
             }
-            _ => Err(AmqpError::command_invalid(format!(
-                "unexpected method on channel 0: class {c} method {mid}"
-            ))
-            .at(c, mid)),
+            _ => Err(AmqpError::channel_error("unexpected method in connection state running").at(c, mid)),
         }
     }
 
-    fn handle_unopened_channel(
-        &mut self,
-        ch: u16,
-        m: AMQPClass,
-        (c, mid): (u16, u16),
-    ) -> Result<()> {
+    fn handle_unopened_channel(&mut self, ch: u16, m: AMQPClass, (c, mid): (u16, u16)) -> Result<()> {
         match m {
             AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
-                if ch > self.channel_max {
+                // RabbitMQ counts open channels against channel_max.
+                if self.channels.len() >= self.channel_max as usize {
+                    let (n, max) = (self.channels.len(), self.channel_max);
                     return Err(AmqpError::not_allowed(format!(
-                        "channel number {ch} exceeds negotiated channel_max {}",
-                        self.channel_max
-                    ))
-                    .at(20, 10));
+                        "number of channels opened ({n}) has reached the negotiated channel_max ({max})"
+                    )));
                 }
                 self.channels.insert(ch, Channel::new(ChannelId(ch)));
-                self.out.method(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-                );
+                self.out.method(ch, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
                 Ok(())
             }
-            _ => Err(
-                AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}"))
-                    .at(c, mid),
-            ),
+            _ => Err(AmqpError::channel_error("expected 'channel.open'").at(c, mid)),
         }
     }
 
@@ -412,10 +380,7 @@ impl Connection {
                 if let Some(mut c) = self.channels.remove(&ch) {
                     self.release_channel(&mut c);
                 }
-                self.out.method(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                );
+                self.out.method(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                 Ok(())
             }
             AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => Ok(()),
@@ -423,19 +388,11 @@ impl Connection {
                 if !f.active {
                     return Err(AmqpError::not_implemented("active=false"));
                 }
-                self.out.method(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
-                        active: true,
-                    })),
-                );
+                self.out.method(ch, AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })));
                 Ok(())
             }
             AMQPClass::Access(access::AMQPMethod::Request(_)) => {
-                self.out.method(
-                    ch,
-                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
-                );
+                self.out.method(ch, AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})));
                 Ok(())
             }
             AMQPClass::Exchange(m) => self.handle_exchange(ch, m).await,
@@ -452,9 +409,7 @@ impl Connection {
     }
 
     pub fn chan(&mut self, ch: u16) -> Result<&mut Channel> {
-        self.channels
-            .get_mut(&ch)
-            .ok_or_else(|| AmqpError::channel_error(format!("channel {ch} is not open")))
+        self.channels.get_mut(&ch).ok_or_else(|| AmqpError::channel_error(format!("channel {ch} is not open")))
     }
 
     /// Sends a request to a queue, handling this connection's inbox while the queue is busy.
@@ -469,10 +424,7 @@ impl Connection {
         let req = match q.tx.try_send(req) {
             Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(AmqpError::not_found(format!(
-                    "no queue '{}' in vhost '{}'",
-                    q.key.name, q.key.vhost
-                )));
+                return Err(AmqpError::not_found(format!("no queue '{}' in vhost '{}'", q.key.name, q.key.vhost)));
             }
             Err(mpsc::error::TrySendError::Full(req)) => req,
         };
@@ -497,11 +449,7 @@ impl Connection {
         self.await_reply(q, rx).await
     }
 
-    pub async fn await_reply(
-        &mut self,
-        q: &QueueHandle,
-        mut rx: oneshot::Receiver<Reply>,
-    ) -> Result<Reply> {
+    pub async fn await_reply(&mut self, q: &QueueHandle, mut rx: oneshot::Receiver<Reply>) -> Result<Reply> {
         loop {
             tokio::select! {
                 r = &mut rx => {
@@ -525,29 +473,15 @@ impl Connection {
         let settles = std::mem::take(&mut self.settles);
         for (q, outcome, ids) in settles {
             // A queue that is gone has nothing left to settle.
-            let _ = self
-                .send_now(
-                    &q,
-                    Request::Cast {
-                        cmd: Command::Settle { ids, outcome },
-                    },
-                )
-                .await;
+            let _ = self.send_now(&q, Request::Cast { cmd: Command::Settle { ids, outcome } }).await;
         }
     }
 
     fn handle_event(&mut self, ev: ClientEvent) {
         match ev {
-            ClientEvent::Deliveries {
-                channel,
-                queue,
-                items,
-            } => {
+            ClientEvent::Deliveries { channel, queue, items } => {
                 let frame_max = self.frame_max;
-                let open = self
-                    .channels
-                    .get(&channel.0)
-                    .is_some_and(|c| c.state == ChannelState::Open);
+                let open = self.channels.get(&channel.0).is_some_and(|c| c.state == ChannelState::Open);
                 if !open {
                     for d in items.iter().filter(|d| !d.no_ack) {
                         self.settle(&queue, Outcome::Requeue, d.id);
@@ -565,13 +499,7 @@ impl Connection {
                     }
                     let tag = c.next_tag();
                     if !d.no_ack {
-                        c.unacked.insert(
-                            tag,
-                            super::channel::Unacked {
-                                queue: queue.clone(),
-                                id: d.id,
-                            },
-                        );
+                        c.unacked.insert(tag, super::channel::Unacked { queue: queue.clone(), id: d.id });
                     }
                     self.out.deliver(
                         channel.0,
@@ -585,15 +513,11 @@ impl Connection {
                 }
             }
             ClientEvent::Confirms { channel, seqs, ok } => self.confirmed(channel.0, &seqs, ok),
-            ClientEvent::ConsumerCancelled {
-                channel,
-                consumer_tag,
-            } => {
+            ClientEvent::ConsumerCancelled { channel, consumer_tag } => {
                 let Some(c) = self.channels.get_mut(&channel.0) else {
                     return;
                 };
-                if c.consumers.remove(&*consumer_tag).is_some() && self.caps.consumer_cancel_notify
-                {
+                if c.consumers.remove(&*consumer_tag).is_some() && self.caps.consumer_cancel_notify {
                     self.out.method(
                         channel.0,
                         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
@@ -612,14 +536,7 @@ impl Connection {
                     return;
                 };
                 let tag = c.next_tag();
-                self.out.deliver(
-                    channel.0,
-                    &ctag,
-                    tag,
-                    false,
-                    &msg.exchange,
-                    &msg.routing_key,
-                );
+                self.out.deliver(channel.0, &ctag, tag, false, &msg.exchange, &msg.routing_key);
                 self.out.content(channel.0, &msg, frame_max);
             }
         }
@@ -660,9 +577,7 @@ impl Connection {
             }
         }
         self.flush_settles().await;
-        self.node.propose_meta(MetaCommand::ConnectionClosed {
-            connection: self.id,
-        });
+        self.node.propose_meta(MetaCommand::ConnectionClosed { connection: self.id });
     }
 }
 
@@ -684,10 +599,7 @@ fn ids_of(payload: &[u8]) -> (u16, u16) {
     if payload.len() < 4 {
         return (0, 0);
     }
-    (
-        u16::from_be_bytes([payload[0], payload[1]]),
-        u16::from_be_bytes([payload[2], payload[3]]),
-    )
+    (u16::from_be_bytes([payload[0], payload[1]]), u16::from_be_bytes([payload[2], payload[3]]))
 }
 
 /// Resolves once the node asks everyone to stop.

@@ -33,8 +33,7 @@ impl Connection {
                 } else {
                     c.prefetch_consumer = q.prefetch_count as u32;
                 }
-                self.out
-                    .method(ch, AMQPClass::Basic(M::QosOk(basic::QosOk {})));
+                self.out.method(ch, AMQPClass::Basic(M::QosOk(basic::QosOk {})));
                 Ok(())
             }
             M::Consume(c) => self.consume(ch, c).await,
@@ -47,48 +46,27 @@ impl Connection {
                     }
                 } else if let Some(entry) = chan.consumers.remove(&tag) {
                     // Wait for the queue, so no delivery for this tag follows cancel-ok.
-                    let _ = self
-                        .call(&entry.queue, Command::Cancel { consumer: entry.id })
-                        .await;
+                    let _ = self.call(&entry.queue, Command::Cancel { consumer: entry.id }).await;
                 }
                 if !c.nowait {
                     self.out.method(
                         ch,
-                        AMQPClass::Basic(M::CancelOk(basic::CancelOk {
-                            consumer_tag: tag.as_str().into(),
-                        })),
+                        AMQPClass::Basic(M::CancelOk(basic::CancelOk { consumer_tag: tag.as_str().into() })),
                     );
                 }
                 Ok(())
             }
             M::Get(g) => self.get(ch, g).await,
-            M::Ack(a) => self.settle_from_client(
-                ch,
-                TxSettle::Ack {
-                    tag: a.delivery_tag,
-                    multiple: a.multiple,
-                },
-            ),
-            M::Reject(r) => self.settle_from_client(
-                ch,
-                TxSettle::Reject {
-                    tag: r.delivery_tag,
-                    multiple: false,
-                    requeue: r.requeue,
-                },
-            ),
+            M::Ack(a) => self.settle_from_client(ch, TxSettle::Ack { tag: a.delivery_tag, multiple: a.multiple }),
+            M::Reject(r) => self
+                .settle_from_client(ch, TxSettle::Reject { tag: r.delivery_tag, multiple: false, requeue: r.requeue }),
             M::Nack(n) => self.settle_from_client(
                 ch,
-                TxSettle::Reject {
-                    tag: n.delivery_tag,
-                    multiple: n.multiple,
-                    requeue: n.requeue,
-                },
+                TxSettle::Reject { tag: n.delivery_tag, multiple: n.multiple, requeue: n.requeue },
             ),
             M::Recover(r) => {
                 self.recover(ch, r.requeue)?;
-                self.out
-                    .method(ch, AMQPClass::Basic(M::RecoverOk(basic::RecoverOk {})));
+                self.out.method(ch, AMQPClass::Basic(M::RecoverOk(basic::RecoverOk {})));
                 Ok(())
             }
             M::RecoverAsync(r) => self.recover(ch, r.requeue),
@@ -102,12 +80,8 @@ impl Connection {
             tag = format!("{CONSUMER_TAG_PREFIX}{}", random_token());
         }
         let chan = self.chan(ch)?;
-        if chan.consumers.contains_key(&tag)
-            || chan.direct_reply.as_ref().is_some_and(|(_, t)| *t == tag)
-        {
-            return Err(AmqpError::not_allowed(format!(
-                "attempt to reuse consumer tag '{tag}'"
-            )));
+        if chan.consumers.contains_key(&tag) || chan.direct_reply.as_ref().is_some_and(|(_, t)| *t == tag) {
+            return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
         }
         if c.queue.as_str() == DIRECT_REPLY_TO {
             if !c.no_ack {
@@ -118,8 +92,7 @@ impl Connection {
             }
             let name = format!("{DIRECT_REPLY_TO}.{}", random_token());
             chan.direct_reply = Some((name.clone(), tag.clone()));
-            self.node
-                .register_direct_reply(name, self.sink.clone(), ChannelId(ch));
+            self.node.register_direct_reply(name, self.sink.clone(), ChannelId(ch));
         } else {
             let q = self.resolve_queue(ch, c.queue.as_str())?;
             self.check_access(Access::Read, "queue", &q)?;
@@ -128,17 +101,9 @@ impl Connection {
             let connection = self.id;
             let sink = self.sink.clone();
             let chan = self.chan(ch)?;
-            let prefetch = if chan.prefetch_consumer > 0 {
-                chan.prefetch_consumer
-            } else {
-                chan.prefetch_channel
-            };
-            let priority = c
-                .arguments
-                .inner()
-                .get("x-priority")
-                .and_then(crate::broker::argument::as_i64)
-                .unwrap_or(0) as i32;
+            let prefetch = if chan.prefetch_consumer > 0 { chan.prefetch_consumer } else { chan.prefetch_channel };
+            let priority =
+                c.arguments.inner().get("x-priority").and_then(crate::broker::argument::as_i64).unwrap_or(0) as i32;
             if let Some(v) = c.arguments.inner().get("x-priority") {
                 if crate::broker::argument::as_i64(v).is_none() {
                     return Err(AmqpError::precondition(format!(
@@ -158,24 +123,9 @@ impl Connection {
                 priority,
             };
             // Register locally first: deliveries may arrive before the reply.
-            chan.consumers.insert(
-                tag.clone(),
-                ConsumerEntry {
-                    queue: handle.clone(),
-                    id,
-                    no_ack: c.no_ack,
-                },
-            );
+            chan.consumers.insert(tag.clone(), ConsumerEntry { queue: handle.clone(), id, no_ack: c.no_ack });
             let (tx, rx) = oneshot::channel();
-            self.send_to(
-                &handle,
-                Request::Consume {
-                    spec,
-                    sink,
-                    reply: tx,
-                },
-            )
-            .await?;
+            self.send_to(&handle, Request::Consume { spec, sink, reply: tx }).await?;
             match self.await_reply(&handle, rx).await? {
                 Reply::Consumed => {}
                 Reply::Refused(e) => {
@@ -188,9 +138,7 @@ impl Connection {
         if !c.nowait {
             self.out.method(
                 ch,
-                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                    consumer_tag: tag.as_str().into(),
-                })),
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.as_str().into() })),
             );
         }
         Ok(())
@@ -201,27 +149,12 @@ impl Connection {
         self.check_access(Access::Read, "queue", &q)?;
         let handle = self.queue_handle(&q)?;
         let holder = Holder::Get(self.id, ChannelId(ch));
-        match self
-            .call(
-                &handle,
-                Command::Get {
-                    holder,
-                    no_ack: g.no_ack,
-                },
-            )
-            .await?
-        {
+        match self.call(&handle, Command::Get { holder, no_ack: g.no_ack }).await? {
             Reply::Got(Some(got)) => {
                 let c = self.chan(ch)?;
                 let tag = c.next_tag();
                 if !g.no_ack {
-                    c.unacked.insert(
-                        tag,
-                        Unacked {
-                            queue: handle.clone(),
-                            id: got.id,
-                        },
-                    );
+                    c.unacked.insert(tag, Unacked { queue: handle.clone(), id: got.id });
                 }
                 self.out.method(
                     ch,
@@ -236,10 +169,7 @@ impl Connection {
                 let frame_max = self.frame_max;
                 self.out.content(ch, &got.msg, frame_max);
             }
-            Reply::Got(None) => self.out.method(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
-            ),
+            Reply::Got(None) => self.out.method(ch, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}))),
             Reply::Refused(e) => return Err(e.into()),
             _ => {}
         }
@@ -249,9 +179,7 @@ impl Connection {
     fn settle_from_client(&mut self, ch: u16, s: TxSettle) -> Result<()> {
         let c = self.chan(ch)?;
         let (tag, multiple) = match s {
-            TxSettle::Ack { tag, multiple } | TxSettle::Reject { tag, multiple, .. } => {
-                (tag, multiple)
-            }
+            TxSettle::Ack { tag, multiple } | TxSettle::Reject { tag, multiple, .. } => (tag, multiple),
         };
         if c.tx.is_some() {
             let known = !c.unacked.is_empty() && c.knows_tag(tag, multiple);
@@ -260,9 +188,7 @@ impl Connection {
                     tx.settles.push(s);
                     Ok(())
                 }
-                _ => Err(AmqpError::precondition(format!(
-                    "unknown delivery tag {tag}"
-                ))),
+                _ => Err(AmqpError::precondition(format!("unknown delivery tag {tag}"))),
             };
         }
         let outcome = match s {
@@ -274,18 +200,10 @@ impl Connection {
     }
 
     /// Settles delivery tags with their queues (sent after the current batch).
-    pub(super) fn apply_settle(
-        &mut self,
-        ch: u16,
-        tag: u64,
-        multiple: bool,
-        outcome: Outcome,
-    ) -> Result<()> {
+    pub(super) fn apply_settle(&mut self, ch: u16, tag: u64, multiple: bool, outcome: Outcome) -> Result<()> {
         let c = self.chan(ch)?;
         let Some(taken) = c.take_unacked(tag, multiple) else {
-            return Err(AmqpError::precondition(format!(
-                "unknown delivery tag {tag}"
-            )));
+            return Err(AmqpError::precondition(format!("unknown delivery tag {tag}")));
         };
         for u in taken {
             self.settle(&u.queue, outcome, u.id);

@@ -6,8 +6,9 @@
 
 use super::connection::Connection;
 use super::error::{AmqpError, Result};
+use crate::broker::argument;
 use crate::broker::exchange::{Destination, ExchangeKind};
-use crate::broker::name::{self, SERVER_NAMED_PREFIX};
+use crate::broker::name::{self, DIRECT_REPLY_TO, SERVER_NAMED_PREFIX};
 use crate::broker::permission::Access;
 use crate::ids::QueueKey;
 use crate::meta::{MetaCommand, MetaReply};
@@ -30,8 +31,13 @@ impl Connection {
         if allowed {
             Ok(())
         } else {
+            let perm = match access {
+                Access::Configure => "configure",
+                Access::Write => "write",
+                Access::Read => "read",
+            };
             Err(AmqpError::access_refused(format!(
-                "access to {kind} '{resource}' in vhost '{}' refused for user '{}'",
+                "{perm} access to {kind} '{resource}' in vhost '{}' refused for user '{}'",
                 self.vhost, self.user
             )))
         }
@@ -49,21 +55,14 @@ impl Connection {
         if !name.is_empty() {
             return Ok(name.to_owned());
         }
-        self.chan(ch)?
-            .last_queue
-            .clone()
-            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+        self.chan(ch)?.last_queue.clone().ok_or_else(|| AmqpError::not_found("no previously declared queue"))
     }
 
     /// The running queue of that name, checking exclusive ownership (405 otherwise).
     pub fn queue_handle(&self, name: &str) -> Result<QueueHandle> {
         let topo = self.node.topology();
         let key = QueueKey::new(self.vhost.clone(), name);
-        let rec = topo
-            .meta
-            .vhosts
-            .get(&self.vhost)
-            .and_then(|v| v.queues.get(name));
+        let rec = topo.meta.vhosts.get(&self.vhost).and_then(|v| v.queues.get(name));
         let (Some(rec), Some(h)) = (rec, topo.queues.get(&key)) else {
             return Err(crate::broker::Error::no_queue(&self.vhost, name).into());
         };
@@ -84,25 +83,27 @@ impl Connection {
         match m {
             M::Declare(d) => {
                 let name = d.exchange.as_str().to_owned();
-                if d.passive {
+                if name.is_empty() {
+                    return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+                }
+                let exists = {
                     let topo = self.node.topology();
-                    if !topo
-                        .meta
-                        .vhosts
-                        .get(&self.vhost)
-                        .is_some_and(|v| v.exchanges.contains_key(&name))
-                    {
+                    topo.meta.vhosts.get(&self.vhost).is_some_and(|v| v.exchanges.contains_key(&name))
+                };
+                if d.passive {
+                    if !exists {
                         return Err(crate::broker::Error::no_exchange(&self.vhost, &name).into());
                     }
                 } else {
-                    if name.is_empty() {
-                        return Err(AmqpError::access_refused(
-                            "operation not permitted on the default exchange",
-                        ));
-                    }
-                    name::check_not_reserved("exchange", &name)?;
                     let kind = ExchangeKind::parse(d.kind.as_str())?;
                     self.check_access(Access::Configure, "exchange", &name)?;
+                    // As rabbit_channel: the reserved prefix only matters when creating, so an
+                    // equivalent redeclare of amq.direct is fine.
+                    if !exists {
+                        name::check_not_reserved("exchange", &name)?;
+                        let what = format!("exchange '{name}' in vhost '{}'", self.vhost);
+                        argument::check_exchange_args(&d.arguments, &what)?;
+                    }
                     self.meta(MetaCommand::DeclareExchange {
                         vhost: self.vhost.clone(),
                         name,
@@ -114,38 +115,30 @@ impl Connection {
                     })?;
                 }
                 if !d.nowait {
-                    self.out.method(
-                        ch,
-                        AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})),
-                    );
+                    self.out.method(ch, AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})));
                 }
                 Ok(())
             }
             M::Delete(d) => {
                 let name = d.exchange.as_str().to_owned();
                 if name.is_empty() {
-                    return Err(AmqpError::access_refused(
-                        "operation not permitted on the default exchange",
-                    ));
+                    return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
                 }
-                name::check_not_reserved("exchange", &name)?;
+                if name.starts_with(name::RESERVED_PREFIX) {
+                    let vhost = &self.vhost;
+                    return Err(AmqpError::access_refused(format!(
+                        "deletion of system exchange '{name}' in vhost '{vhost}' not allowed"
+                    )));
+                }
                 self.check_access(Access::Configure, "exchange", &name)?;
-                self.meta(MetaCommand::DeleteExchange {
-                    vhost: self.vhost.clone(),
-                    name,
-                    if_unused: d.if_unused,
-                })?;
+                self.meta(MetaCommand::DeleteExchange { vhost: self.vhost.clone(), name, if_unused: d.if_unused })?;
                 if !d.nowait {
-                    self.out
-                        .method(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
+                    self.out.method(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
                 }
                 Ok(())
             }
             M::Bind(b) => {
-                let (src, dst) = (
-                    b.source.as_str().to_owned(),
-                    b.destination.as_str().to_owned(),
-                );
+                let (src, dst) = (b.source.as_str().to_owned(), b.destination.as_str().to_owned());
                 self.check_access(Access::Write, "exchange", name::permission_name(&dst))?;
                 self.check_access(Access::Read, "exchange", name::permission_name(&src))?;
                 self.meta(MetaCommand::Bind {
@@ -156,16 +149,12 @@ impl Connection {
                     args: b.arguments,
                 })?;
                 if !b.nowait {
-                    self.out
-                        .method(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
+                    self.out.method(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
                 }
                 Ok(())
             }
             M::Unbind(b) => {
-                let (src, dst) = (
-                    b.source.as_str().to_owned(),
-                    b.destination.as_str().to_owned(),
-                );
+                let (src, dst) = (b.source.as_str().to_owned(), b.destination.as_str().to_owned());
                 self.check_access(Access::Write, "exchange", name::permission_name(&dst))?;
                 self.check_access(Access::Read, "exchange", name::permission_name(&src))?;
                 self.meta(MetaCommand::Unbind {
@@ -176,8 +165,7 @@ impl Connection {
                     args: b.arguments,
                 })?;
                 if !b.nowait {
-                    self.out
-                        .method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
+                    self.out.method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
                 }
                 Ok(())
             }
@@ -191,30 +179,22 @@ impl Connection {
             M::Declare(d) => self.declare_queue(ch, d).await,
             M::Bind(b) => {
                 let q = self.resolve_queue(ch, b.queue.as_str())?;
-                self.bind_queue(
-                    &q,
-                    b.exchange.as_str(),
-                    b.routing_key.to_string(),
-                    b.arguments,
-                    true,
-                )?;
+                // An empty queue name and an empty key both mean the last declared queue.
+                let key = if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
+                    q.clone()
+                } else {
+                    b.routing_key.to_string()
+                };
+                self.bind_queue(&q, b.exchange.as_str(), key, b.arguments, true)?;
                 if !b.nowait {
-                    self.out
-                        .method(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
+                    self.out.method(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
                 }
                 Ok(())
             }
             M::Unbind(b) => {
                 let q = self.resolve_queue(ch, b.queue.as_str())?;
-                self.bind_queue(
-                    &q,
-                    b.exchange.as_str(),
-                    b.routing_key.to_string(),
-                    b.arguments,
-                    false,
-                )?;
-                self.out
-                    .method(ch, AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})));
+                self.bind_queue(&q, b.exchange.as_str(), b.routing_key.to_string(), b.arguments, false)?;
+                self.out.method(ch, AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})));
                 Ok(())
             }
             M::Purge(p) => {
@@ -225,10 +205,7 @@ impl Connection {
                     return Err(crate::broker::Error::no_queue(&self.vhost, &q).into());
                 };
                 if !p.nowait {
-                    self.out.method(
-                        ch,
-                        AMQPClass::Queue(M::PurgeOk(queue::PurgeOk { message_count: n })),
-                    );
+                    self.out.method(ch, AMQPClass::Queue(M::PurgeOk(queue::PurgeOk { message_count: n })));
                 }
                 Ok(())
             }
@@ -239,34 +216,19 @@ impl Connection {
                     // Deleting a missing queue is not an error (RabbitMQ 3.x+).
                     Err(e) if e.code == crate::broker::ReplyCode::NotFound => 0,
                     Err(e) => return Err(e),
-                    Ok(h) => match self
-                        .call(
-                            &h,
-                            Command::Delete {
-                                if_unused: d.if_unused,
-                                if_empty: d.if_empty,
-                            },
-                        )
-                        .await?
-                    {
-                        Reply::Deleted(n) => {
-                            self.meta(MetaCommand::DeleteQueue {
-                                vhost: self.vhost.clone(),
-                                name: q.clone(),
-                            })?;
-                            n
+                    Ok(h) => {
+                        match self.call(&h, Command::Delete { if_unused: d.if_unused, if_empty: d.if_empty }).await? {
+                            Reply::Deleted(n) => {
+                                self.meta(MetaCommand::DeleteQueue { vhost: self.vhost.clone(), name: q.clone() })?;
+                                n
+                            }
+                            Reply::Refused(e) => return Err(e.into()),
+                            _ => 0,
                         }
-                        Reply::Refused(e) => return Err(e.into()),
-                        _ => 0,
-                    },
+                    }
                 };
                 if !d.nowait {
-                    self.out.method(
-                        ch,
-                        AMQPClass::Queue(M::DeleteOk(queue::DeleteOk {
-                            message_count: count,
-                        })),
-                    );
+                    self.out.method(ch, AMQPClass::Queue(M::DeleteOk(queue::DeleteOk { message_count: count })));
                 }
                 Ok(())
             }
@@ -274,14 +236,7 @@ impl Connection {
         }
     }
 
-    fn bind_queue(
-        &mut self,
-        q: &str,
-        exchange: &str,
-        key: String,
-        args: FieldTable,
-        bind: bool,
-    ) -> Result<()> {
+    fn bind_queue(&mut self, q: &str, exchange: &str, key: String, args: FieldTable, bind: bool) -> Result<()> {
         self.check_access(Access::Write, "queue", q)?;
         self.check_access(Access::Read, "exchange", name::permission_name(exchange))?;
         // An exclusive queue of another connection cannot be bound (405).
@@ -294,27 +249,26 @@ impl Connection {
         let vhost = self.vhost.clone();
         let source = exchange.to_owned();
         let cmd = if bind {
-            MetaCommand::Bind {
-                vhost,
-                source,
-                destination,
-                key,
-                args,
-            }
+            MetaCommand::Bind { vhost, source, destination, key, args }
         } else {
-            MetaCommand::Unbind {
-                vhost,
-                source,
-                destination,
-                key,
-                args,
-            }
+            MetaCommand::Unbind { vhost, source, destination, key, args }
         };
         self.meta(cmd).map(|_| ())
     }
 
     async fn declare_queue(&mut self, ch: u16, d: queue::Declare) -> Result<()> {
         let mut name = d.queue.as_str().to_owned();
+        // Direct reply-to pseudo-queues: every declare of them is passive (RabbitMQ 4.x
+        // rabbit_volatile_queue): the bare name and live addresses exist, others do not.
+        if name == DIRECT_REPLY_TO
+            || (name.starts_with(DIRECT_REPLY_TO) && self.node.direct_reply_target(&name).is_some())
+        {
+            self.declare_ok(ch, &name, (0, 1), d.nowait);
+            return Ok(());
+        }
+        if name.starts_with(DIRECT_REPLY_TO) {
+            return Err(crate::broker::Error::no_queue(&self.vhost, &name).into());
+        }
         let (messages, consumers) = if d.passive {
             let name = self.resolve_queue(ch, &name)?;
             let h = self.queue_handle(&name)?;
@@ -353,21 +307,12 @@ impl Connection {
 
     async fn counts(&mut self, h: &QueueHandle) -> Result<(u32, u32)> {
         match self.call(h, Command::Stats).await? {
-            Reply::Stats {
-                messages,
-                consumers,
-            } => Ok((messages, consumers)),
+            Reply::Stats { messages, consumers } => Ok((messages, consumers)),
             _ => Ok((0, 0)),
         }
     }
 
-    fn declare_ok(
-        &mut self,
-        ch: u16,
-        name: &str,
-        (message_count, consumer_count): (u32, u32),
-        nowait: bool,
-    ) {
+    fn declare_ok(&mut self, ch: u16, name: &str, (message_count, consumer_count): (u32, u32), nowait: bool) {
         if !nowait {
             self.out.method(
                 ch,
@@ -384,8 +329,5 @@ impl Connection {
 /// A server-generated queue name: `amq.gen-` and 22 url-safe base64 characters, as RabbitMQ.
 fn server_name() -> String {
     let bytes: [u8; 16] = rand::random();
-    format!(
-        "{SERVER_NAMED_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    format!("{SERVER_NAMED_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }

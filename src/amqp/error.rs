@@ -17,12 +17,7 @@ pub struct AmqpError {
 
 impl AmqpError {
     pub fn new(code: ReplyCode, detail: impl AsRef<str>) -> Self {
-        Self {
-            code,
-            text: format!("{} - {}", code.name(), detail.as_ref()),
-            class_id: 0,
-            method_id: 0,
-        }
+        Self { code, text: format!("{} - {}", code.name(), detail.as_ref()), class_id: 0, method_id: 0 }
     }
 
     /// Attaches the failing method's ids.

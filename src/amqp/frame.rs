@@ -27,8 +27,33 @@ pub struct RawFrame {
     pub payload: Bytes,
 }
 
+/// Formats bytes as Erlang prints a binary (`<<"text">>` or `<<1,2,3>>`), as RabbitMQ's frame
+/// error texts do; at most 16 bytes are shown.
+pub fn erlang_binary(bytes: &[u8]) -> String {
+    let b = &bytes[..bytes.len().min(16)];
+    if !b.is_empty() && b.iter().all(|c| (0x20..0x7f).contains(c)) {
+        let mut s = String::from("<<\"");
+        for &c in b {
+            if c == b'"' || c == b'\\' {
+                s.push('\\');
+            }
+            s.push(c as char);
+        }
+        s + "\">>"
+    } else {
+        format!("<<{}>>", b.iter().map(u8::to_string).collect::<Vec<_>>().join(","))
+    }
+}
+
+/// RabbitMQ's `type T, all octets = <<...>>` prefix of frame errors.
+pub fn describe_frame(kind: u8, payload: &[u8]) -> String {
+    let which = if payload.len() > 16 { "first 16" } else { "all" };
+    format!("type {kind}, {which} octets = {}", erlang_binary(payload))
+}
+
 /// Cuts the next complete frame out of `buf`, or returns `Ok(None)` if more bytes are needed.
-/// `frame_max` bounds the whole frame, as negotiated in `connection.tune`.
+/// A payload larger than `frame_max` is refused before it is buffered (RabbitMQ tolerates a
+/// payload of exactly `frame_max`, as clients often forget the 8 bytes of framing).
 pub fn next_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>, AmqpError> {
     if buf.len() < 7 {
         return Ok(None);
@@ -36,63 +61,43 @@ pub fn next_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>
     let kind = buf[0];
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
-    if !matches!(
-        kind,
-        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
-    ) {
-        return Err(AmqpError::frame(format!(
-            "type {kind}, all octets = <<>>: {{frame_type_unknown,{kind}}}"
-        )));
-    }
-    if size + FRAME_OVERHEAD > frame_max as usize {
-        return Err(AmqpError::frame(format!(
-            "frame size {} exceeds negotiated frame_max {frame_max}",
-            size + FRAME_OVERHEAD
-        )));
+    if size > frame_max as usize {
+        let limit = frame_max.saturating_sub(FRAME_OVERHEAD as u32);
+        return Err(AmqpError::frame(format!("{}: {{frame_too_large,{size},{limit}}}", describe_frame(kind, &[]))));
     }
     if buf.len() < size + FRAME_OVERHEAD {
         buf.reserve(size + FRAME_OVERHEAD - buf.len());
         return Ok(None);
     }
-    if buf[7 + size] != FRAME_END {
-        return Err(AmqpError::frame(format!(
-            "invalid frame end marker 0x{:02x} on channel {channel}",
-            buf[7 + size]
-        )));
+    let end = buf[7 + size];
+    let payload = &buf[7..7 + size];
+    if end != FRAME_END {
+        return Err(AmqpError::frame(format!("{}: {{invalid_frame_end_marker,{end}}}", describe_frame(kind, payload))));
+    }
+    if !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
+        return Err(AmqpError::frame(format!("{}: unknown_frame", describe_frame(kind, payload))));
     }
     let mut frame = buf.split_to(size + FRAME_OVERHEAD).freeze();
     frame.advance(7);
     frame.truncate(size);
-    Ok(Some(RawFrame {
-        kind,
-        channel,
-        payload: frame,
-    }))
+    Ok(Some(RawFrame { kind, channel, payload: frame }))
 }
 
-/// Decodes a method payload; an unknown class or method is 540 NOT_IMPLEMENTED... unless the
-/// ids are known and the arguments are malformed (502 SYNTAX_ERROR... reported as 501 by
-/// RabbitMQ's frame reader).
+/// Decodes a method payload. Too short for ids: 501 `unknown_frame`; ids not in the protocol:
+/// 503 COMMAND_INVALID (RabbitMQ drops the socket without a word here; we say why); malformed
+/// arguments: 501 `cannot decode <<args>>`, as RabbitMQ.
 pub fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
+    if payload.len() < 4 {
+        return Err(AmqpError::frame(format!("{}: unknown_frame", describe_frame(FRAME_METHOD, payload))));
+    }
     match parse_class(payload) {
         Ok((rest, m)) if rest.is_empty() => Ok(m),
         _ => {
-            let ids = (payload.len() >= 4).then(|| {
-                (
-                    u16::from_be_bytes([payload[0], payload[1]]),
-                    u16::from_be_bytes([payload[2], payload[3]]),
-                )
-            });
-            match ids {
-                Some((c, m)) if !known_method(c, m) => Err(AmqpError::command_invalid(format!(
-                    "unknown method class {c} method {m}"
-                ))
-                .at(c, m)),
-                Some((c, m)) => Err(AmqpError::frame(format!(
-                    "cannot decode method class {c} method {m}"
-                ))
-                .at(c, m)),
-                None => Err(AmqpError::frame("method frame too short")),
+            let (c, m) = (u16::from_be_bytes([payload[0], payload[1]]), u16::from_be_bytes([payload[2], payload[3]]));
+            if known_method(c, m) {
+                Err(AmqpError::frame(format!("cannot decode {}", erlang_binary(&payload[4..]))).at(c, m))
+            } else {
+                Err(AmqpError::command_invalid(format!("unknown method class {c} method {m}")).at(c, m))
             }
         }
     }
@@ -106,9 +111,7 @@ fn known_method(class: u16, method: u16) -> bool {
         30 => &[10, 11],
         40 => &[10, 11, 20, 21, 30, 31, 40, 51],
         50 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51],
-        60 => &[
-            10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120,
-        ],
+        60 => &[10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120],
         85 => &[10, 11],
         90 => &[10, 11, 20, 21, 30, 31],
         _ => &[],
@@ -131,32 +134,37 @@ mod tests {
     fn frames_are_cut_without_copy_and_checked() {
         let mut b = BytesMut::from(&[1u8, 0, 5, 0, 0, 0, 2, 0xAA, 0xBB, FRAME_END, 8][..]);
         let f = next_frame(&mut b, 131072).unwrap().unwrap();
-        assert_eq!(
-            (f.kind, f.channel, &f.payload[..]),
-            (1, 5, &[0xAA, 0xBB][..])
-        );
+        assert_eq!((f.kind, f.channel, &f.payload[..]), (1, 5, &[0xAA, 0xBB][..]));
         assert_eq!(&b[..], &[8]);
         assert!(next_frame(&mut b, 131072).unwrap().is_none());
         let mut bad_end = BytesMut::from(&[1u8, 0, 1, 0, 0, 0, 0, 0x00][..]);
+        assert_eq!(next_frame(&mut bad_end, 131072).unwrap_err().code, crate::broker::ReplyCode::FrameError);
+        let mut too_big = BytesMut::from(&[3u8, 0, 1, 0, 0, 0x23, 0x28][..]);
         assert_eq!(
-            next_frame(&mut bad_end, 131072).unwrap_err().code,
-            crate::broker::ReplyCode::FrameError
+            next_frame(&mut too_big, 8192).unwrap_err().text,
+            "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,9000,8184}"
         );
-        let mut too_big = BytesMut::from(&[3u8, 0, 1, 0, 1, 0, 0][..]);
-        assert!(next_frame(&mut too_big, 8192).is_err());
         let mut unknown = BytesMut::from(&[9u8, 0, 0, 0, 0, 0, 0, FRAME_END][..]);
         assert!(next_frame(&mut unknown, 8192).is_err());
     }
 
     #[test]
     fn unknown_methods_are_told_apart_from_malformed_ones() {
+        assert_eq!(decode_method(&[0, 60, 0, 99]).unwrap_err().code, crate::broker::ReplyCode::CommandInvalid);
         assert_eq!(
-            decode_method(&[0, 60, 0, 99]).unwrap_err().code,
-            crate::broker::ReplyCode::CommandInvalid
+            decode_method(&[0, 50, 0, 10, 0, 0, 5, 97, 98]).unwrap_err().text,
+            "FRAME_ERROR - cannot decode <<0,0,5,97,98>>"
         );
         assert_eq!(
-            decode_method(&[0, 60, 0, 40]).unwrap_err().code,
-            crate::broker::ReplyCode::FrameError
+            decode_method(&[0, 50]).unwrap_err().text,
+            "FRAME_ERROR - type 1, all octets = <<0,50>>: unknown_frame"
         );
+    }
+
+    #[test]
+    fn erlang_binaries() {
+        assert_eq!(erlang_binary(b""), "<<>>");
+        assert_eq!(erlang_binary(b"x"), "<<\"x\">>");
+        assert_eq!(erlang_binary(&[0, 50]), "<<0,50>>");
     }
 }

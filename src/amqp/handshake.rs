@@ -34,7 +34,6 @@ pub struct Negotiated {
 pub struct ClientCaps {
     pub consumer_cancel_notify: bool,
     pub authentication_failure_close: bool,
-    pub connection_blocked: bool,
 }
 
 /// How the handshake ended when it did not succeed.
@@ -87,10 +86,7 @@ fn server_properties() -> FieldTable {
     p.insert("platform".into(), s("Rust"));
     p.insert("cluster_name".into(), s("warren"));
     p.insert("copyright".into(), s("The Warren authors"));
-    p.insert(
-        "information".into(),
-        s("Licensed under the Apache License 2.0"),
-    );
+    p.insert("information".into(), s("Licensed under the Apache License 2.0"));
     p
 }
 
@@ -151,103 +147,56 @@ impl Handshake<'_> {
             mechanisms: LongString::from(b"PLAIN AMQPLAIN".to_vec()),
             locales: LongString::from(b"en_US".to_vec()),
         };
-        self.out.method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Start(start)),
-        );
+        self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::Start(start)));
         self.out.flush().await;
 
-        let AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) =
-            self.read_method(FRAME_MIN_SIZE).await?
-        else {
-            return Err(AmqpError::command_invalid("expected 'connection.start_ok'")
-                .at(10, 11)
-                .into());
+        let AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) = self.read_method(FRAME_MIN_SIZE).await? else {
+            return Err(AmqpError::command_invalid("expected 'connection.start_ok'").at(10, 11).into());
         };
         let caps = client_caps(&ok.client_properties);
-        let connection_name = ok
-            .client_properties
-            .inner()
-            .get("connection_name")
-            .and_then(crate::broker::argument::as_str);
+        let connection_name =
+            ok.client_properties.inner().get("connection_name").and_then(crate::broker::argument::as_str);
         let mechanism = ok.mechanism.as_str().to_owned();
         let user = self.authenticate(&mechanism, ok.response.as_bytes(), caps)?;
 
         let cfg = self.node.config();
-        let tune = connection::Tune {
-            channel_max: cfg.channel_max,
-            frame_max: cfg.frame_max,
-            heartbeat: cfg.heartbeat,
-        };
-        self.out
-            .method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
+        let tune =
+            connection::Tune { channel_max: cfg.channel_max, frame_max: cfg.frame_max, heartbeat: cfg.heartbeat };
+        self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
         self.out.flush().await;
 
-        let AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) =
-            self.read_method(FRAME_MIN_SIZE).await?
-        else {
-            return Err(AmqpError::command_invalid("expected 'connection.tune_ok'")
-                .at(10, 31)
-                .into());
+        let AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) = self.read_method(FRAME_MIN_SIZE).await? else {
+            return Err(AmqpError::command_invalid("expected 'connection.tune_ok'").at(10, 31).into());
         };
         let frame_max = negotiate("frame_max", t.frame_max, cfg.frame_max, FRAME_MIN_SIZE)?;
-        let channel_max = negotiate(
-            "channel_max",
-            t.channel_max as u32,
-            cfg.channel_max as u32,
-            1,
-        )? as u16;
+        let channel_max = negotiate("channel_max", t.channel_max as u32, cfg.channel_max as u32, 1)? as u16;
 
-        let AMQPClass::Connection(connection::AMQPMethod::Open(open)) =
-            self.read_method(frame_max).await?
-        else {
-            return Err(AmqpError::command_invalid("expected 'connection.open'")
-                .at(10, 40)
-                .into());
+        let AMQPClass::Connection(connection::AMQPMethod::Open(open)) = self.read_method(frame_max).await? else {
+            return Err(AmqpError::command_invalid("expected 'connection.open'").at(10, 40).into());
         };
         let vhost = open.virtual_host.as_str().to_owned();
         let topo = self.node.topology();
         let Some(v) = topo.meta.vhosts.get(&vhost) else {
-            return Err(AmqpError::not_allowed(format!("vhost {vhost} not found"))
-                .at(10, 40)
-                .into());
+            return Err(AmqpError::not_allowed(format!("vhost {vhost} not found")).at(10, 40).into());
         };
         if !v.permissions.contains_key(&user) {
-            return Err(AmqpError::not_allowed(format!(
-                "access to vhost '{vhost}' refused for user '{user}'"
-            ))
-            .at(10, 40)
-            .into());
+            return Err(AmqpError::not_allowed(format!("access to vhost '{vhost}' refused for user '{user}'"))
+                .at(10, 40)
+                .into());
         }
-        self.out.method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
-        );
+        self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
         self.out.flush().await;
-        Ok(Negotiated {
-            user,
-            vhost,
-            frame_max,
-            channel_max,
-            heartbeat: t.heartbeat,
-            caps,
-            connection_name,
-        })
+        Ok(Negotiated { user, vhost, frame_max, channel_max, heartbeat: t.heartbeat, caps, connection_name })
     }
 
-    fn authenticate(
-        &self,
-        mechanism: &str,
-        response: &[u8],
-        caps: ClientCaps,
-    ) -> Result<String, Refusal> {
+    fn authenticate(&self, mechanism: &str, response: &[u8], caps: ClientCaps) -> Result<String, Refusal> {
         let refuse = |why: &str| {
             tracing::warn!(peer = %self.peer, mechanism, "authentication failed: {why}");
             if caps.authentication_failure_close {
-                Refusal::Close(AmqpError::new(
-                    ReplyCode::AccessRefused,
-                    format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
-                ).at(10, 11))
+                let text = format!(
+                    "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+                );
+                Refusal::Close(AmqpError::new(ReplyCode::AccessRefused, text))
             } else {
                 Refusal::Silent
             }
@@ -257,10 +206,7 @@ impl Handshake<'_> {
             "AMQPLAIN" => parse_amqplain(response),
             other => {
                 return Err(Refusal::Close(
-                    AmqpError::command_invalid(format!(
-                        "unknown authentication mechanism '{other}'"
-                    ))
-                    .at(10, 11),
+                    AmqpError::command_invalid(format!("unknown authentication mechanism '{other}'")).at(10, 11),
                 ));
             }
         };
@@ -275,9 +221,7 @@ impl Handshake<'_> {
             return Err(refuse(&format!("user '{user}' - invalid credentials")));
         }
         if self.node.config().loopback_users.contains(&user) && !self.peer.ip().is_loopback() {
-            return Err(refuse(&format!(
-                "user '{user}' can only connect via localhost"
-            )));
+            return Err(refuse(&format!("user '{user}' can only connect via localhost")));
         }
         Ok(user)
     }
@@ -287,14 +231,10 @@ impl Handshake<'_> {
 /// exceeds any server limit.
 fn negotiate(field: &str, client: u32, server: u32, min: u32) -> Result<u32, AmqpError> {
     if client != 0 && client < min {
-        return Err(
-            AmqpError::not_allowed(format!("{field}={client} < {min} min size")).at(10, 31),
-        );
+        return Err(AmqpError::not_allowed(format!("{field}={client} < {min} min size")).at(10, 31));
     }
     if server != 0 && (client == 0 || client > server) {
-        return Err(
-            AmqpError::not_allowed(format!("{field}={client} > {server} max size")).at(10, 31),
-        );
+        return Err(AmqpError::not_allowed(format!("{field}={client} > {server} max size")).at(10, 31));
     }
     Ok(if client == 0 { server } else { client })
 }
@@ -311,12 +251,7 @@ fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
     let mut framed = (resp.len() as u32).to_be_bytes().to_vec();
     framed.extend_from_slice(resp);
     let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
-    let get = |k: &str| {
-        table
-            .inner()
-            .get(k)
-            .and_then(crate::broker::argument::as_str)
-    };
+    let get = |k: &str| table.inner().get(k).and_then(crate::broker::argument::as_str);
     Some((get("LOGIN")?, get("PASSWORD")?))
 }
 
@@ -328,7 +263,6 @@ fn client_caps(props: &FieldTable) -> ClientCaps {
     ClientCaps {
         consumer_cancel_notify: on("consumer_cancel_notify"),
         authentication_failure_close: on("authentication_failure_close"),
-        connection_blocked: on("connection.blocked"),
     }
 }
 
@@ -338,10 +272,7 @@ mod tests {
 
     #[test]
     fn tune_negotiation_follows_rabbitmq() {
-        assert_eq!(
-            negotiate("frame_max", 131072, 131072, 8192).unwrap(),
-            131072
-        );
+        assert_eq!(negotiate("frame_max", 131072, 131072, 8192).unwrap(), 131072);
         assert_eq!(negotiate("frame_max", 8192, 131072, 8192).unwrap(), 8192);
         assert_eq!(
             negotiate("frame_max", 4096, 131072, 8192).unwrap_err().text,
@@ -353,10 +284,7 @@ mod tests {
 
     #[test]
     fn sasl_responses() {
-        assert_eq!(
-            parse_plain(b"\0guest\0pw"),
-            Some(("guest".into(), "pw".into()))
-        );
+        assert_eq!(parse_plain(b"\0guest\0pw"), Some(("guest".into(), "pw".into())));
         assert_eq!(parse_plain(b"guest"), None);
     }
 }

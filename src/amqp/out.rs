@@ -5,9 +5,7 @@
 //! each batch of work; the writer task is the only one that awaits the socket, so a slow
 //! client back-pressures its own connection only.
 
-use super::frame::{
-    FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD,
-};
+use super::frame::{FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD};
 use crate::queue::Message;
 use amq_protocol::frame::{AMQPFrame, WriteContext, gen_frame};
 use amq_protocol::protocol::AMQPClass;
@@ -59,8 +57,7 @@ impl Out {
     }
 
     pub fn heartbeat(&mut self) {
-        self.buf
-            .extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+        self.buf.extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
     }
 
     /// `basic.deliver`, encoded by hand: it is the hottest frame we write.
@@ -163,11 +160,7 @@ async fn writer(mut sock: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<Bytes>>) {
 async fn write_all(sock: &mut OwnedWriteHalf, chunks: &mut Vec<Bytes>) -> std::io::Result<()> {
     let mut first = 0;
     while first < chunks.len() {
-        let slices: Vec<IoSlice<'_>> = chunks[first..]
-            .iter()
-            .take(512)
-            .map(|c| IoSlice::new(c))
-            .collect();
+        let slices: Vec<IoSlice<'_>> = chunks[first..].iter().take(512).map(|c| IoSlice::new(c)).collect();
         let mut n = sock.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());

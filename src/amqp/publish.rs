@@ -45,23 +45,20 @@ impl Connection {
         let max = self.node.config().max_message_size;
         let c = self.chan(ch)?;
         let Some(pending) = c.content.as_mut() else {
-            return Err(AmqpError::unexpected_frame(
-                "expected method frame, got non method frame instead",
-            ));
+            return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
         };
         if f.kind == FRAME_HEADER {
             if pending.header.is_some() {
-                return Err(AmqpError::unexpected_frame(
-                    "expected content body, got non content body frame instead",
-                ));
+                return Err(AmqpError::unexpected_frame("expected content body, got non content body frame instead"));
+            }
+            if f.payload.len() >= 2 && u16::from_be_bytes([f.payload[0], f.payload[1]]) != 60 {
+                let class = u16::from_be_bytes([f.payload[0], f.payload[1]]);
+                return Err(AmqpError::unexpected_frame(format!(
+                    "expected content header for class 60, got one for class {class} instead"
+                ))
+                .at(60, 40));
             }
             let h = frame::decode_header(&f.payload)?;
-            if h.class_id != 60 {
-                return Err(AmqpError::frame(format!(
-                    "content header for class {} instead of 60",
-                    h.class_id
-                )));
-            }
             if h.body_size > max {
                 c.content = None;
                 return Err(AmqpError::precondition(format!(
@@ -82,10 +79,7 @@ impl Connection {
             };
             pending.received += f.payload.len() as u64;
             if pending.received > h.body_size {
-                return Err(AmqpError::frame(format!(
-                    "content body of {} bytes exceeds the declared {}",
-                    pending.received, h.body_size
-                )));
+                return Err(AmqpError::frame("content body frame exceeds remaining content size"));
             }
             pending.body.push(f.payload);
             if pending.received < h.body_size {
@@ -116,11 +110,7 @@ impl Connection {
                 b.freeze()
             }
         };
-        self.check_access(
-            Access::Write,
-            "exchange",
-            name::permission_name(&p.exchange),
-        )?;
+        self.check_access(Access::Write, "exchange", name::permission_name(&p.exchange))?;
         if let Some(uid) = header.properties.user_id() {
             if uid.as_str() != self.user {
                 return Err(AmqpError::precondition(format!(
@@ -148,17 +138,14 @@ impl Connection {
                 Some(_) => {}
             }
         }
+        if let Some(e) = header.properties.expiration() {
+            check_expiration(e.as_str())?;
+        }
         let mut props = header.properties;
         let mut rewrite = false;
-        if props
-            .reply_to()
-            .as_ref()
-            .is_some_and(|r| r.as_str() == DIRECT_REPLY_TO)
-        {
+        if props.reply_to().as_ref().is_some_and(|r| r.as_str() == DIRECT_REPLY_TO) {
             let Some((name, _)) = self.chan(ch)?.direct_reply.clone() else {
-                return Err(AmqpError::precondition(
-                    "fast reply consumer does not exist",
-                ));
+                return Err(AmqpError::precondition("fast reply consumer does not exist"));
             };
             props = props.with_reply_to(name.as_str().into());
             rewrite = true;
@@ -167,11 +154,7 @@ impl Connection {
         if let Some(h) = props.headers() {
             for k in ["CC", "BCC"] {
                 if let Some(AMQPValue::FieldArray(a)) = h.inner().get(k) {
-                    keys.extend(
-                        a.as_slice()
-                            .iter()
-                            .filter_map(crate::broker::argument::as_str),
-                    );
+                    keys.extend(a.as_slice().iter().filter_map(crate::broker::argument::as_str));
                 }
             }
             if h.inner().contains_key("BCC") {
@@ -183,11 +166,7 @@ impl Connection {
                 rewrite = true;
             }
         }
-        let header_bytes = if rewrite {
-            encode_header(header.body_size, &props)
-        } else {
-            raw
-        };
+        let header_bytes = if rewrite { encode_header(header.body_size, &props) } else { raw };
         let msg = Arc::new(Message {
             exchange: p.exchange,
             routing_key: p.routing_key,
@@ -197,11 +176,7 @@ impl Connection {
         });
         let c = self.chan(ch)?;
         if let Some(tx) = c.tx.as_mut() {
-            tx.publishes.push(TxPublish {
-                msg,
-                mandatory: p.mandatory,
-                keys,
-            });
+            tx.publishes.push(TxPublish { msg, mandatory: p.mandatory, keys });
             return Ok(());
         }
         let seq = c.confirm.as_mut().map(|cs| {
@@ -224,12 +199,7 @@ impl Connection {
         // Direct reply-to responses bypass queues.
         if msg.exchange.is_empty() && msg.routing_key.starts_with(DIRECT_REPLY_TO) {
             let delivered = match self.node.direct_reply_target(&msg.routing_key) {
-                Some((sink, channel)) => sink
-                    .try_send(ClientEvent::DirectReply {
-                        channel,
-                        msg: msg.clone(),
-                    })
-                    .is_ok(),
+                Some((sink, channel)) => sink.try_send(ClientEvent::DirectReply { channel, msg: msg.clone() }).is_ok(),
                 None => false,
             };
             if !delivered && mandatory {
@@ -245,19 +215,10 @@ impl Connection {
             let Some(v) = topo.meta.vhosts.get(&self.vhost) else {
                 return Ok(());
             };
-            let queues = router::route(
-                &**v,
-                &msg.exchange,
-                &key_refs,
-                msg.properties.headers().as_ref(),
-            );
+            let queues = router::route(&**v, &msg.exchange, &key_refs, msg.properties.headers().as_ref());
             queues
                 .into_iter()
-                .filter_map(|q| {
-                    topo.queues
-                        .get(&QueueKey::new(self.vhost.clone(), q))
-                        .cloned()
-                })
+                .filter_map(|q| topo.queues.get(&QueueKey::new(self.vhost.clone(), q)).cloned())
                 .collect::<Vec<_>>()
         };
         if handles.is_empty() {
@@ -275,23 +236,9 @@ impl Connection {
             }
         }
         for h in &handles {
-            let confirm = seq.map(|seq| ConfirmTo {
-                sink: self.sink.clone(),
-                channel: ChannelId(ch),
-                seq,
-            });
+            let confirm = seq.map(|seq| ConfirmTo { sink: self.sink.clone(), channel: ChannelId(ch), seq });
             // A queue deleted meanwhile simply does not take the message.
-            if self
-                .send_to(
-                    h,
-                    Request::Publish {
-                        msg: msg.clone(),
-                        confirm,
-                    },
-                )
-                .await
-                .is_err()
-            {
+            if self.send_to(h, Request::Publish { msg: msg.clone(), confirm }).await.is_err() {
                 if let Some(seq) = seq {
                     self.confirmed(ch, &[seq], true);
                 }
@@ -345,30 +292,19 @@ impl Connection {
             return;
         }
         if let Some((tag, multiple)) = c.confirm.as_mut().and_then(ConfirmState::advance) {
-            self.out.method(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                    delivery_tag: tag,
-                    multiple,
-                })),
-            );
+            self.out.method(ch, AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple })));
         }
     }
 
     pub(super) fn confirm_select(&mut self, ch: u16) -> Result<()> {
         let c = self.chan(ch)?;
         if c.tx.is_some() {
-            return Err(AmqpError::precondition(
-                "cannot switch from tx to confirm mode",
-            ));
+            return Err(AmqpError::precondition("cannot switch from tx to confirm mode"));
         }
         if c.confirm.is_none() {
             c.confirm = Some(ConfirmState::default());
         }
-        self.out.method(
-            ch,
-            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
-        );
+        self.out.method(ch, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
         Ok(())
     }
 
@@ -377,15 +313,12 @@ impl Connection {
             tx::AMQPMethod::Select(_) => {
                 let c = self.chan(ch)?;
                 if c.confirm.is_some() {
-                    return Err(AmqpError::precondition(
-                        "cannot switch from confirm to tx mode",
-                    ));
+                    return Err(AmqpError::precondition("cannot switch from confirm to tx mode"));
                 }
                 if c.tx.is_none() {
                     c.tx = Some(TxState::default());
                 }
-                self.out
-                    .method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+                self.out.method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
                 Ok(())
             }
             tx::AMQPMethod::Commit(_) => {
@@ -395,32 +328,20 @@ impl Connection {
                 };
                 let work = std::mem::take(t);
                 for p in work.publishes {
-                    self.route_and_send(ch, p.msg, p.mandatory, None, &p.keys)
-                        .await?;
+                    self.route_and_send(ch, p.msg, p.mandatory, None, &p.keys).await?;
                 }
                 for s in work.settles {
                     match s {
-                        TxSettle::Ack { tag, multiple } => {
-                            self.apply_settle(ch, tag, multiple, Outcome::Ack)?
-                        }
-                        TxSettle::Reject {
-                            tag,
-                            multiple,
-                            requeue,
-                        } => self.apply_settle(
+                        TxSettle::Ack { tag, multiple } => self.apply_settle(ch, tag, multiple, Outcome::Ack)?,
+                        TxSettle::Reject { tag, multiple, requeue } => self.apply_settle(
                             ch,
                             tag,
                             multiple,
-                            if requeue {
-                                Outcome::Requeue
-                            } else {
-                                Outcome::Discard
-                            },
+                            if requeue { Outcome::Requeue } else { Outcome::Discard },
                         )?,
                     }
                 }
-                self.out
-                    .method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                self.out.method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
                 Ok(())
             }
             tx::AMQPMethod::Rollback(_) => {
@@ -429,10 +350,7 @@ impl Connection {
                     return Err(AmqpError::precondition("channel is not transactional"));
                 };
                 *t = TxState::default();
-                self.out.method(
-                    ch,
-                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
-                );
+                self.out.method(ch, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
                 Ok(())
             }
             _ => Err(AmqpError::command_invalid("unexpected tx method")),
@@ -440,21 +358,55 @@ impl Connection {
     }
 }
 
+/// Validates the `expiration` property as RabbitMQ's `rabbit_basic:parse_expiration`: a
+/// non-negative integer number of milliseconds, as a string.
+fn check_expiration(e: &str) -> Result<()> {
+    let digits = e.strip_prefix(['-', '+']).unwrap_or(e);
+    let n = digits.bytes().take_while(u8::is_ascii_digit).count();
+    let reason = if n == 0 {
+        "no_integer".to_owned()
+    } else if n < digits.len() {
+        format!("{{leftover_string,\"{}\"}}", &digits[n..])
+    } else if e.starts_with('-') {
+        format!("{{value_negative,{e}}}")
+    } else {
+        return Ok(());
+    };
+    Err(AmqpError::precondition(format!("invalid expiration '{e}': {reason}")))
+}
+
 /// Encodes a content-header payload for rewritten properties.
 fn encode_header(body_size: u64, props: &BasicProperties) -> Bytes {
     let frame = amq_protocol::frame::AMQPFrame::Header(
         0,
-        AMQPContentHeader {
-            class_id: 60,
-            body_size,
-            properties: props.clone(),
-        },
+        AMQPContentHeader { class_id: 60, body_size, properties: props.clone() },
     );
     match amq_protocol::frame::gen_frame(&frame)(WriteContext::from(Vec::with_capacity(128))) {
         // Strip the 7-byte frame header and the frame-end octet.
-        Ok(ctx) if ctx.write.len() > 8 => {
-            Bytes::copy_from_slice(&ctx.write[7..ctx.write.len() - 1])
-        }
+        Ok(ctx) if ctx.write.len() > 8 => Bytes::copy_from_slice(&ctx.write[7..ctx.write.len() - 1]),
         _ => Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_expiration;
+
+    #[test]
+    fn expiration_must_be_a_non_negative_integer() {
+        assert!(check_expiration("60000").is_ok());
+        assert!(check_expiration("0").is_ok());
+        assert_eq!(
+            check_expiration("soon").unwrap_err().text,
+            "PRECONDITION_FAILED - invalid expiration 'soon': no_integer"
+        );
+        assert_eq!(
+            check_expiration("-5").unwrap_err().text,
+            "PRECONDITION_FAILED - invalid expiration '-5': {value_negative,-5}"
+        );
+        assert_eq!(
+            check_expiration("10s").unwrap_err().text,
+            "PRECONDITION_FAILED - invalid expiration '10s': {leftover_string,\"s\"}"
+        );
     }
 }

@@ -29,8 +29,5 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     }
     drop(listener);
     // Connections see the same signal and close with 320; give them a bounded time.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while conns.join_next().await.is_some() {} }).await;
 }

@@ -101,37 +101,28 @@ pub fn get<'a>(args: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {
 }
 
 /// Compares the known keys of two argument tables; `what` is e.g. `queue 'q' in vhost '/'`.
-pub fn assert_equivalent(
-    current: &FieldTable,
-    received: &FieldTable,
-    keys: &[&str],
-    what: &str,
-) -> Result<(), Error> {
+///
+/// As `rabbit_misc:assert_args_equivalence`: integer types are compatible with each other;
+/// when both sides are present the text shows bare values, otherwise the typed value is
+/// compared with "none".
+pub fn assert_equivalent(current: &FieldTable, received: &FieldTable, keys: &[&str], what: &str) -> Result<(), Error> {
+    let compatible =
+        |a: &AMQPValue, b: &AMQPValue| type_name(a) == type_name(b) || (as_i64(a).is_some() && as_i64(b).is_some());
+    let typed = |v: Option<&AMQPValue>| match v {
+        Some(v) => format!("the value '{}' of type '{}'", display_value(v), type_name(v)),
+        None => "none".to_owned(),
+    };
     for key in keys {
         let (c, r) = (get(current, key), get(received, key));
         let same = match (c, r) {
             (None, None) => true,
-            (Some(a), Some(b)) => {
-                super::headers::values_equal(a, b) && type_name(a) == type_name(b)
-            }
+            (Some(a), Some(b)) => compatible(a, b) && super::headers::values_equal(a, b),
             _ => false,
         };
         if !same {
-            let received = match r {
-                Some(v) => format!(
-                    "the value '{}' of type '{}'",
-                    display_value(v),
-                    type_name(v)
-                ),
-                None => "none".to_owned(),
-            };
-            let current = match c {
-                Some(v) => format!(
-                    "the value '{}' of type '{}'",
-                    display_value(v),
-                    type_name(v)
-                ),
-                None => "none".to_owned(),
+            let (received, current) = match (r, c) {
+                (Some(r), Some(c)) => (format!("'{}'", display_value(r)), format!("'{}'", display_value(c))),
+                _ => (typed(r), typed(c)),
             };
             return Err(Error::precondition(format!(
                 "inequivalent arg '{key}' for {what}: received {received} but current is {current}"
@@ -169,14 +160,23 @@ fn invalid(key: &str, what: &str, why: String) -> Error {
     Error::precondition(format!("invalid arg '{key}' for {what}: {why}"))
 }
 
+fn wrong_type(key: &str, what: &str, v: &AMQPValue) -> Error {
+    invalid(key, what, format!("{{unacceptable_type,{}}}", type_name(v)))
+}
+
+/// A non-negative integer argument (`rabbit_amqqueue:check_non_neg_int_arg` and friends).
+fn non_negative(key: &str, what: &str, v: &AMQPValue) -> Result<i64, Error> {
+    match as_i64(v) {
+        Some(n) if n >= 0 => Ok(n),
+        Some(n) => Err(invalid(key, what, format!("{{value_negative,{n}}}"))),
+        None => Err(invalid(key, what, format!("\"expected integer, got {}\"", type_name(v)))),
+    }
+}
+
 /// Validates queue arguments the way RabbitMQ does at declare (`rabbit_amqqueue:check_arguments`):
 /// known keys must have the right type and range; unknown keys are ignored.
 pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Error> {
-    let mut out = QueueArgs {
-        queue_type: QueueType::Classic,
-        single_active_consumer: false,
-        max_priority: None,
-    };
+    let mut out = QueueArgs { queue_type: QueueType::Classic, single_active_consumer: false, max_priority: None };
     for (key, v) in args.inner() {
         let key = key.as_str();
         match key {
@@ -184,97 +184,50 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
                 out.queue_type = match as_str(v).as_deref() {
                     Some("classic") => QueueType::Classic,
                     Some("quorum") => QueueType::Quorum,
-                    Some(other) => {
-                        return Err(invalid(
-                            key,
-                            what,
-                            format!("unsupported queue type '{other}'"),
-                        ));
-                    }
-                    None => {
-                        return Err(invalid(
-                            key,
-                            what,
-                            format!("{{unacceptable_type,{}}}", type_name(v)),
-                        ));
-                    }
+                    Some(other) => return Err(invalid(key, what, format!("\"unsupported queue type '{other}'\""))),
+                    None => return Err(wrong_type(key, what, v)),
                 }
             }
             "x-single-active-consumer" => match v {
                 AMQPValue::Boolean(b) => out.single_active_consumer = *b,
-                _ => {
-                    return Err(invalid(
-                        key,
-                        what,
-                        format!("{{unacceptable_type,{}}}", type_name(v)),
-                    ));
-                }
+                _ => return Err(wrong_type(key, what, v)),
             },
-            "x-max-priority" => match as_i64(v) {
-                Some(n) if (0..=255).contains(&n) => out.max_priority = Some(n as u8),
-                Some(n) => return Err(invalid(key, what, format!("{{value_out_of_range,{n}}}"))),
-                None => {
-                    return Err(invalid(
-                        key,
-                        what,
-                        format!("{{unacceptable_type,{}}}", type_name(v)),
-                    ));
-                }
+            "x-max-priority" => match non_negative(key, what, v)? {
+                n @ 0..=255 => out.max_priority = Some(n as u8),
+                n => return Err(invalid(key, what, format!("{{max_value_exceeded,{n}}}"))),
             },
             "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
-                match as_i64(v) {
-                    Some(n) if n >= 0 => {}
-                    Some(n) => return Err(invalid(key, what, format!("{{value_negative,{n}}}"))),
-                    None => {
-                        return Err(invalid(
-                            key,
-                            what,
-                            format!("{{unacceptable_type,{}}}", type_name(v)),
-                        ));
-                    }
+                non_negative(key, what, v)?;
+            }
+            "x-expires" => {
+                if non_negative(key, what, v)? == 0 {
+                    return Err(invalid(key, what, "{value_zero,0}".into()));
                 }
             }
-            "x-expires" => match as_i64(v) {
-                Some(n) if n > 0 => {}
-                Some(n) => return Err(invalid(key, what, format!("{{value_zero_or_less,{n}}}"))),
-                None => {
-                    return Err(invalid(
-                        key,
-                        what,
-                        format!("{{unacceptable_type,{}}}", type_name(v)),
-                    ));
-                }
-            },
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
                 if as_str(v).is_none() {
-                    return Err(invalid(
-                        key,
-                        what,
-                        format!("{{unacceptable_type,{}}}", type_name(v)),
-                    ));
+                    return Err(wrong_type(key, what, v));
                 }
             }
             "x-overflow" => match as_str(v).as_deref() {
                 Some("drop-head" | "reject-publish" | "reject-publish-dlx") => {}
-                Some(other) => {
-                    return Err(invalid(
-                        key,
-                        what,
-                        format!("{{unknown_overflow_type,<<\"{other}\">>}}"),
-                    ));
-                }
-                None => {
-                    return Err(invalid(
-                        key,
-                        what,
-                        format!("{{unacceptable_type,{}}}", type_name(v)),
-                    ));
-                }
+                Some(_) => return Err(invalid(key, what, "invalid_overflow".into())),
+                None => return Err(wrong_type(key, what, v)),
             },
             _ => {}
         }
     }
     Ok(out)
+}
+
+/// Validates exchange arguments: `alternate-exchange` must be a string.
+pub fn check_exchange_args(args: &FieldTable, what: &str) -> Result<(), Error> {
+    match get(args, "alternate-exchange") {
+        Some(v) if as_str(v).is_none() => {
+            Err(Error::precondition(format!("invalid type '{}' for arg 'alternate-exchange' in {what}", type_name(v))))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -292,10 +245,21 @@ mod tests {
 
     #[test]
     fn equivalence_text_matches_rabbitmq() {
+        let ten = table(&[("x-max-length", AMQPValue::LongInt(10))]);
+        let twenty = table(&[("x-max-length", AMQPValue::ShortShortUInt(20))]);
+        let e = assert_equivalent(&ten, &twenty, QUEUE_EQUIVALENCE_KEYS, "queue 'q' in vhost '/'").unwrap_err();
+        assert_eq!(
+            e.reply_text(),
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'q' in vhost '/': received '20' but current is '10'"
+        );
+        let ten_short = table(&[("x-max-length", AMQPValue::ShortShortUInt(10))]);
+        assert!(
+            assert_equivalent(&ten, &ten_short, QUEUE_EQUIVALENCE_KEYS, "q").is_ok(),
+            "integer types are compatible"
+        );
         let cur = FieldTable::default();
         let rec = table(&[("x-message-ttl", AMQPValue::LongInt(2000))]);
-        let e = assert_equivalent(&cur, &rec, QUEUE_EQUIVALENCE_KEYS, "queue 'q' in vhost '/'")
-            .unwrap_err();
+        let e = assert_equivalent(&cur, &rec, QUEUE_EQUIVALENCE_KEYS, "queue 'q' in vhost '/'").unwrap_err();
         assert_eq!(
             e.reply_text(),
             "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received the value '2000' of type 'signedint' but current is none"
@@ -307,17 +271,10 @@ mod tests {
 
     #[test]
     fn validation() {
-        let q =
-            |pairs: &[(&str, AMQPValue)]| parse_queue_args(&table(pairs), "queue 'q' in vhost '/'");
+        let q = |pairs: &[(&str, AMQPValue)]| parse_queue_args(&table(pairs), "queue 'q' in vhost '/'");
         assert!(q(&[("x-message-ttl", AMQPValue::LongInt(-1))]).is_err());
         assert!(q(&[("x-expires", AMQPValue::LongInt(0))]).is_err());
-        assert!(
-            q(&[(
-                "x-overflow",
-                AMQPValue::LongString(LongString::from(b"nope".to_vec()))
-            )])
-            .is_err()
-        );
+        assert!(q(&[("x-overflow", AMQPValue::LongString(LongString::from(b"nope".to_vec())))]).is_err());
         let a = q(&[
             ("x-single-active-consumer", AMQPValue::Boolean(true)),
             ("x-max-priority", AMQPValue::ShortShortUInt(10)),
@@ -325,11 +282,7 @@ mod tests {
         .unwrap();
         assert!(a.single_active_consumer);
         assert_eq!(a.max_priority, Some(10));
-        let qt = q(&[(
-            "x-queue-type",
-            AMQPValue::LongString(LongString::from(b"quorum".to_vec())),
-        )])
-        .unwrap();
+        let qt = q(&[("x-queue-type", AMQPValue::LongString(LongString::from(b"quorum".to_vec())))]).unwrap();
         assert_eq!(qt.queue_type, QueueType::Quorum);
     }
 }

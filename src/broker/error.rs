@@ -80,10 +80,7 @@ impl fmt::Display for Error {
 
 impl Error {
     pub fn new(code: ReplyCode, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-        }
+        Self { code, detail: detail.into() }
     }
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(ReplyCode::NotFound, detail)

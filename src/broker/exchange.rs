@@ -13,17 +13,15 @@ pub enum ExchangeKind {
 }
 
 impl ExchangeKind {
-    /// Parses a declared type; unknown types are refused as RabbitMQ does (503 COMMAND_INVALID,
-    /// `rabbit_exchange:check_type/1`).
+    /// Parses a declared type; unknown types are refused as RabbitMQ 4.x does (406, a channel
+    /// error; 3.x closed the connection with 503).
     pub fn parse(kind: &str) -> Result<Self, Error> {
         match kind {
             "direct" => Ok(Self::Direct),
             "fanout" => Ok(Self::Fanout),
             "topic" => Ok(Self::Topic),
             "headers" => Ok(Self::Headers),
-            other => Err(Error::command_invalid(format!(
-                "unknown exchange type '{other}'"
-            ))),
+            other => Err(Error::precondition(format!("unknown exchange type '{other}'"))),
         }
     }
 

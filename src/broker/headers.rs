@@ -22,7 +22,11 @@ impl XMatch {
             None => Ok(Self::All),
             Some(AMQPValue::LongString(s)) => Self::parse(&String::from_utf8_lossy(s.as_bytes())),
             Some(AMQPValue::ShortString(s)) => Self::parse(s.as_str()),
-            Some(_) => Err(super::Error::precondition("Invalid x-match field type")),
+            Some(v) => Err(super::Error::precondition(format!(
+                "Invalid x-match field type {} (value {}); expected longstr",
+                super::argument::type_name(v),
+                super::argument::display_value(v)
+            ))),
         }
     }
 
@@ -70,11 +74,7 @@ fn norm(v: &AMQPValue) -> Norm<'_> {
 }
 
 fn norm_float(f: f64) -> Norm<'static> {
-    if f.fract() == 0.0 && f.abs() < 1e30 {
-        Norm::Int(f as i128)
-    } else {
-        Norm::Float(f)
-    }
+    if f.fract() == 0.0 && f.abs() < 1e30 { Norm::Int(f as i128) } else { Norm::Float(f) }
 }
 
 pub fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
@@ -141,30 +141,19 @@ mod tests {
         assert!(matches(XMatch::All, &bx, Some(&hx)));
         assert!(!matches(XMatch::AllWithX, &bx, Some(&hx)));
         assert!(!matches(XMatch::AnyWithX, &bx, Some(&hx)));
-        assert!(matches(
-            XMatch::AnyWithX,
-            &bx,
-            Some(&table(&[("x-tenant", s("a"))]))
-        ));
+        assert!(matches(XMatch::AnyWithX, &bx, Some(&table(&[("x-tenant", s("a"))]))));
         // Numbers compare by value; void matches presence.
         assert!(matches(
             XMatch::All,
             &table(&[("n", AMQPValue::LongInt(1))]),
             Some(&table(&[("n", AMQPValue::ShortShortUInt(1))]))
         ));
-        assert!(matches(
-            XMatch::All,
-            &table(&[("n", AMQPValue::Void)]),
-            Some(&table(&[("n", s("z"))]))
-        ));
+        assert!(matches(XMatch::All, &table(&[("n", AMQPValue::Void)]), Some(&table(&[("n", s("z"))]))));
     }
 
     #[test]
     fn x_match_parsing() {
-        assert_eq!(
-            XMatch::from_args(&table(&[("x-match", s("any-with-x"))])).unwrap(),
-            XMatch::AnyWithX
-        );
+        assert_eq!(XMatch::from_args(&table(&[("x-match", s("any-with-x"))])).unwrap(), XMatch::AnyWithX);
         assert!(XMatch::from_args(&table(&[("x-match", s("some"))])).is_err());
     }
 }

@@ -26,12 +26,7 @@ pub fn verify(password: &str, stored: &str) -> bool {
     let salt = [raw[0], raw[1], raw[2], raw[3]];
     // Compare without early exit.
     let expected = hash(password, salt);
-    expected.len() == stored.len()
-        && expected
-            .bytes()
-            .zip(stored.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    expected.len() == stored.len() && expected.bytes().zip(stored.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 #[cfg(test)]

@@ -52,19 +52,12 @@ impl BindingIndex {
         }
         match kind {
             ExchangeKind::Direct => {
-                *self
-                    .direct
-                    .entry(b.key.clone())
-                    .or_default()
-                    .entry(b.destination.clone())
-                    .or_insert(0) += 1
+                *self.direct.entry(b.key.clone()).or_default().entry(b.destination.clone()).or_insert(0) += 1
             }
             ExchangeKind::Topic => self.topic.insert(&b.key, b.destination.clone()),
-            ExchangeKind::Headers => self.headers.push((
-                XMatch::from_args(&b.args)?,
-                b.args.clone(),
-                b.destination.clone(),
-            )),
+            ExchangeKind::Headers => {
+                self.headers.push((XMatch::from_args(&b.args)?, b.args.clone(), b.destination.clone()))
+            }
             ExchangeKind::Fanout => {}
         }
         self.all.push(b);
@@ -93,11 +86,7 @@ impl BindingIndex {
             }
             ExchangeKind::Topic => self.topic.remove(&b.key, &b.destination),
             ExchangeKind::Headers => {
-                if let Some(i) = self
-                    .headers
-                    .iter()
-                    .position(|(_, a, d)| a == &b.args && d == &b.destination)
-                {
+                if let Some(i) = self.headers.iter().position(|(_, a, d)| a == &b.args && d == &b.destination) {
                     self.headers.remove(i);
                 }
             }
@@ -108,12 +97,7 @@ impl BindingIndex {
 
     /// Removes every binding to `dest`; returns how many went.
     pub fn remove_destination(&mut self, kind: ExchangeKind, dest: &Destination) -> usize {
-        let gone: Vec<Binding> = self
-            .all
-            .iter()
-            .filter(|b| &b.destination == dest)
-            .cloned()
-            .collect();
+        let gone: Vec<Binding> = self.all.iter().filter(|b| &b.destination == dest).cloned().collect();
         for b in &gone {
             self.remove(kind, b);
         }
@@ -121,13 +105,7 @@ impl BindingIndex {
     }
 
     /// Adds the destinations matching one message to `out`.
-    fn route(
-        &self,
-        kind: ExchangeKind,
-        keys: &[&str],
-        headers: Option<&FieldTable>,
-        out: &mut BTreeSet<Destination>,
-    ) {
+    fn route(&self, kind: ExchangeKind, keys: &[&str], headers: Option<&FieldTable>, out: &mut BTreeSet<Destination>) {
         match kind {
             ExchangeKind::Fanout => out.extend(self.all.iter().map(|b| b.destination.clone())),
             ExchangeKind::Direct => {
@@ -195,11 +173,7 @@ pub fn route<L: ExchangeLookup>(
         }
         // Nothing matched: try the alternate exchange, unless we have been there already.
         visited_ae.insert(current.clone());
-        match view
-            .exchange(&current)
-            .and_then(|x| x.alternate())
-            .map(str::to_owned)
-        {
+        match view.exchange(&current).and_then(|x| x.alternate()).map(str::to_owned) {
             Some(ae) if !visited_ae.contains(&ae) && view.exchange(&ae).is_some() => current = ae,
             _ => return queues,
         }
@@ -271,26 +245,11 @@ mod tests {
     }
     impl V {
         fn x(&mut self, n: &str, kind: ExchangeKind, ae: Option<&str>) {
-            self.0.insert(
-                n.into(),
-                X {
-                    kind,
-                    b: BindingIndex::default(),
-                    ae: ae.map(Into::into),
-                },
-            );
+            self.0.insert(n.into(), X { kind, b: BindingIndex::default(), ae: ae.map(Into::into) });
         }
         fn bind(&mut self, src: &str, d: Destination, key: &str) {
             let x = self.0.get_mut(src).unwrap();
-            x.b.add(
-                x.kind,
-                Binding {
-                    destination: d,
-                    key: key.into(),
-                    args: FieldTable::default(),
-                },
-            )
-            .unwrap();
+            x.b.add(x.kind, Binding { destination: d, key: key.into(), args: FieldTable::default() }).unwrap();
         }
     }
     fn q(n: &str) -> Destination {
@@ -341,11 +300,7 @@ mod tests {
     #[test]
     fn duplicate_bindings_are_idempotent_and_removable() {
         let mut b = BindingIndex::default();
-        let bind = Binding {
-            destination: q("q"),
-            key: "k".into(),
-            args: FieldTable::default(),
-        };
+        let bind = Binding { destination: q("q"), key: "k".into(), args: FieldTable::default() };
         assert!(b.add(ExchangeKind::Direct, bind.clone()).unwrap());
         assert!(!b.add(ExchangeKind::Direct, bind.clone()).unwrap());
         assert_eq!(b.remove_destination(ExchangeKind::Direct, &q("q")), 1);

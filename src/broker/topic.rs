@@ -29,38 +29,24 @@ struct Node<D: Ord + Clone> {
 
 impl<D: Ord + Clone> Default for Node<D> {
     fn default() -> Self {
-        Self {
-            words: BTreeMap::new(),
-            star: None,
-            hash: None,
-            targets: BTreeMap::new(),
-        }
+        Self { words: BTreeMap::new(), star: None, hash: None, targets: BTreeMap::new() }
     }
 }
 
 impl<D: Ord + Clone> Node<D> {
     fn is_empty(&self) -> bool {
-        self.words.is_empty()
-            && self.star.is_none()
-            && self.hash.is_none()
-            && self.targets.is_empty()
+        self.words.is_empty() && self.star.is_none() && self.hash.is_none() && self.targets.is_empty()
     }
 }
 
 /// Splits a key into words; the empty key has none.
 fn words(key: &str) -> Vec<&str> {
-    if key.is_empty() {
-        Vec::new()
-    } else {
-        key.split('.').collect()
-    }
+    if key.is_empty() { Vec::new() } else { key.split('.').collect() }
 }
 
 impl<D: Ord + Clone> TopicTrie<D> {
     pub fn new() -> Self {
-        Self {
-            root: Node::default(),
-        }
+        Self { root: Node::default() }
     }
 
     pub fn insert(&mut self, key: &str, dest: D) {

@@ -41,12 +41,7 @@ fn exchange_what(vhost: &str, name: &str) -> String {
     format!("exchange '{name}' in vhost '{vhost}'")
 }
 
-fn inequivalent(
-    key: &str,
-    what: &str,
-    received: impl std::fmt::Display,
-    current: impl std::fmt::Display,
-) -> Error {
+fn inequivalent(key: &str, what: &str, received: impl std::fmt::Display, current: impl std::fmt::Display) -> Error {
     Error::precondition(format!(
         "inequivalent arg '{key}' for {what}: received '{received}' but current is '{current}'"
     ))
@@ -58,21 +53,14 @@ impl MetaMachine {
     }
 
     fn vhost_mut(&mut self, name: &str) -> Result<&mut Vhost, Error> {
-        self.state
-            .vhosts
-            .get_mut(name)
-            .map(Arc::make_mut)
-            .ok_or_else(|| Error::not_found(format!("no vhost '{name}'")))
+        self.state.vhosts.get_mut(name).map(Arc::make_mut).ok_or_else(|| Error::not_found(format!("no vhost '{name}'")))
     }
 
     fn add_vhost(&mut self, name: String) {
         if self.state.vhosts.contains_key(&name) {
             return;
         }
-        let mut v = Vhost {
-            name: name.clone(),
-            ..Default::default()
-        };
+        let mut v = Vhost { name: name.clone(), ..Default::default() };
         for (x, kind, internal) in DEFAULT_EXCHANGES {
             v.exchanges.insert(
                 (*x).to_owned(),
@@ -112,12 +100,7 @@ impl MetaMachine {
                 return Err(inequivalent("durable", &what, durable, x.durable));
             }
             if x.auto_delete != auto_delete {
-                return Err(inequivalent(
-                    "auto_delete",
-                    &what,
-                    auto_delete,
-                    x.auto_delete,
-                ));
+                return Err(inequivalent("auto_delete", &what, auto_delete, x.auto_delete));
             }
             if x.internal != internal {
                 return Err(inequivalent("internal", &what, internal, x.internal));
@@ -147,10 +130,7 @@ impl MetaMachine {
             return Ok(());
         };
         if if_unused && !x.bindings.is_empty() {
-            return Err(Error::precondition(format!(
-                "{} in use",
-                exchange_what(vhost, name)
-            )));
+            return Err(Error::precondition(format!("{} in use", exchange_what(vhost, name))));
         }
         v.exchanges.remove(name);
         remove_destination(v, &Destination::Exchange(name.to_owned()));
@@ -185,12 +165,7 @@ impl MetaMachine {
                 return Err(inequivalent("durable", &what, durable, q.durable));
             }
             if q.auto_delete != auto_delete {
-                return Err(inequivalent(
-                    "auto_delete",
-                    &what,
-                    auto_delete,
-                    q.auto_delete,
-                ));
+                return Err(inequivalent("auto_delete", &what, auto_delete, q.auto_delete));
             }
             argument::assert_equivalent(&q.args, &args, QUEUE_EQUIVALENCE_KEYS, &what)?;
             return Ok(false);
@@ -210,12 +185,7 @@ impl MetaMachine {
         Ok(true)
     }
 
-    fn delete_queue(
-        &mut self,
-        vhost: &str,
-        name: &str,
-        effects: &mut Vec<MetaEffect>,
-    ) -> Result<(), Error> {
+    fn delete_queue(&mut self, vhost: &str, name: &str, effects: &mut Vec<MetaEffect>) -> Result<(), Error> {
         let v = self.vhost_mut(vhost)?;
         if v.queues.remove(name).is_some() {
             remove_destination(v, &Destination::Queue(name.to_owned()));
@@ -224,16 +194,9 @@ impl MetaMachine {
         Ok(())
     }
 
-    fn check_binding(
-        v: &Vhost,
-        vhost: &str,
-        source: &str,
-        destination: &Destination,
-    ) -> Result<(), Error> {
+    fn check_binding(v: &Vhost, vhost: &str, source: &str, destination: &Destination) -> Result<(), Error> {
         if source.is_empty() || matches!(destination, Destination::Exchange(d) if d.is_empty()) {
-            return Err(Error::access_refused(format!(
-                "operation not permitted on the default exchange"
-            )));
+            return Err(Error::access_refused(format!("operation not permitted on the default exchange")));
         }
         match destination {
             Destination::Queue(q) if !v.queues.contains_key(q) => {
@@ -260,20 +223,9 @@ impl MetaMachine {
     ) -> Result<(), Error> {
         let v = self.vhost_mut(vhost)?;
         Self::check_binding(v, vhost, source, &destination)?;
-        let x = v
-            .exchanges
-            .get_mut(source)
-            .map(Arc::make_mut)
-            .ok_or_else(|| Error::no_exchange(vhost, source))?;
+        let x = v.exchanges.get_mut(source).map(Arc::make_mut).ok_or_else(|| Error::no_exchange(vhost, source))?;
         let kind = x.kind;
-        x.bindings.add(
-            kind,
-            Binding {
-                destination,
-                key,
-                args,
-            },
-        )?;
+        x.bindings.add(kind, Binding { destination, key, args })?;
         Ok(())
     }
 
@@ -287,20 +239,9 @@ impl MetaMachine {
     ) -> Result<(), Error> {
         let v = self.vhost_mut(vhost)?;
         Self::check_binding(v, vhost, source, &destination)?;
-        let x = v
-            .exchanges
-            .get_mut(source)
-            .map(Arc::make_mut)
-            .ok_or_else(|| Error::no_exchange(vhost, source))?;
+        let x = v.exchanges.get_mut(source).map(Arc::make_mut).ok_or_else(|| Error::no_exchange(vhost, source))?;
         let kind = x.kind;
-        x.bindings.remove(
-            kind,
-            &Binding {
-                destination,
-                key,
-                args,
-            },
-        );
+        x.bindings.remove(kind, &Binding { destination, key, args });
         let gone = x.auto_delete && x.bindings.is_empty();
         if gone {
             v.exchanges.remove(source);
@@ -357,69 +298,29 @@ impl Machine for MetaMachine {
     type Reply = MetaReply;
     type Effect = MetaEffect;
 
-    fn apply(
-        &mut self,
-        _meta: ApplyMeta,
-        cmd: MetaCommand,
-        effects: &mut Vec<MetaEffect>,
-    ) -> MetaReply {
+    fn apply(&mut self, _meta: ApplyMeta, cmd: MetaCommand, effects: &mut Vec<MetaEffect>) -> MetaReply {
         let r = match cmd {
             MetaCommand::AddVhost { name } => {
                 self.add_vhost(name);
                 Ok(())
             }
-            MetaCommand::PutUser {
-                name,
-                password_hash,
-                tags,
-            } => {
-                self.state.users.insert(
-                    name.clone(),
-                    Arc::new(User {
-                        name,
-                        password_hash,
-                        tags,
-                    }),
-                );
+            MetaCommand::PutUser { name, password_hash, tags } => {
+                self.state.users.insert(name.clone(), Arc::new(User { name, password_hash, tags }));
                 Ok(())
             }
-            MetaCommand::SetPermissions {
-                vhost,
-                user,
-                configure,
-                write,
-                read,
-            } => match Permissions::compile(&configure, &write, &read) {
-                Err(e) => Err(Error::precondition(format!(
-                    "invalid permission regex: {e}"
-                ))),
-                Ok(p) => self.vhost_mut(&vhost).map(|v| {
-                    v.permissions.insert(user, Arc::new(p));
-                }),
-            },
-            MetaCommand::DeclareExchange {
-                vhost,
-                name,
-                kind,
-                durable,
-                auto_delete,
-                internal,
-                args,
-            } => self.declare_exchange(&vhost, name, kind, durable, auto_delete, internal, args),
-            MetaCommand::DeleteExchange {
-                vhost,
-                name,
-                if_unused,
-            } => self.delete_exchange(&vhost, &name, if_unused),
-            MetaCommand::DeclareQueue {
-                vhost,
-                name,
-                durable,
-                exclusive,
-                auto_delete,
-                args,
-                connection,
-            } => {
+            MetaCommand::SetPermissions { vhost, user, configure, write, read } => {
+                match Permissions::compile(&configure, &write, &read) {
+                    Err(e) => Err(Error::precondition(format!("invalid permission regex: {e}"))),
+                    Ok(p) => self.vhost_mut(&vhost).map(|v| {
+                        v.permissions.insert(user, Arc::new(p));
+                    }),
+                }
+            }
+            MetaCommand::DeclareExchange { vhost, name, kind, durable, auto_delete, internal, args } => {
+                self.declare_exchange(&vhost, name, kind, durable, auto_delete, internal, args)
+            }
+            MetaCommand::DeleteExchange { vhost, name, if_unused } => self.delete_exchange(&vhost, &name, if_unused),
+            MetaCommand::DeclareQueue { vhost, name, durable, exclusive, auto_delete, args, connection } => {
                 return match self.declare_queue(
                     &vhost,
                     name,
@@ -435,20 +336,12 @@ impl Machine for MetaMachine {
                 };
             }
             MetaCommand::DeleteQueue { vhost, name } => self.delete_queue(&vhost, &name, effects),
-            MetaCommand::Bind {
-                vhost,
-                source,
-                destination,
-                key,
-                args,
-            } => self.bind(&vhost, &source, destination, key, args),
-            MetaCommand::Unbind {
-                vhost,
-                source,
-                destination,
-                key,
-                args,
-            } => self.unbind(&vhost, &source, destination, key, args),
+            MetaCommand::Bind { vhost, source, destination, key, args } => {
+                self.bind(&vhost, &source, destination, key, args)
+            }
+            MetaCommand::Unbind { vhost, source, destination, key, args } => {
+                self.unbind(&vhost, &source, destination, key, args)
+            }
             MetaCommand::ConnectionClosed { connection } => {
                 self.connection_closed(connection, effects);
                 Ok(())

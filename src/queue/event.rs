@@ -21,28 +21,14 @@ pub struct Delivery {
 #[derive(Debug)]
 pub enum ClientEvent {
     /// Messages for consumers on one channel, from one queue, in dispatch order.
-    Deliveries {
-        channel: ChannelId,
-        queue: QueueHandle,
-        items: Vec<Delivery>,
-    },
+    Deliveries { channel: ChannelId, queue: QueueHandle, items: Vec<Delivery> },
     /// Publishes on `channel` with these sequence numbers reached one more of their queues.
-    Confirms {
-        channel: ChannelId,
-        seqs: Vec<u64>,
-        ok: bool,
-    },
+    Confirms { channel: ChannelId, seqs: Vec<u64>, ok: bool },
     /// The queue cancelled this consumer (queue deleted): send `basic.cancel` if the client
     /// supports it (RabbitMQ's consumer cancel notification).
-    ConsumerCancelled {
-        channel: ChannelId,
-        consumer_tag: Arc<str>,
-    },
+    ConsumerCancelled { channel: ChannelId, consumer_tag: Arc<str> },
     /// A direct reply-to message for the pseudo-consumer on `channel`.
-    DirectReply {
-        channel: ChannelId,
-        msg: Arc<Message>,
-    },
+    DirectReply { channel: ChannelId, msg: Arc<Message> },
 }
 
 /// The connection's inbox.

@@ -111,7 +111,9 @@ pub enum Effect {
         redelivered: bool,
     },
     /// Tell this consumer's client that the queue cancelled it.
-    ConsumerCancelled { consumer: ConsumerId },
+    ConsumerCancelled {
+        consumer: ConsumerId,
+    },
     /// The last consumer of an auto-delete queue went: delete the queue.
     AutoDelete,
 }
@@ -199,11 +201,7 @@ impl QueueMachine {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        if take_returned {
-            self.returned.pop_first().map(|(_, e)| e)
-        } else {
-            self.ready.pop_front()
-        }
+        if take_returned { self.returned.pop_first().map(|(_, e)| e) } else { self.ready.pop_front() }
     }
 
     /// Picks the consumer for the next message: highest priority with credit, round-robin
@@ -213,12 +211,7 @@ impl QueueMachine {
             return self.consumers.first().filter(|c| c.has_credit()).map(|_| 0);
         }
         let n = self.consumers.len();
-        let best = self
-            .consumers
-            .iter()
-            .filter(|c| c.has_credit())
-            .map(|c| c.spec.priority)
-            .max()?;
+        let best = self.consumers.iter().filter(|c| c.has_credit()).map(|c| c.spec.priority).max()?;
         (0..n).map(|i| (self.cursor + i) % n).find(|&i| {
             let c = &self.consumers[i];
             c.spec.priority == best && c.has_credit()
@@ -244,8 +237,7 @@ impl QueueMachine {
             });
             if !c.spec.no_ack {
                 c.in_flight += 1;
-                self.unacked
-                    .insert(entry.id, (Holder::Consumer(c.spec.id), entry));
+                self.unacked.insert(entry.id, (Holder::Consumer(c.spec.id), entry));
             }
         }
     }
@@ -257,9 +249,7 @@ impl QueueMachine {
                 self.config.key.name, self.config.key.vhost
             ))
         };
-        if self.consumers.iter().any(|c| c.spec.exclusive)
-            || (spec.exclusive && !self.consumers.is_empty())
-        {
+        if self.consumers.iter().any(|c| c.spec.exclusive) || (spec.exclusive && !self.consumers.is_empty()) {
             return Reply::Refused(in_use());
         }
         self.had_consumer = true;
@@ -308,12 +298,8 @@ impl QueueMachine {
         let Some(entry) = self.pop_ready() else {
             return Reply::Got(None);
         };
-        let got = Got {
-            id: entry.id,
-            msg: entry.msg.clone(),
-            redelivered: entry.redelivered,
-            remaining: self.ready_count(),
-        };
+        let got =
+            Got { id: entry.id, msg: entry.msg.clone(), redelivered: entry.redelivered, remaining: self.ready_count() };
         if !no_ack {
             self.unacked.insert(entry.id, (holder, entry));
         }
@@ -321,10 +307,7 @@ impl QueueMachine {
     }
 
     fn delete(&mut self, if_unused: bool, if_empty: bool, effects: &mut Vec<Effect>) -> Reply {
-        let what = format!(
-            "queue '{}' in vhost '{}'",
-            self.config.key.name, self.config.key.vhost
-        );
+        let what = format!("queue '{}' in vhost '{}'", self.config.key.name, self.config.key.vhost);
         if if_unused && !self.consumers.is_empty() {
             return Reply::Refused(Error::precondition(format!("{what} in use")));
         }
@@ -333,9 +316,7 @@ impl QueueMachine {
         }
         let count = self.ready_count();
         for c in self.consumers.drain(..) {
-            effects.push(Effect::ConsumerCancelled {
-                consumer: c.spec.id,
-            });
+            effects.push(Effect::ConsumerCancelled { consumer: c.spec.id });
         }
         self.ready.clear();
         self.returned.clear();
@@ -357,25 +338,15 @@ impl Machine for QueueMachine {
                 Command::Settle { .. } => Reply::Settled(0),
                 Command::Cancel { .. } => Reply::Cancelled(false),
                 Command::Delete { .. } => Reply::Deleted(0),
-                Command::Stats => Reply::Stats {
-                    messages: 0,
-                    consumers: 0,
-                },
-                _ => Reply::Refused(Error::no_queue(
-                    &self.config.key.vhost,
-                    &self.config.key.name,
-                )),
+                Command::Stats => Reply::Stats { messages: 0, consumers: 0 },
+                _ => Reply::Refused(Error::no_queue(&self.config.key.vhost, &self.config.key.name)),
             };
         }
         let reply = match cmd {
             Command::Enqueue { msg } => {
                 let id = MsgId(self.next_id);
                 self.next_id += 1;
-                self.ready.push_back(Entry {
-                    id,
-                    msg,
-                    redelivered: false,
-                });
+                self.ready.push_back(Entry { id, msg, redelivered: false });
                 Reply::Enqueued(id)
             }
             Command::Consume(spec) => self.consume(spec),
@@ -388,14 +359,8 @@ impl Machine for QueueMachine {
                 self.returned.clear();
                 Reply::Purged(n)
             }
-            Command::Delete {
-                if_unused,
-                if_empty,
-            } => return self.delete(if_unused, if_empty, effects),
-            Command::Stats => Reply::Stats {
-                messages: self.ready_count(),
-                consumers: self.consumer_count(),
-            },
+            Command::Delete { if_unused, if_empty } => return self.delete(if_unused, if_empty, effects),
+            Command::Stats => Reply::Stats { messages: self.ready_count(), consumers: self.consumer_count() },
         };
         self.dispatch(effects);
         reply

@@ -8,7 +8,7 @@
 use super::Message;
 use super::event::{ClientEvent, ClientSink, Delivery};
 use super::machine::{Command, ConsumerSpec, Effect, Outcome, QueueConfig, QueueMachine, Reply};
-use crate::ids::{ChannelId, ConsumerId, MsgId, QueueKey};
+use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
 use crate::raft::Group;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -44,7 +44,9 @@ pub enum Request {
         reply: oneshot::Sender<Reply>,
     },
     /// A command whose reply nobody waits for (settles, cancels on close).
-    Cast { cmd: Command },
+    Cast {
+        cmd: Command,
+    },
 }
 
 /// A cheap, cloneable address of a running queue.
@@ -65,6 +67,7 @@ pub type AutoDelete = Arc<dyn Fn(QueueKey) + Send + Sync>;
 
 struct ConsumerSink {
     sink: ClientSink,
+    connection: ConnectionId,
     channel: ChannelId,
     tag: Arc<str>,
     no_ack: bool,
@@ -96,10 +99,7 @@ struct Runner {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Runner {
@@ -116,13 +116,7 @@ impl Runner {
                 self.handle(now, req, &mut effects, &mut confirms);
             }
             for (sink, channel, seqs) in confirms.drain(..) {
-                let _ = sink
-                    .send(ClientEvent::Confirms {
-                        channel,
-                        seqs,
-                        ok: true,
-                    })
-                    .await;
+                let _ = sink.send(ClientEvent::Confirms { channel, seqs, ok: true }).await;
             }
             self.execute(now, &mut effects).await;
         }
@@ -140,9 +134,7 @@ impl Runner {
                 self.group.propose(now, Command::Enqueue { msg }, effects);
                 if let Some(c) = confirm {
                     match confirms.last_mut() {
-                        Some((s, ch, seqs)) if *ch == c.channel && s.same_channel(&c.sink) => {
-                            seqs.push(c.seq)
-                        }
+                        Some((s, ch, seqs)) if *ch == c.channel && s.same_channel(&c.sink) => seqs.push(c.seq),
                         _ => confirms.push((c.sink, c.channel, vec![c.seq])),
                     }
                 }
@@ -151,6 +143,7 @@ impl Runner {
                 let id = spec.id;
                 let entry = ConsumerSink {
                     sink,
+                    connection: spec.connection,
                     channel: spec.channel,
                     tag: spec.tag.clone(),
                     no_ack: spec.no_ack,
@@ -180,72 +173,58 @@ impl Runner {
     /// consumer cancelled, which may produce more effects, so this loops until quiet.
     async fn execute(&mut self, now: u64, effects: &mut Vec<Effect>) {
         while !effects.is_empty() {
-            let mut per_consumer: BTreeMap<ConsumerId, Vec<Delivery>> = BTreeMap::new();
+            // Per channel, in dispatch order: two consumers on one channel see strict
+            // round-robin on the wire, as RabbitMQ delivers them.
+            let mut per_channel: BTreeMap<(ConnectionId, ChannelId), (ClientSink, Vec<(ConsumerId, Delivery)>)> =
+                BTreeMap::new();
             let mut lost: Vec<(ConsumerId, Vec<MsgId>)> = Vec::new();
             for fx in effects.drain(..) {
                 match fx {
-                    Effect::Deliver {
-                        consumer,
-                        id,
-                        msg,
-                        redelivered,
-                    } => {
+                    Effect::Deliver { consumer, id, msg, redelivered } => {
                         let Some(s) = self.sinks.get(&consumer) else {
                             lost.push((consumer, vec![id]));
                             continue;
                         };
-                        per_consumer.entry(consumer).or_default().push(Delivery {
-                            consumer_tag: s.tag.clone(),
-                            id,
-                            msg,
-                            redelivered,
-                            no_ack: s.no_ack,
-                        });
+                        let d = Delivery { consumer_tag: s.tag.clone(), id, msg, redelivered, no_ack: s.no_ack };
+                        per_channel
+                            .entry((s.connection, s.channel))
+                            .or_insert_with(|| (s.sink.clone(), Vec::new()))
+                            .1
+                            .push((consumer, d));
                     }
                     Effect::ConsumerCancelled { consumer } => {
                         if let Some(s) = self.sinks.remove(&consumer) {
-                            let _ = s
-                                .sink
-                                .send(ClientEvent::ConsumerCancelled {
-                                    channel: s.channel,
-                                    consumer_tag: s.tag,
-                                })
-                                .await;
+                            let ev = ClientEvent::ConsumerCancelled { channel: s.channel, consumer_tag: s.tag };
+                            let _ = s.sink.send(ev).await;
                         }
                     }
                     Effect::AutoDelete => (self.on_auto_delete)((*self.key).clone()),
                 }
             }
-            let me = self.me.upgrade().map(|tx| QueueHandle {
-                key: self.key.clone(),
-                tx,
-            });
-            for (consumer, items) in per_consumer {
-                let (Some(s), Some(me)) = (self.sinks.get(&consumer), me.as_ref()) else {
-                    continue;
-                };
-                let ids: Vec<MsgId> = items.iter().filter(|d| !d.no_ack).map(|d| d.id).collect();
-                let ev = ClientEvent::Deliveries {
-                    channel: s.channel,
-                    queue: me.clone(),
-                    items,
-                };
-                if s.sink.send(ev).await.is_err() {
-                    lost.push((consumer, ids));
+            let me = self.me.upgrade().map(|tx| QueueHandle { key: self.key.clone(), tx });
+            for ((_, channel), (sink, items)) in per_channel {
+                let Some(me) = me.as_ref() else { continue };
+                let owners: Vec<(ConsumerId, MsgId, bool)> = items.iter().map(|(c, d)| (*c, d.id, d.no_ack)).collect();
+                let items = items.into_iter().map(|(_, d)| d).collect();
+                if sink.send(ClientEvent::Deliveries { channel, queue: me.clone(), items }).await.is_err() {
+                    for (consumer, id, no_ack) in owners {
+                        let pos = match lost.iter().position(|(c, _)| *c == consumer) {
+                            Some(p) => p,
+                            None => {
+                                lost.push((consumer, Vec::new()));
+                                lost.len() - 1
+                            }
+                        };
+                        if !no_ack {
+                            lost[pos].1.push(id);
+                        }
+                    }
                 }
             }
             for (consumer, ids) in lost {
                 self.sinks.remove(&consumer);
-                self.group
-                    .propose(now, Command::Cancel { consumer }, effects);
-                self.group.propose(
-                    now,
-                    Command::Settle {
-                        ids,
-                        outcome: Outcome::Requeue,
-                    },
-                    effects,
-                );
+                self.group.propose(now, Command::Cancel { consumer }, effects);
+                self.group.propose(now, Command::Settle { ids, outcome: Outcome::Requeue }, effects);
             }
         }
     }

@@ -22,12 +22,7 @@ pub trait Machine {
 
     /// Applies one committed command. Effects are appended to `effects`; the caller carries
     /// them out (on the leader only, once clustering exists).
-    fn apply(
-        &mut self,
-        meta: ApplyMeta,
-        cmd: Self::Command,
-        effects: &mut Vec<Self::Effect>,
-    ) -> Self::Reply;
+    fn apply(&mut self, meta: ApplyMeta, cmd: Self::Command, effects: &mut Vec<Self::Effect>) -> Self::Reply;
 }
 
 /// A replication group of one member whose log lives in memory.
@@ -42,24 +37,14 @@ pub struct Group<M> {
 
 impl<M: Machine> Group<M> {
     pub fn new(machine: M) -> Self {
-        Self {
-            machine,
-            last_applied: LogIndex(0),
-        }
+        Self { machine, last_applied: LogIndex(0) }
     }
 
     /// Proposes `cmd`, stamped with `now_ms`; returns the machine's reply once committed and
     /// applied. Effects are appended to `effects`.
-    pub fn propose(
-        &mut self,
-        now_ms: u64,
-        cmd: M::Command,
-        effects: &mut Vec<M::Effect>,
-    ) -> M::Reply {
+    pub fn propose(&mut self, now_ms: u64, cmd: M::Command, effects: &mut Vec<M::Effect>) -> M::Reply {
         let index = LogIndex(self.last_applied.0 + 1);
-        let reply = self
-            .machine
-            .apply(ApplyMeta { index, now_ms }, cmd, effects);
+        let reply = self.machine.apply(ApplyMeta { index, now_ms }, cmd, effects);
         self.last_applied = index;
         reply
     }

@@ -28,17 +28,11 @@ impl Broker {
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
             .with_test_writer()
             .try_init();
-        let mut c = Config {
-            amqp_addr: ([127, 0, 0, 1], 0).into(),
-            ..Config::default()
-        };
+        let mut c = Config { amqp_addr: ([127, 0, 0, 1], 0).into(), ..Config::default() };
         f(&mut c);
         let running = Node::start(c).await.expect("broker starts");
         let addr = running.amqp_addr;
-        Self {
-            running: Some(running),
-            addr,
-        }
+        Self { running: Some(running), addr }
     }
 
     pub fn uri(&self) -> String {
@@ -50,9 +44,7 @@ impl Broker {
     }
 
     pub async fn connect(&self) -> Connection {
-        Connection::connect(&self.uri(), ConnectionProperties::default())
-            .await
-            .expect("connect")
+        Connection::connect(&self.uri(), ConnectionProperties::default()).await.expect("connect")
     }
 
     pub async fn channel(&self) -> (Connection, Channel) {
@@ -86,10 +78,7 @@ pub fn expect_err<T: std::fmt::Debug>(r: lapin::Result<T>, code: u16, text: &str
 pub async fn eventually<F: FnMut() -> bool>(mut f: F, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -101,61 +90,49 @@ pub struct Raw {
 }
 
 pub fn encode(frame: &AMQPFrame) -> Vec<u8> {
-    gen_frame(frame)(WriteContext::from(Vec::new()))
-        .expect("encode")
-        .write
+    gen_frame(frame)(WriteContext::from(Vec::new())).expect("encode").write
 }
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Self {
-        Self {
-            sock: TcpStream::connect(addr).await.expect("tcp"),
-            buf: Vec::new(),
-        }
+        Self { sock: TcpStream::connect(addr).await.expect("tcp"), buf: Vec::new() }
     }
 
     /// Sends the protocol header and negotiates up to open-ok.
     pub async fn open(addr: SocketAddr) -> Self {
-        let mut r = Self::connect(addr).await;
-        r.send(b"AMQP\x00\x00\x09\x01").await;
-        assert!(matches!(
-            r.method().await,
-            (0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))
-        ));
-        r.send_method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: FieldTable::default(),
-                mechanism: "PLAIN".into(),
-                response: LongString::from(b"\0guest\0guest".to_vec()),
-                locale: "en_US".into(),
-            })),
-        )
-        .await;
-        let (_, tune) = r.method().await;
-        let AMQPClass::Connection(connection::AMQPMethod::Tune(t)) = tune else {
-            panic!("expected tune, got {tune:?}")
+        Self::open_with_heartbeat(addr, 0).await
+    }
+
+    /// Sends the protocol header and the start-ok for `mechanism`; returns the tune values.
+    pub async fn start(&mut self, mechanism: &str, response: Vec<u8>) -> connection::Tune {
+        self.send(b"AMQP\x00\x00\x09\x01").await;
+        assert!(matches!(self.method().await, (0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))));
+        let start_ok = connection::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: mechanism.into(),
+            response: LongString::from(response),
+            locale: "en_US".into(),
         };
-        r.send_method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                channel_max: t.channel_max,
-                frame_max: t.frame_max,
-                heartbeat: 0,
-            })),
-        )
-        .await;
-        r.send_method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                virtual_host: "/".into(),
-            })),
-        )
-        .await;
-        assert!(matches!(
-            r.method().await,
-            (0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))
-        ));
+        self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok))).await;
+        match self.method().await {
+            (0, AMQPClass::Connection(connection::AMQPMethod::Tune(t))) => t,
+            other => panic!("expected tune, got {other:?}"),
+        }
+    }
+
+    pub async fn tune_ok(&mut self, channel_max: u16, frame_max: u32, heartbeat: u16) {
+        let ok = connection::TuneOk { channel_max, frame_max, heartbeat };
+        self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(ok))).await;
+    }
+
+    /// Negotiates with PLAIN guest/guest and the given heartbeat, up to open-ok.
+    pub async fn open_with_heartbeat(addr: SocketAddr, heartbeat: u16) -> Self {
+        let mut r = Self::connect(addr).await;
+        let t = r.start("PLAIN", b"\0guest\0guest".to_vec()).await;
+        r.tune_ok(t.channel_max, t.frame_max, heartbeat).await;
+        let open = connection::Open { virtual_host: "/".into() };
+        r.send_method(0, AMQPClass::Connection(connection::AMQPMethod::Open(open))).await;
+        assert!(matches!(r.method().await, (0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))));
         r
     }
 
@@ -210,11 +187,8 @@ impl Raw {
         match self.method().await {
             (0, AMQPClass::Connection(connection::AMQPMethod::Close(c))) => {
                 assert_eq!(c.reply_code, code, "reply text: {}", c.reply_text);
-                self.send_method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                )
-                .await;
+                self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})))
+                    .await;
                 c.reply_text.to_string()
             }
             other => panic!("expected connection.close {code}, got {other:?}"),

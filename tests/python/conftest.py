@@ -139,6 +139,10 @@ class Broker:
         return str(self.server_properties.get("version", ""))
 
     @property
+    def is_warren(self):
+        return str(self.server_properties.get("product", "")) == "Warren"
+
+    @property
     def is_rabbitmq3(self):
         return (str(self.server_properties.get("product", "")) == "RabbitMQ"
                 and self.version.startswith("3."))
@@ -216,6 +220,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "rabbit4: behaviour of RabbitMQ 4.x that differs from 3.x; "
                    "skipped when the target reports RabbitMQ 3.x")
+    config.addinivalue_line(
+        "markers", "lifecycle: message lifecycle (TTL, dead letters, length limits, priorities); "
+                   "skipped against Warren until its lifecycle issue lands, run against RabbitMQ")
 
 
 def pytest_sessionstart(session):
@@ -261,6 +268,11 @@ def pytest_report_header(config):
 
 def pytest_collection_modifyitems(config, items):
     b = _BROKER
+    if b is not None and b.is_warren:
+        pending = pytest.mark.skip(reason="message lifecycle not built in Warren yet (its lifecycle issue)")
+        for item in items:
+            if "lifecycle" in item.keywords:
+                item.add_marker(pending)
     if b is None or not b.is_rabbitmq3 or os.environ.get("RUN_RABBIT4_TESTS"):
         return
     skip = pytest.mark.skip(reason="RabbitMQ 4.x behaviour; target is RabbitMQ %s" % b.version)

@@ -58,13 +58,15 @@ def test_unsupported_protocol_version_gets_091_header(rawc, witness, header):
 @pytest.mark.rabbit4
 @pytest.mark.parametrize("header", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HELLOxxx",
                                     b"AMQP\x01\x01\x08\x00", b"AMQP\x01\x01\x00\x0a"])
-def test_garbage_protocol_header(rawc, witness, header):
+def test_garbage_protocol_header(broker, rawc, witness, header):
     # RabbitMQ 4.x answers anything that is not "AMQP 0 0 9+ x" with the AMQP 1.0
     # SASL header (rabbit_reader:refuse_connection/2); 3.x answered AMQP 0-9-1
-    # and still spoke AMQP 0-8.
+    # and still spoke AMQP 0-8. Warren speaks only 0-9-1, so it offers that header,
+    # as the 0-9-1 spec (section 4.2.2) asks.
     c = rawc(handshake=False)
     c.send(header)
-    assert c.read_until_eof() == b"AMQP\x03\x01\x00\x00"
+    expected = b"AMQP\x00\x00\x09\x01" if broker.is_warren else b"AMQP\x03\x01\x00\x00"
+    assert c.read_until_eof() == expected
 
 
 def test_valid_header_gets_connection_start(rawc, witness):
@@ -122,12 +124,16 @@ def test_truncated_method_arguments(rawc, witness):
 
 @pytest.mark.parametrize("cm", [(60, 99), (99, 10), (10, 99)], ids=["unknown-method", "unknown-class",
                                                                    "unknown-connection-method"])
-def test_unknown_class_or_method_drops_connection(rawc, witness, cm):
+def test_unknown_class_or_method_drops_connection(broker, rawc, witness, cm):
     # RabbitMQ's reader process exits on an unknown (class, method) pair: the TCP
-    # connection is closed without a connection.close frame.
+    # connection is closed without a connection.close frame. Warren deliberately says why
+    # first: connection.close 503 COMMAND_INVALID naming the ids, then the socket closes.
     c = rawc()
     c.open_channel(1)
     c.send_method(1 if cm[0] != 10 else 0, cm, b"")
+    if broker.is_warren:
+        assert c.expect_connection_close() == (
+            503, "COMMAND_INVALID - unknown method class %d method %d" % cm, cm[0], cm[1])
     assert c.read_until_eof() == b""
 
 
@@ -312,8 +318,9 @@ def test_channel_max_reached(rawc, witness):
         530, "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)", 0, 0)
 
 
-def test_tune_ok_frame_max_below_minimum_closes_silently(rawc, witness):
-    # negotiation failures during tuning: no connection.close, the socket is dropped
+def test_tune_ok_frame_max_below_minimum_closes_silently(broker, rawc, witness):
+    # negotiation failures during tuning: RabbitMQ sends no connection.close, the socket is
+    # dropped. Warren deliberately says why first (530, RabbitMQ's own negotiation text).
     c = rawc(handshake=False)
     c.send(raw.PROTOCOL_HEADER)
     c.expect(raw.CONNECTION_START)
@@ -326,6 +333,8 @@ def test_tune_ok_frame_max_below_minimum_closes_silently(rawc, witness):
     assert heartbeat == 60
     c.send_method(0, raw.CONNECTION_TUNE_OK, short(2047) + long_(1024) + short(0))
     c.send_method(0, raw.CONNECTION_OPEN, shortstr("/") + shortstr("") + octet(0))
+    if broker.is_warren:
+        assert c.expect_connection_close() == (530, "NOT_ALLOWED - frame_max=1024 < 8192 min size", 10, 31)
     assert c.read_until_eof(timeout=10) == b""
 
 

@@ -16,6 +16,7 @@ def _exists(conn, q):
         return False
 
 
+@pytest.mark.lifecycle
 def test_queue_message_ttl(ch):
     q = ch.queue_declare("", exclusive=True, arguments={"x-message-ttl": 100}).method.queue
     ch.confirm_delivery()
@@ -24,6 +25,7 @@ def test_queue_message_ttl(ch):
     assert ch.basic_get(q)[0] is None
 
 
+@pytest.mark.lifecycle
 def test_per_message_expiration(ch):
     q = ch.queue_declare("", exclusive=True).method.queue
     ch.confirm_delivery()
@@ -33,6 +35,7 @@ def test_per_message_expiration(ch):
     assert drain(ch, q) == [b"stays"]
 
 
+@pytest.mark.lifecycle
 def test_ttl_zero_expires_unless_delivered_immediately(conn):
     ch = conn.channel()
     q = ch.queue_declare("", exclusive=True, arguments={"x-message-ttl": 0}).method.queue
@@ -56,6 +59,7 @@ def test_invalid_expiration_property(conn):
     assert (code, text) == (406, "PRECONDITION_FAILED - invalid expiration 'soon': no_integer")
 
 
+@pytest.mark.lifecycle
 def test_queue_expires_when_unused(connect):
     c = connect()
     q = uniq("expiring")
@@ -65,6 +69,7 @@ def test_queue_expires_when_unused(connect):
     assert wait_for(lambda: not _exists(c, q), 5, interval=0.6)
 
 
+@pytest.mark.lifecycle
 def test_max_length_drops_head(ch):
     q = ch.queue_declare("", exclusive=True, arguments={"x-max-length": 2}).method.queue
     ch.confirm_delivery()
@@ -73,6 +78,7 @@ def test_max_length_drops_head(ch):
     assert drain(ch, q) == [b"3", b"4"]
 
 
+@pytest.mark.lifecycle
 def test_max_length_bytes(ch):
     q = ch.queue_declare("", exclusive=True, arguments={"x-max-length-bytes": 10}).method.queue
     ch.confirm_delivery()
@@ -81,6 +87,7 @@ def test_max_length_bytes(ch):
     assert drain(ch, q) == [b"bbbb", b"cccc"]
 
 
+@pytest.mark.lifecycle
 def test_max_length_reject_publish_with_mandatory(ch):
     q = ch.queue_declare("", exclusive=True,
                          arguments={"x-max-length": 1, "x-overflow": "reject-publish"}).method.queue
@@ -91,6 +98,7 @@ def test_max_length_reject_publish_with_mandatory(ch):
     assert drain(ch, q) == [b"1"]
 
 
+@pytest.mark.lifecycle
 def test_priority_queue_orders_by_priority(ch):
     q = ch.queue_declare("", exclusive=True, arguments={"x-max-priority": 10}).method.queue
     ch.confirm_delivery()
@@ -100,6 +108,7 @@ def test_priority_queue_orders_by_priority(ch):
     assert drain(ch, q) == [b"over", b"high", b"mid", b"low", b"none"]
 
 
+@pytest.mark.lifecycle
 def test_dead_letter_on_expiry_with_routing_key(ch):
     dlx = uniq("dlx")
     ch.exchange_declare(dlx, "direct", auto_delete=True)
@@ -124,6 +133,7 @@ def test_dead_letter_on_expiry_with_routing_key(ch):
     assert p.headers["x-first-death-exchange"] == ""
 
 
+@pytest.mark.lifecycle
 def test_dead_letter_on_max_length(ch):
     dlx = uniq("dlx")
     ch.exchange_declare(dlx, "fanout", auto_delete=True)

@@ -6,14 +6,7 @@ use crate::raft::LogIndex;
 
 fn apply(m: &mut MetaMachine, cmd: MetaCommand) -> (MetaReply, Vec<MetaEffect>) {
     let mut fx = Vec::new();
-    let r = m.apply(
-        ApplyMeta {
-            index: LogIndex(0),
-            now_ms: 0,
-        },
-        cmd,
-        &mut fx,
-    );
+    let r = m.apply(ApplyMeta { index: LogIndex(0), now_ms: 0 }, cmd, &mut fx);
     (r, fx)
 }
 
@@ -77,14 +70,8 @@ fn vhost_starts_with_default_exchanges() {
 #[test]
 fn exchange_redeclare_equivalence() {
     let mut m = setup();
-    assert!(matches!(
-        apply(&mut m, exchange("e", ExchangeKind::Direct, false)).0,
-        MetaReply::Ok
-    ));
-    assert!(matches!(
-        apply(&mut m, exchange("e", ExchangeKind::Direct, false)).0,
-        MetaReply::Ok
-    ));
+    assert!(matches!(apply(&mut m, exchange("e", ExchangeKind::Direct, false)).0, MetaReply::Ok));
+    assert!(matches!(apply(&mut m, exchange("e", ExchangeKind::Direct, false)).0, MetaReply::Ok));
     assert_eq!(
         refused(apply(&mut m, exchange("e", ExchangeKind::Fanout, false)).0),
         "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'e' in vhost '/': received 'fanout' but current is 'direct'"
@@ -97,19 +84,12 @@ fn queue_exclusivity_and_equivalence() {
     let (r, fx) = apply(&mut m, queue("q", true, 1));
     assert!(matches!(r, MetaReply::QueueDeclared { created: true }));
     assert_eq!(fx.len(), 1);
-    assert!(matches!(
-        apply(&mut m, queue("q", true, 1)).0,
-        MetaReply::QueueDeclared { created: false }
-    ));
-    assert!(refused(apply(&mut m, queue("q", true, 2)).0).starts_with(
-        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'q' in vhost '/'"
-    ));
-    let (_, fx) = apply(
-        &mut m,
-        MetaCommand::ConnectionClosed {
-            connection: ConnectionId(1),
-        },
+    assert!(matches!(apply(&mut m, queue("q", true, 1)).0, MetaReply::QueueDeclared { created: false }));
+    assert!(
+        refused(apply(&mut m, queue("q", true, 2)).0)
+            .starts_with("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'q' in vhost '/'")
     );
+    let (_, fx) = apply(&mut m, MetaCommand::ConnectionClosed { connection: ConnectionId(1) });
     assert!(matches!(fx.as_slice(), [MetaEffect::QueueDeleted(k)] if k.name == "q"));
     apply(&mut m, queue("d", false, 1));
     let mut durable = queue("d", false, 1);
@@ -127,14 +107,7 @@ fn bindings_route_and_go_with_their_queue() {
     let mut m = setup();
     apply(&mut m, exchange("logs", ExchangeKind::Topic, false));
     apply(&mut m, queue("q", false, 1));
-    assert!(matches!(
-        apply(
-            &mut m,
-            bind("logs", Destination::Queue("q".into()), "app.*")
-        )
-        .0,
-        MetaReply::Ok
-    ));
+    assert!(matches!(apply(&mut m, bind("logs", Destination::Queue("q".into()), "app.*")).0, MetaReply::Ok));
     assert_eq!(
         refused(apply(&mut m, bind("logs", Destination::Queue("nope".into()), "k")).0),
         "NOT_FOUND - no queue 'nope' in vhost '/'"
@@ -145,13 +118,7 @@ fn bindings_route_and_go_with_their_queue() {
     );
     let v = m.state().vhosts["/"].clone();
     assert_eq!(route(&*v, "logs", &["app.start"], None).len(), 1);
-    apply(
-        &mut m,
-        MetaCommand::DeleteQueue {
-            vhost: "/".into(),
-            name: "q".into(),
-        },
-    );
+    apply(&mut m, MetaCommand::DeleteQueue { vhost: "/".into(), name: "q".into() });
     assert!(m.state().vhosts["/"].exchanges["logs"].bindings.is_empty());
 }
 
@@ -161,13 +128,7 @@ fn auto_delete_exchange_goes_with_last_binding() {
     apply(&mut m, exchange("tmp", ExchangeKind::Fanout, true));
     apply(&mut m, queue("q", false, 1));
     apply(&mut m, bind("tmp", Destination::Queue("q".into()), ""));
-    apply(
-        &mut m,
-        MetaCommand::DeleteQueue {
-            vhost: "/".into(),
-            name: "q".into(),
-        },
-    );
+    apply(&mut m, MetaCommand::DeleteQueue { vhost: "/".into(), name: "q".into() });
     assert!(!m.state().vhosts["/"].exchanges.contains_key("tmp"));
 }
 
@@ -177,29 +138,10 @@ fn delete_exchange_if_unused() {
     apply(&mut m, exchange("e", ExchangeKind::Direct, false));
     apply(&mut m, queue("q", false, 1));
     apply(&mut m, bind("e", Destination::Queue("q".into()), "k"));
-    let r = apply(
-        &mut m,
-        MetaCommand::DeleteExchange {
-            vhost: "/".into(),
-            name: "e".into(),
-            if_unused: true,
-        },
-    )
-    .0;
-    assert_eq!(
-        refused(r),
-        "PRECONDITION_FAILED - exchange 'e' in vhost '/' in use"
-    );
+    let r = apply(&mut m, MetaCommand::DeleteExchange { vhost: "/".into(), name: "e".into(), if_unused: true }).0;
+    assert_eq!(refused(r), "PRECONDITION_FAILED - exchange 'e' in vhost '/' in use");
     assert!(matches!(
-        apply(
-            &mut m,
-            MetaCommand::DeleteExchange {
-                vhost: "/".into(),
-                name: "e".into(),
-                if_unused: false
-            }
-        )
-        .0,
+        apply(&mut m, MetaCommand::DeleteExchange { vhost: "/".into(), name: "e".into(), if_unused: false }).0,
         MetaReply::Ok
     ));
 }

@@ -8,11 +8,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::BTreeSet;
 
 fn machine(sac: bool, auto_delete: bool) -> QueueMachine {
-    QueueMachine::new(QueueConfig {
-        key: QueueKey::new("/", "q"),
-        auto_delete,
-        single_active_consumer: sac,
-    })
+    QueueMachine::new(QueueConfig { key: QueueKey::new("/", "q"), auto_delete, single_active_consumer: sac })
 }
 
 fn msg(n: u32) -> Arc<Message> {
@@ -40,26 +36,14 @@ fn spec(id: u64, prefetch: u32) -> ConsumerSpec {
 
 fn run(m: &mut QueueMachine, cmd: Command) -> (Reply, Vec<Effect>) {
     let mut fx = Vec::new();
-    let r = m.apply(
-        ApplyMeta {
-            index: LogIndex(0),
-            now_ms: 0,
-        },
-        cmd,
-        &mut fx,
-    );
+    let r = m.apply(ApplyMeta { index: LogIndex(0), now_ms: 0 }, cmd, &mut fx);
     (r, fx)
 }
 
 fn delivered(fx: &[Effect]) -> Vec<(u64, u64, bool)> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Deliver {
-                consumer,
-                id,
-                redelivered,
-                ..
-            } => Some((consumer.0, id.0, *redelivered)),
+            Effect::Deliver { consumer, id, redelivered, .. } => Some((consumer.0, id.0, *redelivered)),
             _ => None,
         })
         .collect()
@@ -90,13 +74,7 @@ fn prefetch_bounds_in_flight_and_acks_release_credit() {
     }
     assert_eq!(all, vec![(1, 1, false)]);
     assert_eq!(m.ready_count(), 2);
-    let (r, fx) = run(
-        &mut m,
-        Command::Settle {
-            ids: vec![MsgId(1)],
-            outcome: Outcome::Ack,
-        },
-    );
+    let (r, fx) = run(&mut m, Command::Settle { ids: vec![MsgId(1)], outcome: Outcome::Ack });
     assert!(matches!(r, Reply::Settled(1)));
     assert_eq!(delivered(&fx), vec![(1, 2, false)]);
 }
@@ -108,64 +86,18 @@ fn requeue_keeps_position_and_marks_redelivered() {
         run(&mut m, Command::Enqueue { msg: msg(i) });
     }
     let holder = Holder::Get(ConnectionId(1), ChannelId(1));
-    let Reply::Got(Some(g1)) = run(
-        &mut m,
-        Command::Get {
-            holder,
-            no_ack: false,
-        },
-    )
-    .0
-    else {
-        panic!()
-    };
-    let Reply::Got(Some(g2)) = run(
-        &mut m,
-        Command::Get {
-            holder,
-            no_ack: false,
-        },
-    )
-    .0
-    else {
-        panic!()
-    };
+    let Reply::Got(Some(g1)) = run(&mut m, Command::Get { holder, no_ack: false }).0 else { panic!() };
+    let Reply::Got(Some(g2)) = run(&mut m, Command::Get { holder, no_ack: false }).0 else { panic!() };
     assert_eq!((g1.id, g2.id, g2.remaining), (MsgId(1), MsgId(2), 1));
-    run(
-        &mut m,
-        Command::Settle {
-            ids: vec![MsgId(2), MsgId(1)],
-            outcome: Outcome::Requeue,
-        },
-    );
+    run(&mut m, Command::Settle { ids: vec![MsgId(2), MsgId(1)], outcome: Outcome::Requeue });
     let order: Vec<(u64, bool)> = (0..3)
-        .map(|_| {
-            match run(
-                &mut m,
-                Command::Get {
-                    holder,
-                    no_ack: true,
-                },
-            )
-            .0
-            {
-                Reply::Got(Some(g)) => (g.id.0, g.redelivered),
-                other => panic!("{other:?}"),
-            }
+        .map(|_| match run(&mut m, Command::Get { holder, no_ack: true }).0 {
+            Reply::Got(Some(g)) => (g.id.0, g.redelivered),
+            other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(order, vec![(1, true), (2, true), (3, false)]);
-    assert!(matches!(
-        run(
-            &mut m,
-            Command::Get {
-                holder,
-                no_ack: true
-            }
-        )
-        .0,
-        Reply::Got(None)
-    ));
+    assert!(matches!(run(&mut m, Command::Get { holder, no_ack: true }).0, Reply::Got(None)));
 }
 
 #[test]
@@ -177,11 +109,7 @@ fn priorities_then_round_robin() {
     run(&mut m, Command::Consume(hi));
     let mut got = Vec::new();
     for i in 0..3 {
-        got.extend(
-            delivered(&run(&mut m, Command::Enqueue { msg: msg(i) }).1)
-                .into_iter()
-                .map(|d| d.0),
-        );
+        got.extend(delivered(&run(&mut m, Command::Enqueue { msg: msg(i) }).1).into_iter().map(|d| d.0));
     }
     // The high-priority consumer takes one (its prefetch), then the low one gets the rest.
     assert_eq!(got, vec![1, 2, 2]);
@@ -194,12 +122,7 @@ fn single_active_consumer_fails_over_in_order() {
     run(&mut m, Command::Consume(spec(2, 0)));
     let fx = run(&mut m, Command::Enqueue { msg: msg(0) }).1;
     assert_eq!(delivered(&fx)[0].0, 1);
-    run(
-        &mut m,
-        Command::Cancel {
-            consumer: ConsumerId(1),
-        },
-    );
+    run(&mut m, Command::Cancel { consumer: ConsumerId(1) });
     let fx = run(&mut m, Command::Enqueue { msg: msg(1) }).1;
     assert_eq!(delivered(&fx)[0].0, 2);
 }
@@ -209,23 +132,12 @@ fn exclusive_consumers_and_auto_delete() {
     let mut m = machine(false, true);
     let mut ex = spec(1, 0);
     ex.exclusive = true;
-    assert!(matches!(
-        run(&mut m, Command::Consume(ex)).0,
-        Reply::Consumed
-    ));
+    assert!(matches!(run(&mut m, Command::Consume(ex)).0, Reply::Consumed));
     match run(&mut m, Command::Consume(spec(2, 0))).0 {
-        Reply::Refused(e) => assert_eq!(
-            e.reply_text(),
-            "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use"
-        ),
+        Reply::Refused(e) => assert_eq!(e.reply_text(), "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use"),
         other => panic!("{other:?}"),
     }
-    let (_, fx) = run(
-        &mut m,
-        Command::Cancel {
-            consumer: ConsumerId(1),
-        },
-    );
+    let (_, fx) = run(&mut m, Command::Cancel { consumer: ConsumerId(1) });
     assert!(matches!(fx.as_slice(), [Effect::AutoDelete]));
 }
 
@@ -235,35 +147,11 @@ fn delete_checks_and_cancels_consumers() {
     run(&mut m, Command::Consume(spec(1, 1)));
     run(&mut m, Command::Enqueue { msg: msg(0) });
     run(&mut m, Command::Enqueue { msg: msg(1) });
-    assert!(matches!(
-        run(
-            &mut m,
-            Command::Delete {
-                if_unused: true,
-                if_empty: false
-            }
-        )
-        .0,
-        Reply::Refused(_)
-    ));
-    let (r, fx) = run(
-        &mut m,
-        Command::Delete {
-            if_unused: false,
-            if_empty: false,
-        },
-    );
+    assert!(matches!(run(&mut m, Command::Delete { if_unused: true, if_empty: false }).0, Reply::Refused(_)));
+    let (r, fx) = run(&mut m, Command::Delete { if_unused: false, if_empty: false });
     assert!(matches!(r, Reply::Deleted(1)));
-    assert!(matches!(
-        fx.as_slice(),
-        [Effect::ConsumerCancelled {
-            consumer: ConsumerId(1)
-        }]
-    ));
-    assert!(matches!(
-        run(&mut m, Command::Enqueue { msg: msg(2) }).0,
-        Reply::Dropped
-    ));
+    assert!(matches!(fx.as_slice(), [Effect::ConsumerCancelled { consumer: ConsumerId(1) }]));
+    assert!(matches!(run(&mut m, Command::Enqueue { msg: msg(2) }).0, Reply::Dropped));
 }
 
 /// Random command sequences against a naive model: every message is delivered or got exactly
@@ -287,31 +175,16 @@ fn random_sequences_lose_and_duplicate_nothing() {
                     consumers.push(next_consumer);
                     Command::Consume(spec(next_consumer, rng.random_range(0..3)))
                 }
-                5 if !consumers.is_empty() => Command::Cancel {
-                    consumer: ConsumerId(consumers.remove(0)),
-                },
-                6 => Command::Get {
-                    holder: Holder::Get(ConnectionId(1), ChannelId(1)),
-                    no_ack: false,
-                },
+                5 if !consumers.is_empty() => Command::Cancel { consumer: ConsumerId(consumers.remove(0)) },
+                6 => Command::Get { holder: Holder::Get(ConnectionId(1), ChannelId(1)), no_ack: false },
                 _ if !outstanding.is_empty() => {
-                    let id = *outstanding
-                        .iter()
-                        .nth(rng.random_range(0..outstanding.len()))
-                        .unwrap();
+                    let id = *outstanding.iter().nth(rng.random_range(0..outstanding.len())).unwrap();
                     outstanding.remove(&id);
-                    let outcome = if rng.random_bool(0.5) {
-                        Outcome::Ack
-                    } else {
-                        Outcome::Requeue
-                    };
+                    let outcome = if rng.random_bool(0.5) { Outcome::Ack } else { Outcome::Requeue };
                     if outcome == Outcome::Ack {
                         acked.insert(id);
                     }
-                    Command::Settle {
-                        ids: vec![MsgId(id)],
-                        outcome,
-                    }
+                    Command::Settle { ids: vec![MsgId(id)], outcome }
                 }
                 _ => Command::Stats,
             };
@@ -319,10 +192,7 @@ fn random_sequences_lose_and_duplicate_nothing() {
             if let Reply::Enqueued(id) = r {
                 assert!(published.insert(id.0));
             }
-            let mut handed: Vec<(u64, bool)> = delivered(&fx)
-                .into_iter()
-                .map(|(_, id, re)| (id, re))
-                .collect();
+            let mut handed: Vec<(u64, bool)> = delivered(&fx).into_iter().map(|(_, id, re)| (id, re)).collect();
             if let Reply::Got(Some(g)) = r {
                 handed.push((g.id.0, g.redelivered));
             }
@@ -333,10 +203,6 @@ fn random_sequences_lose_and_duplicate_nothing() {
             }
         }
         // Conservation: published = acked + outstanding + ready.
-        assert_eq!(
-            published.len(),
-            acked.len() + outstanding.len() + m.ready_count() as usize,
-            "seed {seed}"
-        );
+        assert_eq!(published.len(), acked.len() + outstanding.len() + m.ready_count() as usize, "seed {seed}");
     }
 }

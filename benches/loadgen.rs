@@ -4,6 +4,7 @@
 //! cargo bench --bench loadgen -- --addr 127.0.0.1:5672 --size 16 --duration 10
 //!   --producers N --consumers N --size BYTES --confirm WINDOW --prefetch N --auto-ack
 //!   --multi-ack-every N --persistent --durable --quorum --queue NAME --label TEXT
+//!   --rate MSGS_PER_SEC (per producer; 0 = as fast as possible)
 //! ```
 //!
 //! It speaks AMQP over raw sockets (amq-protocol for encoding, Warren's frame splitter for
@@ -43,6 +44,7 @@ struct Args {
     durable: bool,
     quorum: bool,
     duration: u64,
+    rate: u64,
     queue: String,
     label: String,
 }
@@ -63,6 +65,7 @@ fn parse() -> Args {
         durable: false,
         quorum: false,
         duration: 10,
+        rate: 0,
         queue: format!("loadgen-{}", std::process::id()),
         label: String::new(),
     };
@@ -86,6 +89,7 @@ fn parse() -> Args {
             "--multi-ack-every" => a.multi_ack_every = val().parse().expect("multi-ack-every"),
             "--duration" | "-z" => a.duration = val().parse::<u64>().expect("duration").clamp(1, 600),
             "--queue" => a.queue = val(),
+            "--rate" | "-r" => a.rate = val().parse().expect("rate"),
             "--label" => a.label = val(),
             "--auto-ack" | "-a" => a.auto_ack = true,
             "--persistent" => a.persistent = true,
@@ -249,10 +253,23 @@ async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<Atom
         })),
     );
     let max_body = frame_max as usize - 8;
-    let batch = if a.confirm > 0 { a.confirm.clamp(1, 64) } else { 64 };
+    let mut batch = if a.confirm > 0 { a.confirm.clamp(1, 64) } else { 64 };
+    if a.rate > 0 {
+        // Small batches keep a rate-limited run smooth (latency is measured per message).
+        batch = batch.min((a.rate / 1000).clamp(1, 64) as usize);
+    }
+    let began = Instant::now();
+    let mut published = 0u64;
     let mut out = Vec::with_capacity(batch * (a.size + 64));
     let mut body = vec![0u8; a.size];
     while !stop.load(Ordering::Relaxed) {
+        if a.rate > 0 {
+            let due = (began.elapsed().as_secs_f64() * a.rate as f64) as u64;
+            if published >= due {
+                tokio::time::sleep(Duration::from_micros(500)).await;
+                continue;
+            }
+        }
         if a.confirm > 0 {
             match tokio::time::timeout(Duration::from_millis(200), window.acquire_many(batch as u32)).await {
                 Ok(Ok(p)) => p.forget(),
@@ -276,6 +293,7 @@ async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<Atom
             break;
         }
         sent.fetch_add(batch as u64, Ordering::Relaxed);
+        published += batch as u64;
     }
     if a.confirm > 0 {
         let _ = tokio::time::timeout(Duration::from_secs(10), window.acquire_many(a.confirm as u32)).await;
@@ -440,7 +458,7 @@ async fn run(a: Args) {
         .await;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{}producers={} consumers={} size={}B confirm={} prefetch={} auto_ack={} persistent={} duration={:.1}s | sent {:.0} msg/s, received {:.0} msg/s{} | latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
+        "{}producers={} consumers={} size={}B confirm={} prefetch={} auto_ack={} persistent={} rate={} duration={:.1}s | sent {:.0} msg/s, received {:.0} msg/s{} | latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
         if a.label.is_empty() { String::new() } else { format!("[{}] ", a.label) },
         a.producers,
         a.consumers,
@@ -449,6 +467,7 @@ async fn run(a: Args) {
         a.prefetch,
         a.auto_ack,
         a.persistent,
+        if a.rate > 0 { a.rate.to_string() } else { "max".into() },
         elapsed,
         s as f64 / elapsed,
         r as f64 / elapsed,

@@ -421,7 +421,8 @@ impl Connection {
     }
 
     async fn send_now(&mut self, q: &QueueHandle, req: Request) -> Result<()> {
-        let req = match q.tx.try_send(req) {
+        let inbox = q.inbox_for(&req).clone();
+        let req = match inbox.try_send(req) {
             Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 return Err(AmqpError::not_found(format!("no queue '{}' in vhost '{}'", q.key.name, q.key.vhost)));
@@ -430,7 +431,7 @@ impl Connection {
         };
         loop {
             tokio::select! {
-                permit = q.tx.reserve() => {
+                permit = inbox.reserve() => {
                     let Ok(permit) = permit else {
                         return Err(AmqpError::not_found(format!("no queue '{}' in vhost '{}'", q.key.name, q.key.vhost)));
                     };
@@ -583,12 +584,13 @@ impl Connection {
 
 /// Sends a command nobody waits for; if the queue is busy, a task waits instead of us.
 pub fn cast(q: &QueueHandle, cmd: Command) {
-    match q.tx.try_send(Request::Cast { cmd }) {
+    let req = Request::Cast { cmd };
+    let inbox = q.inbox_for(&req).clone();
+    match inbox.try_send(req) {
         Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
         Err(mpsc::error::TrySendError::Full(req)) => {
-            let q = q.clone();
             tokio::spawn(async move {
-                let _ = q.tx.send(req).await;
+                let _ = inbox.send(req).await;
             });
         }
     }

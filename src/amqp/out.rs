@@ -95,17 +95,13 @@ impl Out {
         b.put_u32(msg.header.len() as u32);
         b.extend_from_slice(&msg.header);
         b.put_u8(FRAME_END);
-        let max = frame_max as usize - FRAME_OVERHEAD;
-        let mut off = 0;
-        while off < msg.body.len() {
-            let end = (off + max).min(msg.body.len());
+        for chunk in msg.body.chunks(frame_max as usize - FRAME_OVERHEAD) {
             self.buf.put_u8(FRAME_BODY);
             self.buf.put_u16(channel);
-            self.buf.put_u32((end - off) as u32);
+            self.buf.put_u32(chunk.len() as u32);
             self.chunks.push(self.buf.split().freeze());
-            self.chunks.push(msg.body.slice(off..end));
+            self.chunks.push(chunk);
             self.buf.put_u8(FRAME_END);
-            off = end;
         }
     }
 

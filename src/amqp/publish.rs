@@ -17,11 +17,11 @@ use crate::broker::router;
 use crate::ids::{ChannelId, QueueKey};
 use crate::queue::machine::Outcome;
 use crate::queue::runner::{ConfirmTo, Request};
-use crate::queue::{ClientEvent, Message};
+use crate::queue::{Body, ClientEvent, Message};
 use amq_protocol::frame::{AMQPContentHeader, WriteContext};
 use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, confirm, tx};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::Arc;
 
 impl Connection {
@@ -97,19 +97,8 @@ impl Connection {
         let Some((header, raw)) = p.header else {
             return Ok(());
         };
-        let body = match p.body.len() {
-            0 => Bytes::new(),
-            1 => p.body.into_iter().next().unwrap_or_default(),
-            _ => {
-                // A body split over several frames is joined once; single-frame bodies (the
-                // common case) stay the very bytes read from the socket.
-                let mut b = BytesMut::with_capacity(header.body_size as usize);
-                for part in &p.body {
-                    b.extend_from_slice(part);
-                }
-                b.freeze()
-            }
-        };
+        // The body frames are kept as they came: never joined, never copied.
+        let body = Body::from_parts(p.body);
         self.check_access(Access::Write, "exchange", name::permission_name(&p.exchange))?;
         if let Some(uid) = header.properties.user_id() {
             if uid.as_str() != self.user {

@@ -15,11 +15,73 @@ pub struct Message {
     /// The encoded content-header payload (class, weight, body size, properties), forwarded to
     /// consumers unchanged when the properties were not rewritten.
     pub header: Bytes,
-    pub body: Bytes,
+    pub body: Body,
 }
 
 impl Message {
     pub fn body_len(&self) -> usize {
         self.body.len()
+    }
+}
+
+/// A message body as the body frames that carried it: slices of the publisher's read buffer,
+/// kept as they are (a body spread over several frames is never joined into one copy).
+#[derive(Clone, Debug, Default)]
+pub struct Body {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Body {
+    pub fn from_parts(parts: Vec<Bytes>) -> Self {
+        let len = parts.iter().map(Bytes::len).sum();
+        Self { parts: parts.into_iter().filter(|p| !p.is_empty()).collect(), len }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The body in pieces of at most `max` bytes, each a slice of the original parts.
+    pub fn chunks(&self, max: usize) -> impl Iterator<Item = Bytes> + '_ {
+        self.parts
+            .iter()
+            .flat_map(move |p| (0..p.len()).step_by(max.max(1)).map(move |off| p.slice(off..(off + max).min(p.len()))))
+    }
+
+    /// A contiguous copy, for callers that need one (tests, management previews).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for p in &self.parts {
+            v.extend_from_slice(p);
+        }
+        v
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Self::from_parts(vec![b])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_slice_without_joining() {
+        let a = Bytes::from_static(b"abcde");
+        let b = Body::from_parts(vec![a.clone(), Bytes::new(), Bytes::from_static(b"fg")]);
+        assert_eq!(b.len(), 7);
+        let chunks: Vec<Bytes> = b.chunks(2).collect();
+        assert_eq!(chunks, vec![&b"ab"[..], &b"cd"[..], &b"e"[..], &b"fg"[..]]);
+        // The first chunk points into the original buffer: no copy.
+        assert_eq!(chunks[0].as_ptr(), a.as_ptr());
+        assert_eq!(b.to_vec(), b"abcdefg");
     }
 }

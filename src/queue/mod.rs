@@ -12,5 +12,5 @@ pub mod runner;
 
 pub use event::{ClientEvent, ClientSink, Delivery};
 pub use machine::{Command, ConsumerSpec, Effect, Holder, Outcome, QueueMachine, Reply};
-pub use message::Message;
+pub use message::{Body, Message};
 pub use runner::{QueueHandle, spawn};

@@ -50,15 +50,31 @@ pub enum Request {
 }
 
 /// A cheap, cloneable address of a running queue.
+///
+/// A queue has two inboxes. Settles and cancels use `ctl`, which the runner drains first:
+/// they never wait behind a backlog of publishes, so a consumer's credit comes back at once
+/// (with a single FIFO, prefetch-bound consumers starved behind fast publishers). Reordering
+/// is harmless for them: a settle names a message already applied, and a cancel is only sent
+/// after its consume was answered. Everything whose order matters (publish, get, consume,
+/// purge, delete, stats) goes through `tx`, in the order the connection sent it.
 #[derive(Clone, Debug)]
 pub struct QueueHandle {
     pub key: Arc<QueueKey>,
     pub tx: mpsc::Sender<Request>,
+    pub ctl: mpsc::Sender<Request>,
 }
 
 impl QueueHandle {
     pub fn same_queue(&self, other: &QueueHandle) -> bool {
         self.tx.same_channel(&other.tx)
+    }
+
+    /// The inbox a request belongs in.
+    pub fn inbox_for(&self, req: &Request) -> &mpsc::Sender<Request> {
+        match req {
+            Request::Cast { cmd: Command::Settle { .. } | Command::Cancel { .. } } => &self.ctl,
+            _ => &self.tx,
+        }
     }
 }
 
@@ -76,17 +92,18 @@ struct ConsumerSink {
 /// Starts a runner for a new queue and returns its handle.
 pub fn spawn(config: QueueConfig, on_auto_delete: AutoDelete) -> QueueHandle {
     let (tx, rx) = mpsc::channel(INBOX);
+    let (ctl, ctl_rx) = mpsc::channel(INBOX);
     let key = Arc::new(config.key.clone());
-    let handle = QueueHandle { key, tx };
+    let handle = QueueHandle { key, tx, ctl };
     let runner = Runner {
         group: Group::new(QueueMachine::new(config)),
         sinks: HashMap::new(),
         key: handle.key.clone(),
-        me: handle.tx.downgrade(),
+        me: (handle.tx.downgrade(), handle.ctl.downgrade()),
         on_auto_delete,
     };
-    // The runner holds only a weak sender to itself, so it stops once every handle is gone.
-    tokio::spawn(runner.run(rx));
+    // The runner holds only weak senders to itself, so it stops once every handle is gone.
+    tokio::spawn(runner.run(rx, ctl_rx));
     handle
 }
 
@@ -94,7 +111,7 @@ struct Runner {
     group: Group<QueueMachine>,
     sinks: HashMap<ConsumerId, ConsumerSink>,
     key: Arc<QueueKey>,
-    me: mpsc::WeakSender<Request>,
+    me: (mpsc::WeakSender<Request>, mpsc::WeakSender<Request>),
     on_auto_delete: AutoDelete,
 }
 
@@ -103,13 +120,32 @@ fn now_ms() -> u64 {
 }
 
 impl Runner {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut ctl_rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut effects = Vec::new();
         let mut confirms: Vec<(ClientSink, ChannelId, Vec<u64>)> = Vec::new();
+        let (mut rx_open, mut ctl_open) = (true, true);
         loop {
-            if rx.recv_many(&mut batch, BATCH).await == 0 {
-                return;
+            // Settles first, then whatever arrives.
+            while batch.len() < BATCH {
+                match ctl_rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                tokio::select! {
+                    biased;
+                    r = ctl_rx.recv(), if ctl_open => match r {
+                        Some(r) => batch.push(r),
+                        None => ctl_open = false,
+                    },
+                    n = rx.recv_many(&mut batch, BATCH), if rx_open => rx_open = n > 0,
+                    else => return,
+                }
+                if batch.is_empty() {
+                    continue;
+                }
             }
             let now = now_ms();
             for req in batch.drain(..) {
@@ -201,7 +237,10 @@ impl Runner {
                     Effect::AutoDelete => (self.on_auto_delete)((*self.key).clone()),
                 }
             }
-            let me = self.me.upgrade().map(|tx| QueueHandle { key: self.key.clone(), tx });
+            let me = match (self.me.0.upgrade(), self.me.1.upgrade()) {
+                (Some(tx), Some(ctl)) => Some(QueueHandle { key: self.key.clone(), tx, ctl }),
+                _ => None,
+            };
             for ((_, channel), (sink, items)) in per_channel {
                 let Some(me) = me.as_ref() else { continue };
                 let owners: Vec<(ConsumerId, MsgId, bool)> = items.iter().map(|(c, d)| (*c, d.id, d.no_ack)).collect();

@@ -17,7 +17,7 @@ fn msg(n: u32) -> Arc<Message> {
         routing_key: "q".into(),
         properties: BasicProperties::default(),
         header: Bytes::new(),
-        body: Bytes::from(n.to_string()),
+        body: Bytes::from(n.to_string()).into(),
     })
 }
 

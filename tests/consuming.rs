@@ -319,3 +319,53 @@ async fn prefetch_limits_unacked_deliveries() {
     assert_eq!(d3.data, b"3");
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn channel_wide_prefetch_limits_unacked_across_consumers() {
+    let b = Broker::start().await;
+    let (_c, ch) = b.channel().await;
+    setup(&ch, "qa", &["a1", "a2", "a3"]).await;
+    setup(&ch, "qb", &["b1", "b2", "b3"]).await;
+    let (_c2, cch) = b.channel().await;
+    cch.basic_qos(2, BasicQosOptions { global: true }).await.unwrap();
+    let mut ca = cch
+        .basic_consume("qa".into(), "ca".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut cb = cch
+        .basic_consume("qb".into(), "cb".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    // Collect whatever arrives in a quiet period: never more than 2 unacked on the channel.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                Some(Ok(d)) = ca.next() => d,
+                Some(Ok(d)) = cb.next() => d,
+            }
+        })
+        .await
+        .expect("delivery within the limit");
+        held.push(d);
+    }
+    let more = tokio::time::timeout(Duration::from_millis(300), async {
+        tokio::select! {
+            Some(Ok(d)) = ca.next() => d,
+            Some(Ok(d)) = cb.next() => d,
+        }
+    })
+    .await;
+    assert!(more.is_err(), "a third delivery exceeded the channel-wide limit of 2");
+    // One ack frees exactly one slot.
+    held.remove(0).ack(BasicAckOptions::default()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::select! {
+            Some(Ok(d)) = ca.next() => d,
+            Some(Ok(d)) = cb.next() => d,
+        }
+    })
+    .await
+    .expect("a delivery after the ack");
+    b.stop().await;
+}

@@ -38,6 +38,9 @@ pub struct ConsumerEntry {
     pub queue: QueueHandle,
     pub id: ConsumerId,
     pub no_ack: bool,
+    /// Credit granted to the queue for this consumer and not yet used, when the channel has a
+    /// channel-wide prefetch (`basic.qos global=true`); `None` otherwise.
+    pub credit: Option<u32>,
 }
 
 /// Publisher-confirm bookkeeping: sequence numbers still waiting on some of their queues.
@@ -101,6 +104,8 @@ pub struct Channel {
     pub prefetch_consumer: u32,
     /// `basic.qos global=true`: limit for the channel.
     pub prefetch_channel: u32,
+    /// Where the next channel-wide credit grant starts (round-robin over consumers).
+    pub credit_cursor: usize,
     pub confirm: Option<ConfirmState>,
     pub tx: Option<TxState>,
     /// The queue last declared on this channel (an empty queue name means it).
@@ -120,6 +125,7 @@ impl Channel {
             consumers: HashMap::new(),
             prefetch_consumer: 0,
             prefetch_channel: 0,
+            credit_cursor: 0,
             confirm: None,
             tx: None,
             last_queue: None,
@@ -146,6 +152,40 @@ impl Channel {
         } else {
             self.unacked.remove(&tag).map(|u| vec![u])
         }
+    }
+
+    /// Splits what is left of the channel-wide prefetch among credit-mode consumers,
+    /// round-robin, so that unacked messages plus outstanding credit never exceed the limit
+    /// (RabbitMQ's `basic.qos global=true`). Returns (queue, consumer, added credit) grants.
+    pub fn grant_credit(&mut self) -> Vec<(QueueHandle, ConsumerId, u32)> {
+        if self.prefetch_channel == 0 {
+            return Vec::new();
+        }
+        let outstanding: u32 = self.consumers.values().filter_map(|c| c.credit).sum();
+        let mut budget = self.prefetch_channel.saturating_sub(self.unacked.len() as u32 + outstanding);
+        let mut tags: Vec<&String> =
+            self.consumers.iter().filter(|(_, c)| c.credit.is_some()).map(|(t, _)| t).collect();
+        if budget == 0 || tags.is_empty() {
+            return Vec::new();
+        }
+        tags.sort();
+        let tags: Vec<String> = tags.into_iter().cloned().collect();
+        let mut add = vec![0u32; tags.len()];
+        let mut i = self.credit_cursor % tags.len();
+        while budget > 0 {
+            add[i] += 1;
+            budget -= 1;
+            i = (i + 1) % tags.len();
+        }
+        self.credit_cursor = i;
+        let mut grants = Vec::new();
+        for (tag, n) in tags.iter().zip(add) {
+            if let Some(c) = self.consumers.get_mut(tag).filter(|_| n > 0) {
+                c.credit = c.credit.map(|x| x + n);
+                grants.push((c.queue.clone(), c.id, n));
+            }
+        }
+        grants
     }
 
     /// Whether a settle would find its tag (used to validate inside transactions).

@@ -493,10 +493,15 @@ impl Connection {
                     let Some(c) = self.channels.get_mut(&channel.0) else {
                         return;
                     };
-                    if !d.no_ack && !c.consumers.contains_key(&*d.consumer_tag) {
+                    match c.consumers.get_mut(&*d.consumer_tag) {
                         // Cancelled meanwhile: give it back.
-                        self.settle(&queue, Outcome::Requeue, d.id);
-                        continue;
+                        None if !d.no_ack => {
+                            self.settle(&queue, Outcome::Requeue, d.id);
+                            continue;
+                        }
+                        // A granted credit became an unacked message.
+                        Some(entry) => entry.credit = entry.credit.map(|n| n.saturating_sub(1)),
+                        None => {}
                     }
                     let tag = c.next_tag();
                     if !d.no_ack {
@@ -518,7 +523,11 @@ impl Connection {
                 let Some(c) = self.channels.get_mut(&channel.0) else {
                     return;
                 };
-                if c.consumers.remove(&*consumer_tag).is_some() && self.caps.consumer_cancel_notify {
+                let removed = c.consumers.remove(&*consumer_tag).is_some();
+                if removed {
+                    self.grant_credit(channel.0);
+                }
+                if removed && self.caps.consumer_cancel_notify {
                     self.out.method(
                         channel.0,
                         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {

@@ -47,6 +47,8 @@ impl Connection {
                 } else if let Some(entry) = chan.consumers.remove(&tag) {
                     // Wait for the queue, so no delivery for this tag follows cancel-ok.
                     let _ = self.call(&entry.queue, Command::Cancel { consumer: entry.id }).await;
+                    // Its unused channel-wide credit goes to the channel's other consumers.
+                    self.grant_credit(ch);
                 }
                 if !c.nowait {
                     self.out.method(
@@ -101,7 +103,10 @@ impl Connection {
             let connection = self.id;
             let sink = self.sink.clone();
             let chan = self.chan(ch)?;
-            let prefetch = if chan.prefetch_consumer > 0 { chan.prefetch_consumer } else { chan.prefetch_channel };
+            let prefetch = chan.prefetch_consumer;
+            // A channel-wide limit makes the consumer credit-based; no-ack consumers are never
+            // limited by prefetch.
+            let credit = (chan.prefetch_channel > 0 && !c.no_ack).then_some(0);
             let priority =
                 c.arguments.inner().get("x-priority").and_then(crate::broker::argument::as_i64).unwrap_or(0) as i32;
             if let Some(v) = c.arguments.inner().get("x-priority") {
@@ -118,16 +123,17 @@ impl Connection {
                 connection,
                 channel: ChannelId(ch),
                 prefetch,
+                credit,
                 no_ack: c.no_ack,
                 exclusive: c.exclusive,
                 priority,
             };
             // Register locally first: deliveries may arrive before the reply.
-            chan.consumers.insert(tag.clone(), ConsumerEntry { queue: handle.clone(), id, no_ack: c.no_ack });
+            chan.consumers.insert(tag.clone(), ConsumerEntry { queue: handle.clone(), id, no_ack: c.no_ack, credit });
             let (tx, rx) = oneshot::channel();
             self.send_to(&handle, Request::Consume { spec, sink, reply: tx }).await?;
             match self.await_reply(&handle, rx).await? {
-                Reply::Consumed => {}
+                Reply::Consumed => self.grant_credit(ch),
                 Reply::Refused(e) => {
                     self.chan(ch)?.consumers.remove(&tag);
                     return Err(e.into());
@@ -142,6 +148,14 @@ impl Connection {
             );
         }
         Ok(())
+    }
+
+    /// Sends channel-wide prefetch credit to queues (after the settles buffered before it).
+    pub(super) fn grant_credit(&mut self, ch: u16) {
+        let Some(c) = self.channels.get_mut(&ch) else { return };
+        for (queue, consumer, add) in c.grant_credit() {
+            super::connection::cast(&queue, Command::Credit { consumer, add });
+        }
     }
 
     async fn get(&mut self, ch: u16, g: basic::Get) -> Result<()> {
@@ -208,6 +222,7 @@ impl Connection {
         for u in taken {
             self.settle(&u.queue, outcome, u.id);
         }
+        self.grant_credit(ch);
         Ok(())
     }
 
@@ -220,6 +235,7 @@ impl Connection {
         for (_, u) in all {
             self.settle(&u.queue, Outcome::Requeue, u.id);
         }
+        self.grant_credit(ch);
         Ok(())
     }
 }

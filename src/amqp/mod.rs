@@ -11,7 +11,7 @@ mod declare;
 pub mod error;
 pub mod frame;
 mod handshake;
-mod out;
+pub mod out;
 mod publish;
 pub mod server;
 

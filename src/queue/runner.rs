@@ -72,7 +72,9 @@ impl QueueHandle {
     /// The inbox a request belongs in.
     pub fn inbox_for(&self, req: &Request) -> &mpsc::Sender<Request> {
         match req {
-            Request::Cast { cmd: Command::Settle { .. } | Command::Cancel { .. } } => &self.ctl,
+            Request::Cast { cmd: Command::Settle { .. } | Command::Cancel { .. } | Command::Credit { .. } } => {
+                &self.ctl
+            }
             _ => &self.tx,
         }
     }

@@ -28,6 +28,7 @@ fn spec(id: u64, prefetch: u32) -> ConsumerSpec {
         connection: ConnectionId(1),
         channel: ChannelId(1),
         prefetch,
+        credit: None,
         no_ack: false,
         exclusive: false,
         priority: 0,
@@ -113,6 +114,24 @@ fn priorities_then_round_robin() {
     }
     // The high-priority consumer takes one (its prefetch), then the low one gets the rest.
     assert_eq!(got, vec![1, 2, 2]);
+}
+
+#[test]
+fn credit_mode_delivers_only_what_was_granted() {
+    let mut m = machine(false, false);
+    let mut c = spec(1, 0);
+    c.credit = Some(1);
+    run(&mut m, Command::Consume(c));
+    let mut got = Vec::new();
+    for i in 0..4 {
+        got.extend(delivered(&run(&mut m, Command::Enqueue { msg: msg(i) }).1));
+    }
+    assert_eq!(got.len(), 1, "one credit, one delivery");
+    let fx = run(&mut m, Command::Credit { consumer: ConsumerId(1), add: 2 }).1;
+    assert_eq!(delivered(&fx).len(), 2);
+    // Acks do not add credit in credit mode: only grants do.
+    let fx = run(&mut m, Command::Settle { ids: vec![MsgId(1)], outcome: Outcome::Ack }).1;
+    assert!(delivered(&fx).is_empty());
 }
 
 #[test]

@@ -155,3 +155,13 @@ async fn user_id_must_match_the_login() {
     );
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_logs_in_over_ipv4_on_a_dual_stack_listener() {
+    // On [::], an IPv4 loopback client appears as ::ffff:127.0.0.1 and must count as loopback.
+    let b = Broker::with(|c| c.amqp_addr = "[::]:0".parse().unwrap()).await;
+    let uri = format!("amqp://guest:guest@127.0.0.1:{}/%2f", b.addr.port());
+    let conn = Connection::connect(&uri, ConnectionProperties::default()).await.expect("guest from 127.0.0.1 via [::]");
+    conn.create_channel().await.unwrap();
+    b.stop().await;
+}

@@ -220,11 +220,17 @@ impl Handshake<'_> {
         if !password::verify(&pass, &u.password_hash) {
             return Err(refuse(&format!("user '{user}' - invalid credentials")));
         }
-        if self.node.config().loopback_users.contains(&user) && !self.peer.ip().is_loopback() {
+        if !may_log_in_from(&user, self.peer.ip(), &self.node.config().loopback_users) {
             return Err(refuse(&format!("user '{user}' can only connect via localhost")));
         }
         Ok(user)
     }
+}
+
+/// RabbitMQ's `loopback_users`: those users may log in only over loopback. An IPv4 client of a
+/// dual-stack listener appears as `::ffff:127.0.0.1`, which counts as loopback too.
+fn may_log_in_from(user: &str, peer: std::net::IpAddr, loopback_users: &[String]) -> bool {
+    !loopback_users.iter().any(|u| u == user) || peer.to_canonical().is_loopback()
 }
 
 /// RabbitMQ's `validate_negotiated_integer_value`: 0 from the client means "no limit", which
@@ -280,6 +286,19 @@ mod tests {
         );
         assert!(negotiate("frame_max", 0, 131072, 8192).is_err());
         assert!(negotiate("frame_max", 200000, 131072, 8192).is_err());
+    }
+
+    #[test]
+    fn loopback_users_only_from_loopback() {
+        let lb = vec!["guest".to_string()];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(may_log_in_from("guest", ip("127.0.0.1"), &lb));
+        assert!(may_log_in_from("guest", ip("::1"), &lb));
+        assert!(may_log_in_from("guest", ip("::ffff:127.0.0.1"), &lb));
+        assert!(!may_log_in_from("guest", ip("10.1.2.3"), &lb));
+        assert!(!may_log_in_from("guest", ip("::ffff:192.168.1.9"), &lb));
+        assert!(may_log_in_from("alice", ip("10.1.2.3"), &lb));
+        assert!(may_log_in_from("guest", ip("10.1.2.3"), &[]));
     }
 
     #[test]

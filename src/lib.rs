@@ -8,10 +8,12 @@
 //! - [`meta`] and [`queue`]: the deterministic state machines and their runners.
 //! - [`raft`]: the replication seam, the only way a command reaches a machine.
 //! - [`config`]: settings of a node.
+//! - [`ctl`]: the administration commands behind `warren ctl`.
 
 pub mod amqp;
 pub mod broker;
 pub mod config;
+pub mod ctl;
 pub mod ids;
 pub mod meta;
 pub mod node;

@@ -24,7 +24,8 @@ require_cargo() {
     echo "warren needs a Rust toolchain (1.88 or newer): install it with rustup (https://rustup.rs), then run this again." >&2
     exit 1
   fi
-  apt_need gcc pkg-config
+  # RocksDB is linked from Debian's package; bindgen needs libclang at build time.
+  apt_need gcc pkg-config librocksdb-dev libclang1-14 libclang-common-14-dev
 }
 
 # Keeps the shared build cache from growing without bound (old clone paths leave artifacts).

@@ -7,6 +7,7 @@
 //! - [`broker`]: pure domain (names, exchanges, bindings, routing, arguments, permissions).
 //! - [`meta`] and [`queue`]: the deterministic state machines and their runners.
 //! - [`raft`]: the replication seam, the only way a command reaches a machine.
+//! - [`storage`]: the node's RocksDB (the only module that imports rocksdb), group commit.
 //! - [`config`]: settings of a node.
 //! - [`ctl`]: the administration commands behind `warren ctl`.
 
@@ -19,3 +20,4 @@ pub mod meta;
 pub mod node;
 pub mod queue;
 pub mod raft;
+pub mod storage;

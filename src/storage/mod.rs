@@ -1,0 +1,135 @@
+//! Node-local storage: the only module that imports rocksdb.
+//!
+//! One RocksDB per node (`<data_dir>/rocksdb`) holds every replication group's data, with keys
+//! prefixed by the group id ([`GroupId`], never reused):
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `log` | group ‖ index (both u64 big-endian) | one log entry (opaque bytes) |
+//! | `state` | group ‖ tag | vote, committed, purged marker (opaque bytes) |
+//! | `sm` | group ‖ app key | state-machine data (snapshots, message bodies) |
+//! | `node` | name | format version, group id allocator |
+//!
+//! Writes are applied at once (readable on return) without syncing; durability comes from
+//! [`sync::Syncer`], one thread that syncs the WAL for everyone who asked since the last sync
+//! (group commit: many groups, many appends, one fsync). That is the shape openraft's log
+//! storage needs: entries readable when `append` returns, durable when the callback fires.
+
+mod dir;
+mod error;
+mod keys;
+mod log;
+mod sync;
+
+pub use error::StorageError;
+pub use keys::GroupId;
+pub use log::{GroupLog, StateTag};
+pub use sync::{SyncStats, Syncer};
+
+use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const CF_LOG: &str = "log";
+const CF_STATE: &str = "state";
+const CF_SM: &str = "sm";
+const CF_NODE: &str = "node";
+const COLUMN_FAMILIES: [&str; 4] = [CF_LOG, CF_STATE, CF_SM, CF_NODE];
+
+/// The on-disk format this build reads and writes. Bumped on any incompatible change; a data
+/// directory with another value is refused at start-up, never rewritten.
+pub const FORMAT_VERSION: u64 = 1;
+const FORMAT_KEY: &[u8] = b"format_version";
+const NEXT_GROUP_KEY: &[u8] = b"next_group_id";
+
+/// The node's storage: a shared handle.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<DB>,
+    syncer: Syncer,
+    path: PathBuf,
+}
+
+impl Storage {
+    /// Opens (or creates) the storage under `data_dir`. Refuses, with a message naming the
+    /// problem, a directory that is locked by another process, unreadable, corrupt, from an
+    /// incompatible format, or non-empty without Warren data: it never starts empty over data.
+    pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
+        let path = dir::prepare(data_dir)?;
+        let fresh = !path.join("CURRENT").exists();
+        let mut opts = Options::default();
+        opts.create_if_missing(fresh);
+        opts.create_missing_column_families(true);
+        opts.set_manual_wal_flush(false);
+        let cfs = COLUMN_FAMILIES.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| StorageError::from_open(&path, e))?;
+        let db = Arc::new(db);
+        let node = db.cf_handle(CF_NODE).ok_or(StorageError::MissingColumnFamily(CF_NODE))?;
+        match db.get_cf(node, FORMAT_KEY).map_err(StorageError::io)? {
+            Some(v) => {
+                let found = keys::decode_u64(&v).ok_or_else(|| StorageError::Corrupt {
+                    path: path.clone(),
+                    detail: "unreadable format version".into(),
+                })?;
+                if found != FORMAT_VERSION {
+                    return Err(StorageError::IncompatibleFormat { path, found, supported: FORMAT_VERSION });
+                }
+            }
+            None if fresh => {
+                let mut w = rocksdb::WriteOptions::default();
+                w.set_sync(true);
+                db.put_cf_opt(node, FORMAT_KEY, FORMAT_VERSION.to_be_bytes(), &w).map_err(StorageError::io)?;
+            }
+            None => {
+                return Err(StorageError::Corrupt {
+                    path,
+                    detail: "no format version: not written by Warren, or damaged".into(),
+                });
+            }
+        }
+        let syncer = Syncer::start(Arc::downgrade(&db));
+        Ok(Self { inner: Arc::new(Inner { db, syncer, path }) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Allocates a fresh group id, durably: ids are never handed out twice, even across crashes.
+    pub fn allocate_group(&self) -> Result<GroupId, StorageError> {
+        let node = self.cf(CF_NODE)?;
+        let db = &self.inner.db;
+        let next = match db.get_cf(node, NEXT_GROUP_KEY).map_err(StorageError::io)? {
+            Some(v) => keys::decode_u64(&v).ok_or_else(|| self.corrupt("unreadable group id allocator"))?,
+            None => 1,
+        };
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        db.put_cf_opt(node, NEXT_GROUP_KEY, (next + 1).to_be_bytes(), &w).map_err(StorageError::io)?;
+        Ok(GroupId(next))
+    }
+
+    /// The log and Raft state of one group.
+    pub fn group(&self, id: GroupId) -> GroupLog {
+        GroupLog::new(self.inner.db.clone(), id, self.inner.syncer.clone())
+    }
+
+    pub fn sync_stats(&self) -> SyncStats {
+        self.inner.syncer.stats()
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.inner.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
+    }
+
+    fn corrupt(&self, detail: &str) -> StorageError {
+        StorageError::Corrupt { path: self.inner.path.clone(), detail: detail.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests;

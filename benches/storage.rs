@@ -24,7 +24,8 @@ fn main() {
                 let body = vec![7u8; size];
                 for i in 1..=per_group {
                     let (tx, rx) = mpsc::channel();
-                    g.append(vec![(i, body.clone())], Box::new(move |r| tx.send(r.is_ok()).unwrap_or(()))).expect("append");
+                    g.append(vec![(i, body.clone())], Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())))
+                        .expect("append");
                     assert!(rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false), "durable");
                 }
                 done_tx.send(()).unwrap_or(());

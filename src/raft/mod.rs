@@ -7,5 +7,7 @@
 //! (only this module will import openraft), and callers do not change.
 
 mod group;
+pub mod log_store;
+pub mod types;
 
 pub use group::{ApplyMeta, Group, LogIndex, Machine};

@@ -1,0 +1,128 @@
+//! openraft's `RaftLogStorage` on the node's RocksDB (`storage::GroupLog`).
+//!
+//! Contract (openraft alpha.34, `storage/v2/raft_log_storage.rs`): appended entries are
+//! readable when `append` returns and durable when its callback fires; the callback comes from
+//! the storage's group-commit syncer, so one fsync serves every group that appended meanwhile.
+//! A vote is on disk before `save_vote` returns. Entries and state are encoded with bincode.
+
+use super::types::Warren;
+use crate::storage::{GroupLog, StateTag, StorageError};
+use openraft::alias::{EntryOf, LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+type C = Warren;
+
+/// One group's Raft log.
+#[derive(Clone)]
+pub struct LogStore {
+    log: GroupLog,
+}
+
+impl LogStore {
+    pub fn new(log: GroupLog) -> Self {
+        Self { log }
+    }
+}
+
+fn io_err(e: StorageError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, io::Error> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, io::Error> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+impl LogStore {
+    fn read_state<T: serde::de::DeserializeOwned>(&self, tag: StateTag) -> Result<Option<T>, io::Error> {
+        match self.log.read_state(tag).map_err(io_err)? {
+            Some(b) => decode(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogReader<C> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<EntryOf<C>>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(x) => x.saturating_add(1),
+            Bound::Excluded(x) => *x,
+            Bound::Unbounded => u64::MAX,
+        };
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.log.entries(start..end).map_err(io_err)?.iter().map(|(_, b)| decode(b)).collect()
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        self.read_state(StateTag::Vote)
+    }
+}
+
+impl RaftLogStorage<C> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        let last_purged_log_id: Option<LogIdOf<C>> = self.read_state(StateTag::Purged)?;
+        let last_log_id = match self.log.last().map_err(io_err)? {
+            Some((_, b)) => Some(decode::<EntryOf<C>>(&b)?.log_id()),
+            None => last_purged_log_id.clone(),
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        // A synced write: the vote is on disk before we return (openraft's contract).
+        self.log.save_state(StateTag::Vote, &encode(vote)?).map_err(io_err)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = EntryOf<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        for e in entries {
+            encoded.push((e.index(), encode(&e)?));
+        }
+        self.log.append(encoded, Box::new(move |r| callback.io_completed(r.map_err(io_err)))).map_err(io_err)
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
+        self.log.truncate_from(from).map_err(io_err)
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        // Record the purge point first, so a crash in between never loses it.
+        self.log.save_state(StateTag::Purged, &encode(&log_id)?).map_err(io_err)?;
+        self.log.purge_upto(log_id.index()).map_err(io_err)
+    }
+}
+
+#[cfg(test)]
+mod suite;

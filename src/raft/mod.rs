@@ -6,8 +6,11 @@
 //! proposal commits at once; the durability issue puts openraft + RocksDB behind this same API
 //! (only this module will import openraft), and callers do not change.
 
+pub mod durable;
 mod group;
 pub mod log_store;
+mod net;
 pub mod types;
 
+pub use durable::{DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions};
 pub use group::{ApplyMeta, Group, LogIndex, Machine};

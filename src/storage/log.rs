@@ -13,6 +13,8 @@ pub enum StateTag {
     Vote = 1,
     Committed = 2,
     Purged = 3,
+    /// The group's latest state-machine snapshot (meta and machine state).
+    Snapshot = 4,
 }
 
 /// A handle on one group's log; cheap to clone.

@@ -118,6 +118,22 @@ impl Storage {
         GroupLog::new(self.inner.db.clone(), id, self.inner.syncer.clone())
     }
 
+    /// Closes the database once every other holder (group logs, in-flight syncs) has let go;
+    /// waits at most `timeout`. Shutdown calls it last, so the lock is free for the next start.
+    pub async fn close(self, timeout: std::time::Duration) -> Result<(), StorageError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while Arc::strong_count(&self.inner.db) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StorageError::Io(format!(
+                    "{}: still in use after {timeout:?}; not closed",
+                    self.inner.path.display()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     pub fn sync_stats(&self) -> SyncStats {
         self.inner.syncer.stats()
     }

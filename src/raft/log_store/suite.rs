@@ -5,99 +5,45 @@
 //! and runs once more next to the largest group id.
 
 use super::LogStore;
-use crate::raft::types::{Out, Warren};
+use crate::raft::durable::SmAdapter;
+use crate::raft::types::Warren;
+use crate::raft::{ApplyMeta, DecodeError, DurableMachine, Machine};
 use crate::storage::{GroupId, StateTag, Storage};
-use futures::{Stream, TryStreamExt};
-use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
-use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError};
-use std::io::{self, Cursor};
-use std::sync::{Arc, Mutex};
+use std::io;
 
 type C = Warren;
 
-/// A state machine that only tracks what the suite checks (applied id, membership, snapshots).
-#[derive(Clone, Default)]
-struct TestSm(Arc<Mutex<SmInner>>);
-
+/// The suite's machine: commands are empty and do nothing (the suite never applies a normal
+/// entry); it runs inside the real adapter, so the suite exercises `SmAdapter` too.
 #[derive(Default)]
-struct SmInner {
-    applied: Option<LogIdOf<C>>,
-    membership: StoredMembershipOf<C>,
-    snapshot: Option<(SnapshotMetaOf<C>, Vec<u8>)>,
+struct Null;
+
+impl Machine for Null {
+    type Command = ();
+    type Reply = ();
+    type Effect = ();
+    fn apply(&mut self, _: ApplyMeta, _: (), _: &mut Vec<()>) {}
 }
 
-impl TestSm {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SmInner> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+impl DurableMachine for Null {
+    fn encode_command(_: &()) -> Vec<u8> {
+        Vec::new()
     }
-}
-
-impl RaftSnapshotBuilder<C> for TestSm {
-    type SnapshotData = Cursor<Vec<u8>>;
-
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Cursor<Vec<u8>>>, io::Error> {
-        let mut s = self.lock();
-        let meta = SnapshotMetaOf::<C> { last_log_id: s.applied.clone(), last_membership: s.membership.clone() };
-        s.snapshot = Some((meta.clone(), Vec::new()));
-        Ok(SnapshotOf::<C, Cursor<Vec<u8>>> { meta, snapshot: Cursor::new(Vec::new()) })
-    }
-}
-
-impl RaftStateMachine<C> for TestSm {
-    type SnapshotData = Cursor<Vec<u8>>;
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
-        let s = self.lock();
-        Ok((s.applied.clone(), s.membership.clone()))
-    }
-
-    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where
-        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
-    {
-        while let Some((entry, responder)) = entries.try_next().await? {
-            {
-                let mut s = self.lock();
-                s.applied = Some(entry.log_id.clone());
-                if let EntryPayload::Membership(m) = &entry.payload {
-                    s.membership = StoredMembershipOf::<C>::new(Some(entry.log_id.clone()), m.clone());
-                }
-            }
-            if let Some(r) = responder {
-                r.send(Out::default());
-            }
-        }
+    fn decode_command(_: &[u8]) -> Result<(), DecodeError> {
         Ok(())
     }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMetaOf<C>,
-        snapshot: Self::SnapshotData,
-    ) -> Result<(), io::Error> {
-        let mut s = self.lock();
-        s.applied = meta.last_log_id.clone();
-        s.membership = meta.last_membership.clone();
-        s.snapshot = Some((meta.clone(), snapshot.into_inner()));
-        Ok(())
+    fn encode_state(&self) -> Vec<u8> {
+        Vec::new()
     }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Self::SnapshotData>>, io::Error> {
-        let s = self.lock();
-        Ok(s.snapshot.as_ref().map(|(meta, data)| SnapshotOf::<C, Cursor<Vec<u8>>> {
-            meta: meta.clone(),
-            snapshot: Cursor::new(data.clone()),
-        }))
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+    fn decode_state(_: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Null)
     }
 }
+
+type TestSm = SmAdapter<Null>;
 
 /// Opens a fresh storage and hands out group `id`, with its neighbours holding data.
 struct Builder {
@@ -119,7 +65,8 @@ impl StoreBuilder<C, LogStore, TestSm, tempfile::TempDir> for Builder {
             g.save_state(StateTag::Vote, b"not a vote").map_err(fail)?;
             g.save_state(StateTag::Purged, b"not a log id").map_err(fail)?;
         }
-        Ok((dir, LogStore::new(storage.group(GroupId(self.id))), TestSm::default()))
+        let log = storage.group(GroupId(self.id));
+        Ok((dir, LogStore::new(log.clone()), SmAdapter::new(Null, log)))
     }
 }
 

@@ -1,0 +1,282 @@
+//! A group replicated by openraft with its log in the node's RocksDB: the durable backend of
+//! the replication seam (`docs/durability-plan.md`).
+//!
+//! The machine stays in memory; the log, the Raft state and snapshots are in RocksDB. A
+//! proposal returns once its entry is durable and applied, with the machine's reply and
+//! effects (carried to the proposer in this process only). After a restart openraft installs
+//! the last snapshot and re-applies the log; entries replayed that way have no proposer, so
+//! their effects are dropped (a machine rebuilds what it needs from its state).
+
+use super::log_store::LogStore;
+use super::net::NoPeers;
+use super::types::{Out, Payload, Warren};
+use super::{ApplyMeta, LogIndex, Machine};
+use crate::storage::{GroupLog, StateTag};
+use futures::{Stream, TryStreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{BasicNode, Config, EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, ServerState, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::io::{self, Cursor};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+type C = Warren;
+
+/// A machine whose commands and state have a binary encoding (a versioned wire format: once
+/// released, an encoding is never changed, only added to).
+pub trait DurableMachine:
+    Machine<Command: Send, Reply: Send + Sync + 'static, Effect: Send + Sync + 'static> + Sized + Send + 'static
+{
+    fn encode_command(cmd: &Self::Command) -> Vec<u8>;
+    fn decode_command(bytes: &[u8]) -> Result<Self::Command, DecodeError>;
+    fn encode_state(&self) -> Vec<u8>;
+    fn decode_state(bytes: &[u8]) -> Result<Self, DecodeError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode: {0}")]
+pub struct DecodeError(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("the group did not become leader within {0:?}")]
+    NoLeader(Duration),
+    #[error("the reply had an unexpected type")]
+    Reply,
+}
+
+fn raft_err(e: impl std::fmt::Display) -> GroupError {
+    GroupError::Raft(e.to_string())
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+struct SmState<M> {
+    machine: M,
+    applied: Option<LogIdOf<C>>,
+    membership: StoredMembershipOf<C>,
+}
+
+/// openraft's state machine around a Warren machine.
+pub(crate) struct SmAdapter<M> {
+    state: Arc<Mutex<SmState<M>>>,
+    log: GroupLog,
+}
+
+impl<M> Clone for SmAdapter<M> {
+    fn clone(&self) -> Self {
+        Self { state: self.state.clone(), log: self.log.clone() }
+    }
+}
+
+impl<M> SmAdapter<M> {
+    /// A fresh adapter for `machine`, keeping its snapshots beside `log`.
+    pub(crate) fn new(machine: M, log: GroupLog) -> Self {
+        Self { state: Arc::new(Mutex::new(SmState { machine, applied: None, membership: Default::default() })), log }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SmState<M>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A stored snapshot: openraft's meta plus the machine's encoded state.
+fn encode_snapshot(meta: &SnapshotMetaOf<C>, state: &[u8]) -> io::Result<Vec<u8>> {
+    bincode::serde::encode_to_vec((meta, state), bincode::config::standard()).map_err(invalid)
+}
+
+fn decode_snapshot(b: &[u8]) -> io::Result<(SnapshotMetaOf<C>, Vec<u8>)> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard()).map(|(v, _)| v).map_err(invalid)
+}
+
+impl<M: DurableMachine> RaftSnapshotBuilder<C> for SmAdapter<M> {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Cursor<Vec<u8>>>, io::Error> {
+        let (meta, data) = {
+            let s = self.lock();
+            let meta = SnapshotMetaOf::<C> { last_log_id: s.applied.clone(), last_membership: s.membership.clone() };
+            (meta, s.machine.encode_state())
+        };
+        self.log.save_state(StateTag::Snapshot, &encode_snapshot(&meta, &data)?).map_err(io::Error::other)?;
+        Ok(SnapshotOf::<C, Cursor<Vec<u8>>> { meta, snapshot: Cursor::new(data) })
+    }
+}
+
+impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let s = self.lock();
+        Ok((s.applied.clone(), s.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        // Collect first: a std mutex guard is never held across an await.
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        {
+            let mut s = self.lock();
+            for (entry, responder) in batch {
+                let out = match &entry.payload {
+                    EntryPayload::Blank => Out::default(),
+                    EntryPayload::Membership(m) => {
+                        s.membership = StoredMembershipOf::<C>::new(Some(entry.log_id.clone()), m.clone());
+                        Out::default()
+                    }
+                    EntryPayload::Normal(p) => {
+                        // A command this build cannot read stops the group (fail-stop), never skips.
+                        let cmd = M::decode_command(&p.cmd).map_err(invalid)?;
+                        let meta = ApplyMeta { index: LogIndex(entry.log_id.index), now_ms: p.now_ms };
+                        let mut effects = Vec::new();
+                        let reply = s.machine.apply(meta, cmd, &mut effects);
+                        if responder.is_some() {
+                            Out { inner: Some(Box::new((reply, effects))) }
+                        } else {
+                            Out::default()
+                        }
+                    }
+                };
+                s.applied = Some(entry.log_id.clone());
+                replies.push((responder, out));
+            }
+        }
+        for (responder, out) in replies {
+            if let Some(r) = responder {
+                r.send(out);
+            }
+        }
+        Ok(())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<C>,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let machine = M::decode_state(&data).map_err(invalid)?;
+        self.log.save_state(StateTag::Snapshot, &encode_snapshot(meta, &data)?).map_err(io::Error::other)?;
+        let mut s = self.lock();
+        s.machine = machine;
+        s.applied = meta.last_log_id.clone();
+        s.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Self::SnapshotData>>, io::Error> {
+        match self.log.read_state(StateTag::Snapshot).map_err(io::Error::other)? {
+            Some(b) => {
+                let (meta, data) = decode_snapshot(&b)?;
+                Ok(Some(SnapshotOf::<C, Cursor<Vec<u8>>> { meta, snapshot: Cursor::new(data) }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+}
+
+/// Tuning of a durable group.
+#[derive(Clone, Debug)]
+pub struct GroupOptions {
+    /// Take a snapshot (and purge the log behind it) after this many applied entries.
+    pub snapshot_every: u64,
+    /// Purge the log behind a snapshot only once this many entries can go (openraft's
+    /// `purge_batch_size`: fewer, larger range deletes).
+    pub purge_batch: u64,
+    /// How long `open` waits for the group to elect itself.
+    pub leader_timeout: Duration,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        Self { snapshot_every: 10_000, purge_batch: 1024, leader_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The only node id of a single-member group.
+const SELF: u64 = 1;
+
+/// A single-member group on openraft + RocksDB.
+pub struct DurableGroup<M: DurableMachine> {
+    raft: Raft<C, SmAdapter<M>>,
+    sm: SmAdapter<M>,
+}
+
+impl<M: DurableMachine> DurableGroup<M> {
+    /// Opens the group stored under `log` (creating it with `init` if it has no history),
+    /// recovers its state, and waits until it leads.
+    pub async fn open(log: GroupLog, init: M, opts: GroupOptions) -> Result<Self, GroupError> {
+        let config = Config {
+            cluster_name: "warren".into(),
+            heartbeat_interval: 1000,
+            election_timeout_min: 3000,
+            election_timeout_max: 6000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
+            max_in_snapshot_log_to_keep: 0,
+            purge_batch_size: opts.purge_batch,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(raft_err)?);
+        let sm = SmAdapter::new(init, log.clone());
+        let raft = Raft::new(SELF, config, NoPeers, LogStore::new(log), sm.clone()).await.map_err(raft_err)?;
+        if !raft.is_initialized().await.map_err(raft_err)? {
+            raft.initialize(BTreeMap::from([(SELF, BasicNode::default())])).await.map_err(raft_err)?;
+        }
+        raft.trigger().elect(false).await.map_err(raft_err)?;
+        let leader = raft
+            .wait(Some(opts.leader_timeout))
+            .state(ServerState::Leader, "open")
+            .await
+            .map_err(|_| GroupError::NoLeader(opts.leader_timeout))?;
+        // Becoming leader appends a blank entry; once it is applied, everything before it (the
+        // log replayed after a restart) is applied too, so readers see the recovered state.
+        raft.wait(Some(opts.leader_timeout))
+            .applied_index_at_least(leader.last_log_index, "recovered")
+            .await
+            .map_err(|_| GroupError::NoLeader(opts.leader_timeout))?;
+        Ok(Self { raft, sm })
+    }
+
+    /// Proposes a command; returns once it is durable and applied, with the machine's reply
+    /// and effects.
+    pub async fn propose(&self, now_ms: u64, cmd: M::Command) -> Result<(M::Reply, Vec<M::Effect>), GroupError> {
+        let payload = Payload { now_ms, cmd: M::encode_command(&cmd).into() };
+        let resp = self.raft.client_write(payload).await.map_err(raft_err)?;
+        let any = resp.data.inner.ok_or(GroupError::Reply)?;
+        any.downcast::<(M::Reply, Vec<M::Effect>)>().map(|b| *b).map_err(|_| GroupError::Reply)
+    }
+
+    /// Reads the applied state (local, not through the log).
+    pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> T {
+        f(&self.sm.lock().machine)
+    }
+
+    /// Forces a snapshot now (and the purge of the log behind it).
+    pub async fn snapshot(&self) -> Result<(), GroupError> {
+        self.raft.trigger().snapshot().await.map_err(raft_err)?;
+        Ok(())
+    }
+
+    pub async fn shutdown(self) -> Result<(), GroupError> {
+        self.raft.shutdown().await.map_err(raft_err)
+    }
+}
+
+#[cfg(test)]
+mod tests;

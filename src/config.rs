@@ -26,6 +26,11 @@ pub struct Config {
     pub heartbeat: u16,
     /// Seconds a client has to complete the handshake (RabbitMQ: 10).
     pub handshake_timeout: u64,
+    /// Memory alarm threshold as a fraction of the machine's RAM (RabbitMQ 4.x
+    /// `vm_memory_high_watermark`: 0.6). Publishers are blocked while resident memory is above.
+    pub memory_high_watermark: f64,
+    /// An absolute memory alarm threshold in bytes; overrides the fraction when set.
+    pub memory_high_watermark_bytes: Option<u64>,
     /// Users who may log in only from loopback addresses (RabbitMQ: `loopback_users = [guest]`).
     pub loopback_users: Vec<String>,
     /// Create `guest`/`guest` (administrator, full access to `/`) unless a user of that name is
@@ -82,6 +87,8 @@ impl Default for Config {
             channel_max: 2047,
             heartbeat: 60,
             handshake_timeout: 10,
+            memory_high_watermark: 0.6,
+            memory_high_watermark_bytes: None,
             loopback_users: vec!["guest".to_owned()],
             default_user: true,
             users: Vec::new(),
@@ -103,6 +110,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The memory alarm threshold in bytes (the absolute setting, or the fraction of RAM).
+    pub fn memory_limit(&self) -> u64 {
+        match self.memory_high_watermark_bytes {
+            Some(b) => b,
+            None => crate::alarm::total_memory()
+                .map(|total| (total as f64 * self.memory_high_watermark) as u64)
+                .unwrap_or(u64::MAX),
+        }
+    }
+
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text =
@@ -119,6 +136,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "max_message_size {} must be between 1 and 536870912",
                 self.max_message_size
+            )));
+        }
+        if !(self.memory_high_watermark > 0.0 && self.memory_high_watermark <= 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "memory_high_watermark {} must be a fraction of RAM in (0, 1]",
+                self.memory_high_watermark
             )));
         }
         if self.channel_max == 0 {

@@ -8,9 +8,11 @@
 //! - [`meta`] and [`queue`]: the deterministic state machines and their runners.
 //! - [`raft`]: the replication seam, the only way a command reaches a machine.
 //! - [`storage`]: the node's RocksDB (the only module that imports rocksdb), group commit.
+//! - [`alarm`]: resource alarms that block publishers (memory; disk with durability).
 //! - [`config`]: settings of a node.
 //! - [`ctl`]: the administration commands behind `warren ctl`.
 
+pub mod alarm;
 pub mod amqp;
 pub mod broker;
 pub mod config;

@@ -4,6 +4,7 @@
 //! metadata group; its effects start and stop queue runners; after every change a new
 //! [`Topology`] snapshot is published, which publishers read without locks.
 
+use crate::alarm::{Alarms, MemoryAlarm};
 use crate::amqp;
 use crate::broker::password;
 use crate::config::Config;
@@ -46,8 +47,14 @@ pub struct Node {
     /// Direct reply-to pseudo-queues: name -> the requester's connection and channel.
     direct_reply: Mutex<HashMap<String, (ClientSink, ChannelId)>>,
     shutdown: watch::Sender<bool>,
+    /// Raised resource alarms; publishing connections hold their reads while any is raised.
+    alarms: watch::Sender<Alarms>,
+    memory: MemoryAlarm,
     me: Weak<Node>,
 }
+
+/// How often resident memory is compared with the alarm threshold.
+const MEMORY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +98,8 @@ impl Node {
             .map_err(|source| StartError::Listen { addr: config.amqp_addr, source })?;
         let amqp_addr =
             listener.local_addr().map_err(|source| StartError::Listen { addr: config.amqp_addr, source })?;
+        let alarms = watch::channel(Alarms::default()).0;
+        let memory = MemoryAlarm::new(config.memory_limit(), alarms.clone());
         let node = Arc::new_cyclic(|me| Node {
             config,
             meta: Mutex::new(MetaCore {
@@ -103,12 +112,17 @@ impl Node {
             next_consumer: AtomicU64::new(1),
             direct_reply: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
+            alarms,
+            memory,
             me: me.clone(),
         });
         node.bootstrap()?;
+        node.memory.check();
+        tracing::info!(limit = node.memory.limit(), "memory alarm threshold");
+        let monitor = tokio::spawn(memory_monitor(Arc::downgrade(&node), node.shutdown_signal()));
         tracing::info!(%amqp_addr, "AMQP 0-9-1 listener started");
         let server = tokio::spawn(amqp::server::serve(node.clone(), listener));
-        Ok(Running { node, amqp_addr, tasks: vec![server] })
+        Ok(Running { node, amqp_addr, tasks: vec![server, monitor] })
     }
 
     fn bootstrap(&self) -> Result<(), StartError> {
@@ -167,6 +181,17 @@ impl Node {
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// The raised resource alarms, as they change.
+    pub fn alarms(&self) -> watch::Receiver<Alarms> {
+        self.alarms.subscribe()
+    }
+
+    /// Sets the memory alarm threshold in bytes (as `rabbitmqctl set_vm_memory_high_watermark
+    /// absolute`), re-checking at once.
+    pub fn set_memory_limit(&self, bytes: u64) {
+        self.memory.set_limit(bytes);
     }
 
     pub fn next_connection_id(&self) -> ConnectionId {
@@ -238,5 +263,19 @@ impl Node {
     /// Looks up the requester behind a direct reply-to name.
     pub fn direct_reply_target(&self, name: &str) -> Option<(ClientSink, ChannelId)> {
         self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+}
+
+/// Compares resident memory with the threshold every second until shutdown.
+async fn memory_monitor(node: Weak<Node>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(MEMORY_CHECK);
+    loop {
+        tokio::select! {
+            _ = amqp::server::stopped(&mut shutdown) => return,
+            _ = tick.tick() => match node.upgrade() {
+                Some(n) => n.memory.check(),
+                None => return,
+            },
+        }
     }
 }

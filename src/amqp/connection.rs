@@ -48,6 +48,10 @@ pub(super) struct Connection {
     pub channels: HashMap<u16, Channel>,
     /// Settles to send to queues, merged per queue and outcome; sent after each batch.
     settles: Vec<(QueueHandle, Outcome, Vec<MsgId>)>,
+    /// This connection has published: resource alarms hold its reads.
+    pub has_published: bool,
+    /// We sent `connection.blocked` and owe `connection.unblocked`.
+    blocked: bool,
 }
 
 /// What a frame asks of the connection.
@@ -95,6 +99,8 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         deferred: VecDeque::new(),
         channels: HashMap::new(),
         settles: Vec::new(),
+        has_published: false,
+        blocked: false,
     };
     let reason = conn.serve(&mut reader, &mut rbuf, negotiated.heartbeat).await;
     if let Some(e) = &reason {
@@ -156,6 +162,7 @@ impl Connection {
     /// The main loop. Returns the error to close with, or `None` if the client closed or left.
     async fn serve(&mut self, reader: &mut OwnedReadHalf, rbuf: &mut BytesMut, heartbeat: u16) -> Option<AmqpError> {
         let mut shutdown = self.node.shutdown_signal();
+        let mut alarms = self.node.alarms();
         let hb = (heartbeat > 0).then(|| Duration::from_secs(heartbeat as u64));
         let mut ticker = tokio::time::interval(hb.map(|d| d / 2).unwrap_or(Duration::from_secs(3600)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,6 +186,11 @@ impl Connection {
                 self.handle_event(ev);
             }
             self.flush_settles().await;
+            // A raised alarm holds the reads of publishing connections (RabbitMQ's
+            // connection.blocked); consumers-only connections go on.
+            let alarm = *alarms.borrow_and_update();
+            let hold = alarm.any() && self.has_published;
+            self.announce_block(hold, alarm.reason());
             if !self.out.flush().await {
                 return None;
             }
@@ -194,7 +206,12 @@ impl Connection {
                         self.handle_event(ev);
                     }
                 }
-                n = reader.read_buf(rbuf) => {
+                changed = alarms.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                n = reader.read_buf(rbuf), if !hold => {
                     match n {
                         Ok(0) | Err(_) => return None,
                         Ok(_) => {
@@ -207,6 +224,10 @@ impl Connection {
                 }
                 _ = ticker.tick(), if hb.is_some() => {
                     let hb = hb.unwrap_or_default();
+                    if hold {
+                        // We are not reading: the client's heartbeats wait in the socket.
+                        last_read = Instant::now();
+                    }
                     if last_read.elapsed() > hb * 2 {
                         tracing::warn!(connection = self.id.0, "missed heartbeats from client, timeout: {}s", hb.as_secs());
                         // RabbitMQ closes the socket without a close frame here.
@@ -219,6 +240,25 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Sends `connection.blocked` / `connection.unblocked` when holding starts or stops, to
+    /// clients that advertised the capability.
+    fn announce_block(&mut self, hold: bool, reason: &str) {
+        if hold == self.blocked {
+            return;
+        }
+        self.blocked = hold;
+        tracing::info!(connection = self.id.0, blocked = hold, reason, "publisher flow");
+        if !self.caps.connection_blocked {
+            return;
+        }
+        let m = if hold {
+            connection::AMQPMethod::Blocked(connection::Blocked { reason: reason.into() })
+        } else {
+            connection::AMQPMethod::Unblocked(connection::Unblocked {})
+        };
+        self.out.method(0, AMQPClass::Connection(m));
     }
 
     async fn handle_frame(&mut self, f: RawFrame) -> Result<Flow> {

@@ -34,6 +34,7 @@ pub struct Negotiated {
 pub struct ClientCaps {
     pub consumer_cancel_notify: bool,
     pub authentication_failure_close: bool,
+    pub connection_blocked: bool,
 }
 
 /// How the handshake ended when it did not succeed.
@@ -269,6 +270,7 @@ fn client_caps(props: &FieldTable) -> ClientCaps {
     ClientCaps {
         consumer_cancel_notify: on("consumer_cancel_notify"),
         authentication_failure_close: on("authentication_failure_close"),
+        connection_blocked: on("connection.blocked"),
     }
 }
 

@@ -29,6 +29,7 @@ impl Connection {
         if p.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
+        self.has_published = true;
         self.chan(ch)?.content = Some(PendingContent {
             exchange: p.exchange.to_string(),
             routing_key: p.routing_key.to_string(),

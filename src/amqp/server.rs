@@ -13,7 +13,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = super::connection::shutdown_requested(&mut shutdown) => break,
+            _ = stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
                     let _ = sock.set_nodelay(true);
@@ -30,4 +30,9 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     drop(listener);
     // Connections see the same signal and close with 320; give them a bounded time.
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while conns.join_next().await.is_some() {} }).await;
+}
+
+/// Resolves once the node asks everyone to stop.
+pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    super::connection::shutdown_requested(rx).await
 }

@@ -105,10 +105,20 @@ impl Raw {
 
     /// Sends the protocol header and the start-ok for `mechanism`; returns the tune values.
     pub async fn start(&mut self, mechanism: &str, response: Vec<u8>) -> connection::Tune {
+        self.start_with(mechanism, response, FieldTable::default()).await
+    }
+
+    /// Like `start`, with these client properties (e.g. a capabilities table).
+    pub async fn start_with(
+        &mut self,
+        mechanism: &str,
+        response: Vec<u8>,
+        client_properties: FieldTable,
+    ) -> connection::Tune {
         self.send(b"AMQP\x00\x00\x09\x01").await;
         assert!(matches!(self.method().await, (0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))));
         let start_ok = connection::StartOk {
-            client_properties: FieldTable::default(),
+            client_properties,
             mechanism: mechanism.into(),
             response: LongString::from(response),
             locale: "en_US".into(),
@@ -127,8 +137,13 @@ impl Raw {
 
     /// Negotiates with PLAIN guest/guest and the given heartbeat, up to open-ok.
     pub async fn open_with_heartbeat(addr: SocketAddr, heartbeat: u16) -> Self {
+        Self::open_with(addr, heartbeat, FieldTable::default()).await
+    }
+
+    /// Negotiates with PLAIN guest/guest, the given heartbeat and client properties.
+    pub async fn open_with(addr: SocketAddr, heartbeat: u16, client_properties: FieldTable) -> Self {
         let mut r = Self::connect(addr).await;
-        let t = r.start("PLAIN", b"\0guest\0guest".to_vec()).await;
+        let t = r.start_with("PLAIN", b"\0guest\0guest".to_vec(), client_properties).await;
         r.tune_ok(t.channel_max, t.frame_max, heartbeat).await;
         let open = connection::Open { virtual_host: "/".into() };
         r.send_method(0, AMQPClass::Connection(connection::AMQPMethod::Open(open))).await;

@@ -1,0 +1,110 @@
+//! Resource alarms, as RabbitMQ's memory and disk alarms ([D:alarms], [D:connection-blocked]).
+//!
+//! While an alarm is raised, every connection that has published stops being read (TCP
+//! back-pressure reaches the publisher) and, if the client advertised the
+//! `connection.blocked` capability, is told with `connection.blocked` and later
+//! `connection.unblocked`. Connections that only consume keep going, so queues drain. This is
+//! what keeps memory bounded when producers outrun consumers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::watch;
+
+/// Which alarms are raised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Alarms {
+    pub memory: bool,
+    pub disk: bool,
+}
+
+impl Alarms {
+    pub fn any(&self) -> bool {
+        self.memory || self.disk
+    }
+
+    /// The reason RabbitMQ puts in `connection.blocked`.
+    pub fn reason(&self) -> &'static str {
+        if self.memory { "low on memory" } else { "low on disk" }
+    }
+}
+
+/// The memory alarm: raised while the process's resident memory is at or above the limit.
+pub struct MemoryAlarm {
+    limit: AtomicU64,
+    alarms: watch::Sender<Alarms>,
+}
+
+impl MemoryAlarm {
+    pub fn new(limit: u64, alarms: watch::Sender<Alarms>) -> Self {
+        Self { limit: AtomicU64::new(limit), alarms }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit (as `rabbitmqctl set_vm_memory_high_watermark`) and re-checks at once.
+    pub fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes, Ordering::Relaxed);
+        self.check();
+    }
+
+    /// Compares resident memory with the limit and raises or clears the alarm.
+    pub fn check(&self) {
+        let Some(rss) = resident_bytes() else { return };
+        let over = rss >= self.limit();
+        self.alarms.send_if_modified(|a| {
+            if a.memory == over {
+                return false;
+            }
+            if over {
+                tracing::warn!(resident = rss, limit = self.limit(), "memory alarm raised: blocking publishers");
+            } else {
+                tracing::info!(resident = rss, limit = self.limit(), "memory alarm cleared");
+            }
+            a.memory = over;
+            true
+        });
+    }
+}
+
+/// The process's resident memory, from `/proc/self/status` (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
+}
+
+/// The machine's memory, from `/proc/meminfo` (Linux).
+pub fn total_memory() -> Option<u64> {
+    kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")
+}
+
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fields_parse() {
+        assert_eq!(kib_field("Name:\tx\nVmRSS:\t  2048 kB\n", "VmRSS:"), Some(2 * 1024 * 1024));
+        assert_eq!(kib_field("VmRSS: junk", "VmRSS:"), None);
+        assert!(resident_bytes().unwrap() > 0);
+        assert!(total_memory().unwrap() > resident_bytes().unwrap());
+    }
+
+    #[test]
+    fn alarm_follows_the_limit() {
+        let (tx, rx) = watch::channel(Alarms::default());
+        let m = MemoryAlarm::new(u64::MAX, tx);
+        m.check();
+        assert!(!rx.borrow().memory);
+        m.set_limit(1);
+        assert!(rx.borrow().memory);
+        assert_eq!(rx.borrow().reason(), "low on memory");
+        m.set_limit(u64::MAX);
+        assert!(!rx.borrow().any());
+    }
+}

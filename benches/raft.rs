@@ -23,14 +23,14 @@ impl DurableMachine for Count {
     fn encode_command(cmd: &Vec<u8>) -> Vec<u8> {
         cmd.clone()
     }
-    fn decode_command(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    fn decode_command(b: &bytes::Bytes) -> Result<Vec<u8>, DecodeError> {
         Ok(b.to_vec())
     }
     fn encode_state(&self) -> Vec<u8> {
         self.0.to_be_bytes().to_vec()
     }
-    fn decode_state(b: &[u8]) -> Result<Self, DecodeError> {
-        Ok(Count(u64::from_be_bytes(b.try_into().map_err(|_| DecodeError("state".into()))?)))
+    fn decode_state(b: &bytes::Bytes) -> Result<Self, DecodeError> {
+        Ok(Count(u64::from_be_bytes(b[..].try_into().map_err(|_| DecodeError("state".into()))?)))
     }
 }
 

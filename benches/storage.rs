@@ -15,11 +15,9 @@ fn main() {
     // Each group keeps one append in flight, as a Raft leader waiting for its fsync would
     // (the worst case for an fsync-per-append design).
     let start = Instant::now();
-    let (done_tx, done_rx) = mpsc::channel();
     let threads: Vec<_> = (0..groups)
         .map(|_| {
             let g = storage.group(storage.allocate_group().expect("group"));
-            let done_tx = done_tx.clone();
             std::thread::spawn(move || {
                 let body = vec![7u8; size];
                 for i in 1..=per_group {
@@ -28,11 +26,9 @@ fn main() {
                         .expect("append");
                     assert!(rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false), "durable");
                 }
-                done_tx.send(()).unwrap_or(());
             })
         })
         .collect();
-    drop(done_tx);
     for t in threads {
         let _ = t.join();
     }

@@ -15,6 +15,7 @@
 pub mod alarm;
 pub mod amqp;
 pub mod broker;
+pub mod codec;
 pub mod config;
 pub mod ctl;
 pub mod ids;

@@ -389,5 +389,6 @@ impl Machine for QueueMachine {
     }
 }
 
+mod codec;
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,11 @@ impl Body {
         self.len
     }
 
+    /// The frames' slices, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -29,9 +29,10 @@ pub trait DurableMachine:
     Machine<Command: Send, Reply: Send + Sync + 'static, Effect: Send + Sync + 'static> + Sized + Send + 'static
 {
     fn encode_command(cmd: &Self::Command) -> Vec<u8>;
-    fn decode_command(bytes: &[u8]) -> Result<Self::Command, DecodeError>;
+    /// Decodes a command; `bytes` is the log entry's buffer, so large fields can be slices of it.
+    fn decode_command(bytes: &bytes::Bytes) -> Result<Self::Command, DecodeError>;
     fn encode_state(&self) -> Vec<u8>;
-    fn decode_state(bytes: &[u8]) -> Result<Self, DecodeError>;
+    fn decode_state(bytes: &bytes::Bytes) -> Result<Self, DecodeError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +167,7 @@ impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
         meta: &SnapshotMetaOf<C>,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        let data = snapshot.into_inner();
+        let data = bytes::Bytes::from(snapshot.into_inner());
         let machine = M::decode_state(&data).map_err(invalid)?;
         self.log.save_state(StateTag::Snapshot, &encode_snapshot(meta, &data)?).map_err(io::Error::other)?;
         let mut s = self.lock();

@@ -24,14 +24,17 @@ impl DurableMachine for Tally {
     fn encode_command(cmd: &u64) -> Vec<u8> {
         cmd.to_be_bytes().to_vec()
     }
-    fn decode_command(b: &[u8]) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(b.try_into().map_err(|_| DecodeError(format!("{} bytes", b.len())))?))
+    fn decode_command(b: &bytes::Bytes) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(b[..].try_into().map_err(|_| DecodeError(format!("{} bytes", b.len())))?))
     }
     fn encode_state(&self) -> Vec<u8> {
         self.0.iter().flat_map(|n| n.to_be_bytes()).collect()
     }
-    fn decode_state(b: &[u8]) -> Result<Self, DecodeError> {
-        b.chunks(8).map(Self::decode_command).collect::<Result<_, _>>().map(Tally)
+    fn decode_state(b: &bytes::Bytes) -> Result<Self, DecodeError> {
+        b.chunks(8)
+            .map(|c| c.try_into().map(u64::from_be_bytes).map_err(|_| DecodeError("state".into())))
+            .collect::<Result<_, _>>()
+            .map(Tally)
     }
 }
 

@@ -32,13 +32,13 @@ impl DurableMachine for Null {
     fn encode_command(_: &()) -> Vec<u8> {
         Vec::new()
     }
-    fn decode_command(_: &[u8]) -> Result<(), DecodeError> {
+    fn decode_command(_: &bytes::Bytes) -> Result<(), DecodeError> {
         Ok(())
     }
     fn encode_state(&self) -> Vec<u8> {
         Vec::new()
     }
-    fn decode_state(_: &[u8]) -> Result<Self, DecodeError> {
+    fn decode_state(_: &bytes::Bytes) -> Result<Self, DecodeError> {
         Ok(Null)
     }
 }

@@ -1,0 +1,269 @@
+//! The queue machine's replicated wire format: commands (log entries) and state (snapshots).
+//!
+//! Version byte first; then a tag per variant. Once released, a tag's layout is never changed;
+//! new variants take new tags (as NATS's `entryOp`: "only add to the end"). A message is stored
+//! as exchange, routing key, the publisher's content-header bytes and the body; properties are
+//! parsed back from the header bytes, and the body is a slice of the entry, not a copy.
+
+use super::*;
+use crate::codec::{CodecError, Reader, Writer};
+use crate::queue::message::Body;
+use crate::raft::{DecodeError, DurableMachine};
+use amq_protocol::frame::parsing::parse_content_header;
+use amq_protocol::protocol::BasicProperties;
+use bytes::Bytes;
+
+const VERSION: u8 = 1;
+
+mod tag {
+    pub const ENQUEUE: u8 = 1;
+    pub const CONSUME: u8 = 2;
+    pub const CANCEL: u8 = 3;
+    pub const CREDIT: u8 = 4;
+    pub const SETTLE: u8 = 5;
+    pub const GET: u8 = 6;
+    pub const PURGE: u8 = 7;
+    pub const DELETE: u8 = 8;
+    pub const STATS: u8 = 9;
+}
+
+fn err(e: CodecError) -> DecodeError {
+    DecodeError(e.0)
+}
+
+fn put_message(w: &mut Writer, m: &Message) {
+    w.str(&m.exchange).str(&m.routing_key).bytes(&m.header);
+    w.u32(m.body.len() as u32);
+    for p in m.body.parts() {
+        w.buf.extend_from_slice(p);
+    }
+}
+
+fn get_message(r: &mut Reader) -> Result<Message, CodecError> {
+    let exchange = r.str()?;
+    let routing_key = r.str()?;
+    let header = r.bytes()?;
+    let body = r.bytes()?;
+    let properties = if header.is_empty() {
+        BasicProperties::default()
+    } else {
+        parse_content_header(&header[..])
+            .map(|(_, h)| h.properties)
+            .map_err(|_| CodecError("unreadable content header".into()))?
+    };
+    Ok(Message { exchange, routing_key, properties, header, body: Body::from(body) })
+}
+
+fn put_holder(w: &mut Writer, h: &Holder) {
+    match h {
+        Holder::Consumer(c) => w.u8(0).u64(c.0),
+        Holder::Get(conn, ch) => w.u8(1).u64(conn.0).u16(ch.0),
+    };
+}
+
+fn get_holder(r: &mut Reader) -> Result<Holder, CodecError> {
+    match r.u8()? {
+        0 => Ok(Holder::Consumer(ConsumerId(r.u64()?))),
+        1 => Ok(Holder::Get(ConnectionId(r.u64()?), ChannelId(r.u16()?))),
+        t => Err(CodecError(format!("bad holder tag {t}"))),
+    }
+}
+
+fn put_spec(w: &mut Writer, s: &ConsumerSpec) {
+    w.u64(s.id.0).str(&s.tag).u64(s.connection.0).u16(s.channel.0).u32(s.prefetch).opt_u32(s.credit);
+    w.bool(s.no_ack).bool(s.exclusive).i32(s.priority);
+}
+
+fn get_spec(r: &mut Reader) -> Result<ConsumerSpec, CodecError> {
+    Ok(ConsumerSpec {
+        id: ConsumerId(r.u64()?),
+        tag: r.str()?.into(),
+        connection: ConnectionId(r.u64()?),
+        channel: ChannelId(r.u16()?),
+        prefetch: r.u32()?,
+        credit: r.opt_u32()?,
+        no_ack: r.bool()?,
+        exclusive: r.bool()?,
+        priority: r.i32()?,
+    })
+}
+
+fn outcome_byte(o: Outcome) -> u8 {
+    match o {
+        Outcome::Ack => 0,
+        Outcome::Requeue => 1,
+        Outcome::Discard => 2,
+    }
+}
+
+fn get_outcome(r: &mut Reader) -> Result<Outcome, CodecError> {
+    match r.u8()? {
+        0 => Ok(Outcome::Ack),
+        1 => Ok(Outcome::Requeue),
+        2 => Ok(Outcome::Discard),
+        t => Err(CodecError(format!("bad outcome {t}"))),
+    }
+}
+
+fn put_entry(w: &mut Writer, e: &Entry) {
+    w.u64(e.id.0).bool(e.redelivered);
+    put_message(w, &e.msg);
+}
+
+fn get_entry(r: &mut Reader) -> Result<Entry, CodecError> {
+    Ok(Entry { id: MsgId(r.u64()?), redelivered: r.bool()?, msg: Arc::new(get_message(r)?) })
+}
+
+fn encode_command(cmd: &Command) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(VERSION);
+    match cmd {
+        Command::Enqueue { msg } => {
+            w.u8(tag::ENQUEUE);
+            put_message(&mut w, msg);
+        }
+        Command::Consume(spec) => {
+            w.u8(tag::CONSUME);
+            put_spec(&mut w, spec);
+        }
+        Command::Cancel { consumer } => {
+            w.u8(tag::CANCEL).u64(consumer.0);
+        }
+        Command::Credit { consumer, add } => {
+            w.u8(tag::CREDIT).u64(consumer.0).u32(*add);
+        }
+        Command::Settle { ids, outcome } => {
+            w.u8(tag::SETTLE).u8(outcome_byte(*outcome)).u32(ids.len() as u32);
+            for id in ids {
+                w.u64(id.0);
+            }
+        }
+        Command::Get { holder, no_ack } => {
+            w.u8(tag::GET);
+            put_holder(&mut w, holder);
+            w.bool(*no_ack);
+        }
+        Command::Purge => {
+            w.u8(tag::PURGE);
+        }
+        Command::Delete { if_unused, if_empty } => {
+            w.u8(tag::DELETE).bool(*if_unused).bool(*if_empty);
+        }
+        Command::Stats => {
+            w.u8(tag::STATS);
+        }
+    }
+    w.buf
+}
+
+fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
+    let mut r = Reader::new(bytes.clone());
+    let v = r.u8()?;
+    if v != VERSION {
+        return Err(CodecError(format!("queue command version {v}, this build reads {VERSION}")));
+    }
+    let cmd = match r.u8()? {
+        tag::ENQUEUE => Command::Enqueue { msg: Arc::new(get_message(&mut r)?) },
+        tag::CONSUME => Command::Consume(get_spec(&mut r)?),
+        tag::CANCEL => Command::Cancel { consumer: ConsumerId(r.u64()?) },
+        tag::CREDIT => Command::Credit { consumer: ConsumerId(r.u64()?), add: r.u32()? },
+        tag::SETTLE => {
+            let outcome = get_outcome(&mut r)?;
+            let n = r.u32()? as usize;
+            let mut ids = Vec::with_capacity(n.min(1 << 16));
+            for _ in 0..n {
+                ids.push(MsgId(r.u64()?));
+            }
+            Command::Settle { ids, outcome }
+        }
+        tag::GET => Command::Get { holder: get_holder(&mut r)?, no_ack: r.bool()? },
+        tag::PURGE => Command::Purge,
+        tag::DELETE => Command::Delete { if_unused: r.bool()?, if_empty: r.bool()? },
+        tag::STATS => Command::Stats,
+        t => return Err(CodecError(format!("unknown queue command tag {t}"))),
+    };
+    r.finish()?;
+    Ok(cmd)
+}
+
+fn encode_state(m: &QueueMachine) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(VERSION);
+    let c = &m.config;
+    w.str(&c.key.vhost).str(&c.key.name).bool(c.auto_delete).bool(c.single_active_consumer);
+    w.u64(m.next_id);
+    w.u32(m.ready.len() as u32);
+    for e in &m.ready {
+        put_entry(&mut w, e);
+    }
+    w.u32(m.returned.len() as u32);
+    for e in m.returned.values() {
+        put_entry(&mut w, e);
+    }
+    w.u32(m.unacked.len() as u32);
+    for (holder, e) in m.unacked.values() {
+        put_holder(&mut w, holder);
+        put_entry(&mut w, e);
+    }
+    w.u32(m.consumers.len() as u32);
+    for c in &m.consumers {
+        put_spec(&mut w, &c.spec);
+        w.u32(c.in_flight).opt_u32(c.credit);
+    }
+    w.u64(m.cursor as u64).bool(m.had_consumer).bool(m.deleted);
+    w.buf
+}
+
+fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
+    let mut r = Reader::new(bytes.clone());
+    let v = r.u8()?;
+    if v != VERSION {
+        return Err(CodecError(format!("queue state version {v}, this build reads {VERSION}")));
+    }
+    let config = QueueConfig {
+        key: QueueKey::new(r.str()?, r.str()?),
+        auto_delete: r.bool()?,
+        single_active_consumer: r.bool()?,
+    };
+    let mut m = QueueMachine::new(config);
+    m.next_id = r.u64()?;
+    for _ in 0..r.u32()? {
+        m.ready.push_back(get_entry(&mut r)?);
+    }
+    for _ in 0..r.u32()? {
+        let e = get_entry(&mut r)?;
+        m.returned.insert(e.id, e);
+    }
+    for _ in 0..r.u32()? {
+        let holder = get_holder(&mut r)?;
+        let e = get_entry(&mut r)?;
+        m.unacked.insert(e.id, (holder, e));
+    }
+    for _ in 0..r.u32()? {
+        let spec = get_spec(&mut r)?;
+        m.consumers.push(Consumer { spec, in_flight: r.u32()?, credit: r.opt_u32()? });
+    }
+    m.cursor = r.u64()? as usize;
+    m.had_consumer = r.bool()?;
+    m.deleted = r.bool()?;
+    r.finish()?;
+    Ok(m)
+}
+
+impl DurableMachine for QueueMachine {
+    fn encode_command(cmd: &Command) -> Vec<u8> {
+        encode_command(cmd)
+    }
+    fn decode_command(bytes: &Bytes) -> Result<Command, DecodeError> {
+        decode_command(bytes).map_err(err)
+    }
+    fn encode_state(&self) -> Vec<u8> {
+        encode_state(self)
+    }
+    fn decode_state(bytes: &Bytes) -> Result<Self, DecodeError> {
+        decode_state(bytes).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -354,5 +354,6 @@ impl Machine for MetaMachine {
     }
 }
 
+mod codec;
 #[cfg(test)]
 mod tests;

@@ -263,6 +263,28 @@ impl<M: DurableMachine> DurableGroup<M> {
         any.downcast::<(M::Reply, Vec<M::Effect>)>().map(|b| *b).map_err(|_| GroupError::Reply)
     }
 
+    /// Proposes commands as one batch (one message to openraft, typically one fsync); returns
+    /// each reply and its effects, in order.
+    pub async fn propose_many(
+        &self,
+        now_ms: u64,
+        cmds: Vec<M::Command>,
+    ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
+        let n = cmds.len();
+        let payloads = cmds.iter().map(|c| Payload { now_ms, cmd: M::encode_command(c).into() });
+        let mut stream = self.raft.client_write_many(payloads.collect::<Vec<_>>()).await.map_err(raft_err)?;
+        let mut out = Vec::with_capacity(n);
+        while let Some(r) = stream.try_next().await.map_err(raft_err)? {
+            let resp = r.map_err(raft_err)?;
+            let any = resp.response.inner.ok_or(GroupError::Reply)?;
+            out.push(*any.downcast::<(M::Reply, Vec<M::Effect>)>().map_err(|_| GroupError::Reply)?);
+        }
+        if out.len() != n {
+            return Err(GroupError::Raft(format!("{} of {n} proposals answered", out.len())));
+        }
+        Ok(out)
+    }
+
     /// Reads the applied state (local, not through the log).
     pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> T {
         f(&self.sm.lock().machine)

@@ -116,6 +116,20 @@ async fn snapshots_purge_the_log_and_restore_the_state() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn batches_apply_in_order_with_one_reply_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(dir.path()).unwrap();
+    let g = DurableGroup::open(s.group(s.allocate_group().unwrap()), Tally::default(), opts(10_000)).await.unwrap();
+    let replies = g.propose_many(5, vec![1, 2, 3, 4]).await.unwrap();
+    let totals: Vec<u64> = replies.iter().map(|(t, _)| *t).collect();
+    assert_eq!(totals, vec![1, 3, 6, 10]);
+    let indexes: Vec<u64> = replies.iter().map(|(_, fx)| fx[0].0).collect();
+    assert!(indexes.windows(2).all(|w| w[1] == w[0] + 1), "consecutive log entries: {indexes:?}");
+    assert!(g.propose_many(5, vec![]).await.unwrap().is_empty());
+    g.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_proposals_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(dir.path()).unwrap();

@@ -1,0 +1,302 @@
+//! The metadata machine's replicated wire format: commands (log entries) and state
+//! (snapshots). Version byte, then a tag per variant; tags are only ever added. Argument
+//! tables use AMQP's own field-table encoding. Derived data (binding indexes, compiled
+//! permission regexes, parsed queue arguments) is rebuilt on decode, not stored.
+
+use super::*;
+use crate::broker::argument::parse_queue_args;
+use crate::codec::{CodecError, Reader, Writer};
+use crate::raft::{DecodeError, DurableMachine};
+use amq_protocol::frame::WriteContext;
+use amq_protocol::types::generation::gen_field_table;
+use amq_protocol::types::parsing::parse_field_table;
+use bytes::Bytes;
+
+const VERSION: u8 = 1;
+
+mod tag {
+    pub const ADD_VHOST: u8 = 1;
+    pub const PUT_USER: u8 = 2;
+    pub const SET_PERMISSIONS: u8 = 3;
+    pub const DECLARE_EXCHANGE: u8 = 4;
+    pub const DELETE_EXCHANGE: u8 = 5;
+    pub const DECLARE_QUEUE: u8 = 6;
+    pub const DELETE_QUEUE: u8 = 7;
+    pub const BIND: u8 = 8;
+    pub const UNBIND: u8 = 9;
+    pub const CONNECTION_CLOSED: u8 = 10;
+}
+
+fn put_table(w: &mut Writer, t: &FieldTable) {
+    let encoded = gen_field_table(t)(WriteContext::from(Vec::new())).map(|c| c.write).unwrap_or_default();
+    w.bytes(&encoded);
+}
+
+fn get_table(r: &mut Reader) -> Result<FieldTable, CodecError> {
+    let b = r.bytes()?;
+    parse_field_table(&b[..]).map(|(_, t)| t).map_err(|_| CodecError("unreadable field table".into()))
+}
+
+fn kind_byte(k: ExchangeKind) -> u8 {
+    match k {
+        ExchangeKind::Direct => 0,
+        ExchangeKind::Fanout => 1,
+        ExchangeKind::Topic => 2,
+        ExchangeKind::Headers => 3,
+    }
+}
+
+fn get_kind(r: &mut Reader) -> Result<ExchangeKind, CodecError> {
+    match r.u8()? {
+        0 => Ok(ExchangeKind::Direct),
+        1 => Ok(ExchangeKind::Fanout),
+        2 => Ok(ExchangeKind::Topic),
+        3 => Ok(ExchangeKind::Headers),
+        k => Err(CodecError(format!("bad exchange kind {k}"))),
+    }
+}
+
+fn put_dest(w: &mut Writer, d: &Destination) {
+    match d {
+        Destination::Queue(q) => w.u8(0).str(q),
+        Destination::Exchange(x) => w.u8(1).str(x),
+    };
+}
+
+fn get_dest(r: &mut Reader) -> Result<Destination, CodecError> {
+    match r.u8()? {
+        0 => Ok(Destination::Queue(r.str()?)),
+        1 => Ok(Destination::Exchange(r.str()?)),
+        t => Err(CodecError(format!("bad destination tag {t}"))),
+    }
+}
+
+fn put_strings(w: &mut Writer, v: &[String]) {
+    w.u32(v.len() as u32);
+    for s in v {
+        w.str(s);
+    }
+}
+
+fn get_strings(r: &mut Reader) -> Result<Vec<String>, CodecError> {
+    (0..r.u32()?).map(|_| r.str()).collect()
+}
+
+fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(VERSION);
+    match cmd {
+        MetaCommand::AddVhost { name } => {
+            w.u8(tag::ADD_VHOST).str(name);
+        }
+        MetaCommand::PutUser { name, password_hash, tags } => {
+            w.u8(tag::PUT_USER).str(name).str(password_hash);
+            put_strings(&mut w, tags);
+        }
+        MetaCommand::SetPermissions { vhost, user, configure, write, read } => {
+            w.u8(tag::SET_PERMISSIONS).str(vhost).str(user).str(configure).str(write).str(read);
+        }
+        MetaCommand::DeclareExchange { vhost, name, kind, durable, auto_delete, internal, args } => {
+            w.u8(tag::DECLARE_EXCHANGE).str(vhost).str(name).u8(kind_byte(*kind));
+            w.bool(*durable).bool(*auto_delete).bool(*internal);
+            put_table(&mut w, args);
+        }
+        MetaCommand::DeleteExchange { vhost, name, if_unused } => {
+            w.u8(tag::DELETE_EXCHANGE).str(vhost).str(name).bool(*if_unused);
+        }
+        MetaCommand::DeclareQueue { vhost, name, durable, exclusive, auto_delete, args, connection } => {
+            w.u8(tag::DECLARE_QUEUE).str(vhost).str(name).bool(*durable).bool(*exclusive).bool(*auto_delete);
+            put_table(&mut w, args);
+            w.u64(connection.0);
+        }
+        MetaCommand::DeleteQueue { vhost, name } => {
+            w.u8(tag::DELETE_QUEUE).str(vhost).str(name);
+        }
+        MetaCommand::Bind { vhost, source, destination, key, args }
+        | MetaCommand::Unbind { vhost, source, destination, key, args } => {
+            w.u8(if matches!(cmd, MetaCommand::Bind { .. }) { tag::BIND } else { tag::UNBIND }).str(vhost).str(source);
+            put_dest(&mut w, destination);
+            w.str(key);
+            put_table(&mut w, args);
+        }
+        MetaCommand::ConnectionClosed { connection } => {
+            w.u8(tag::CONNECTION_CLOSED).u64(connection.0);
+        }
+    }
+    w.buf
+}
+
+fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
+    let mut r = Reader::new(bytes.clone());
+    let v = r.u8()?;
+    if v != VERSION {
+        return Err(CodecError(format!("metadata command version {v}, this build reads {VERSION}")));
+    }
+    let cmd = match r.u8()? {
+        tag::ADD_VHOST => MetaCommand::AddVhost { name: r.str()? },
+        tag::PUT_USER => MetaCommand::PutUser { name: r.str()?, password_hash: r.str()?, tags: get_strings(&mut r)? },
+        tag::SET_PERMISSIONS => MetaCommand::SetPermissions {
+            vhost: r.str()?,
+            user: r.str()?,
+            configure: r.str()?,
+            write: r.str()?,
+            read: r.str()?,
+        },
+        tag::DECLARE_EXCHANGE => MetaCommand::DeclareExchange {
+            vhost: r.str()?,
+            name: r.str()?,
+            kind: get_kind(&mut r)?,
+            durable: r.bool()?,
+            auto_delete: r.bool()?,
+            internal: r.bool()?,
+            args: get_table(&mut r)?,
+        },
+        tag::DELETE_EXCHANGE => MetaCommand::DeleteExchange { vhost: r.str()?, name: r.str()?, if_unused: r.bool()? },
+        tag::DECLARE_QUEUE => MetaCommand::DeclareQueue {
+            vhost: r.str()?,
+            name: r.str()?,
+            durable: r.bool()?,
+            exclusive: r.bool()?,
+            auto_delete: r.bool()?,
+            args: get_table(&mut r)?,
+            connection: ConnectionId(r.u64()?),
+        },
+        tag::DELETE_QUEUE => MetaCommand::DeleteQueue { vhost: r.str()?, name: r.str()? },
+        t @ (tag::BIND | tag::UNBIND) => {
+            let (vhost, source, destination, key, args) =
+                (r.str()?, r.str()?, get_dest(&mut r)?, r.str()?, get_table(&mut r)?);
+            if t == tag::BIND {
+                MetaCommand::Bind { vhost, source, destination, key, args }
+            } else {
+                MetaCommand::Unbind { vhost, source, destination, key, args }
+            }
+        }
+        tag::CONNECTION_CLOSED => MetaCommand::ConnectionClosed { connection: ConnectionId(r.u64()?) },
+        t => return Err(CodecError(format!("unknown metadata command tag {t}"))),
+    };
+    r.finish()?;
+    Ok(cmd)
+}
+
+fn encode_state(s: &MetaState) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(VERSION);
+    w.u32(s.users.len() as u32);
+    for u in s.users.values() {
+        w.str(&u.name).str(&u.password_hash);
+        put_strings(&mut w, &u.tags);
+    }
+    w.u32(s.vhosts.len() as u32);
+    for v in s.vhosts.values() {
+        w.str(&v.name);
+        w.u32(v.permissions.len() as u32);
+        for (user, p) in &v.permissions {
+            w.str(user).str(&p.source[0]).str(&p.source[1]).str(&p.source[2]);
+        }
+        w.u32(v.queues.len() as u32);
+        for q in v.queues.values() {
+            w.str(&q.name).bool(q.durable).bool(q.auto_delete);
+            match q.exclusive_owner {
+                Some(c) => w.u8(1).u64(c.0),
+                None => w.u8(0),
+            };
+            put_table(&mut w, &q.args);
+        }
+        w.u32(v.exchanges.len() as u32);
+        for x in v.exchanges.values() {
+            w.str(&x.name).u8(kind_byte(x.kind)).bool(x.durable).bool(x.auto_delete).bool(x.internal);
+            put_table(&mut w, &x.args);
+            w.u32(x.bindings.len() as u32);
+            for b in x.bindings.iter() {
+                put_dest(&mut w, &b.destination);
+                w.str(&b.key);
+                put_table(&mut w, &b.args);
+            }
+        }
+    }
+    w.buf
+}
+
+fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
+    let mut r = Reader::new(bytes.clone());
+    let v = r.u8()?;
+    if v != VERSION {
+        return Err(CodecError(format!("metadata state version {v}, this build reads {VERSION}")));
+    }
+    let mut state = MetaState::default();
+    for _ in 0..r.u32()? {
+        let (name, password_hash, tags) = (r.str()?, r.str()?, get_strings(&mut r)?);
+        state.users.insert(name.clone(), Arc::new(User { name, password_hash, tags }));
+    }
+    for _ in 0..r.u32()? {
+        let mut vh = Vhost { name: r.str()?, ..Default::default() };
+        for _ in 0..r.u32()? {
+            let (user, c, w, rd) = (r.str()?, r.str()?, r.str()?, r.str()?);
+            let p = Permissions::compile(&c, &w, &rd).map_err(|e| CodecError(format!("permission regex: {e}")))?;
+            vh.permissions.insert(user, Arc::new(p));
+        }
+        for _ in 0..r.u32()? {
+            let (name, durable, auto_delete) = (r.str()?, r.bool()?, r.bool()?);
+            let exclusive_owner = match r.u8()? {
+                0 => None,
+                1 => Some(ConnectionId(r.u64()?)),
+                t => return Err(CodecError(format!("bad owner tag {t}"))),
+            };
+            let args = get_table(&mut r)?;
+            let parsed =
+                parse_queue_args(&args, &queue_what(&vh.name, &name)).map_err(|e| CodecError(e.reply_text()))?;
+            let rec = QueueRecord {
+                vhost: vh.name.clone(),
+                name: name.clone(),
+                durable,
+                exclusive_owner,
+                auto_delete,
+                args,
+                parsed,
+            };
+            vh.queues.insert(name, Arc::new(rec));
+        }
+        for _ in 0..r.u32()? {
+            let (name, kind, durable, auto_delete, internal) =
+                (r.str()?, get_kind(&mut r)?, r.bool()?, r.bool()?, r.bool()?);
+            let args = get_table(&mut r)?;
+            let alternate = argument::get(&args, "alternate-exchange").and_then(argument::as_str);
+            let mut x = Exchange {
+                name: name.clone(),
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                args,
+                alternate,
+                bindings: BindingIndex::default(),
+            };
+            for _ in 0..r.u32()? {
+                let binding = Binding { destination: get_dest(&mut r)?, key: r.str()?, args: get_table(&mut r)? };
+                x.bindings.add(kind, binding).map_err(|e| CodecError(e.reply_text()))?;
+            }
+            vh.exchanges.insert(name, Arc::new(x));
+        }
+        state.vhosts.insert(vh.name.clone(), Arc::new(vh));
+    }
+    r.finish()?;
+    Ok(MetaMachine { state })
+}
+
+impl DurableMachine for MetaMachine {
+    fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
+        encode_command(cmd)
+    }
+    fn decode_command(bytes: &Bytes) -> Result<MetaCommand, DecodeError> {
+        decode_command(bytes).map_err(|e| DecodeError(e.0))
+    }
+    fn encode_state(&self) -> Vec<u8> {
+        encode_state(&self.state)
+    }
+    fn decode_state(bytes: &Bytes) -> Result<Self, DecodeError> {
+        decode_state(bytes).map_err(|e| DecodeError(e.0))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -64,16 +64,7 @@ impl MetaMachine {
         for (x, kind, internal) in DEFAULT_EXCHANGES {
             v.exchanges.insert(
                 (*x).to_owned(),
-                Arc::new(Exchange {
-                    name: (*x).to_owned(),
-                    kind: *kind,
-                    durable: true,
-                    auto_delete: false,
-                    internal: *internal,
-                    args: FieldTable::default(),
-                    alternate: None,
-                    bindings: BindingIndex::default(),
-                }),
+                Arc::new(Exchange::new((*x).to_owned(), *kind, true, false, *internal, FieldTable::default())),
             );
         }
         self.state.vhosts.insert(name, Arc::new(v));
@@ -107,20 +98,7 @@ impl MetaMachine {
             }
             return argument::assert_equivalent(&x.args, &args, EXCHANGE_EQUIVALENCE_KEYS, &what);
         }
-        let alternate = argument::get(&args, "alternate-exchange").and_then(argument::as_str);
-        v.exchanges.insert(
-            name.clone(),
-            Arc::new(Exchange {
-                name,
-                kind,
-                durable,
-                auto_delete,
-                internal,
-                args,
-                alternate,
-                bindings: BindingIndex::default(),
-            }),
-        );
+        v.exchanges.insert(name.clone(), Arc::new(Exchange::new(name, kind, durable, auto_delete, internal, args)));
         Ok(())
     }
 

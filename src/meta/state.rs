@@ -29,6 +29,22 @@ pub struct Exchange {
     pub bindings: BindingIndex,
 }
 
+impl Exchange {
+    /// A new exchange without bindings; its alternate exchange comes from its arguments.
+    pub fn new(
+        name: String,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        args: FieldTable,
+    ) -> Self {
+        let alternate =
+            crate::broker::argument::get(&args, "alternate-exchange").and_then(crate::broker::argument::as_str);
+        Self { name, kind, durable, auto_delete, internal, args, alternate, bindings: BindingIndex::default() }
+    }
+}
+
 impl RoutableExchange for Exchange {
     fn kind(&self) -> ExchangeKind {
         self.kind

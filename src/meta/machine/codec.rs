@@ -260,17 +260,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
             let (name, kind, durable, auto_delete, internal) =
                 (r.str()?, get_kind(&mut r)?, r.bool()?, r.bool()?, r.bool()?);
             let args = get_table(&mut r)?;
-            let alternate = argument::get(&args, "alternate-exchange").and_then(argument::as_str);
-            let mut x = Exchange {
-                name: name.clone(),
-                kind,
-                durable,
-                auto_delete,
-                internal,
-                args,
-                alternate,
-                bindings: BindingIndex::default(),
-            };
+            let mut x = Exchange::new(name.clone(), kind, durable, auto_delete, internal, args);
             for _ in 0..r.u32()? {
                 let binding = Binding { destination: get_dest(&mut r)?, key: r.str()?, args: get_table(&mut r)? };
                 x.bindings.add(kind, binding).map_err(|e| CodecError(e.reply_text()))?;

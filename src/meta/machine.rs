@@ -11,7 +11,7 @@ use crate::broker::Error;
 use crate::broker::argument::{self, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE_KEYS};
 use crate::broker::exchange::{Destination, ExchangeKind};
 use crate::broker::permission::Permissions;
-use crate::broker::router::{Binding, BindingIndex};
+use crate::broker::router::Binding;
 use crate::ids::{ConnectionId, QueueKey};
 use crate::raft::{ApplyMeta, Machine};
 use amq_protocol::types::FieldTable;

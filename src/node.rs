@@ -219,7 +219,8 @@ impl Node {
                     };
                     core.queues.insert(key, queue::spawn(config, self.auto_deleter()));
                 }
-                MetaEffect::QueueDeleted(key) => {
+                MetaEffect::QueueDeleted(rec) => {
+                    let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
                     if let Some(h) = core.queues.remove(&key) {
                         // Never block here: the runner may be waiting on a connection that is
                         // waiting on us.

@@ -2,7 +2,7 @@
 
 use crate::broker::Error;
 use crate::broker::exchange::{Destination, ExchangeKind};
-use crate::ids::{ConnectionId, QueueKey};
+use crate::ids::ConnectionId;
 use amq_protocol::types::FieldTable;
 use std::sync::Arc;
 
@@ -71,6 +71,9 @@ pub enum MetaCommand {
     ConnectionClosed {
         connection: ConnectionId,
     },
+    /// The node (re)started: no connection of before exists, so exclusive queues go, and so
+    /// do non-durable queues (RabbitMQ loses transient queues on restart).
+    NodeStarted,
 }
 
 #[derive(Clone, Debug)]
@@ -86,5 +89,6 @@ pub enum MetaReply {
 #[derive(Clone, Debug)]
 pub enum MetaEffect {
     QueueCreated(Arc<QueueRecord>),
-    QueueDeleted(QueueKey),
+    /// A queue went; `record` says which storage group held it.
+    QueueDeleted(Arc<QueueRecord>),
 }

@@ -12,7 +12,7 @@ use crate::broker::argument::{self, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE
 use crate::broker::exchange::{Destination, ExchangeKind};
 use crate::broker::permission::Permissions;
 use crate::broker::router::Binding;
-use crate::ids::{ConnectionId, QueueKey};
+use crate::ids::ConnectionId;
 use crate::raft::{ApplyMeta, Machine};
 use amq_protocol::types::FieldTable;
 use std::sync::Arc;
@@ -149,6 +149,8 @@ impl MetaMachine {
             return Ok(false);
         }
         let parsed = argument::parse_queue_args(&args, &what)?;
+        let group = self.state.next_group.max(1);
+        self.state.next_group = group + 1;
         let record = Arc::new(QueueRecord {
             vhost: vhost.to_owned(),
             name: name.clone(),
@@ -157,17 +159,18 @@ impl MetaMachine {
             auto_delete,
             args,
             parsed,
+            group,
         });
-        v.queues.insert(name, record.clone());
+        self.vhost_mut(vhost)?.queues.insert(name, record.clone());
         effects.push(MetaEffect::QueueCreated(record));
         Ok(true)
     }
 
     fn delete_queue(&mut self, vhost: &str, name: &str, effects: &mut Vec<MetaEffect>) -> Result<(), Error> {
         let v = self.vhost_mut(vhost)?;
-        if v.queues.remove(name).is_some() {
+        if let Some(rec) = v.queues.remove(name) {
             remove_destination(v, &Destination::Queue(name.to_owned()));
-            effects.push(MetaEffect::QueueDeleted(QueueKey::new(vhost, name)));
+            effects.push(MetaEffect::QueueDeleted(rec));
         }
         Ok(())
     }
@@ -228,19 +231,15 @@ impl MetaMachine {
         Ok(())
     }
 
-    fn connection_closed(&mut self, connection: ConnectionId, effects: &mut Vec<MetaEffect>) {
-        let owned: Vec<(String, String)> = self
+    /// Deletes every queue `doomed` picks.
+    fn delete_queues_where(&mut self, doomed: impl Fn(&QueueRecord) -> bool, effects: &mut Vec<MetaEffect>) {
+        let names: Vec<(String, String)> = self
             .state
             .vhosts
             .values()
-            .flat_map(|v| {
-                v.queues
-                    .values()
-                    .filter(|q| q.exclusive_owner == Some(connection))
-                    .map(|q| (q.vhost.clone(), q.name.clone()))
-            })
+            .flat_map(|v| v.queues.values().filter(|q| doomed(q)).map(|q| (q.vhost.clone(), q.name.clone())))
             .collect();
-        for (vhost, name) in owned {
+        for (vhost, name) in names {
             let _ = self.delete_queue(&vhost, &name, effects);
         }
     }
@@ -321,7 +320,11 @@ impl Machine for MetaMachine {
                 self.unbind(&vhost, &source, destination, key, args)
             }
             MetaCommand::ConnectionClosed { connection } => {
-                self.connection_closed(connection, effects);
+                self.delete_queues_where(|q| q.exclusive_owner == Some(connection), effects);
+                Ok(())
+            }
+            MetaCommand::NodeStarted => {
+                self.delete_queues_where(|q| !q.durable || q.exclusive_owner.is_some(), effects);
                 Ok(())
             }
         };

@@ -67,6 +67,9 @@ pub struct QueueRecord {
     pub auto_delete: bool,
     pub args: FieldTable,
     pub parsed: QueueArgs,
+    /// The storage group holding this queue's log (allocated by the metadata machine, never
+    /// reused).
+    pub group: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -93,4 +96,6 @@ impl ExchangeLookup for Vhost {
 pub struct MetaState {
     pub vhosts: BTreeMap<String, Arc<Vhost>>,
     pub users: BTreeMap<String, Arc<User>>,
+    /// The next queue storage group id (group 0 is the metadata group itself).
+    pub next_group: u64,
 }

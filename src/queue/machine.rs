@@ -82,6 +82,12 @@ pub enum Command {
     },
     /// Read-only: counts for `queue.declare-ok` and listings.
     Stats,
+    /// The node restarted: no consumer of before is connected any more. Cancels them all and
+    /// requeues their unacked messages (redelivered). With `drop_transient`, messages that
+    /// were not published persistent are dropped, as RabbitMQ's classic queues lose them.
+    Recover {
+        drop_transient: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -322,6 +328,22 @@ impl QueueMachine {
         Reply::Got(Some(got))
     }
 
+    fn recover(&mut self, drop_transient: bool) -> Reply {
+        self.consumers.clear();
+        self.cursor = 0;
+        let unacked = std::mem::take(&mut self.unacked);
+        for (_, (_, mut entry)) in unacked {
+            entry.redelivered = true;
+            self.returned.insert(entry.id, entry);
+        }
+        if drop_transient {
+            let persistent = |e: &Entry| e.msg.properties.delivery_mode() == &Some(2);
+            self.ready.retain(persistent);
+            self.returned.retain(|_, e| persistent(e));
+        }
+        Reply::Stats { messages: self.ready_count(), consumers: 0 }
+    }
+
     fn delete(&mut self, if_unused: bool, if_empty: bool, effects: &mut Vec<Effect>) -> Reply {
         let what = format!("queue '{}' in vhost '{}'", self.config.key.name, self.config.key.vhost);
         if if_unused && !self.consumers.is_empty() {
@@ -383,6 +405,7 @@ impl Machine for QueueMachine {
             }
             Command::Delete { if_unused, if_empty } => return self.delete(if_unused, if_empty, effects),
             Command::Stats => Reply::Stats { messages: self.ready_count(), consumers: self.consumer_count() },
+            Command::Recover { drop_transient } => self.recover(drop_transient),
         };
         self.dispatch(effects);
         reply

@@ -25,6 +25,7 @@ mod tag {
     pub const BIND: u8 = 8;
     pub const UNBIND: u8 = 9;
     pub const CONNECTION_CLOSED: u8 = 10;
+    pub const NODE_STARTED: u8 = 11;
 }
 
 fn put_table(w: &mut Writer, t: &FieldTable) {
@@ -122,6 +123,9 @@ fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::ConnectionClosed { connection } => {
             w.u8(tag::CONNECTION_CLOSED).u64(connection.0);
         }
+        MetaCommand::NodeStarted => {
+            w.u8(tag::NODE_STARTED);
+        }
     }
     w.buf
 }
@@ -172,6 +176,7 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
             }
         }
         tag::CONNECTION_CLOSED => MetaCommand::ConnectionClosed { connection: ConnectionId(r.u64()?) },
+        tag::NODE_STARTED => MetaCommand::NodeStarted,
         t => return Err(CodecError(format!("unknown metadata command tag {t}"))),
     };
     r.finish()?;
@@ -181,6 +186,7 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
 fn encode_state(s: &MetaState) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(VERSION);
+    w.u64(s.next_group);
     w.u32(s.users.len() as u32);
     for u in s.users.values() {
         w.str(&u.name).str(&u.password_hash);
@@ -201,6 +207,7 @@ fn encode_state(s: &MetaState) -> Vec<u8> {
                 None => w.u8(0),
             };
             put_table(&mut w, &q.args);
+            w.u64(q.group);
         }
         w.u32(v.exchanges.len() as u32);
         for x in v.exchanges.values() {
@@ -223,7 +230,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
     if v != VERSION {
         return Err(CodecError(format!("metadata state version {v}, this build reads {VERSION}")));
     }
-    let mut state = MetaState::default();
+    let mut state = MetaState { next_group: r.u64()?, ..Default::default() };
     for _ in 0..r.u32()? {
         let (name, password_hash, tags) = (r.str()?, r.str()?, get_strings(&mut r)?);
         state.users.insert(name.clone(), Arc::new(User { name, password_hash, tags }));
@@ -243,6 +250,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
                 t => return Err(CodecError(format!("bad owner tag {t}"))),
             };
             let args = get_table(&mut r)?;
+            let group = r.u64()?;
             let parsed =
                 parse_queue_args(&args, &queue_what(&vh.name, &name)).map_err(|e| CodecError(e.reply_text()))?;
             let rec = QueueRecord {
@@ -250,6 +258,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
                 name: name.clone(),
                 durable,
                 exclusive_owner,
+                group,
                 auto_delete,
                 args,
                 parsed,

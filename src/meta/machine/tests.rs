@@ -145,3 +145,35 @@ fn delete_exchange_if_unused() {
         MetaReply::Ok
     ));
 }
+
+#[test]
+fn queues_get_distinct_groups_and_node_start_removes_transient_ones() {
+    let mut m = setup();
+    let mut durable = queue("d", false, 1);
+    if let MetaCommand::DeclareQueue { durable: d, .. } = &mut durable {
+        *d = true;
+    }
+    apply(&mut m, durable);
+    apply(&mut m, queue("t", false, 1));
+    apply(&mut m, queue("x", true, 1));
+    let groups: Vec<u64> = m.state().vhosts["/"].queues.values().map(|q| q.group).collect();
+    let mut unique = groups.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "distinct groups {groups:?}");
+    assert!(groups.iter().all(|g| *g >= 1), "group 0 is the metadata group");
+    let (_, fx) = apply(&mut m, MetaCommand::NodeStarted);
+    let gone: Vec<&str> = fx
+        .iter()
+        .map(|e| match e {
+            MetaEffect::QueueDeleted(r) => r.name.as_str(),
+            _ => "",
+        })
+        .collect();
+    assert_eq!(gone, vec!["t", "x"]);
+    assert!(m.state().vhosts["/"].queues.contains_key("d"));
+    // A later queue never reuses a group.
+    apply(&mut m, queue("t2", false, 2));
+    let g = m.state().vhosts["/"].queues["t2"].group;
+    assert!(!groups.contains(&g));
+}

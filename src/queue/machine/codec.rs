@@ -25,6 +25,7 @@ mod tag {
     pub const PURGE: u8 = 7;
     pub const DELETE: u8 = 8;
     pub const STATS: u8 = 9;
+    pub const RECOVER: u8 = 10;
 }
 
 fn err(e: CodecError) -> DecodeError {
@@ -152,6 +153,9 @@ fn encode_command(cmd: &Command) -> Vec<u8> {
         Command::Stats => {
             w.u8(tag::STATS);
         }
+        Command::Recover { drop_transient } => {
+            w.u8(tag::RECOVER).bool(*drop_transient);
+        }
     }
     w.buf
 }
@@ -180,6 +184,7 @@ fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
         tag::PURGE => Command::Purge,
         tag::DELETE => Command::Delete { if_unused: r.bool()?, if_empty: r.bool()? },
         tag::STATS => Command::Stats,
+        tag::RECOVER => Command::Recover { drop_transient: r.bool()? },
         t => return Err(CodecError(format!("unknown queue command tag {t}"))),
     };
     r.finish()?;

@@ -225,3 +225,33 @@ fn random_sequences_lose_and_duplicate_nothing() {
         assert_eq!(published.len(), acked.len() + outstanding.len() + m.ready_count() as usize, "seed {seed}");
     }
 }
+
+#[test]
+fn recover_cancels_consumers_requeues_unacked_and_can_drop_transient() {
+    let mut m = machine(false, false);
+    run(&mut m, Command::Consume(spec(1, 0)));
+    let persistent = Arc::new(Message {
+        exchange: String::new(),
+        routing_key: "q".into(),
+        properties: BasicProperties::default().with_delivery_mode(2),
+        header: Bytes::new(),
+        body: Bytes::from_static(b"p").into(),
+    });
+    run(&mut m, Command::Enqueue { msg: persistent });
+    run(&mut m, Command::Enqueue { msg: msg(1) });
+    assert_eq!((m.unacked_count(), m.consumer_count()), (2, 1));
+    let mut classic = machine(false, false);
+    run(&mut classic, Command::Enqueue { msg: msg(2) });
+    // Quorum-like: everything comes back, redelivered, in its place.
+    run(&mut m, Command::Recover { drop_transient: false });
+    assert_eq!((m.ready_count(), m.unacked_count(), m.consumer_count()), (2, 0, 0));
+    let Reply::Got(Some(g)) =
+        run(&mut m, Command::Get { holder: Holder::Get(ConnectionId(1), ChannelId(1)), no_ack: true }).0
+    else {
+        panic!()
+    };
+    assert!(g.redelivered && g.id == MsgId(1));
+    // Classic: transient messages are gone after a restart.
+    run(&mut classic, Command::Recover { drop_transient: true });
+    assert_eq!(classic.ready_count(), 0);
+}

@@ -101,6 +101,7 @@ fn every_command_round_trips() {
         args: table(&[("n", AMQPValue::LongInt(1))]),
     });
     all.push(MetaCommand::ConnectionClosed { connection: ConnectionId(u64::MAX) });
+    all.push(MetaCommand::NodeStarted);
     for cmd in all {
         let bytes = Bytes::from(encode_command(&cmd));
         let back = decode_command(&bytes).unwrap();

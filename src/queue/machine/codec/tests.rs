@@ -54,6 +54,7 @@ fn all_commands() -> Vec<Command> {
         Command::Purge,
         Command::Delete { if_unused: true, if_empty: false },
         Command::Stats,
+        Command::Recover { drop_transient: true },
     ]
 }
 

@@ -1,27 +1,31 @@
-//! One broker node: the metadata group, the queues it runs, the routing snapshot, shutdown.
+//! One broker node: storage, the metadata group, the queues it runs, the routing snapshot,
+//! resource alarms, and ordered start-up and shutdown.
 //!
-//! The node is the service façade the wire layer talks to. Metadata commands go through the
-//! metadata group; its effects start and stop queue runners; after every change a new
-//! [`Topology`] snapshot is published, which publishers read without locks.
+//! Metadata commands go to one actor that proposes them in batches to the metadata group
+//! (openraft + RocksDB, group 0), carries out their effects in log order (starting and
+//! stopping queue runners) and publishes a new [`Topology`] snapshot before answering, so a
+//! client's next method sees its change; publishers read the snapshot without locks. Durable
+//! queues run on their own storage group; transient ones in memory.
 
 use crate::alarm::{Alarms, MemoryAlarm};
 use crate::amqp;
-use crate::broker::password;
+use crate::broker::{Error, ReplyCode, argument::QueueType, password};
 use crate::config::Config;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
-use crate::meta::{MetaCommand, MetaEffect, MetaMachine, MetaReply, MetaState};
+use crate::meta::{MetaCommand, MetaEffect, MetaMachine, MetaReply, MetaState, QueueRecord};
 use crate::queue::machine::{Command, QueueConfig};
-use crate::queue::runner::{AutoDelete, Request};
+use crate::queue::runner::{AutoDelete, Backend, Request};
 use crate::queue::{self, ClientSink, QueueHandle};
-use crate::raft::Group;
+use crate::raft::{DurableGroup, GroupOptions};
+use crate::storage::{GroupId, Storage};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// What routing and lookups read: the metadata and the running queues, as of one moment.
@@ -31,16 +35,23 @@ pub struct Topology {
     pub queues: HashMap<QueueKey, QueueHandle>,
 }
 
-struct MetaCore {
-    group: Group<MetaMachine>,
-    effects: Vec<MetaEffect>,
-    queues: HashMap<QueueKey, QueueHandle>,
-}
+/// The metadata group's storage group id.
+const META_GROUP: GroupId = GroupId(0);
+/// How often resident memory is compared with the alarm threshold.
+const MEMORY_CHECK: Duration = Duration::from_secs(1);
+/// Metadata proposals waiting for the actor before proposers wait.
+const META_INBOX: usize = 1024;
+
+type MetaRequest = (MetaCommand, oneshot::Sender<MetaReply>);
 
 /// A running node.
 pub struct Node {
     config: Config,
-    meta: Mutex<MetaCore>,
+    storage: Storage,
+    meta: Arc<DurableGroup<MetaMachine>>,
+    meta_tx: mpsc::Sender<MetaRequest>,
+    /// Running queues; changed only by the metadata actor (and shutdown), never across an await.
+    queues: Mutex<HashMap<QueueKey, QueueHandle>>,
     topology: ArcSwap<Topology>,
     next_connection: AtomicU64,
     next_consumer: AtomicU64,
@@ -53,14 +64,15 @@ pub struct Node {
     me: Weak<Node>,
 }
 
-/// How often resident memory is compared with the alarm threshold.
-const MEMORY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("cannot open the metadata store: {0}")]
+    Meta(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("bootstrap failed: {0}")]
@@ -75,13 +87,14 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, closes every client connection with 320 CONNECTION_FORCED, and waits
-    /// for the listeners to finish.
+    /// Stops accepting, closes every client connection with 320 CONNECTION_FORCED, stops the
+    /// queues and the metadata group, and closes storage (so the data directory's lock is free).
     pub async fn shutdown(self) {
         self.node.shutdown.send_replace(true);
         for t in self.tasks {
             let _ = t.await;
         }
+        self.node.stop().await;
     }
 }
 
@@ -90,7 +103,8 @@ fn now_ms() -> u64 {
 }
 
 impl Node {
-    /// Starts a node: bootstraps metadata from the config and opens the AMQP listener.
+    /// Starts a node: opens storage and recovers metadata and queues, applies the config's
+    /// users and vhosts, then opens the AMQP listener.
     pub async fn start(config: Config) -> Result<Running, StartError> {
         config.validate()?;
         let listener = TcpListener::bind(config.amqp_addr)
@@ -98,15 +112,24 @@ impl Node {
             .map_err(|source| StartError::Listen { addr: config.amqp_addr, source })?;
         let amqp_addr =
             listener.local_addr().map_err(|source| StartError::Listen { addr: config.amqp_addr, source })?;
+        let storage = Storage::open(&config.data_dir)?;
+        let meta = DurableGroup::open(
+            storage.group(META_GROUP),
+            MetaMachine::default(),
+            GroupOptions { snapshot_every: 1000, ..Default::default() },
+        )
+        .await
+        .map_err(|e| StartError::Meta(e.to_string()))?;
+        let meta = Arc::new(meta);
+        let (meta_tx, meta_rx) = mpsc::channel(META_INBOX);
         let alarms = watch::channel(Alarms::default()).0;
         let memory = MemoryAlarm::new(config.memory_limit(), alarms.clone());
         let node = Arc::new_cyclic(|me| Node {
             config,
-            meta: Mutex::new(MetaCore {
-                group: Group::new(MetaMachine::default()),
-                effects: Vec::new(),
-                queues: HashMap::new(),
-            }),
+            storage,
+            meta,
+            meta_tx,
+            queues: Mutex::new(HashMap::new()),
             topology: ArcSwap::from_pointee(Topology::default()),
             next_connection: AtomicU64::new(1),
             next_consumer: AtomicU64::new(1),
@@ -116,7 +139,8 @@ impl Node {
             memory,
             me: me.clone(),
         });
-        node.bootstrap()?;
+        tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx));
+        node.bootstrap().await?;
         node.memory.check();
         tracing::info!(limit = node.memory.limit(), "memory alarm threshold");
         let monitor = tokio::spawn(memory_monitor(Arc::downgrade(&node), node.shutdown_signal()));
@@ -125,11 +149,13 @@ impl Node {
         Ok(Running { node, amqp_addr, tasks: vec![server, monitor] })
     }
 
-    fn bootstrap(&self) -> Result<(), StartError> {
+    async fn bootstrap(&self) -> Result<(), StartError> {
         let c = &self.config;
+        let fresh = self.meta.read(|m| m.state().users.is_empty() && m.state().vhosts.is_empty());
         let mut cmds = vec![MetaCommand::AddVhost { name: "/".into() }];
         cmds.extend(c.vhosts.iter().map(|v| MetaCommand::AddVhost { name: v.name.clone() }));
-        if c.default_user && !c.users.iter().any(|u| u.name == "guest") {
+        // As RabbitMQ: guest is created with a new database, not again at every start.
+        if fresh && c.default_user && !c.users.iter().any(|u| u.name == "guest") {
             cmds.push(MetaCommand::PutUser {
                 name: "guest".into(),
                 password_hash: password::hash("guest", rand::random()),
@@ -147,9 +173,7 @@ impl Node {
             let password_hash = match (&u.password_hash, &u.password) {
                 (Some(h), _) => h.clone(),
                 (None, Some(p)) => password::hash(p, rand::random()),
-                (None, None) => {
-                    return Err(StartError::Bootstrap(format!("user '{}' has no password", u.name)));
-                }
+                (None, None) => return Err(StartError::Bootstrap(format!("user '{}' has no password", u.name))),
             };
             cmds.push(MetaCommand::PutUser { name: u.name.clone(), password_hash, tags: u.tags.clone() });
         }
@@ -162,12 +186,90 @@ impl Node {
                 read: p.read.clone(),
             });
         }
+        // Connections of before are gone: their exclusive queues go, and transient queues.
+        cmds.push(MetaCommand::NodeStarted);
         for cmd in cmds {
-            if let MetaReply::Refused(e) = self.propose_meta(cmd) {
+            if let MetaReply::Refused(e) = self.propose_meta(cmd).await {
                 return Err(StartError::Bootstrap(e.reply_text()));
             }
         }
+        // Every queue left is durable: run it, recovering its log.
+        let records: Vec<Arc<QueueRecord>> =
+            self.meta.read(|m| m.state().vhosts.values().flat_map(|v| v.queues.values().cloned()).collect());
+        let n = records.len();
+        for rec in records {
+            self.start_queue(&rec, true);
+        }
+        self.publish_topology();
+        if !fresh {
+            tracing::info!(queues = n, "recovered metadata and queues");
+        }
         Ok(())
+    }
+
+    /// Starts the runner of a queue (its durable group opens and recovers in the runner).
+    fn start_queue(&self, rec: &QueueRecord, recovering: bool) {
+        let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+        let config = QueueConfig {
+            key: key.clone(),
+            auto_delete: rec.auto_delete,
+            single_active_consumer: rec.parsed.single_active_consumer,
+        };
+        let backend =
+            if rec.durable { Backend::Durable(self.storage.group(GroupId(rec.group))) } else { Backend::Memory };
+        // After a restart classic queues lose their transient messages; quorum queues keep all.
+        let recover = recovering.then_some(rec.parsed.queue_type == QueueType::Classic);
+        let handle = queue::spawn(config, backend, recover, self.auto_deleter());
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
+    }
+
+    /// Carries out one metadata effect (in log order, from the metadata actor).
+    fn apply_effect(&self, fx: MetaEffect) {
+        match fx {
+            MetaEffect::QueueCreated(rec) => self.start_queue(&rec, false),
+            MetaEffect::QueueDeleted(rec) => {
+                let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+                let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                match running {
+                    // Never block here: the runner may be waiting on a connection that waits on us.
+                    // The runner removes a durable queue's data once its last handle is gone.
+                    Some(h) => {
+                        tokio::spawn(async move {
+                            let cmd = Command::Delete { if_unused: false, if_empty: false };
+                            let _ = h.tx.send(Request::Cast { cmd }).await;
+                        });
+                    }
+                    // Deleted before it ever ran (at start-up): remove its data now.
+                    None if rec.durable => {
+                        if let Err(e) = self.storage.group(GroupId(rec.group)).destroy() {
+                            tracing::warn!(queue = %key, error = %e, "removing a deleted queue's data");
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn publish_topology(&self) {
+        let meta = self.meta.read(|m| m.state().clone());
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.topology.store(Arc::new(Topology { meta, queues }));
+    }
+
+    /// Stops queues (their groups shut down as their last handles go), then the metadata
+    /// group, then closes storage.
+    async fn stop(&self) {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.topology.store(Arc::new(Topology::default()));
+        self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Err(e) = self.meta.shutdown().await {
+            tracing::warn!(error = %e, "stopping the metadata group");
+        }
+        match self.storage.clone().close(Duration::from_secs(15)).await {
+            Ok(()) => tracing::info!("storage closed"),
+            Err(e) => tracing::warn!(error = %e, "storage not closed cleanly"),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -202,41 +304,15 @@ impl Node {
         ConsumerId(self.next_consumer.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Proposes a metadata command, carries out its effects and publishes the new snapshot.
-    pub fn propose_meta(&self, cmd: MetaCommand) -> MetaReply {
-        let mut core = self.meta.lock().unwrap_or_else(|p| p.into_inner());
-        let core = &mut *core;
-        let reply = core.group.propose(now_ms(), cmd, &mut core.effects);
-        let changed = !core.effects.is_empty();
-        for fx in core.effects.drain(..) {
-            match fx {
-                MetaEffect::QueueCreated(rec) => {
-                    let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
-                    let config = QueueConfig {
-                        key: key.clone(),
-                        auto_delete: rec.auto_delete,
-                        single_active_consumer: rec.parsed.single_active_consumer,
-                    };
-                    core.queues.insert(key, queue::spawn(config, self.auto_deleter()));
-                }
-                MetaEffect::QueueDeleted(rec) => {
-                    let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
-                    if let Some(h) = core.queues.remove(&key) {
-                        // Never block here: the runner may be waiting on a connection that is
-                        // waiting on us.
-                        tokio::spawn(async move {
-                            let _ =
-                                h.tx.send(Request::Cast { cmd: Command::Delete { if_unused: false, if_empty: false } })
-                                    .await;
-                        });
-                    }
-                }
-            }
+    /// Proposes a metadata command; answers once it is durable, applied, its effects carried
+    /// out and the new routing snapshot published.
+    pub async fn propose_meta(&self, cmd: MetaCommand) -> MetaReply {
+        let unavailable = || MetaReply::Refused(Error::new(ReplyCode::InternalError, "metadata store unavailable"));
+        let (tx, rx) = oneshot::channel();
+        if self.meta_tx.send((cmd, tx)).await.is_err() {
+            return unavailable();
         }
-        let _ = changed;
-        self.topology
-            .store(Arc::new(Topology { meta: core.group.state().state().clone(), queues: core.queues.clone() }));
-        reply
+        rx.await.unwrap_or_else(|_| unavailable())
     }
 
     fn auto_deleter(&self) -> AutoDelete {
@@ -246,7 +322,7 @@ impl Node {
             tokio::spawn(async move {
                 if let Some(node) = me.upgrade() {
                     tracing::debug!(queue = %key, "auto-delete: last consumer gone");
-                    node.propose_meta(MetaCommand::DeleteQueue { vhost: key.vhost, name: key.name });
+                    node.propose_meta(MetaCommand::DeleteQueue { vhost: key.vhost, name: key.name }).await;
                 }
             });
         })
@@ -264,6 +340,32 @@ impl Node {
     /// Looks up the requester behind a direct reply-to name.
     pub fn direct_reply_target(&self, name: &str) -> Option<(ClientSink, ChannelId)> {
         self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+}
+
+/// Proposes metadata commands in batches, carries out their effects in log order, publishes
+/// the snapshot, then answers.
+async fn meta_actor(node: Weak<Node>, mut rx: mpsc::Receiver<MetaRequest>) {
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        let Some(node) = node.upgrade() else { return };
+        let (cmds, replies): (Vec<MetaCommand>, Vec<oneshot::Sender<MetaReply>>) = batch.drain(..).unzip();
+        match node.meta.propose_many(now_ms(), cmds).await {
+            Ok(results) => {
+                let mut answers = Vec::with_capacity(results.len());
+                for (reply, effects) in results {
+                    for fx in effects {
+                        node.apply_effect(fx);
+                    }
+                    answers.push(reply);
+                }
+                node.publish_topology();
+                for (tx, reply) in replies.into_iter().zip(answers) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "metadata proposal failed"),
+        }
     }
 }
 

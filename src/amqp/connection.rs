@@ -627,7 +627,7 @@ impl Connection {
             }
         }
         self.flush_settles().await;
-        self.node.propose_meta(MetaCommand::ConnectionClosed { connection: self.id });
+        self.node.propose_meta(MetaCommand::ConnectionClosed { connection: self.id }).await;
     }
 }
 

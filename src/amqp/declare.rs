@@ -43,8 +43,8 @@ impl Connection {
         }
     }
 
-    fn meta(&self, cmd: MetaCommand) -> Result<MetaReply> {
-        match self.node.propose_meta(cmd) {
+    async fn meta(&self, cmd: MetaCommand) -> Result<MetaReply> {
+        match self.node.propose_meta(cmd).await {
             MetaReply::Refused(e) => Err(e.into()),
             r => Ok(r),
         }
@@ -112,7 +112,8 @@ impl Connection {
                         auto_delete: d.auto_delete,
                         internal: d.internal,
                         args: d.arguments,
-                    })?;
+                    })
+                    .await?;
                 }
                 if !d.nowait {
                     self.out.method(ch, AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})));
@@ -131,7 +132,8 @@ impl Connection {
                     )));
                 }
                 self.check_access(Access::Configure, "exchange", &name)?;
-                self.meta(MetaCommand::DeleteExchange { vhost: self.vhost.clone(), name, if_unused: d.if_unused })?;
+                self.meta(MetaCommand::DeleteExchange { vhost: self.vhost.clone(), name, if_unused: d.if_unused })
+                    .await?;
                 if !d.nowait {
                     self.out.method(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
                 }
@@ -147,7 +149,8 @@ impl Connection {
                     destination: Destination::Exchange(dst),
                     key: b.routing_key.to_string(),
                     args: b.arguments,
-                })?;
+                })
+                .await?;
                 if !b.nowait {
                     self.out.method(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
                 }
@@ -163,7 +166,8 @@ impl Connection {
                     destination: Destination::Exchange(dst),
                     key: b.routing_key.to_string(),
                     args: b.arguments,
-                })?;
+                })
+                .await?;
                 if !b.nowait {
                     self.out.method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
                 }
@@ -185,7 +189,7 @@ impl Connection {
                 } else {
                     b.routing_key.to_string()
                 };
-                self.bind_queue(&q, b.exchange.as_str(), key, b.arguments, true)?;
+                self.bind_queue(&q, b.exchange.as_str(), key, b.arguments, true).await?;
                 if !b.nowait {
                     self.out.method(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
                 }
@@ -193,7 +197,7 @@ impl Connection {
             }
             M::Unbind(b) => {
                 let q = self.resolve_queue(ch, b.queue.as_str())?;
-                self.bind_queue(&q, b.exchange.as_str(), b.routing_key.to_string(), b.arguments, false)?;
+                self.bind_queue(&q, b.exchange.as_str(), b.routing_key.to_string(), b.arguments, false).await?;
                 self.out.method(ch, AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})));
                 Ok(())
             }
@@ -219,7 +223,8 @@ impl Connection {
                     Ok(h) => {
                         match self.call(&h, Command::Delete { if_unused: d.if_unused, if_empty: d.if_empty }).await? {
                             Reply::Deleted(n) => {
-                                self.meta(MetaCommand::DeleteQueue { vhost: self.vhost.clone(), name: q.clone() })?;
+                                self.meta(MetaCommand::DeleteQueue { vhost: self.vhost.clone(), name: q.clone() })
+                                    .await?;
                                 n
                             }
                             Reply::Refused(e) => return Err(e.into()),
@@ -236,7 +241,7 @@ impl Connection {
         }
     }
 
-    fn bind_queue(&mut self, q: &str, exchange: &str, key: String, args: FieldTable, bind: bool) -> Result<()> {
+    async fn bind_queue(&mut self, q: &str, exchange: &str, key: String, args: FieldTable, bind: bool) -> Result<()> {
         self.check_access(Access::Write, "queue", q)?;
         self.check_access(Access::Read, "exchange", name::permission_name(exchange))?;
         // An exclusive queue of another connection cannot be bound (405).
@@ -253,7 +258,7 @@ impl Connection {
         } else {
             MetaCommand::Unbind { vhost, source, destination, key, args }
         };
-        self.meta(cmd).map(|_| ())
+        self.meta(cmd).await.map(|_| ())
     }
 
     async fn declare_queue(&mut self, ch: u16, d: queue::Declare) -> Result<()> {
@@ -283,15 +288,17 @@ impl Connection {
                 name::check_not_reserved("queue", &name)?;
             }
             self.check_access(Access::Configure, "queue", &name)?;
-            let reply = self.meta(MetaCommand::DeclareQueue {
-                vhost: self.vhost.clone(),
-                name: name.clone(),
-                durable: d.durable,
-                exclusive: d.exclusive,
-                auto_delete: d.auto_delete,
-                args: d.arguments,
-                connection: self.id,
-            })?;
+            let reply = self
+                .meta(MetaCommand::DeclareQueue {
+                    vhost: self.vhost.clone(),
+                    name: name.clone(),
+                    durable: d.durable,
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    args: d.arguments,
+                    connection: self.id,
+                })
+                .await?;
             match reply {
                 MetaReply::QueueDeclared { created: true } => (0, 0),
                 _ => {

@@ -9,7 +9,8 @@ use super::Message;
 use super::event::{ClientEvent, ClientSink, Delivery};
 use super::machine::{Command, ConsumerSpec, Effect, Outcome, QueueConfig, QueueMachine, Reply};
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
-use crate::raft::Group;
+use crate::raft::{DurableGroup, Group, GroupError, GroupOptions};
+use crate::storage::GroupLog;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -91,26 +92,81 @@ struct ConsumerSink {
     no_ack: bool,
 }
 
-/// Starts a runner for a new queue and returns its handle.
-pub fn spawn(config: QueueConfig, on_auto_delete: AutoDelete) -> QueueHandle {
+/// Where a queue's machine lives.
+pub enum Backend {
+    /// In memory (transient queues): applied synchronously.
+    Memory,
+    /// Replicated through openraft with its log in this storage group (durable queues). The
+    /// runner opens (and after a restart recovers) the group before serving requests.
+    Durable(GroupLog),
+}
+
+enum Store {
+    Memory(Group<QueueMachine>),
+    Durable(Arc<DurableGroup<QueueMachine>>, GroupLog),
+}
+
+impl Store {
+    /// Proposes a batch; replies and effects come back in order.
+    async fn propose(&mut self, now: u64, cmds: Vec<Command>) -> Result<Vec<(Reply, Vec<Effect>)>, GroupError> {
+        match self {
+            Store::Memory(g) => Ok(cmds
+                .into_iter()
+                .map(|c| {
+                    let mut fx = Vec::new();
+                    let r = g.propose(now, c, &mut fx);
+                    (r, fx)
+                })
+                .collect()),
+            Store::Durable(g, _) => g.propose_many(now, cmds).await,
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&QueueMachine) -> T) -> T {
+        match self {
+            Store::Memory(g) => f(g.state()),
+            Store::Durable(g, _) => g.read(f),
+        }
+    }
+}
+
+/// Starts a runner for a queue and returns its handle at once (a durable queue's group opens
+/// in the runner; requests wait in the inbox meanwhile).
+pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, on_auto_delete: AutoDelete) -> QueueHandle {
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(INBOX);
     let key = Arc::new(config.key.clone());
     let handle = QueueHandle { key, tx, ctl };
-    let runner = Runner {
-        group: Group::new(QueueMachine::new(config)),
-        sinks: HashMap::new(),
-        key: handle.key.clone(),
-        me: (handle.tx.downgrade(), handle.ctl.downgrade()),
-        on_auto_delete,
-    };
+    let me = (handle.tx.downgrade(), handle.ctl.downgrade());
+    let key = handle.key.clone();
     // The runner holds only weak senders to itself, so it stops once every handle is gone.
-    tokio::spawn(runner.run(rx, ctl_rx));
+    tokio::spawn(async move {
+        let store = match backend {
+            Backend::Memory => Store::Memory(Group::new(QueueMachine::new(config))),
+            Backend::Durable(log) => {
+                match DurableGroup::open(log.clone(), QueueMachine::new(config), GroupOptions::default()).await {
+                    Ok(g) => Store::Durable(Arc::new(g), log),
+                    Err(e) => {
+                        tracing::error!(queue = %key, error = %e, "cannot open the queue's log: queue unavailable");
+                        return;
+                    }
+                }
+            }
+        };
+        let mut runner = Runner { store, sinks: HashMap::new(), key, me, on_auto_delete };
+        if let Some(drop_transient) = recover {
+            // After a restart: no consumer of before is connected any more.
+            if let Err(e) = runner.store.propose(now_ms(), vec![Command::Recover { drop_transient }]).await {
+                tracing::error!(queue = %runner.key, error = %e, "recovery failed");
+            }
+        }
+        runner.run(rx, ctl_rx).await;
+    });
     handle
 }
 
 struct Runner {
-    group: Group<QueueMachine>,
+    store: Store,
     sinks: HashMap<ConsumerId, ConsumerSink>,
     key: Arc<QueueKey>,
     me: (mpsc::WeakSender<Request>, mpsc::WeakSender<Request>),
@@ -121,11 +177,19 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// What to do with a request's reply once its batch is applied.
+enum Post {
+    Confirm(Option<ConfirmTo>),
+    Consume(ConsumerId, oneshot::Sender<Reply>),
+    Reply(oneshot::Sender<Reply>),
+    /// Answered from the applied state, after the batch (reads stay out of the log).
+    Stats(oneshot::Sender<Reply>),
+    Nothing,
+}
+
 impl Runner {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut ctl_rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(BATCH);
-        let mut effects = Vec::new();
-        let mut confirms: Vec<(ClientSink, ChannelId, Vec<u64>)> = Vec::new();
         let (mut rx_open, mut ctl_open) = (true, true);
         loop {
             // Settles first, then whatever arrives.
@@ -143,130 +207,199 @@ impl Runner {
                         None => ctl_open = false,
                     },
                     n = rx.recv_many(&mut batch, BATCH), if rx_open => rx_open = n > 0,
-                    else => return,
+                    else => break,
                 }
                 if batch.is_empty() {
                     continue;
                 }
             }
-            let now = now_ms();
-            for req in batch.drain(..) {
-                self.handle(now, req, &mut effects, &mut confirms);
-            }
-            for (sink, channel, seqs) in confirms.drain(..) {
-                let _ = sink.send(ClientEvent::Confirms { channel, seqs, ok: true }).await;
-            }
-            self.execute(now, &mut effects).await;
+            self.serve_batch(now_ms(), &mut batch).await;
         }
+        self.stop().await;
     }
 
-    fn handle(
-        &mut self,
-        now: u64,
-        req: Request,
-        effects: &mut Vec<Effect>,
-        confirms: &mut Vec<(ClientSink, ChannelId, Vec<u64>)>,
-    ) {
-        match req {
-            Request::Publish { msg, confirm } => {
-                self.group.propose(now, Command::Enqueue { msg }, effects);
-                if let Some(c) = confirm {
-                    match confirms.last_mut() {
-                        Some((s, ch, seqs)) if *ch == c.channel && s.same_channel(&c.sink) => seqs.push(c.seq),
-                        _ => confirms.push((c.sink, c.channel, vec![c.seq])),
+    /// Proposes a batch of requests, then answers them in order and carries out the effects.
+    async fn serve_batch(&mut self, now: u64, batch: &mut Vec<Request>) {
+        let mut cmds = Vec::with_capacity(batch.len());
+        let mut posts = Vec::with_capacity(batch.len());
+        for req in batch.drain(..) {
+            match req {
+                Request::Publish { msg, confirm } => {
+                    cmds.push(Command::Enqueue { msg });
+                    posts.push(Post::Confirm(confirm));
+                }
+                Request::Consume { spec, sink, reply } => {
+                    // Register the sink first: the consume itself may dispatch to it.
+                    let entry = ConsumerSink {
+                        sink,
+                        connection: spec.connection,
+                        channel: spec.channel,
+                        tag: spec.tag.clone(),
+                        no_ack: spec.no_ack,
+                    };
+                    self.sinks.insert(spec.id, entry);
+                    posts.push(Post::Consume(spec.id, reply));
+                    cmds.push(Command::Consume(spec));
+                }
+                Request::Call { cmd: Command::Stats, reply } => posts.push(Post::Stats(reply)),
+                Request::Call { cmd, reply } => {
+                    cmds.push(cmd);
+                    posts.push(Post::Reply(reply));
+                }
+                Request::Cast { cmd } => {
+                    if let Command::Cancel { consumer } = &cmd {
+                        self.sinks.remove(consumer);
+                    }
+                    cmds.push(cmd);
+                    posts.push(Post::Nothing);
+                }
+            }
+        }
+        let results = match self.store.propose(now, cmds).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing was applied: publishers get a nack, callers an error (their reply
+                // channel closes), consumers registered for this batch are dropped.
+                tracing::error!(queue = %self.key, error = %e, "proposal failed");
+                for post in posts {
+                    match post {
+                        Post::Confirm(Some(c)) => {
+                            let _ = c
+                                .sink
+                                .send(ClientEvent::Confirms { channel: c.channel, seqs: vec![c.seq], ok: false })
+                                .await;
+                        }
+                        Post::Consume(id, _) => {
+                            self.sinks.remove(&id);
+                        }
+                        _ => {}
                     }
                 }
+                return;
             }
-            Request::Consume { spec, sink, reply } => {
-                let id = spec.id;
-                let entry = ConsumerSink {
-                    sink,
-                    connection: spec.connection,
-                    channel: spec.channel,
-                    tag: spec.tag.clone(),
-                    no_ack: spec.no_ack,
-                };
-                // Register the sink first: the consume itself may dispatch to it.
-                self.sinks.insert(id, entry);
-                let r = self.group.propose(now, Command::Consume(spec), effects);
-                if !matches!(r, Reply::Consumed) {
-                    self.sinks.remove(&id);
+        };
+        let mut effects = Vec::new();
+        let mut confirms: Vec<(ClientSink, ChannelId, Vec<u64>)> = Vec::new();
+        let mut results = results.into_iter();
+        for post in posts {
+            if let Post::Stats(reply) = post {
+                let _ = reply.send(
+                    self.store.read(|m| Reply::Stats { messages: m.ready_count(), consumers: m.consumer_count() }),
+                );
+                continue;
+            }
+            let Some((reply, fx)) = results.next() else { break };
+            effects.extend(fx);
+            match post {
+                Post::Confirm(Some(c)) => match confirms.last_mut() {
+                    Some((s, ch, seqs)) if *ch == c.channel && s.same_channel(&c.sink) => seqs.push(c.seq),
+                    _ => confirms.push((c.sink, c.channel, vec![c.seq])),
+                },
+                Post::Consume(id, tx) => {
+                    if !matches!(reply, Reply::Consumed) {
+                        self.sinks.remove(&id);
+                    }
+                    let _ = tx.send(reply);
                 }
-                let _ = reply.send(r);
-            }
-            Request::Call { cmd, reply } => {
-                let r = self.group.propose(now, cmd, effects);
-                let _ = reply.send(r);
-            }
-            Request::Cast { cmd } => {
-                if let Command::Cancel { consumer } = &cmd {
-                    self.sinks.remove(consumer);
+                Post::Reply(tx) => {
+                    let _ = tx.send(reply);
                 }
-                self.group.propose(now, cmd, effects);
+                Post::Confirm(None) | Post::Stats(_) | Post::Nothing => {}
             }
         }
-    }
-
-    /// Carries out effects; failed deliveries (the connection is gone) are requeued and their
-    /// consumer cancelled, which may produce more effects, so this loops until quiet.
-    async fn execute(&mut self, now: u64, effects: &mut Vec<Effect>) {
+        for (sink, channel, seqs) in confirms {
+            let _ = sink.send(ClientEvent::Confirms { channel, seqs, ok: true }).await;
+        }
+        // Carrying out effects may need follow-up commands (deliveries to a connection that
+        // is gone are requeued); loop until quiet.
         while !effects.is_empty() {
-            // Per channel, in dispatch order: two consumers on one channel see strict
-            // round-robin on the wire, as RabbitMQ delivers them.
-            let mut per_channel: BTreeMap<(ConnectionId, ChannelId), (ClientSink, Vec<(ConsumerId, Delivery)>)> =
-                BTreeMap::new();
-            let mut lost: Vec<(ConsumerId, Vec<MsgId>)> = Vec::new();
-            for fx in effects.drain(..) {
-                match fx {
-                    Effect::Deliver { consumer, id, msg, redelivered } => {
-                        let Some(s) = self.sinks.get(&consumer) else {
-                            lost.push((consumer, vec![id]));
-                            continue;
-                        };
-                        let d = Delivery { consumer_tag: s.tag.clone(), id, msg, redelivered, no_ack: s.no_ack };
-                        per_channel
-                            .entry((s.connection, s.channel))
-                            .or_insert_with(|| (s.sink.clone(), Vec::new()))
-                            .1
-                            .push((consumer, d));
-                    }
-                    Effect::ConsumerCancelled { consumer } => {
-                        if let Some(s) = self.sinks.remove(&consumer) {
-                            let ev = ClientEvent::ConsumerCancelled { channel: s.channel, consumer_tag: s.tag };
-                            let _ = s.sink.send(ev).await;
-                        }
-                    }
-                    Effect::AutoDelete => (self.on_auto_delete)((*self.key).clone()),
-                }
+            let followups = self.execute(&mut effects).await;
+            if followups.is_empty() {
+                break;
             }
-            let me = match (self.me.0.upgrade(), self.me.1.upgrade()) {
-                (Some(tx), Some(ctl)) => Some(QueueHandle { key: self.key.clone(), tx, ctl }),
-                _ => None,
-            };
-            for ((_, channel), (sink, items)) in per_channel {
-                let Some(me) = me.as_ref() else { continue };
-                let owners: Vec<(ConsumerId, MsgId, bool)> = items.iter().map(|(c, d)| (*c, d.id, d.no_ack)).collect();
-                let items = items.into_iter().map(|(_, d)| d).collect();
-                if sink.send(ClientEvent::Deliveries { channel, queue: me.clone(), items }).await.is_err() {
-                    for (consumer, id, no_ack) in owners {
-                        let pos = match lost.iter().position(|(c, _)| *c == consumer) {
-                            Some(p) => p,
-                            None => {
-                                lost.push((consumer, Vec::new()));
-                                lost.len() - 1
-                            }
-                        };
-                        if !no_ack {
-                            lost[pos].1.push(id);
-                        }
-                    }
-                }
-            }
-            for (consumer, ids) in lost {
-                self.sinks.remove(&consumer);
-                self.group.propose(now, Command::Cancel { consumer }, effects);
-                self.group.propose(now, Command::Settle { ids, outcome: Outcome::Requeue }, effects);
+            match self.store.propose(now, followups).await {
+                Ok(results) => effects.extend(results.into_iter().flat_map(|(_, fx)| fx)),
+                Err(e) => tracing::error!(queue = %self.key, error = %e, "requeue after a lost delivery failed"),
             }
         }
+    }
+
+    /// The last handle is gone: stop the durable group, and if the queue was deleted, remove
+    /// its data (group ids are never reused).
+    async fn stop(self) {
+        if let Store::Durable(g, log) = self.store {
+            let deleted = g.read(|m| m.is_deleted());
+            if let Err(e) = g.shutdown().await {
+                tracing::warn!(queue = %self.key, error = %e, "stopping the queue's group");
+            }
+            if deleted {
+                if let Err(e) = log.destroy() {
+                    tracing::warn!(queue = %self.key, error = %e, "removing a deleted queue's data");
+                }
+            }
+        }
+    }
+
+    /// Carries out effects; returns the commands needed for deliveries that could not be made
+    /// (the connection is gone): cancel the consumer and requeue its messages.
+    async fn execute(&mut self, effects: &mut Vec<Effect>) -> Vec<Command> {
+        // Per channel, in dispatch order: two consumers on one channel see strict
+        // round-robin on the wire, as RabbitMQ delivers them.
+        let mut per_channel: BTreeMap<(ConnectionId, ChannelId), (ClientSink, Vec<(ConsumerId, Delivery)>)> =
+            BTreeMap::new();
+        let mut lost: Vec<(ConsumerId, Vec<MsgId>)> = Vec::new();
+        for fx in effects.drain(..) {
+            match fx {
+                Effect::Deliver { consumer, id, msg, redelivered } => {
+                    let Some(s) = self.sinks.get(&consumer) else {
+                        lost.push((consumer, vec![id]));
+                        continue;
+                    };
+                    let d = Delivery { consumer_tag: s.tag.clone(), id, msg, redelivered, no_ack: s.no_ack };
+                    per_channel
+                        .entry((s.connection, s.channel))
+                        .or_insert_with(|| (s.sink.clone(), Vec::new()))
+                        .1
+                        .push((consumer, d));
+                }
+                Effect::ConsumerCancelled { consumer } => {
+                    if let Some(s) = self.sinks.remove(&consumer) {
+                        let ev = ClientEvent::ConsumerCancelled { channel: s.channel, consumer_tag: s.tag };
+                        let _ = s.sink.send(ev).await;
+                    }
+                }
+                Effect::AutoDelete => (self.on_auto_delete)((*self.key).clone()),
+            }
+        }
+        let me = match (self.me.0.upgrade(), self.me.1.upgrade()) {
+            (Some(tx), Some(ctl)) => Some(QueueHandle { key: self.key.clone(), tx, ctl }),
+            _ => None,
+        };
+        for ((_, channel), (sink, items)) in per_channel {
+            let Some(me) = me.as_ref() else { continue };
+            let owners: Vec<(ConsumerId, MsgId, bool)> = items.iter().map(|(c, d)| (*c, d.id, d.no_ack)).collect();
+            let items = items.into_iter().map(|(_, d)| d).collect();
+            if sink.send(ClientEvent::Deliveries { channel, queue: me.clone(), items }).await.is_err() {
+                for (consumer, id, no_ack) in owners {
+                    let pos = match lost.iter().position(|(c, _)| *c == consumer) {
+                        Some(p) => p,
+                        None => {
+                            lost.push((consumer, Vec::new()));
+                            lost.len() - 1
+                        }
+                    };
+                    if !no_ack {
+                        lost[pos].1.push(id);
+                    }
+                }
+            }
+        }
+        let mut followups = Vec::new();
+        for (consumer, ids) in lost {
+            self.sinks.remove(&consumer);
+            followups.push(Command::Cancel { consumer });
+            followups.push(Command::Settle { ids, outcome: Outcome::Requeue });
+        }
+        followups
     }
 }

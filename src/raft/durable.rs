@@ -296,7 +296,7 @@ impl<M: DurableMachine> DurableGroup<M> {
         Ok(())
     }
 
-    pub async fn shutdown(self) -> Result<(), GroupError> {
+    pub async fn shutdown(&self) -> Result<(), GroupError> {
         self.raft.shutdown().await.map_err(raft_err)
     }
 }

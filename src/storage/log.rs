@@ -5,7 +5,7 @@ use super::sync::{Syncer, Waiter};
 use super::{CF_LOG, CF_SM, CF_STATE, StorageError};
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// The kinds of per-group state kept beside the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,13 +20,13 @@ pub enum StateTag {
 /// A handle on one group's log; cheap to clone.
 #[derive(Clone)]
 pub struct GroupLog {
-    db: Arc<DB>,
+    db: Weak<DB>,
     id: GroupId,
     syncer: Syncer,
 }
 
 impl GroupLog {
-    pub(super) fn new(db: Arc<DB>, id: GroupId, syncer: Syncer) -> Self {
+    pub(super) fn new(db: Weak<DB>, id: GroupId, syncer: Syncer) -> Self {
         Self { db, id, syncer }
     }
 
@@ -34,8 +34,9 @@ impl GroupLog {
         self.id
     }
 
-    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
-        self.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
+    /// The database, while the storage is open.
+    fn db(&self) -> Result<Arc<DB>, StorageError> {
+        self.db.upgrade().ok_or(StorageError::Closed)
     }
 
     /// Writes entries; they are readable when this returns, and `on_durable` runs once they
@@ -45,22 +46,24 @@ impl GroupLog {
         entries: impl IntoIterator<Item = (u64, Vec<u8>)>,
         on_durable: Waiter,
     ) -> Result<(), StorageError> {
-        let cf = self.cf(CF_LOG)?;
+        let db = self.db()?;
+        let cf = cf(&db, CF_LOG)?;
         let mut batch = WriteBatch::default();
         for (index, bytes) in entries {
             batch.put_cf(cf, keys::log_key(self.id, index), bytes);
         }
-        self.db.write(batch).map_err(StorageError::io)?;
+        db.write(batch).map_err(StorageError::io)?;
         self.syncer.after_sync(on_durable);
         Ok(())
     }
 
     /// Entries with indexes in `range`, in order.
     pub fn entries(&self, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
-        let cf = self.cf(CF_LOG)?;
+        let db = self.db()?;
+        let cf = cf(&db, CF_LOG)?;
         let start = keys::log_key(self.id, range.start);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
+        for item in db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
             let (k, v) = item.map_err(StorageError::io)?;
             match keys::index_of(self.id, &k) {
                 Some(i) if i < range.end => out.push((i, v.into_vec())),
@@ -72,9 +75,10 @@ impl GroupLog {
 
     /// The last entry, if any.
     pub fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
-        let cf = self.cf(CF_LOG)?;
+        let db = self.db()?;
+        let cf = cf(&db, CF_LOG)?;
         let end = keys::log_key(self.id, u64::MAX);
-        let mut it = self.db.iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse));
+        let mut it = db.iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse));
         match it.next() {
             Some(item) => {
                 let (k, v) = item.map_err(StorageError::io)?;
@@ -96,32 +100,40 @@ impl GroupLog {
     }
 
     fn delete_range(&self, from: [u8; 16], to: [u8; 16]) -> Result<(), StorageError> {
-        let cf = self.cf(CF_LOG)?;
+        let db = self.db()?;
+        let cf = cf(&db, CF_LOG)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, from, to);
-        self.db.write_opt(batch, &synced()).map_err(StorageError::io)
+        db.write_opt(batch, &synced()).map_err(StorageError::io)
     }
 
     /// Stores a piece of Raft state durably (a vote must be on disk before it is sent).
     pub fn save_state(&self, tag: StateTag, bytes: &[u8]) -> Result<(), StorageError> {
-        let cf = self.cf(CF_STATE)?;
-        self.db.put_cf_opt(cf, keys::state_key(self.id, tag as u8), bytes, &synced()).map_err(StorageError::io)
+        let db = self.db()?;
+        let cf = cf(&db, CF_STATE)?;
+        db.put_cf_opt(cf, keys::state_key(self.id, tag as u8), bytes, &synced()).map_err(StorageError::io)
     }
 
     pub fn read_state(&self, tag: StateTag) -> Result<Option<Vec<u8>>, StorageError> {
-        let cf = self.cf(CF_STATE)?;
-        self.db.get_cf(cf, keys::state_key(self.id, tag as u8)).map_err(StorageError::io)
+        let db = self.db()?;
+        let cf = cf(&db, CF_STATE)?;
+        db.get_cf(cf, keys::state_key(self.id, tag as u8)).map_err(StorageError::io)
     }
 
     /// Removes everything the group stored (its queue was deleted); the id is never reused.
     pub fn destroy(&self) -> Result<(), StorageError> {
+        let db = self.db()?;
         let mut batch = WriteBatch::default();
         let (from, to) = (self.id.0.to_be_bytes(), (self.id.0 + 1).to_be_bytes());
         for name in [CF_LOG, CF_STATE, CF_SM] {
-            batch.delete_range_cf(self.cf(name)?, from, to);
+            batch.delete_range_cf(cf(&db, name)?, from, to);
         }
-        self.db.write_opt(batch, &synced()).map_err(StorageError::io)
+        db.write_opt(batch, &synced()).map_err(StorageError::io)
     }
+}
+
+fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, StorageError> {
+    db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
 }
 
 fn synced() -> WriteOptions {

@@ -49,7 +49,9 @@ pub struct Storage {
 }
 
 struct Inner {
-    db: Arc<DB>,
+    /// The open database; `None` once closed. Group logs hold it weakly, so closing the
+    /// storage really closes the database (and releases its lock).
+    db: std::sync::Mutex<Option<Arc<DB>>>,
     syncer: Syncer,
     path: PathBuf,
 }
@@ -92,7 +94,7 @@ impl Storage {
             }
         }
         let syncer = Syncer::start(Arc::downgrade(&db));
-        Ok(Self { inner: Arc::new(Inner { db, syncer, path }) })
+        Ok(Self { inner: Arc::new(Inner { db: std::sync::Mutex::new(Some(db)), syncer, path }) })
     }
 
     pub fn path(&self) -> &Path {
@@ -101,8 +103,8 @@ impl Storage {
 
     /// Allocates a fresh group id, durably: ids are never handed out twice, even across crashes.
     pub fn allocate_group(&self) -> Result<GroupId, StorageError> {
-        let node = self.cf(CF_NODE)?;
-        let db = &self.inner.db;
+        let db = self.db()?;
+        let node = db.cf_handle(CF_NODE).ok_or(StorageError::MissingColumnFamily(CF_NODE))?;
         let next = match db.get_cf(node, NEXT_GROUP_KEY).map_err(StorageError::io)? {
             Some(v) => keys::decode_u64(&v).ok_or_else(|| self.corrupt("unreadable group id allocator"))?,
             None => 1,
@@ -113,16 +115,38 @@ impl Storage {
         Ok(GroupId(next))
     }
 
-    /// The log and Raft state of one group.
+    /// The log and Raft state of one group (a weak handle: it fails with `Closed` once the
+    /// storage is closed).
     pub fn group(&self, id: GroupId) -> GroupLog {
-        GroupLog::new(self.inner.db.clone(), id, self.inner.syncer.clone())
+        let weak = self.lock_db().as_ref().map(Arc::downgrade).unwrap_or_default();
+        GroupLog::new(weak, id, self.inner.syncer.clone())
     }
 
-    /// Closes the database once every other holder (group logs, in-flight syncs) has let go;
-    /// waits at most `timeout`. Shutdown calls it last, so the lock is free for the next start.
-    pub async fn close(self, timeout: std::time::Duration) -> Result<(), StorageError> {
+    fn lock_db(&self) -> std::sync::MutexGuard<'_, Option<Arc<DB>>> {
+        self.inner.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn db(&self) -> Result<Arc<DB>, StorageError> {
+        self.lock_db().clone().ok_or(StorageError::Closed)
+    }
+
+    /// Closes the database once operations in flight are done (at most `timeout`); group
+    /// logs fail with `Closed` afterwards. Shutdown calls it last, so the lock is free for
+    /// the next start.
+    pub async fn close(&self, timeout: std::time::Duration) -> Result<(), StorageError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        while Arc::strong_count(&self.inner.db) > 1 {
+        loop {
+            {
+                let mut db = self.lock_db();
+                match db.as_ref() {
+                    None => return Ok(()),
+                    Some(d) if Arc::strong_count(d) == 1 => {
+                        db.take();
+                        return Ok(());
+                    }
+                    Some(_) => {}
+                }
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Err(StorageError::Io(format!(
                     "{}: still in use after {timeout:?}; not closed",
@@ -131,15 +155,10 @@ impl Storage {
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        Ok(())
     }
 
     pub fn sync_stats(&self) -> SyncStats {
         self.inner.syncer.stats()
-    }
-
-    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
-        self.inner.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
     }
 
     fn corrupt(&self, detail: &str) -> StorageError {

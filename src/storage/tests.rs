@@ -95,8 +95,9 @@ fn another_format_version_is_refused_not_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Storage::open(dir.path()).unwrap();
-        let node = s.inner.db.cf_handle(CF_NODE).unwrap();
-        s.inner.db.put_cf(node, FORMAT_KEY, 99u64.to_be_bytes()).unwrap();
+        let db = s.db().unwrap();
+        let node = db.cf_handle(CF_NODE).unwrap();
+        db.put_cf(node, FORMAT_KEY, 99u64.to_be_bytes()).unwrap();
     }
     let err = Storage::open(dir.path()).err().expect("refused");
     assert!(matches!(err, StorageError::IncompatibleFormat { found: 99, supported: FORMAT_VERSION, .. }), "{err}");

@@ -16,6 +16,8 @@ use warren::node::{Node, Running};
 pub struct Broker {
     pub running: Option<Running>,
     pub addr: SocketAddr,
+    /// The data directory (removed when the broker is dropped, unless handed over).
+    pub dir: Option<tempfile::TempDir>,
 }
 
 impl Broker {
@@ -24,15 +26,21 @@ impl Broker {
     }
 
     pub async fn with(f: impl FnOnce(&mut Config)) -> Self {
+        Self::in_dir(tempfile::tempdir().expect("data dir"), f).await
+    }
+
+    /// Starts a broker on an existing data directory (restart tests).
+    pub async fn in_dir(dir: tempfile::TempDir, f: impl FnOnce(&mut Config)) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
             .with_test_writer()
             .try_init();
-        let mut c = Config { amqp_addr: ([127, 0, 0, 1], 0).into(), ..Config::default() };
+        let mut c =
+            Config { amqp_addr: ([127, 0, 0, 1], 0).into(), data_dir: dir.path().to_owned(), ..Config::default() };
         f(&mut c);
         let running = Node::start(c).await.expect("broker starts");
         let addr = running.amqp_addr;
-        Self { running: Some(running), addr }
+        Self { running: Some(running), addr, dir: Some(dir) }
     }
 
     pub fn uri(&self) -> String {
@@ -57,6 +65,14 @@ impl Broker {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+    }
+
+    /// Stops the broker gracefully and returns its data directory for a restart.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        self.dir.take().expect("data dir")
     }
 }
 

@@ -54,8 +54,8 @@ fn fail(e: impl std::fmt::Display) -> StorageError<C> {
     StorageError::read(C::err_from_error(&io::Error::other(e.to_string())))
 }
 
-impl StoreBuilder<C, LogStore, TestSm, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, TestSm), StorageError<C>> {
+impl StoreBuilder<C, LogStore, TestSm, (tempfile::TempDir, Storage)> for Builder {
+    async fn build(&self) -> Result<((tempfile::TempDir, Storage), LogStore, TestSm), StorageError<C>> {
         let dir = tempfile::tempdir().map_err(fail)?;
         let storage = Storage::open(dir.path()).map_err(fail)?;
         for neighbour in [self.id - 1, self.id + 1] {
@@ -66,7 +66,8 @@ impl StoreBuilder<C, LogStore, TestSm, tempfile::TempDir> for Builder {
             g.save_state(StateTag::Purged, b"not a log id").map_err(fail)?;
         }
         let log = storage.group(GroupId(self.id));
-        Ok((dir, LogStore::new(log.clone()), SmAdapter::new(Null, log)))
+        // The guard keeps the storage open for the test's lifetime.
+        Ok(((dir, storage), LogStore::new(log.clone()), SmAdapter::new(Null, log)))
     }
 }
 

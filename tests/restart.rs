@@ -1,0 +1,103 @@
+//! Restarts: durable exchanges, queues, bindings and persistent messages survive a graceful
+//! restart; transient queues are gone, and so are transient messages on classic queues
+//! (quorum queues keep every message); unacked messages come back, redelivered, in place.
+
+mod common;
+
+use common::Broker;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+async fn publish(ch: &Channel, ex: &str, rk: &str, body: &str, props: BasicProperties) {
+    let c = ch
+        .basic_publish(ex.into(), rk.into(), BasicPublishOptions::default(), body.as_bytes(), props)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(c.is_ack(), "confirmed");
+}
+
+async fn get(ch: &Channel, q: &str) -> Option<(String, bool)> {
+    ch.basic_get(q.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .map(|m| (String::from_utf8(m.delivery.data.clone()).unwrap(), m.delivery.redelivered))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn durable_state_and_persistent_messages_survive_a_restart() {
+    let b = Broker::start().await;
+    let (conn, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    ch.exchange_declare("orders-x".into(), ExchangeKind::Direct, durable, FieldTable::default()).await.unwrap();
+    let dq = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("orders".into(), dq, FieldTable::default()).await.unwrap();
+    ch.queue_bind("orders".into(), "orders-x".into(), "new".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from(b"quorum".to_vec())));
+    ch.queue_declare("qq".into(), dq, quorum).await.unwrap();
+    ch.queue_declare("tmp".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    for i in 1..=3 {
+        publish(&ch, "orders-x", "new", &format!("p{i}"), persistent()).await;
+    }
+    publish(&ch, "orders-x", "new", "transient", BasicProperties::default()).await;
+    publish(&ch, "", "qq", "kept-by-quorum", BasicProperties::default()).await;
+    publish(&ch, "", "tmp", "lost", persistent()).await;
+    // Take p1 and keep it unacked across the restart.
+    let held = ch.basic_get("orders".into(), BasicGetOptions { no_ack: false }).await.unwrap().unwrap();
+    assert_eq!(held.delivery.data, b"p1");
+    drop(conn);
+    let dir = b.stop_keeping_data().await;
+
+    let b = Broker::in_dir(dir, |_| {}).await;
+    let (_c, ch) = b.channel().await;
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let q = ch.queue_declare("orders".into(), passive, FieldTable::default()).await.unwrap();
+    assert_eq!(q.message_count(), 3, "p1 (returned), p2, p3; the transient message is gone");
+    assert_eq!(get(&ch, "orders").await, Some(("p1".into(), true)), "unacked comes back first, redelivered");
+    assert_eq!(get(&ch, "orders").await, Some(("p2".into(), false)));
+    assert_eq!(get(&ch, "orders").await, Some(("p3".into(), false)));
+    assert_eq!(get(&ch, "orders").await, None);
+    assert_eq!(get(&ch, "qq").await, Some(("kept-by-quorum".into(), false)), "quorum queues keep every message");
+    // The durable exchange and its binding still route.
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    publish(&ch, "orders-x", "new", "after", persistent()).await;
+    assert_eq!(get(&ch, "orders").await, Some(("after".into(), false)));
+    // The transient queue is gone.
+    let e = ch.queue_declare("tmp".into(), passive, FieldTable::default()).await.unwrap_err();
+    assert_eq!(common::amqp_error(&e).0, 404);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_queues_stay_deleted_and_names_can_be_reused() {
+    let b = Broker::start().await;
+    let (_c, ch) = b.channel().await;
+    let dq = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("gone".into(), dq, FieldTable::default()).await.unwrap();
+    ch.basic_publish("".into(), "gone".into(), BasicPublishOptions::default(), b"x", persistent()).await.unwrap();
+    ch.queue_delete("gone".into(), QueueDeleteOptions::default()).await.unwrap();
+    ch.queue_declare("gone".into(), dq, FieldTable::default()).await.unwrap();
+    let dir = b.stop_keeping_data().await;
+    let b = Broker::in_dir(dir, |_| {}).await;
+    let (_c, ch) = b.channel().await;
+    let q = ch
+        .queue_declare(
+            "gone".into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0, "the new queue does not inherit the old one's messages");
+    b.stop().await;
+}

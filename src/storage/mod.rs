@@ -67,6 +67,10 @@ impl Storage {
         opts.create_if_missing(fresh);
         opts.create_missing_column_families(true);
         opts.set_manual_wal_flush(false);
+        // A WAL file can go only once every column family with data in it has flushed; the
+        // quiet families (Raft state, node) would otherwise pin old WALs forever. Past this
+        // size RocksDB flushes whatever holds the oldest WAL.
+        opts.set_max_total_wal_size(256 * 1024 * 1024);
         let cfs = COLUMN_FAMILIES.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| StorageError::from_open(&path, e))?;
         let db = Arc::new(db);

@@ -1,6 +1,7 @@
 //! A node's settings: defaults, then the TOML file, then `WARREN_*` variables and flags (the
 //! binary merges the last two; the library never reads the environment).
 
+use crate::broker::argument::QueueType;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub struct Config {
     pub memory_high_watermark: f64,
     /// An absolute memory alarm threshold in bytes; overrides the fraction when set.
     pub memory_high_watermark_bytes: Option<u64>,
+    /// What a plain durable declare (no `x-queue-type`) gets: `classic` (default, as a single
+    /// RabbitMQ node) or `quorum`.
+    pub default_queue_type: QueueType,
     /// Users who may log in only from loopback addresses (RabbitMQ: `loopback_users = [guest]`).
     pub loopback_users: Vec<String>,
     /// Create `guest`/`guest` (administrator, full access to `/`) unless a user of that name is
@@ -89,6 +93,7 @@ impl Default for Config {
             handshake_timeout: 10,
             memory_high_watermark: 0.6,
             memory_high_watermark_bytes: None,
+            default_queue_type: QueueType::Classic,
             loopback_users: vec!["guest".to_owned()],
             default_user: true,
             users: Vec::new(),

@@ -80,3 +80,27 @@ fn bad_config_stops_the_server_with_a_message() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_directory_in_use_stops_the_server_with_a_clear_error() {
+    let b = Broker::start().await;
+    let dir = b.dir.as_ref().unwrap().path().to_str().unwrap().to_owned();
+    let out =
+        tokio::task::spawn_blocking(move || warren(&["server", "--amqp-addr", "127.0.0.1:0", "--data-dir", &dir]))
+            .await
+            .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    b.stop().await;
+}
+
+#[test]
+fn a_data_directory_with_other_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let out = warren(&["server", "--amqp-addr", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no Warren data"));
+    assert!(dir.path().join("notes.txt").exists());
+}

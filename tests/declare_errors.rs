@@ -366,3 +366,62 @@ async fn invalid_queue_arguments_are_406() {
     );
     b.stop().await;
 }
+
+fn quorum() -> FieldTable {
+    args(&[("x-queue-type", AMQPValue::LongString("quorum".into()))])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quorum_queues_refuse_exclusive_auto_delete_transient_and_server_named() {
+    let b = Broker::start().await;
+    let c = b.connect().await;
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    let cases = [
+        (
+            QueueDeclareOptions { auto_delete: true, ..durable },
+            "qa",
+            "PRECONDITION_FAILED - invalid property 'auto-delete' for queue 'qa' in vhost '/'",
+        ),
+        (
+            QueueDeclareOptions { exclusive: true, ..durable },
+            "qe",
+            "PRECONDITION_FAILED - invalid property 'exclusive-owner' for queue 'qe' in vhost '/'",
+        ),
+        (
+            QueueDeclareOptions::default(),
+            "qt",
+            "PRECONDITION_FAILED - invalid property 'non-durable' for queue 'qt' in vhost '/'",
+        ),
+        (durable, "", "PRECONDITION_FAILED - Cannot declare a server-named queue for type rabbit_quorum_queue"),
+    ];
+    for (opts, name, text) in cases {
+        let ch = c.create_channel().await.unwrap();
+        expect_err(ch.queue_declare(name.into(), opts, quorum()).await, 406, text);
+    }
+    let ch = c.create_channel().await.unwrap();
+    ch.queue_declare("qq".into(), durable, quorum()).await.unwrap();
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_queue_type_applies_to_plain_durable_declares() {
+    let b = Broker::with(|c| c.default_queue_type = warren::broker::argument::QueueType::Quorum).await;
+    let (c, ch) = b.channel().await;
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("plain".into(), durable, FieldTable::default()).await.unwrap();
+    // It is a quorum queue: an explicit quorum redeclare is equivalent, a classic one is not.
+    ch.queue_declare("plain".into(), durable, quorum()).await.unwrap();
+    let classic = args(&[("x-queue-type", AMQPValue::LongString("classic".into()))]);
+    let e = ch.queue_declare("plain".into(), durable, classic).await.unwrap_err();
+    assert_eq!(common::amqp_error(&e).0, 406);
+    // Exclusive and server-named queues stay classic.
+    let ch = c.create_channel().await.unwrap();
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions { exclusive: true, durable: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    b.stop().await;
+}

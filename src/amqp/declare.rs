@@ -6,7 +6,7 @@
 
 use super::connection::Connection;
 use super::error::{AmqpError, Result};
-use crate::broker::argument;
+use crate::broker::argument::{self, QueueType};
 use crate::broker::exchange::{Destination, ExchangeKind};
 use crate::broker::name::{self, DIRECT_REPLY_TO, SERVER_NAMED_PREFIX};
 use crate::broker::permission::Access;
@@ -15,6 +15,7 @@ use crate::meta::{MetaCommand, MetaReply};
 use crate::queue::QueueHandle;
 use crate::queue::machine::{Command, Reply};
 use amq_protocol::protocol::{AMQPClass, exchange, queue};
+use amq_protocol::types::AMQPValue;
 use amq_protocol::types::FieldTable;
 use base64::Engine;
 
@@ -282,7 +283,24 @@ impl Connection {
             self.declare_ok(ch, &name, counts, d.nowait);
             return Ok(());
         } else {
+            let mut args = d.arguments;
+            // A plain durable declare gets the configured default queue type (RabbitMQ's
+            // default queue type); exclusive, auto-delete and server-named queues stay classic.
+            if self.node.config().default_queue_type == QueueType::Quorum
+                && argument::get(&args, "x-queue-type").is_none()
+                && d.durable
+                && !d.exclusive
+                && !d.auto_delete
+                && !name.is_empty()
+            {
+                args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            }
             if name.is_empty() {
+                if argument::get(&args, "x-queue-type").and_then(argument::as_str).as_deref() == Some("quorum") {
+                    return Err(AmqpError::precondition(
+                        "Cannot declare a server-named queue for type rabbit_quorum_queue",
+                    ));
+                }
                 name = server_name();
             } else {
                 name::check_not_reserved("queue", &name)?;
@@ -295,7 +313,7 @@ impl Connection {
                     durable: d.durable,
                     exclusive: d.exclusive,
                     auto_delete: d.auto_delete,
-                    args: d.arguments,
+                    args,
                     connection: self.id,
                 })
                 .await?;

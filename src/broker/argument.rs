@@ -133,7 +133,8 @@ pub fn assert_equivalent(current: &FieldTable, received: &FieldTable, keys: &[&s
 }
 
 /// The queue type chosen at declare time (`x-queue-type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum QueueType {
     Classic,
     Quorum,

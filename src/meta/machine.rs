@@ -8,7 +8,7 @@
 use super::command::{MetaCommand, MetaEffect, MetaReply};
 use super::state::{Exchange, MetaState, QueueRecord, User, Vhost};
 use crate::broker::Error;
-use crate::broker::argument::{self, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE_KEYS};
+use crate::broker::argument::{self, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE_KEYS, QueueType};
 use crate::broker::exchange::{Destination, ExchangeKind};
 use crate::broker::permission::Permissions;
 use crate::broker::router::Binding;
@@ -149,6 +149,19 @@ impl MetaMachine {
             return Ok(false);
         }
         let parsed = argument::parse_queue_args(&args, &what)?;
+        if parsed.queue_type == QueueType::Quorum {
+            // rabbit_quorum_queue:declare, in RabbitMQ's order.
+            let invalid = |property: &str| Error::precondition(format!("invalid property '{property}' for {what}"));
+            if auto_delete {
+                return Err(invalid("auto-delete"));
+            }
+            if exclusive {
+                return Err(invalid("exclusive-owner"));
+            }
+            if !durable {
+                return Err(invalid("non-durable"));
+            }
+        }
         let group = self.state.next_group.max(1);
         self.state.next_group = group + 1;
         let record = Arc::new(QueueRecord {

@@ -67,6 +67,54 @@ impl MemoryAlarm {
     }
 }
 
+/// The disk alarm: raised while the data directory's file system has less free space than
+/// the limit (RabbitMQ's `disk_free_limit`, default 50 MB). Consumers keep draining, which
+/// frees space; publishers wait.
+pub struct DiskAlarm {
+    limit: AtomicU64,
+    path: std::path::PathBuf,
+    alarms: watch::Sender<Alarms>,
+}
+
+impl DiskAlarm {
+    pub fn new(limit: u64, path: std::path::PathBuf, alarms: watch::Sender<Alarms>) -> Self {
+        Self { limit: AtomicU64::new(limit), path, alarms }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit (as `rabbitmqctl set_disk_free_limit`) and re-checks at once.
+    pub fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes, Ordering::Relaxed);
+        self.check();
+    }
+
+    pub fn check(&self) {
+        let Some(free) = free_bytes(&self.path) else { return };
+        let low = free < self.limit();
+        self.alarms.send_if_modified(|a| {
+            if a.disk == low {
+                return false;
+            }
+            if low {
+                tracing::warn!(free, limit = self.limit(), "disk alarm raised: blocking publishers");
+            } else {
+                tracing::info!(free, limit = self.limit(), "disk alarm cleared");
+            }
+            a.disk = low;
+            true
+        });
+    }
+}
+
+/// Free space available to this process on the file system holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 /// The process's resident memory, from `/proc/self/status` (Linux).
 pub fn resident_bytes() -> Option<u64> {
     kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
@@ -93,6 +141,21 @@ mod tests {
         assert_eq!(kib_field("VmRSS: junk", "VmRSS:"), None);
         assert!(resident_bytes().unwrap() > 0);
         assert!(total_memory().unwrap() > resident_bytes().unwrap());
+    }
+
+    #[test]
+    fn disk_alarm_follows_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+        let (tx, rx) = watch::channel(Alarms::default());
+        let d = DiskAlarm::new(0, dir.path().to_owned(), tx);
+        d.check();
+        assert!(!rx.borrow().disk);
+        d.set_limit(u64::MAX);
+        assert!(rx.borrow().disk);
+        assert_eq!(rx.borrow().reason(), "low on disk");
+        d.set_limit(0);
+        assert!(!rx.borrow().any());
     }
 
     #[test]

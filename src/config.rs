@@ -32,6 +32,9 @@ pub struct Config {
     pub memory_high_watermark: f64,
     /// An absolute memory alarm threshold in bytes; overrides the fraction when set.
     pub memory_high_watermark_bytes: Option<u64>,
+    /// Free disk space, in bytes, below which publishers are blocked (RabbitMQ's
+    /// `disk_free_limit`: 50 MB).
+    pub disk_free_limit: u64,
     /// What a plain durable declare (no `x-queue-type`) gets: `classic` (default, as a single
     /// RabbitMQ node) or `quorum`.
     pub default_queue_type: QueueType,
@@ -94,6 +97,7 @@ impl Default for Config {
             memory_high_watermark: 0.6,
             memory_high_watermark_bytes: None,
             default_queue_type: QueueType::Classic,
+            disk_free_limit: 50_000_000,
             loopback_users: vec!["guest".to_owned()],
             default_user: true,
             users: Vec::new(),

@@ -7,7 +7,7 @@
 //! client's next method sees its change; publishers read the snapshot without locks. Durable
 //! queues run on their own storage group; transient ones in memory.
 
-use crate::alarm::{Alarms, MemoryAlarm};
+use crate::alarm::{Alarms, DiskAlarm, MemoryAlarm};
 use crate::amqp;
 use crate::broker::{Error, ReplyCode, argument::QueueType, password};
 use crate::config::Config;
@@ -37,7 +37,7 @@ pub struct Topology {
 
 /// The metadata group's storage group id.
 const META_GROUP: GroupId = GroupId(0);
-/// How often resident memory is compared with the alarm threshold.
+/// How often resident memory and free disk are compared with the alarm thresholds.
 const MEMORY_CHECK: Duration = Duration::from_secs(1);
 /// Metadata proposals waiting for the actor before proposers wait.
 const META_INBOX: usize = 1024;
@@ -61,6 +61,7 @@ pub struct Node {
     /// Raised resource alarms; publishing connections hold their reads while any is raised.
     alarms: watch::Sender<Alarms>,
     memory: MemoryAlarm,
+    disk: DiskAlarm,
     me: Weak<Node>,
 }
 
@@ -124,6 +125,7 @@ impl Node {
         let (meta_tx, meta_rx) = mpsc::channel(META_INBOX);
         let alarms = watch::channel(Alarms::default()).0;
         let memory = MemoryAlarm::new(config.memory_limit(), alarms.clone());
+        let disk = DiskAlarm::new(config.disk_free_limit, config.data_dir.clone(), alarms.clone());
         let node = Arc::new_cyclic(|me| Node {
             config,
             storage,
@@ -137,12 +139,14 @@ impl Node {
             shutdown: watch::channel(false).0,
             alarms,
             memory,
+            disk,
             me: me.clone(),
         });
         tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx));
         node.bootstrap().await?;
         node.memory.check();
-        tracing::info!(limit = node.memory.limit(), "memory alarm threshold");
+        node.disk.check();
+        tracing::info!(memory = node.memory.limit(), disk_free = node.disk.limit(), "alarm thresholds");
         let monitor = tokio::spawn(memory_monitor(Arc::downgrade(&node), node.shutdown_signal()));
         tracing::info!(%amqp_addr, "AMQP 0-9-1 listener started");
         let server = tokio::spawn(amqp::server::serve(node.clone(), listener));
@@ -296,6 +300,11 @@ impl Node {
         self.memory.set_limit(bytes);
     }
 
+    /// Sets the free-disk threshold in bytes (as `rabbitmqctl set_disk_free_limit`).
+    pub fn set_disk_free_limit(&self, bytes: u64) {
+        self.disk.set_limit(bytes);
+    }
+
     pub fn next_connection_id(&self) -> ConnectionId {
         ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed))
     }
@@ -369,14 +378,17 @@ async fn meta_actor(node: Weak<Node>, mut rx: mpsc::Receiver<MetaRequest>) {
     }
 }
 
-/// Compares resident memory with the threshold every second until shutdown.
+/// Compares resident memory and free disk with their thresholds every second until shutdown.
 async fn memory_monitor(node: Weak<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(MEMORY_CHECK);
     loop {
         tokio::select! {
             _ = amqp::server::stopped(&mut shutdown) => return,
             _ = tick.tick() => match node.upgrade() {
-                Some(n) => n.memory.check(),
+                Some(n) => {
+                    n.memory.check();
+                    n.disk.check();
+                }
                 None => return,
             },
         }

@@ -112,3 +112,23 @@ async fn the_threshold_is_validated() {
     let bad = warren::config::Config { memory_high_watermark: 1.5, ..Default::default() };
     assert!(bad.validate().unwrap_err().to_string().contains("memory_high_watermark"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_disk_alarm_blocks_publishers_until_space_returns() {
+    // More free space required than any disk has: the alarm is raised from the start.
+    let b = Broker::with(|c| c.disk_free_limit = u64::MAX).await;
+    let node = b.running.as_ref().unwrap().node.clone();
+    let (_c, observer) = b.channel().await;
+    observer.queue_declare("d".into(), QueueDeclareOptions::default(), Default::default()).await.unwrap();
+    let mut r = Raw::open_with(b.addr, 0, blocked_capable()).await;
+    r.send_method(1, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}))).await;
+    r.method().await;
+    r.send(&publish_frames("d", b"one")).await;
+    match r.method().await {
+        (0, AMQPClass::Connection(connection::AMQPMethod::Blocked(b))) => assert_eq!(b.reason.as_str(), "low on disk"),
+        other => panic!("expected connection.blocked, got {other:?}"),
+    }
+    node.set_disk_free_limit(0);
+    assert!(matches!(r.method().await, (0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)))));
+    b.stop().await;
+}

@@ -54,8 +54,8 @@ fn fail(e: impl std::fmt::Display) -> StorageError<C> {
     StorageError::read(C::err_from_error(&io::Error::other(e.to_string())))
 }
 
-impl StoreBuilder<C, LogStore, TestSm, (tempfile::TempDir, Storage)> for Builder {
-    async fn build(&self) -> Result<((tempfile::TempDir, Storage), LogStore, TestSm), StorageError<C>> {
+impl StoreBuilder<C, LogStore, TestSm, (Storage, tempfile::TempDir)> for Builder {
+    async fn build(&self) -> Result<((Storage, tempfile::TempDir), LogStore, TestSm), StorageError<C>> {
         let dir = tempfile::tempdir().map_err(fail)?;
         let storage = Storage::open(dir.path()).map_err(fail)?;
         for neighbour in [self.id - 1, self.id + 1] {
@@ -66,8 +66,10 @@ impl StoreBuilder<C, LogStore, TestSm, (tempfile::TempDir, Storage)> for Builder
             g.save_state(StateTag::Purged, b"not a log id").map_err(fail)?;
         }
         let log = storage.group(GroupId(self.id));
-        // The guard keeps the storage open for the test's lifetime.
-        Ok(((dir, storage), LogStore::new(log.clone()), SmAdapter::new(Null, log)))
+        // The guard keeps the storage open for the test's lifetime; tuple fields drop in
+        // order, so the database closes before its directory is removed (a directory removed
+        // under an open RocksDB can abort its background threads).
+        Ok(((storage, dir), LogStore::new(log.clone()), SmAdapter::new(Null, log)))
     }
 }
 

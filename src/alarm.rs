@@ -51,19 +51,7 @@ impl MemoryAlarm {
     /// Compares resident memory with the limit and raises or clears the alarm.
     pub fn check(&self) {
         let Some(rss) = resident_bytes() else { return };
-        let over = rss >= self.limit();
-        self.alarms.send_if_modified(|a| {
-            if a.memory == over {
-                return false;
-            }
-            if over {
-                tracing::warn!(resident = rss, limit = self.limit(), "memory alarm raised: blocking publishers");
-            } else {
-                tracing::info!(resident = rss, limit = self.limit(), "memory alarm cleared");
-            }
-            a.memory = over;
-            true
-        });
+        set_alarm(&self.alarms, "memory", |a| &mut a.memory, rss >= self.limit(), rss, self.limit());
     }
 }
 
@@ -93,20 +81,32 @@ impl DiskAlarm {
 
     pub fn check(&self) {
         let Some(free) = free_bytes(&self.path) else { return };
-        let low = free < self.limit();
-        self.alarms.send_if_modified(|a| {
-            if a.disk == low {
-                return false;
-            }
-            if low {
-                tracing::warn!(free, limit = self.limit(), "disk alarm raised: blocking publishers");
-            } else {
-                tracing::info!(free, limit = self.limit(), "disk alarm cleared");
-            }
-            a.disk = low;
-            true
-        });
+        set_alarm(&self.alarms, "disk", |a| &mut a.disk, free < self.limit(), free, self.limit());
     }
+}
+
+/// Raises or clears one alarm, logging the change.
+fn set_alarm(
+    alarms: &watch::Sender<Alarms>,
+    name: &str,
+    flag: fn(&mut Alarms) -> &mut bool,
+    raised: bool,
+    value: u64,
+    limit: u64,
+) {
+    alarms.send_if_modified(|a| {
+        let f = flag(a);
+        if *f == raised {
+            return false;
+        }
+        *f = raised;
+        if raised {
+            tracing::warn!(alarm = name, value, limit, "resource alarm raised: blocking publishers");
+        } else {
+            tracing::info!(alarm = name, value, limit, "resource alarm cleared");
+        }
+        true
+    });
 }
 
 /// Free space available to this process on the file system holding `path`.

@@ -5,6 +5,7 @@
 //!   --producers N --consumers N --size BYTES --confirm WINDOW --prefetch N --auto-ack
 //!   --multi-ack-every N --persistent --durable --quorum --queue NAME --label TEXT
 //!   --rate MSGS_PER_SEC (per producer; 0 = as fast as possible)
+//!   --keep (neither purge the queue first nor delete it after: accumulate a backlog)
 //! ```
 //!
 //! It speaks AMQP over raw sockets (amq-protocol for encoding, Warren's frame splitter for
@@ -45,6 +46,7 @@ struct Args {
     quorum: bool,
     duration: u64,
     rate: u64,
+    keep: bool,
     queue: String,
     label: String,
 }
@@ -66,6 +68,7 @@ fn parse() -> Args {
         quorum: false,
         duration: 10,
         rate: 0,
+        keep: false,
         queue: format!("loadgen-{}", std::process::id()),
         label: String::new(),
     };
@@ -93,6 +96,7 @@ fn parse() -> Args {
             "--label" => a.label = val(),
             "--auto-ack" | "-a" => a.auto_ack = true,
             "--persistent" => a.persistent = true,
+            "--keep" => a.keep = true,
             "--durable" => a.durable = true,
             "--quorum" => {
                 a.quorum = true;
@@ -413,12 +417,10 @@ async fn run(a: Args) {
             arguments: queue_args(&a),
         })))
         .await;
-    setup
-        .call(AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
-            queue: a.queue.as_str().into(),
-            nowait: false,
-        })))
-        .await;
+    if !a.keep {
+        let purge = queue::Purge { queue: a.queue.as_str().into(), nowait: false };
+        setup.call(AMQPClass::Queue(queue::AMQPMethod::Purge(purge))).await;
+    }
     let ready = Arc::new(Semaphore::new(0));
     let consumers: Vec<_> = (0..a.consumers)
         .map(|_| tokio::spawn(consumer(a.clone(), start, stop.clone(), received.clone(), ready.clone())))
@@ -448,14 +450,10 @@ async fn run(a: Args) {
             let _ = hist.add(h);
         }
     }
-    setup
-        .call(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
-            queue: a.queue.as_str().into(),
-            if_unused: false,
-            if_empty: false,
-            nowait: false,
-        })))
-        .await;
+    if !a.keep {
+        let delete = queue::Delete { queue: a.queue.as_str().into(), if_unused: false, if_empty: false, nowait: false };
+        setup.call(AMQPClass::Queue(queue::AMQPMethod::Delete(delete))).await;
+    }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{}producers={} consumers={} size={}B confirm={} prefetch={} auto_ack={} persistent={} rate={} duration={:.1}s | sent {:.0} msg/s, received {:.0} msg/s{} | latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",

@@ -33,6 +33,13 @@ pub trait DurableMachine:
     fn decode_command(bytes: &bytes::Bytes) -> Result<Self::Command, DecodeError>;
     fn encode_state(&self) -> Vec<u8>;
     fn decode_state(bytes: &bytes::Bytes) -> Result<Self, DecodeError>;
+
+    /// How much a snapshot of this state costs, in log entries' worth (a queue: its
+    /// messages). A policy snapshot waits until at least this many entries were applied
+    /// since the last one, so snapshotting stays O(1) per entry however large the state.
+    fn state_weight(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +68,10 @@ struct SmState<M> {
     machine: M,
     applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
+    /// Entries applied since the last snapshot (built or installed).
+    since_snapshot: u64,
+    /// Snapshots built (for tests and metrics).
+    snapshots_built: u64,
 }
 
 /// openraft's state machine around a Warren machine.
@@ -78,7 +89,9 @@ impl<M> Clone for SmAdapter<M> {
 impl<M> SmAdapter<M> {
     /// A fresh adapter for `machine`, keeping its snapshots beside `log`.
     pub(crate) fn new(machine: M, log: GroupLog) -> Self {
-        Self { state: Arc::new(Mutex::new(SmState { machine, applied: None, membership: Default::default() })), log }
+        let state =
+            SmState { machine, applied: None, membership: Default::default(), since_snapshot: 0, snapshots_built: 0 };
+        Self { state: Arc::new(Mutex::new(state)), log }
     }
 
     fn lock(&self) -> MutexGuard<'_, SmState<M>> {
@@ -100,7 +113,9 @@ impl<M: DurableMachine> RaftSnapshotBuilder<C> for SmAdapter<M> {
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Cursor<Vec<u8>>>, io::Error> {
         let (meta, data) = {
-            let s = self.lock();
+            let mut s = self.lock();
+            s.since_snapshot = 0;
+            s.snapshots_built += 1;
             let meta = SnapshotMetaOf::<C> { last_log_id: s.applied.clone(), last_membership: s.membership.clone() };
             (meta, s.machine.encode_state())
         };
@@ -151,6 +166,7 @@ impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
                     }
                 };
                 s.applied = Some(entry.log_id.clone());
+                s.since_snapshot += 1;
                 replies.push((responder, out));
             }
         }
@@ -172,6 +188,7 @@ impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
         self.log.save_state(StateTag::Snapshot, &encode_snapshot(meta, &data)?).map_err(io::Error::other)?;
         let mut s = self.lock();
         s.machine = machine;
+        s.since_snapshot = 0;
         s.applied = meta.last_log_id.clone();
         s.membership = meta.last_membership.clone();
         Ok(())
@@ -189,6 +206,14 @@ impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
+    }
+
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        let defer = {
+            let s = self.lock();
+            !force && s.since_snapshot < s.machine.state_weight()
+        };
+        (!defer).then(|| self.clone())
     }
 }
 
@@ -288,6 +313,11 @@ impl<M: DurableMachine> DurableGroup<M> {
     /// Reads the applied state (local, not through the log).
     pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> T {
         f(&self.sm.lock().machine)
+    }
+
+    /// Snapshots built so far by this group (since it opened).
+    pub fn snapshots_built(&self) -> u64 {
+        self.sm.lock().snapshots_built
     }
 
     /// Forces a snapshot now (and the purge of the log behind it).

@@ -268,6 +268,9 @@ impl DurableMachine for QueueMachine {
     fn decode_state(bytes: &Bytes) -> Result<Self, DecodeError> {
         decode_state(bytes).map_err(err)
     }
+    fn state_weight(&self) -> u64 {
+        (self.ready_count() + self.unacked_count()) as u64
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ impl DurableMachine for Tally {
     fn encode_state(&self) -> Vec<u8> {
         self.0.iter().flat_map(|n| n.to_be_bytes()).collect()
     }
+    fn state_weight(&self) -> u64 {
+        self.0.len() as u64
+    }
     fn decode_state(b: &bytes::Bytes) -> Result<Self, DecodeError> {
         b.chunks(8)
             .map(|c| c.try_into().map(u64::from_be_bytes).map_err(|_| DecodeError("state".into())))
@@ -149,4 +152,19 @@ async fn concurrent_proposals_share_fsyncs() {
     let after = s.sync_stats();
     assert_eq!(g.read(|m| m.0.len()), 200);
     assert!(after.syncs - before.syncs < 200, "200 proposals took {} fsyncs", after.syncs - before.syncs);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_wait_until_the_log_outweighs_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(dir.path()).unwrap();
+    // The policy asks for a snapshot every entry; the state's weight (its length) defers them,
+    // so 400 proposals take a handful of snapshots (doubling), not hundreds.
+    let g = DurableGroup::open(s.group(s.allocate_group().unwrap()), Tally::default(), opts(1)).await.unwrap();
+    for n in 0..400 {
+        g.propose(0, n).await.unwrap();
+    }
+    let built = g.snapshots_built();
+    assert!((1..=16).contains(&built), "{built} snapshots for 400 entries");
+    g.shutdown().await.unwrap();
 }

@@ -27,61 +27,57 @@ impl Alarms {
     }
 }
 
-/// The memory alarm: raised while the process's resident memory is at or above the limit.
-pub struct MemoryAlarm {
+/// What an alarm watches.
+enum Resource {
+    /// The process's resident memory; raised at or above the limit.
+    Memory,
+    /// Free space on the data directory's file system; raised below the limit (RabbitMQ's
+    /// `disk_free_limit`). Consumers keep draining, which frees space; publishers wait.
+    Disk(std::path::PathBuf),
+}
+
+/// One resource alarm: a measurement compared with a limit that can change at run time.
+pub struct ThresholdAlarm {
+    resource: Resource,
     limit: AtomicU64,
     alarms: watch::Sender<Alarms>,
 }
 
-impl MemoryAlarm {
-    pub fn new(limit: u64, alarms: watch::Sender<Alarms>) -> Self {
-        Self { limit: AtomicU64::new(limit), alarms }
+impl ThresholdAlarm {
+    pub fn memory(limit: u64, alarms: watch::Sender<Alarms>) -> Self {
+        Self { resource: Resource::Memory, limit: AtomicU64::new(limit), alarms }
+    }
+
+    pub fn disk(limit: u64, path: std::path::PathBuf, alarms: watch::Sender<Alarms>) -> Self {
+        Self { resource: Resource::Disk(path), limit: AtomicU64::new(limit), alarms }
     }
 
     pub fn limit(&self) -> u64 {
         self.limit.load(Ordering::Relaxed)
     }
 
-    /// Changes the limit (as `rabbitmqctl set_vm_memory_high_watermark`) and re-checks at once.
+    /// Changes the limit (as `rabbitmqctl set_vm_memory_high_watermark` /
+    /// `set_disk_free_limit`) and re-checks at once.
     pub fn set_limit(&self, bytes: u64) {
         self.limit.store(bytes, Ordering::Relaxed);
         self.check();
     }
 
-    /// Compares resident memory with the limit and raises or clears the alarm.
+    /// Measures the resource and raises or clears the alarm.
     pub fn check(&self) {
-        let Some(rss) = resident_bytes() else { return };
-        set_alarm(&self.alarms, "memory", |a| &mut a.memory, rss >= self.limit(), rss, self.limit());
-    }
-}
-
-/// The disk alarm: raised while the data directory's file system has less free space than
-/// the limit (RabbitMQ's `disk_free_limit`, default 50 MB). Consumers keep draining, which
-/// frees space; publishers wait.
-pub struct DiskAlarm {
-    limit: AtomicU64,
-    path: std::path::PathBuf,
-    alarms: watch::Sender<Alarms>,
-}
-
-impl DiskAlarm {
-    pub fn new(limit: u64, path: std::path::PathBuf, alarms: watch::Sender<Alarms>) -> Self {
-        Self { limit: AtomicU64::new(limit), path, alarms }
-    }
-
-    pub fn limit(&self) -> u64 {
-        self.limit.load(Ordering::Relaxed)
-    }
-
-    /// Changes the limit (as `rabbitmqctl set_disk_free_limit`) and re-checks at once.
-    pub fn set_limit(&self, bytes: u64) {
-        self.limit.store(bytes, Ordering::Relaxed);
-        self.check();
-    }
-
-    pub fn check(&self) {
-        let Some(free) = free_bytes(&self.path) else { return };
-        set_alarm(&self.alarms, "disk", |a| &mut a.disk, free < self.limit(), free, self.limit());
+        let limit = self.limit();
+        match &self.resource {
+            Resource::Memory => {
+                if let Some(rss) = resident_bytes() {
+                    set_alarm(&self.alarms, "memory", |a| &mut a.memory, rss >= limit, rss, limit);
+                }
+            }
+            Resource::Disk(path) => {
+                if let Some(free) = free_bytes(path) {
+                    set_alarm(&self.alarms, "disk", |a| &mut a.disk, free < limit, free, limit);
+                }
+            }
+        }
     }
 }
 
@@ -148,7 +144,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(free_bytes(dir.path()).unwrap() > 0);
         let (tx, rx) = watch::channel(Alarms::default());
-        let d = DiskAlarm::new(0, dir.path().to_owned(), tx);
+        let d = ThresholdAlarm::disk(0, dir.path().to_owned(), tx);
         d.check();
         assert!(!rx.borrow().disk);
         d.set_limit(u64::MAX);
@@ -161,7 +157,7 @@ mod tests {
     #[test]
     fn alarm_follows_the_limit() {
         let (tx, rx) = watch::channel(Alarms::default());
-        let m = MemoryAlarm::new(u64::MAX, tx);
+        let m = ThresholdAlarm::memory(u64::MAX, tx);
         m.check();
         assert!(!rx.borrow().memory);
         m.set_limit(1);

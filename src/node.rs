@@ -7,7 +7,7 @@
 //! client's next method sees its change; publishers read the snapshot without locks. Durable
 //! queues run on their own storage group; transient ones in memory.
 
-use crate::alarm::{Alarms, DiskAlarm, MemoryAlarm};
+use crate::alarm::{Alarms, ThresholdAlarm};
 use crate::amqp;
 use crate::broker::{Error, ReplyCode, argument::QueueType, password};
 use crate::config::Config;
@@ -60,8 +60,8 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
     /// Raised resource alarms; publishing connections hold their reads while any is raised.
     alarms: watch::Sender<Alarms>,
-    memory: MemoryAlarm,
-    disk: DiskAlarm,
+    memory: ThresholdAlarm,
+    disk: ThresholdAlarm,
     me: Weak<Node>,
 }
 
@@ -124,8 +124,8 @@ impl Node {
         let meta = Arc::new(meta);
         let (meta_tx, meta_rx) = mpsc::channel(META_INBOX);
         let alarms = watch::channel(Alarms::default()).0;
-        let memory = MemoryAlarm::new(config.memory_limit(), alarms.clone());
-        let disk = DiskAlarm::new(config.disk_free_limit, config.data_dir.clone(), alarms.clone());
+        let memory = ThresholdAlarm::memory(config.memory_limit(), alarms.clone());
+        let disk = ThresholdAlarm::disk(config.disk_free_limit, config.data_dir.clone(), alarms.clone());
         let node = Arc::new_cyclic(|me| Node {
             config,
             storage,

@@ -1,9 +1,8 @@
-//! One client connection: the task that reads frames, runs channels, and receives deliveries
-//! and confirms from queues.
+//! One client connection: the task that reads frames, runs the handshake's aftermath, the main
+//! loop (socket, inbox, heartbeats, alarms, shutdown) and the frame dispatch with RabbitMQ's
+//! soft/hard error split. Talking to queues is in `queue_io`, queue events in `events`.
 //!
-//! The task never waits on a queue without draining its own inbox (events are deferred while
-//! it waits), and queues only wait on connection inboxes, so no cycle of waits can form. When a
-//! queue's inbox is full the task stops reading its socket: back-pressure, not buffering.
+//! When a queue's inbox is full the task stops reading its socket: back-pressure, not buffering.
 
 use super::channel::{Channel, ChannelState};
 use super::error::{AmqpError, Result};
@@ -12,10 +11,8 @@ use super::handshake::{ClientCaps, Handshake, Refusal};
 use super::out::Out;
 use crate::broker::ReplyCode;
 use crate::ids::{ChannelId, ConnectionId, MsgId};
-use crate::meta::MetaCommand;
 use crate::node::Node;
-use crate::queue::machine::{Command, Outcome, Reply};
-use crate::queue::runner::Request;
+use crate::queue::machine::Outcome;
 use crate::queue::{ClientEvent, ClientSink, QueueHandle};
 use amq_protocol::protocol::{AMQPClass, access, basic, channel, connection};
 use bytes::BytesMut;
@@ -26,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Capacity of a connection's inbox (deliveries and confirms from queues).
 const INBOX: usize = 1024;
@@ -42,12 +39,12 @@ pub(super) struct Connection {
     pub channel_max: u16,
     pub out: Out,
     pub sink: ClientSink,
-    inbox: mpsc::Receiver<ClientEvent>,
+    pub(super) inbox: mpsc::Receiver<ClientEvent>,
     /// Events that arrived while the task waited on a queue; handled before reading more.
-    deferred: VecDeque<ClientEvent>,
+    pub(super) deferred: VecDeque<ClientEvent>,
     pub channels: HashMap<u16, Channel>,
     /// Settles to send to queues, merged per queue and outcome; sent after each batch.
-    settles: Vec<(QueueHandle, Outcome, Vec<MsgId>)>,
+    pub(super) settles: Vec<(QueueHandle, Outcome, Vec<MsgId>)>,
     /// This connection has published: resource alarms hold its reads.
     pub has_published: bool,
     /// We sent `connection.blocked` and owe `connection.unblocked`.
@@ -450,198 +447,6 @@ impl Connection {
 
     pub fn chan(&mut self, ch: u16) -> Result<&mut Channel> {
         self.channels.get_mut(&ch).ok_or_else(|| AmqpError::channel_error(format!("channel {ch} is not open")))
-    }
-
-    /// Sends a request to a queue, handling this connection's inbox while the queue is busy.
-    /// Settles the client sent earlier go first, so a queue sees this connection's requests in
-    /// the order the client made them.
-    pub async fn send_to(&mut self, q: &QueueHandle, req: Request) -> Result<()> {
-        self.flush_settles().await;
-        self.send_now(q, req).await
-    }
-
-    async fn send_now(&mut self, q: &QueueHandle, req: Request) -> Result<()> {
-        let inbox = q.inbox_for(&req).clone();
-        let req = match inbox.try_send(req) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(AmqpError::not_found(format!("no queue '{}' in vhost '{}'", q.key.name, q.key.vhost)));
-            }
-            Err(mpsc::error::TrySendError::Full(req)) => req,
-        };
-        loop {
-            tokio::select! {
-                permit = inbox.reserve() => {
-                    let Ok(permit) = permit else {
-                        return Err(AmqpError::not_found(format!("no queue '{}' in vhost '{}'", q.key.name, q.key.vhost)));
-                    };
-                    permit.send(req);
-                    return Ok(());
-                }
-                Some(ev) = self.inbox.recv() => self.deferred.push_back(ev),
-            }
-        }
-    }
-
-    /// Asks a queue something and waits for the answer, deferring inbox events meanwhile.
-    pub async fn call(&mut self, q: &QueueHandle, cmd: Command) -> Result<Reply> {
-        let (tx, rx) = oneshot::channel();
-        self.send_to(q, Request::Call { cmd, reply: tx }).await?;
-        self.await_reply(q, rx).await
-    }
-
-    pub async fn await_reply(&mut self, q: &QueueHandle, mut rx: oneshot::Receiver<Reply>) -> Result<Reply> {
-        loop {
-            tokio::select! {
-                r = &mut rx => {
-                    return r.map_err(|_| AmqpError::not_found(format!("no queue '{}' in vhost '{}'", q.key.name, q.key.vhost)));
-                }
-                Some(ev) = self.inbox.recv() => self.deferred.push_back(ev),
-            }
-        }
-    }
-
-    /// Queues a settle for sending after this batch (acks are merged per queue).
-    pub fn settle(&mut self, queue: &QueueHandle, outcome: Outcome, id: MsgId) {
-        match self.settles.last_mut() {
-            Some((q, o, ids)) if *o == outcome && q.same_queue(queue) => ids.push(id),
-            _ => self.settles.push((queue.clone(), outcome, vec![id])),
-        }
-    }
-
-    /// Sends buffered settles in order (draining the inbox while a queue is busy).
-    pub async fn flush_settles(&mut self) {
-        let settles = std::mem::take(&mut self.settles);
-        for (q, outcome, ids) in settles {
-            // A queue that is gone has nothing left to settle.
-            let _ = self.send_now(&q, Request::Cast { cmd: Command::Settle { ids, outcome } }).await;
-        }
-    }
-
-    fn handle_event(&mut self, ev: ClientEvent) {
-        match ev {
-            ClientEvent::Deliveries { channel, queue, items } => {
-                let frame_max = self.frame_max;
-                let open = self.channels.get(&channel.0).is_some_and(|c| c.state == ChannelState::Open);
-                if !open {
-                    for d in items.iter().filter(|d| !d.no_ack) {
-                        self.settle(&queue, Outcome::Requeue, d.id);
-                    }
-                    return;
-                }
-                for d in items {
-                    let Some(c) = self.channels.get_mut(&channel.0) else {
-                        return;
-                    };
-                    match c.consumers.get_mut(&*d.consumer_tag) {
-                        // Cancelled meanwhile: give it back.
-                        None if !d.no_ack => {
-                            self.settle(&queue, Outcome::Requeue, d.id);
-                            continue;
-                        }
-                        // A granted credit became an unacked message.
-                        Some(entry) => entry.credit = entry.credit.map(|n| n.saturating_sub(1)),
-                        None => {}
-                    }
-                    let tag = c.next_tag();
-                    if !d.no_ack {
-                        c.unacked.insert(tag, super::channel::Unacked { queue: queue.clone(), id: d.id });
-                    }
-                    self.out.deliver(
-                        channel.0,
-                        &d.consumer_tag,
-                        tag,
-                        d.redelivered,
-                        &d.msg.exchange,
-                        &d.msg.routing_key,
-                    );
-                    self.out.content(channel.0, &d.msg, frame_max);
-                }
-            }
-            ClientEvent::Confirms { channel, seqs, ok } => self.confirmed(channel.0, &seqs, ok),
-            ClientEvent::ConsumerCancelled { channel, consumer_tag } => {
-                let Some(c) = self.channels.get_mut(&channel.0) else {
-                    return;
-                };
-                let removed = c.consumers.remove(&*consumer_tag).is_some();
-                if removed {
-                    self.grant_credit(channel.0);
-                }
-                if removed && self.caps.consumer_cancel_notify {
-                    self.out.method(
-                        channel.0,
-                        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                            consumer_tag: consumer_tag.as_ref().into(),
-                            nowait: true,
-                        })),
-                    );
-                }
-            }
-            ClientEvent::DirectReply { channel, msg } => {
-                let frame_max = self.frame_max;
-                let Some(c) = self.channels.get_mut(&channel.0) else {
-                    return;
-                };
-                let Some((_, ctag)) = c.direct_reply.clone() else {
-                    return;
-                };
-                let tag = c.next_tag();
-                self.out.deliver(channel.0, &ctag, tag, false, &msg.exchange, &msg.routing_key);
-                self.out.content(channel.0, &msg, frame_max);
-            }
-        }
-    }
-
-    /// Gives back what a closing channel holds: cancels its consumers, requeues its unacked
-    /// messages (they keep their place and come back redelivered).
-    pub fn release_channel(&mut self, c: &mut Channel) {
-        for (_, cons) in c.consumers.drain() {
-            cast(&cons.queue, Command::Cancel { consumer: cons.id });
-        }
-        let unacked = std::mem::take(&mut c.unacked);
-        for (_, u) in unacked {
-            self.settle(&u.queue, Outcome::Requeue, u.id);
-        }
-        if let Some((name, _)) = c.direct_reply.take() {
-            self.node.unregister_direct_reply(&name);
-        }
-    }
-
-    async fn cleanup(&mut self) {
-        let ids: Vec<u16> = self.channels.keys().copied().collect();
-        for id in ids {
-            if let Some(mut c) = self.channels.remove(&id) {
-                self.release_channel(&mut c);
-            }
-        }
-        self.inbox.close();
-        let mut late: Vec<ClientEvent> = self.deferred.drain(..).collect();
-        while let Ok(ev) = self.inbox.try_recv() {
-            late.push(ev);
-        }
-        for ev in late {
-            if let ClientEvent::Deliveries { queue, items, .. } = ev {
-                for d in items.iter().filter(|d| !d.no_ack) {
-                    self.settle(&queue, Outcome::Requeue, d.id);
-                }
-            }
-        }
-        self.flush_settles().await;
-        self.node.propose_meta(MetaCommand::ConnectionClosed { connection: self.id }).await;
-    }
-}
-
-/// Sends a command nobody waits for; if the queue is busy, a task waits instead of us.
-pub fn cast(q: &QueueHandle, cmd: Command) {
-    let req = Request::Cast { cmd };
-    let inbox = q.inbox_for(&req).clone();
-    match inbox.try_send(req) {
-        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-        Err(mpsc::error::TrySendError::Full(req)) => {
-            tokio::spawn(async move {
-                let _ = inbox.send(req).await;
-            });
-        }
     }
 }
 

@@ -154,7 +154,7 @@ impl Connection {
     pub(super) fn grant_credit(&mut self, ch: u16) {
         let Some(c) = self.channels.get_mut(&ch) else { return };
         for (queue, consumer, add) in c.grant_credit() {
-            super::connection::cast(&queue, Command::Credit { consumer, add });
+            super::queue_io::cast(&queue, Command::Credit { consumer, add });
         }
     }
 

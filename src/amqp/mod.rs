@@ -9,10 +9,12 @@ mod connection;
 mod consume;
 mod declare;
 pub mod error;
+mod events;
 pub mod frame;
 mod handshake;
 pub mod out;
 mod publish;
+mod queue_io;
 pub mod server;
 
 pub use error::AmqpError;

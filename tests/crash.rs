@@ -21,14 +21,32 @@ fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-fn start(dir: &std::path::Path, addr: SocketAddr, log: &std::path::Path) -> Child {
+/// A broker process that is killed (SIGKILL) and reaped when dropped, so a failing test
+/// never leaves one behind.
+struct Proc(Child);
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start(dir: &std::path::Path, addr: SocketAddr, log: &std::path::Path) -> Proc {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_warren"))
+    let child = Command::new(env!("CARGO_BIN_EXE_warren"))
         .args(["server", "--amqp-addr", &addr.to_string(), "--data-dir", dir.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("start warren")
+        .expect("start warren");
+    Proc(child)
 }
 
 #[derive(Default)]
@@ -115,8 +133,7 @@ async fn confirmed_messages_survive_repeated_sigkill() {
         let p = tokio::spawn(publisher(connect(addr).await, round, ledger.clone()));
         let c = tokio::spawn(consumer(connect(addr).await, ledger.clone()));
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
+        child.kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), p).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), c).await;
     }
@@ -132,8 +149,7 @@ async fn confirmed_messages_survive_repeated_sigkill() {
             .delivered
             .push((String::from_utf8_lossy(&m.delivery.data).into_owned(), m.delivery.redelivered));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
     let l = ledger.lock().unwrap();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();

@@ -77,9 +77,7 @@ async fn permissions_are_checked_on_every_method() {
         Connection::connect(&b.uri_for("alice", "secret", "%2f"), ConnectionProperties::default()).await.unwrap();
     let ch = alice.create_channel().await.unwrap();
     ch.queue_declare("alice-q".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
-    ch.basic_publish("".into(), "alice-q".into(), BasicPublishOptions::default(), b"hi", BasicProperties::default())
-        .await
-        .unwrap();
+    common::publish(&ch, "", "alice-q", b"hi").await;
     assert!(ch.basic_get("alice-q".into(), BasicGetOptions { no_ack: true }).await.unwrap().is_some());
     expect_err(
         ch.queue_declare("other".into(), QueueDeclareOptions::default(), FieldTable::default()).await,

@@ -41,13 +41,6 @@ fn publish_frames(q: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn ready(ch: &lapin::Channel, q: &str) -> u32 {
-    ch.queue_declare(q.into(), QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
-        .await
-        .unwrap()
-        .message_count()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn publishers_are_blocked_above_the_memory_threshold_and_released_below() {
     // A 1-byte threshold: the alarm is raised from the start.
@@ -84,7 +77,7 @@ async fn publishers_are_blocked_above_the_memory_threshold_and_released_below() 
     }
     r.send(&publish_frames("q", b"second")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ready(&observer, "q").await, 1, "the held connection's second publish is not read");
+    assert_eq!(common::ready_count(&observer, "q").await, 1, "the held connection's second publish is not read");
     // A consumer still drains while the alarm is raised.
     let got = observer
         .basic_get("q".into(), BasicGetOptions { no_ack: true })
@@ -97,7 +90,7 @@ async fn publishers_are_blocked_above_the_memory_threshold_and_released_below() 
     assert!(matches!(r.method().await, (0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)))));
     let mut n = 0;
     for _ in 0..100 {
-        n = ready(&observer, "q").await;
+        n = common::ready_count(&observer, "q").await;
         if n == 1 {
             break;
         }

@@ -8,15 +8,13 @@ use common::{Broker, expect_err};
 use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
+use lapin::Channel;
 use std::time::Duration;
 
 async fn setup(ch: &Channel, q: &str, bodies: &[&str]) {
-    ch.queue_declare(q.into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    common::declare(ch, q).await;
     for b in bodies {
-        ch.basic_publish("".into(), q.into(), BasicPublishOptions::default(), b.as_bytes(), BasicProperties::default())
-            .await
-            .unwrap();
+        common::publish(ch, "", q, b.as_bytes()).await;
     }
 }
 
@@ -124,7 +122,7 @@ async fn closing_a_channel_requeues_its_unacked_messages() {
     let mut consumer =
         ch1.basic_consume("q".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
     for _ in 0..2 {
-        tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
+        common::next_delivery(&mut consumer).await;
     }
     ch1.close(200, "done".into()).await.unwrap();
     let a = get(&ch, "q", true).await.unwrap();
@@ -174,18 +172,10 @@ async fn consumer_priorities() {
         .await
         .unwrap();
     for i in 0..5 {
-        ch.basic_publish(
-            "".into(),
-            "q".into(),
-            BasicPublishOptions::default(),
-            i.to_string().as_bytes(),
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+        common::publish(&ch, "", "q", i.to_string().as_bytes()).await;
     }
     for _ in 0..5 {
-        tokio::time::timeout(Duration::from_secs(5), high.next()).await.unwrap().unwrap().unwrap();
+        common::next_delivery(&mut high).await;
     }
     assert!(
         tokio::time::timeout(Duration::from_millis(200), low.next()).await.is_err(),
@@ -222,25 +212,15 @@ async fn single_active_consumer_fails_over() {
         .await
         .unwrap();
     for i in 0..4 {
-        ch.basic_publish(
-            "".into(),
-            "sac".into(),
-            BasicPublishOptions::default(),
-            i.to_string().as_bytes(),
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+        common::publish(&ch, "", "sac", i.to_string().as_bytes()).await;
     }
     for _ in 0..4 {
-        tokio::time::timeout(Duration::from_secs(5), first.next()).await.unwrap().unwrap().unwrap();
+        common::next_delivery(&mut first).await;
     }
     assert!(tokio::time::timeout(Duration::from_millis(200), second.next()).await.is_err());
     ch1.basic_cancel("first".into(), BasicCancelOptions::default()).await.unwrap();
-    ch.basic_publish("".into(), "sac".into(), BasicPublishOptions::default(), b"after", BasicProperties::default())
-        .await
-        .unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(5), second.next()).await.unwrap().unwrap().unwrap();
+    common::publish(&ch, "", "sac", b"after").await;
+    let d = common::next_delivery(&mut second).await;
     assert_eq!(d.data, b"after");
     b.stop().await;
 }
@@ -311,11 +291,11 @@ async fn prefetch_limits_unacked_deliveries() {
     ch.basic_qos(2, BasicQosOptions::default()).await.unwrap();
     let mut consumer =
         ch.basic_consume("q".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
-    let d1 = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
-    let _d2 = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
+    let d1 = common::next_delivery(&mut consumer).await;
+    let _d2 = common::next_delivery(&mut consumer).await;
     assert!(tokio::time::timeout(Duration::from_millis(200), consumer.next()).await.is_err(), "third waits for an ack");
     d1.ack(BasicAckOptions::default()).await.unwrap();
-    let d3 = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
+    let d3 = common::next_delivery(&mut consumer).await;
     assert_eq!(d3.data, b"3");
     b.stop().await;
 }

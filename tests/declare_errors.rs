@@ -169,9 +169,7 @@ async fn delete_if_unused_and_if_empty() {
     let b = Broker::start().await;
     let (c, ch) = b.channel().await;
     ch.queue_declare("q".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
-    ch.basic_publish("".into(), "q".into(), BasicPublishOptions::default(), b"m", BasicProperties::default())
-        .await
-        .unwrap();
+    common::publish(&ch, "", "q", b"m").await;
     expect_err(
         ch.queue_delete("q".into(), QueueDeleteOptions { if_empty: true, ..Default::default() }).await,
         406,
@@ -236,12 +234,8 @@ async fn server_named_queues_counts_and_the_empty_name() {
         .unwrap();
     assert_eq!((again.message_count(), again.consumer_count()), (0, 1), "ready count excludes delivered messages");
     let p = ch.queue_declare("plain".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
-    ch.basic_publish("".into(), "plain".into(), BasicPublishOptions::default(), b"m", BasicProperties::default())
-        .await
-        .unwrap();
-    ch.basic_publish("".into(), "plain".into(), BasicPublishOptions::default(), b"m", BasicProperties::default())
-        .await
-        .unwrap();
+    common::publish(&ch, "", "plain", b"m").await;
+    common::publish(&ch, "", "plain", b"m").await;
     assert_eq!(p.message_count(), 0);
     // An empty queue name means the last queue declared on this channel.
     let purged = ch.queue_purge("".into(), QueuePurgeOptions::default()).await.unwrap();

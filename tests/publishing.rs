@@ -4,25 +4,13 @@
 mod common;
 
 use common::{Broker, expect_err};
-use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 use std::time::Duration;
 
-async fn queue(ch: &Channel, q: &str) {
-    ch.queue_declare(q.into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
-}
-
 async fn bind(ch: &Channel, q: &str, x: &str, k: &str) {
     ch.queue_bind(q.into(), x.into(), k.into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
-}
-
-async fn count(ch: &Channel, q: &str) -> u32 {
-    ch.queue_declare(q.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap()
-        .message_count()
 }
 
 fn lstr(s: &str) -> AMQPValue {
@@ -33,22 +21,14 @@ fn lstr(s: &str) -> AMQPValue {
 async fn confirms_ack_every_publish() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    queue(&ch, "q").await;
+    common::declare(&ch, "q").await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     for i in 0..2000u32 {
-        ch.basic_publish(
-            "".into(),
-            "q".into(),
-            BasicPublishOptions::default(),
-            &i.to_be_bytes(),
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+        common::publish(&ch, "", "q", &i.to_be_bytes()).await;
     }
     let returned = ch.wait_for_confirms().await.unwrap();
     assert!(returned.is_empty());
-    assert_eq!(count(&ch, "q").await, 2000);
+    assert_eq!(common::ready_count(&ch, "q").await, 2000);
     b.stop().await;
 }
 
@@ -101,8 +81,8 @@ async fn alternate_exchange_takes_unroutable_messages() {
     let mut args = FieldTable::default();
     args.insert("alternate-exchange".into(), lstr("ae"));
     ch.exchange_declare("main".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), args).await.unwrap();
-    queue(&ch, "routed").await;
-    queue(&ch, "unrouted").await;
+    common::declare(&ch, "routed").await;
+    common::declare(&ch, "unrouted").await;
     bind(&ch, "routed", "main", "yes").await;
     bind(&ch, "unrouted", "ae", "").await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
@@ -121,7 +101,7 @@ async fn alternate_exchange_takes_unroutable_messages() {
             .unwrap();
         assert!(c.take_message().is_none(), "routed via the AE counts as routed");
     }
-    assert_eq!((count(&ch, "routed").await, count(&ch, "unrouted").await), (1, 2));
+    assert_eq!((common::ready_count(&ch, "routed").await, common::ready_count(&ch, "unrouted").await), (1, 2));
     b.stop().await;
 }
 
@@ -130,7 +110,7 @@ async fn cc_and_bcc_add_routing_keys_and_bcc_is_stripped() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
     for q in ["k1", "k2", "k3"] {
-        queue(&ch, q).await;
+        common::declare(&ch, q).await;
         bind(&ch, q, "amq.direct", q).await;
     }
     let mut h = FieldTable::default();
@@ -167,7 +147,7 @@ async fn headers_exchange_all_and_any() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
     for (q, mode) in [("all", "all"), ("any", "any")] {
-        queue(&ch, q).await;
+        common::declare(&ch, q).await;
         let mut a = FieldTable::default();
         a.insert("x-match".into(), lstr(mode));
         a.insert("format".into(), lstr("pdf"));
@@ -195,7 +175,7 @@ async fn headers_exchange_all_and_any() {
     publish("pdf", "log").await;
     publish("zip", "log").await;
     // A passive declare is answered after the publishes before it on this channel.
-    assert_eq!((count(&ch, "all").await, count(&ch, "any").await), (1, 2));
+    assert_eq!((common::ready_count(&ch, "all").await, common::ready_count(&ch, "any").await), (1, 2));
     b.stop().await;
 }
 
@@ -218,7 +198,7 @@ async fn exchange_to_exchange_bindings() {
     )
     .await
     .unwrap();
-    queue(&ch, "q").await;
+    common::declare(&ch, "q").await;
     bind(&ch, "q", "back", "").await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     for k in ["orders.new", "users.new", "orders"] {
@@ -233,7 +213,7 @@ async fn exchange_to_exchange_bindings() {
         .unwrap();
     }
     ch.wait_for_confirms().await.unwrap();
-    assert_eq!(count(&ch, "q").await, 2);
+    assert_eq!(common::ready_count(&ch, "q").await, 2);
     ch.exchange_unbind(
         "back".into(),
         "front".into(),
@@ -243,17 +223,9 @@ async fn exchange_to_exchange_bindings() {
     )
     .await
     .unwrap();
-    ch.basic_publish(
-        "front".into(),
-        "orders.x".into(),
-        BasicPublishOptions::default(),
-        b"x",
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
+    common::publish(&ch, "front", "orders.x", b"x").await;
     ch.wait_for_confirms().await.unwrap();
-    assert_eq!(count(&ch, "q").await, 2);
+    assert_eq!(common::ready_count(&ch, "q").await, 2);
     b.stop().await;
 }
 
@@ -261,35 +233,31 @@ async fn exchange_to_exchange_bindings() {
 async fn transactions_commit_and_roll_back_publishes_and_acks() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    queue(&ch, "q").await;
+    common::declare(&ch, "q").await;
     ch.tx_select().await.unwrap();
     for _ in 0..3 {
-        ch.basic_publish("".into(), "q".into(), BasicPublishOptions::default(), b"r", BasicProperties::default())
-            .await
-            .unwrap();
+        common::publish(&ch, "", "q", b"r").await;
     }
     ch.tx_rollback().await.unwrap();
-    assert_eq!(count(&ch, "q").await, 0);
+    assert_eq!(common::ready_count(&ch, "q").await, 0);
     for _ in 0..2 {
-        ch.basic_publish("".into(), "q".into(), BasicPublishOptions::default(), b"c", BasicProperties::default())
-            .await
-            .unwrap();
+        common::publish(&ch, "", "q", b"c").await;
     }
-    assert_eq!(count(&ch, "q").await, 0, "nothing visible before commit");
+    assert_eq!(common::ready_count(&ch, "q").await, 0, "nothing visible before commit");
     ch.tx_commit().await.unwrap();
-    assert_eq!(count(&ch, "q").await, 2);
+    assert_eq!(common::ready_count(&ch, "q").await, 2);
     // Acks inside a transaction take effect on commit only.
     let m = ch.basic_get("q".into(), BasicGetOptions::default()).await.unwrap().unwrap();
     m.ack(BasicAckOptions::default()).await.unwrap();
     ch.tx_rollback().await.unwrap();
     ch.basic_recover(BasicRecoverOptions { requeue: true }).await.unwrap();
-    assert_eq!(count(&ch, "q").await, 2, "rolled-back ack did not remove the message");
+    assert_eq!(common::ready_count(&ch, "q").await, 2, "rolled-back ack did not remove the message");
     let m = ch.basic_get("q".into(), BasicGetOptions::default()).await.unwrap().unwrap();
     assert!(m.delivery.redelivered);
     m.ack(BasicAckOptions::default()).await.unwrap();
     ch.tx_commit().await.unwrap();
     ch.basic_recover(BasicRecoverOptions { requeue: true }).await.unwrap();
-    assert_eq!(count(&ch, "q").await, 1);
+    assert_eq!(common::ready_count(&ch, "q").await, 1);
     b.stop().await;
 }
 
@@ -310,7 +278,7 @@ async fn confirm_and_tx_do_not_mix() {
 async fn oversized_messages_close_the_channel_only() {
     let b = Broker::with(|c| c.max_message_size = 1024).await;
     let (c, ch) = b.channel().await;
-    queue(&ch, "q").await;
+    common::declare(&ch, "q").await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let r = ch
         .basic_publish("".into(), "q".into(), BasicPublishOptions::default(), &[7u8; 2000], BasicProperties::default())
@@ -323,9 +291,7 @@ async fn oversized_messages_close_the_channel_only() {
         (406, "PRECONDITION_FAILED - message size 2000 is larger than configured max size 1024")
     );
     let ch2 = c.create_channel().await.unwrap();
-    ch2.basic_publish("".into(), "q".into(), BasicPublishOptions::default(), &[7u8; 1024], BasicProperties::default())
-        .await
-        .unwrap();
+    common::publish(&ch2, "", "q", &[7u8; 1024]).await;
     let mut consumer = ch2
         .basic_consume(
             "q".into(),
@@ -335,7 +301,7 @@ async fn oversized_messages_close_the_channel_only() {
         )
         .await
         .unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
+    let d = common::next_delivery(&mut consumer).await;
     assert_eq!(d.data.len(), 1024);
     b.stop().await;
 }
@@ -344,11 +310,9 @@ async fn oversized_messages_close_the_channel_only() {
 async fn large_bodies_span_frames_intact() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    queue(&ch, "big").await;
+    common::declare(&ch, "big").await;
     let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    ch.basic_publish("".into(), "big".into(), BasicPublishOptions::default(), &body, BasicProperties::default())
-        .await
-        .unwrap();
+    common::publish(&ch, "", "big", &body).await;
     let m = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Some(m) = ch.basic_get("big".into(), BasicGetOptions { no_ack: true }).await.unwrap() {

@@ -12,16 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-async fn declare(ch: &Channel, q: &str) {
-    ch.queue_declare(q.into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
-}
-
-async fn publish(ch: &Channel, ex: &str, rk: &str, body: &[u8]) {
-    ch.basic_publish(ex.into(), rk.into(), BasicPublishOptions::default(), body, BasicProperties::default())
-        .await
-        .unwrap();
-}
-
 /// Receives `n` bodies from a consumer (auto-ack), or fails after 5 s.
 async fn take(ch: &Channel, q: &str, n: usize) -> Vec<String> {
     let mut c = ch
@@ -50,9 +40,9 @@ async fn drained(ch: &Channel, q: &str) -> bool {
 async fn hello_world() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
-    declare(&ch, "hello").await;
+    common::declare(&ch, "hello").await;
     for i in 0..100 {
-        publish(&ch, "", "hello", format!("Hello World {i}!").as_bytes()).await;
+        common::publish(&ch, "", "hello", format!("Hello World {i}!").as_bytes()).await;
     }
     let got = take(&ch, "hello", 100).await;
     assert_eq!(got[0], "Hello World 0!");
@@ -68,7 +58,7 @@ async fn dispatch(prefetch: Option<u16>, auto_ack: bool) -> (usize, usize) {
     pch.exchange_declare("e".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default())
         .await
         .unwrap();
-    declare(&pch, "q").await;
+    common::declare(&pch, "q").await;
     pch.queue_bind("q".into(), "e".into(), "q".into(), QueueBindOptions::default(), FieldTable::default())
         .await
         .unwrap();
@@ -107,7 +97,7 @@ async fn dispatch(prefetch: Option<u16>, auto_ack: bool) -> (usize, usize) {
         conns.push((c, ch));
     }
     for i in 0..10 {
-        publish(&pch, "e", "q", i.to_string().as_bytes()).await;
+        common::publish(&pch, "e", "q", i.to_string().as_bytes()).await;
     }
     common::eventually(|| total.load(Ordering::SeqCst) == 10, "all 10 messages consumed").await;
     let r = (counts[0].load(Ordering::SeqCst), counts[1].load(Ordering::SeqCst));
@@ -159,7 +149,7 @@ async fn publish_subscribe_fanout_to_server_named_queues() {
             .unwrap();
         queues.push(q.name().to_string());
     }
-    publish(&ch, "pubsub", "ignored", b"news").await;
+    common::publish(&ch, "pubsub", "ignored", b"news").await;
     for q in &queues {
         assert_eq!(take(&ch, q, 1).await, vec!["news"]);
     }
@@ -173,8 +163,8 @@ async fn routing_direct_by_severity() {
     ch.exchange_declare("log".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default())
         .await
         .unwrap();
-    declare(&ch, "errors").await;
-    declare(&ch, "all").await;
+    common::declare(&ch, "errors").await;
+    common::declare(&ch, "all").await;
     ch.queue_bind("errors".into(), "log".into(), "ERROR".into(), QueueBindOptions::default(), FieldTable::default())
         .await
         .unwrap();
@@ -184,7 +174,7 @@ async fn routing_direct_by_severity() {
             .unwrap();
     }
     for sev in ["INFO", "ERROR", "WARN", "DEBUG"] {
-        publish(&ch, "log", sev, sev.as_bytes()).await;
+        common::publish(&ch, "log", sev, sev.as_bytes()).await;
     }
     assert_eq!(take(&ch, "errors", 1).await, vec!["ERROR"]);
     assert_eq!(take(&ch, "all", 3).await, vec!["INFO", "ERROR", "WARN"]);
@@ -201,7 +191,7 @@ async fn topics_wildcards() {
         .unwrap();
     let bindings = [("star", "*.orange.*"), ("hash", "lazy.#"), ("rabbit", "*.*.rabbit"), ("all", "#")];
     for (q, key) in bindings {
-        declare(&ch, q).await;
+        common::declare(&ch, q).await;
         ch.queue_bind(q.into(), "t".into(), key.into(), QueueBindOptions::default(), FieldTable::default())
             .await
             .unwrap();
@@ -216,7 +206,7 @@ async fn topics_wildcards() {
         "orange",
         "quick.orange.male.rabbit",
     ] {
-        publish(&ch, "t", rk, rk.as_bytes()).await;
+        common::publish(&ch, "t", rk, rk.as_bytes()).await;
     }
     assert_eq!(take(&ch, "star", 3).await, vec!["quick.orange.rabbit", "lazy.orange.elephant", "quick.orange.fox"]);
     assert_eq!(take(&ch, "hash", 3).await, vec!["lazy.orange.elephant", "lazy.brown.fox", "lazy"]);
@@ -232,7 +222,7 @@ async fn topics_wildcards() {
 async fn rpc_with_reply_queue_and_correlation_id() {
     let b = Broker::start().await;
     let (_sc, server) = b.channel().await;
-    declare(&server, "rpc_queue").await;
+    common::declare(&server, "rpc_queue").await;
     let mut requests = server
         .basic_consume("rpc_queue".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
@@ -283,7 +273,7 @@ async fn rpc_with_reply_queue_and_correlation_id() {
             )
             .await
             .unwrap();
-        let d = tokio::time::timeout(Duration::from_secs(5), replies.next()).await.unwrap().unwrap().unwrap();
+        let d = common::next_delivery(&mut replies).await;
         assert_eq!(d.properties.correlation_id().as_ref().map(|s| s.as_str()), Some(corr.as_str()));
         assert_eq!(String::from_utf8(d.data).unwrap(), (n * n).to_string());
     }
@@ -294,7 +284,7 @@ async fn rpc_with_reply_queue_and_correlation_id() {
 async fn rpc_with_direct_reply_to() {
     let b = Broker::start().await;
     let (_sc, server) = b.channel().await;
-    declare(&server, "rpc").await;
+    common::declare(&server, "rpc").await;
     let mut requests = server
         .basic_consume(
             "rpc".into(),
@@ -328,7 +318,7 @@ async fn rpc_with_direct_reply_to() {
         .unwrap();
     let props = BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into());
     client.basic_publish("".into(), "rpc".into(), BasicPublishOptions::default(), b"abc", props).await.unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(5), replies.next()).await.unwrap().unwrap().unwrap();
+    let d = common::next_delivery(&mut replies).await;
     assert_eq!(d.data, b"cba");
     b.stop().await;
 }

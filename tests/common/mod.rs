@@ -76,6 +76,45 @@ impl Broker {
     }
 }
 
+/// Declares a queue with default options.
+pub async fn declare(ch: &Channel, q: &str) {
+    ch.queue_declare(q.into(), lapin::options::QueueDeclareOptions::default(), lapin::types::FieldTable::default())
+        .await
+        .expect("declare");
+}
+
+/// The ready count of a queue (passive declare).
+pub async fn ready_count(ch: &Channel, q: &str) -> u32 {
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    ch.queue_declare(q.into(), passive, lapin::types::FieldTable::default())
+        .await
+        .expect("passive declare")
+        .message_count()
+}
+
+/// Publishes a body with default properties (not waiting for a confirm).
+pub async fn publish(ch: &Channel, exchange: &str, routing_key: &str, body: &[u8]) {
+    ch.basic_publish(
+        exchange.into(),
+        routing_key.into(),
+        lapin::options::BasicPublishOptions::default(),
+        body,
+        lapin::BasicProperties::default(),
+    )
+    .await
+    .expect("publish");
+}
+
+/// The consumer's next delivery, within 5 s.
+pub async fn next_delivery(c: &mut lapin::Consumer) -> lapin::message::Delivery {
+    use futures_lite::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), c.next())
+        .await
+        .expect("a delivery within 5 s")
+        .expect("consumer open")
+        .expect("delivery")
+}
+
 /// The reply code and text of a lapin error the broker caused.
 pub fn amqp_error(e: &lapin::Error) -> (u16, String) {
     match e.kind() {

@@ -5,7 +5,7 @@
 mod common;
 
 use amq_protocol::frame::AMQPFrame;
-use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, connection, queue};
+use amq_protocol::protocol::{AMQPClass, BasicProperties, channel, connection, queue};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use common::{Broker, Raw, encode};
 use lapin::options::*;
@@ -20,15 +20,7 @@ fn blocked_capable() -> FieldTable {
 }
 
 fn publish_frames(q: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = encode(&AMQPFrame::Method(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "".into(),
-            routing_key: q.into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    ));
+    let mut out = encode(&AMQPFrame::Method(1, common::publish_method(q, false)));
     out.extend(encode(&AMQPFrame::Header(
         1,
         amq_protocol::frame::AMQPContentHeader {

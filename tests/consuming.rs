@@ -6,9 +6,9 @@ mod common;
 
 use common::{Broker, expect_err};
 use futures_lite::StreamExt;
+use lapin::Channel;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::Channel;
 use std::time::Duration;
 
 async fn setup(ch: &Channel, q: &str, bodies: &[&str]) {

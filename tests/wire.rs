@@ -123,16 +123,7 @@ async fn content_out_of_order_is_505() {
     // A method where a content header was due.
     let mut r = Raw::open(b.addr).await;
     open_channel(&mut r, 1).await;
-    r.send_method(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "".into(),
-            routing_key: "q".into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    )
-    .await;
+    r.send_method(1, common::publish_method("q", false)).await;
     r.send_method(1, AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 1, global: false }))).await;
     assert_eq!(
         r.expect_connection_close(505).await,
@@ -150,16 +141,7 @@ async fn immediate_publish_is_540() {
     let b = Broker::start().await;
     let mut r = Raw::open(b.addr).await;
     open_channel(&mut r, 1).await;
-    r.send_method(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "".into(),
-            routing_key: "q".into(),
-            mandatory: false,
-            immediate: true,
-        })),
-    )
-    .await;
+    r.send_method(1, common::publish_method("q", true)).await;
     assert_eq!(r.expect_connection_close(540).await, "NOT_IMPLEMENTED - immediate=true");
     b.stop().await;
 }

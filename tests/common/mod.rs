@@ -144,6 +144,13 @@ pub struct Raw {
     pub buf: Vec<u8>,
 }
 
+/// `basic.publish` to the default exchange with this routing key.
+pub fn publish_method(routing_key: &str, immediate: bool) -> AMQPClass {
+    use amq_protocol::protocol::basic;
+    let p = basic::Publish { exchange: "".into(), routing_key: routing_key.into(), mandatory: false, immediate };
+    AMQPClass::Basic(basic::AMQPMethod::Publish(p))
+}
+
 pub fn encode(frame: &AMQPFrame) -> Vec<u8> {
     gen_frame(frame)(WriteContext::from(Vec::new())).expect("encode").write
 }

@@ -106,6 +106,9 @@ impl Storage {
     }
 
     /// Allocates a fresh group id, durably: ids are never handed out twice, even across crashes.
+    /// For tools and tests that own a whole storage: the broker does not use it (its metadata
+    /// machine allocates queue group ids, and group 0 is the metadata group), and the two must
+    /// not be mixed on one storage.
     pub fn allocate_group(&self) -> Result<GroupId, StorageError> {
         let db = self.db()?;
         let node = db.cf_handle(CF_NODE).ok_or(StorageError::MissingColumnFamily(CF_NODE))?;

@@ -101,3 +101,61 @@ async fn deleted_queues_stay_deleted_and_names_can_be_reused() {
     assert_eq!(q.message_count(), 0, "the new queue does not inherit the old one's messages");
     b.stop().await;
 }
+
+/// A backlog far larger than what a queue keeps in memory (its bodies are read back from the
+/// log) is delivered whole and in order, before and after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_beyond_memory_is_served_from_the_log_across_a_restart() {
+    const N: usize = 12_000;
+    let body = |i: usize| {
+        let mut b = format!("{i:08}").into_bytes();
+        b.resize(1024, b'.');
+        b
+    };
+    let b = Broker::start().await;
+    let (conn, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let dq = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("big".into(), dq, FieldTable::default()).await.unwrap();
+    for window in (0..N).collect::<Vec<_>>().chunks(500) {
+        let mut confirms = Vec::new();
+        for &i in window {
+            let opts = BasicPublishOptions::default();
+            confirms.push(ch.basic_publish("".into(), "big".into(), opts, &body(i), persistent()).await.unwrap());
+        }
+        for c in confirms {
+            assert!(c.await.unwrap().is_ack());
+        }
+    }
+    // Consume the first half, acking each.
+    ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume("big".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    for i in 0..N / 2 {
+        let d = common::next_delivery(&mut consumer).await;
+        assert_eq!(d.data, body(i), "message {i}");
+        assert!(!d.redelivered);
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    drop(consumer);
+    conn.close(200, "bye".into()).await.unwrap();
+    let dir = b.stop_keeping_data().await;
+
+    let b = Broker::in_dir(dir, |_| {}).await;
+    let (_c, ch) = b.channel().await;
+    assert_eq!(common::ready_count(&ch, "big").await as usize, N / 2);
+    ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume("big".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    for i in N / 2..N {
+        let d = common::next_delivery(&mut consumer).await;
+        assert_eq!(d.data, body(i), "message {i}");
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(common::ready_count(&ch, "big").await, 0);
+    b.stop().await;
+}

@@ -165,6 +165,14 @@ impl Connection {
         let holder = Holder::Get(self.id, ChannelId(ch));
         match self.call(&handle, Command::Get { holder, no_ack: g.no_ack }).await? {
             Reply::Got(Some(got)) => {
+                // The runner reads bodies kept only in the log back before it replies.
+                let Some(msg) = got.msg else {
+                    return Err(crate::broker::Error::new(
+                        crate::broker::ReplyCode::InternalError,
+                        "message body unavailable",
+                    )
+                    .into());
+                };
                 let c = self.chan(ch)?;
                 let tag = c.next_tag();
                 if !g.no_ack {
@@ -175,13 +183,13 @@ impl Connection {
                     AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                         delivery_tag: tag,
                         redelivered: got.redelivered,
-                        exchange: got.msg.exchange.as_str().into(),
-                        routing_key: got.msg.routing_key.as_str().into(),
+                        exchange: msg.exchange.as_str().into(),
+                        routing_key: msg.routing_key.as_str().into(),
                         message_count: got.remaining,
                     })),
                 );
                 let frame_max = self.frame_max;
-                self.out.content(ch, &got.msg, frame_max);
+                self.out.content(ch, &msg, frame_max);
             }
             Reply::Got(None) => self.out.method(ch, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}))),
             Reply::Refused(e) => return Err(e.into()),

@@ -8,6 +8,12 @@
 //! - Single active consumer: only the earliest registered consumer receives ([D:consumers]).
 //! - An exclusive consumer refuses any other, and is refused if others exist (403).
 //! - An auto-delete queue goes when its last consumer goes (if it ever had one).
+//!
+//! Message bodies of durable queues live in the log, not here (as RabbitMQ's quorum queues
+//! keep only an index per message in memory): a message's id is the log index of the entry
+//! that enqueued it, and the machine keeps its body only while the ready messages' bodies fit
+//! in [`BODY_BUDGET`]. Deliveries of the others carry no body; the runner reads it back from
+//! the log. [`QueueMachine::first_live_index`] tells the log how far it may be purged.
 
 use super::Message;
 use crate::broker::Error;
@@ -111,7 +117,8 @@ pub enum Reply {
 #[derive(Clone, Debug)]
 pub struct Got {
     pub id: MsgId,
-    pub msg: Arc<Message>,
+    /// `None` when the body is only in the log entry `id` (the runner reads it back).
+    pub msg: Option<Arc<Message>>,
     pub redelivered: bool,
     /// Ready messages left after this one.
     pub remaining: u32,
@@ -122,22 +129,41 @@ pub enum Effect {
     Deliver {
         consumer: ConsumerId,
         id: MsgId,
-        msg: Arc<Message>,
+        /// `None` when the body is only in the log entry `id` (the runner reads it back).
+        msg: Option<Arc<Message>>,
         redelivered: bool,
     },
     /// Tell this consumer's client that the queue cancelled it.
-    ConsumerCancelled {
-        consumer: ConsumerId,
-    },
+    ConsumerCancelled { consumer: ConsumerId },
     /// The last consumer of an auto-delete queue went: delete the queue.
     AutoDelete,
 }
 
+/// Bytes of ready messages' bodies a durable queue keeps in memory (each counted with
+/// [`MESSAGE_OVERHEAD`]); beyond it, bodies stay only in the log. Consumers that keep up are
+/// served from memory; a backlog costs [`std::mem::size_of::<Entry>()`] bytes per message.
+pub const BODY_BUDGET: u64 = 4 << 20;
+/// What a message held in memory costs besides its body (properties, routing, buffers).
+const MESSAGE_OVERHEAD: u64 = 512;
+
+/// One message in the queue: 24 bytes when its body is not held.
 #[derive(Clone, Debug)]
 struct Entry {
+    /// The log index of the entry that enqueued it.
     id: MsgId,
-    msg: Arc<Message>,
+    /// The message, while held in memory.
+    msg: Option<Arc<Message>>,
+    /// Body length in bytes.
+    size: u32,
     redelivered: bool,
+    /// Published with delivery mode 2.
+    persistent: bool,
+}
+
+impl Entry {
+    fn weight(&self) -> u64 {
+        u64::from(self.size) + MESSAGE_OVERHEAD
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -167,7 +193,11 @@ pub struct QueueConfig {
 #[derive(Debug)]
 pub struct QueueMachine {
     config: QueueConfig,
-    next_id: u64,
+    /// Bodies kept in memory at most (weight, see [`Entry::weight`]); `None`: all of them (a
+    /// queue with no log to read them back from).
+    budget: Option<u64>,
+    /// Weight of the bodies held now.
+    held: u64,
     /// Ready messages never delivered, in publish order.
     ready: VecDeque<Entry>,
     /// Requeued messages, by original position; delivered before `ready`'s head when older.
@@ -182,10 +212,21 @@ pub struct QueueMachine {
 }
 
 impl QueueMachine {
+    /// A queue that keeps every body in memory (no log behind it).
     pub fn new(config: QueueConfig) -> Self {
+        Self::with_budget(config, None)
+    }
+
+    /// A queue whose bodies are in its log: at most `BODY_BUDGET` of them stay in memory.
+    pub fn durable(config: QueueConfig) -> Self {
+        Self::with_budget(config, Some(BODY_BUDGET))
+    }
+
+    fn with_budget(config: QueueConfig, budget: Option<u64>) -> Self {
         Self {
             config,
-            next_id: 1,
+            budget,
+            held: 0,
             ready: VecDeque::new(),
             returned: BTreeMap::new(),
             unacked: BTreeMap::new(),
@@ -210,6 +251,38 @@ impl QueueMachine {
 
     pub fn is_deleted(&self) -> bool {
         self.deleted
+    }
+
+    /// The oldest log entry a message still needs (its body is there); `None` if none does.
+    pub fn first_live_index(&self) -> Option<u64> {
+        let ready = self.ready.front().map(|e| e.id);
+        let returned = self.returned.keys().next().copied();
+        let unacked = self.unacked.keys().next().copied();
+        [ready, returned, unacked].into_iter().flatten().min().map(|id| id.0)
+    }
+
+    /// Weight of the bodies held in memory.
+    pub fn held_bytes(&self) -> u64 {
+        self.held
+    }
+
+    /// Lets go of an entry's body if the queue has a log to read it back from.
+    fn release(&mut self, e: &mut Entry) {
+        if self.budget.is_some() && e.msg.take().is_some() {
+            self.held -= e.weight();
+        }
+    }
+
+    /// Forgets an entry for good.
+    fn forget(&mut self, mut e: Entry) {
+        self.release(&mut e);
+    }
+
+    fn forget_all(&mut self) {
+        self.ready.clear();
+        self.returned.clear();
+        self.unacked.clear();
+        self.held = 0;
     }
 
     /// Takes the oldest ready message (returned messages keep their original place).
@@ -247,6 +320,7 @@ impl QueueMachine {
             };
             self.cursor = (i + 1) % self.consumers.len();
             let c = &mut self.consumers[i];
+            let mut entry = entry;
             effects.push(Effect::Deliver {
                 consumer: c.spec.id,
                 id: entry.id,
@@ -256,11 +330,31 @@ impl QueueMachine {
             if let Some(credit) = c.credit.as_mut() {
                 *credit -= 1;
             }
-            if !c.spec.no_ack {
+            let holder = (!c.spec.no_ack).then(|| {
                 c.in_flight += 1;
-                self.unacked.insert(entry.id, (Holder::Consumer(c.spec.id), entry));
+                Holder::Consumer(c.spec.id)
+            });
+            // The consumer has the body now; a requeue reads it back from the log.
+            self.release(&mut entry);
+            if let Some(holder) = holder {
+                self.unacked.insert(entry.id, (holder, entry));
             }
         }
+    }
+
+    fn enqueue(&mut self, id: MsgId, msg: Arc<Message>) -> Reply {
+        let persistent = msg.properties.delivery_mode() == &Some(2);
+        let mut e = Entry { id, size: msg.body_len() as u32, msg: None, redelivered: false, persistent };
+        match self.budget {
+            Some(b) if self.held + e.weight() > b => {}
+            Some(_) => {
+                self.held += e.weight();
+                e.msg = Some(msg);
+            }
+            None => e.msg = Some(msg),
+        }
+        self.ready.push_back(e);
+        Reply::Enqueued(id)
     }
 
     fn consume(&mut self, spec: ConsumerSpec) -> Reply {
@@ -311,17 +405,20 @@ impl QueueMachine {
             if outcome == Outcome::Requeue && !self.deleted {
                 entry.redelivered = true;
                 self.returned.insert(entry.id, entry);
+            } else {
+                self.forget(entry);
             }
         }
         Reply::Settled(n)
     }
 
     fn get(&mut self, holder: Holder, no_ack: bool) -> Reply {
-        let Some(entry) = self.pop_ready() else {
+        let Some(mut entry) = self.pop_ready() else {
             return Reply::Got(None);
         };
         let got =
             Got { id: entry.id, msg: entry.msg.clone(), redelivered: entry.redelivered, remaining: self.ready_count() };
+        self.release(&mut entry);
         if !no_ack {
             self.unacked.insert(entry.id, (holder, entry));
         }
@@ -337,9 +434,22 @@ impl QueueMachine {
             self.returned.insert(entry.id, entry);
         }
         if drop_transient {
-            let persistent = |e: &Entry| e.msg.properties.delivery_mode() == &Some(2);
-            self.ready.retain(persistent);
-            self.returned.retain(|_, e| persistent(e));
+            let mut dropped = 0;
+            self.ready.retain(|e| {
+                if !e.persistent && e.msg.is_some() {
+                    dropped += e.weight();
+                }
+                e.persistent
+            });
+            self.returned.retain(|_, e| {
+                if !e.persistent && e.msg.is_some() {
+                    dropped += e.weight();
+                }
+                e.persistent
+            });
+            if self.budget.is_some() {
+                self.held -= dropped;
+            }
         }
         Reply::Stats { messages: self.ready_count(), consumers: 0 }
     }
@@ -356,9 +466,7 @@ impl QueueMachine {
         for c in self.consumers.drain(..) {
             effects.push(Effect::ConsumerCancelled { consumer: c.spec.id });
         }
-        self.ready.clear();
-        self.returned.clear();
-        self.unacked.clear();
+        self.forget_all();
         self.deleted = true;
         Reply::Deleted(count)
     }
@@ -369,7 +477,7 @@ impl Machine for QueueMachine {
     type Reply = Reply;
     type Effect = Effect;
 
-    fn apply(&mut self, _meta: ApplyMeta, cmd: Command, effects: &mut Vec<Effect>) -> Reply {
+    fn apply(&mut self, meta: ApplyMeta, cmd: Command, effects: &mut Vec<Effect>) -> Reply {
         if self.deleted {
             return match cmd {
                 Command::Enqueue { .. } => Reply::Dropped,
@@ -381,12 +489,7 @@ impl Machine for QueueMachine {
             };
         }
         let reply = match cmd {
-            Command::Enqueue { msg } => {
-                let id = MsgId(self.next_id);
-                self.next_id += 1;
-                self.ready.push_back(Entry { id, msg, redelivered: false });
-                Reply::Enqueued(id)
-            }
+            Command::Enqueue { msg } => self.enqueue(MsgId(meta.index.0), msg),
             Command::Consume(spec) => self.consume(spec),
             Command::Cancel { consumer } => self.cancel(consumer, effects),
             Command::Credit { consumer, add } => {
@@ -399,8 +502,12 @@ impl Machine for QueueMachine {
             Command::Get { holder, no_ack } => self.get(holder, no_ack),
             Command::Purge => {
                 let n = self.ready_count();
-                self.ready.clear();
-                self.returned.clear();
+                for e in std::mem::take(&mut self.ready) {
+                    self.forget(e);
+                }
+                for (_, e) in std::mem::take(&mut self.returned) {
+                    self.forget(e);
+                }
                 Reply::Purged(n)
             }
             Command::Delete { if_unused, if_empty } => return self.delete(if_unused, if_empty, effects),

@@ -8,6 +8,7 @@
 use super::Message;
 use super::event::{ClientEvent, ClientSink, Delivery};
 use super::machine::{Command, ConsumerSpec, Effect, Outcome, QueueConfig, QueueMachine, Reply};
+use crate::broker::{Error, ReplyCode};
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
 use crate::raft::{DurableGroup, Group, GroupError, GroupOptions};
 use crate::storage::GroupLog;
@@ -20,6 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 const INBOX: usize = 4096;
 /// Most requests proposed per batch.
 const BATCH: usize = 512;
+/// A durable queue idle this long takes a snapshot, so its log (and the disk) shrinks to what
+/// its live messages need without waiting for more traffic.
+const IDLE_SNAPSHOT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where a publisher wants its confirm.
 #[derive(Debug)]
@@ -122,6 +126,32 @@ impl Store {
         }
     }
 
+    /// Reads back messages whose bodies the machine keeps only in the log (by id = log
+    /// index), in the order asked; `None` for one that cannot be read (logged).
+    fn load(&self, key: &QueueKey, ids: &[MsgId]) -> Vec<Option<Arc<Message>>> {
+        let Store::Durable(g, _) = self else {
+            return vec![None; ids.len()];
+        };
+        let indexes: Vec<u64> = ids.iter().map(|i| i.0).collect();
+        match g.read_commands(&indexes) {
+            Ok(cmds) => ids
+                .iter()
+                .zip(cmds)
+                .map(|(id, c)| match c {
+                    Some(Command::Enqueue { msg }) => Some(msg),
+                    _ => {
+                        tracing::error!(queue = %key, id = id.0, "a message's log entry is missing");
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(queue = %key, error = %e, "cannot read messages back from the log");
+                vec![None; ids.len()]
+            }
+        }
+    }
+
     fn read<T>(&self, f: impl FnOnce(&QueueMachine) -> T) -> T {
         match self {
             Store::Memory(g) => f(g.state()),
@@ -144,7 +174,7 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, on_au
         let store = match backend {
             Backend::Memory => Store::Memory(Group::new(QueueMachine::new(config))),
             Backend::Durable(log) => {
-                match DurableGroup::open(log.clone(), QueueMachine::new(config), GroupOptions::default()).await {
+                match DurableGroup::open(log.clone(), QueueMachine::durable(config), GroupOptions::default()).await {
                     Ok(g) => Store::Durable(Arc::new(g), log),
                     Err(e) => {
                         tracing::error!(queue = %key, error = %e, "cannot open the queue's log: queue unavailable");
@@ -191,6 +221,7 @@ impl Runner {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut ctl_rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(BATCH);
         let (mut rx_open, mut ctl_open) = (true, true);
+        let mut snapshot_due = false;
         loop {
             // Settles first, then whatever arrives.
             while batch.len() < BATCH {
@@ -207,6 +238,10 @@ impl Runner {
                         None => ctl_open = false,
                     },
                     n = rx.recv_many(&mut batch, BATCH), if rx_open => rx_open = n > 0,
+                    _ = tokio::time::sleep(IDLE_SNAPSHOT), if snapshot_due && (rx_open || ctl_open) => {
+                        snapshot_due = false;
+                        self.idle_snapshot().await;
+                    }
                     else => break,
                 }
                 if batch.is_empty() {
@@ -214,6 +249,7 @@ impl Runner {
                 }
             }
             self.serve_batch(now_ms(), &mut batch).await;
+            snapshot_due = matches!(self.store, Store::Durable(..));
         }
         self.stop().await;
     }
@@ -302,7 +338,7 @@ impl Runner {
                     let _ = tx.send(reply);
                 }
                 Post::Reply(tx) => {
-                    let _ = tx.send(reply);
+                    let _ = tx.send(self.with_body(reply));
                 }
                 Post::Confirm(None) | Post::Stats(_) | Post::Nothing => {}
             }
@@ -324,6 +360,28 @@ impl Runner {
         }
     }
 
+    async fn idle_snapshot(&self) {
+        if let Store::Durable(g, _) = &self.store {
+            if let Err(e) = g.snapshot_if_cheap().await {
+                tracing::warn!(queue = %self.key, error = %e, "idle snapshot");
+            }
+        }
+    }
+
+    /// A `basic.get` reply with its body read back from the log if the machine did not hold it.
+    fn with_body(&self, reply: Reply) -> Reply {
+        match reply {
+            Reply::Got(Some(mut got)) if got.msg.is_none() => {
+                got.msg = self.store.load(&self.key, &[got.id]).pop().flatten();
+                if got.msg.is_none() {
+                    return Reply::Refused(Error::new(ReplyCode::InternalError, "message body unavailable"));
+                }
+                Reply::Got(Some(got))
+            }
+            other => other,
+        }
+    }
+
     /// The last handle is gone: stop the durable group, and if the queue was deleted, remove
     /// its data (group ids are never reused).
     async fn stop(self) {
@@ -340,6 +398,23 @@ impl Runner {
         }
     }
 
+    /// Reads back, in one batch, the bodies of deliveries the machine did not hold (to
+    /// consumers still connected).
+    fn load_bodies(&self, effects: &[Effect]) -> HashMap<MsgId, Arc<Message>> {
+        let ids: Vec<MsgId> = effects
+            .iter()
+            .filter_map(|fx| match fx {
+                Effect::Deliver { consumer, id, msg: None, .. } if self.sinks.contains_key(consumer) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return HashMap::new();
+        }
+        let msgs = self.store.load(&self.key, &ids);
+        ids.into_iter().zip(msgs).filter_map(|(id, m)| Some((id, m?))).collect()
+    }
+
     /// Carries out effects; returns the commands needed for deliveries that could not be made
     /// (the connection is gone): cancel the consumer and requeue its messages.
     async fn execute(&mut self, effects: &mut Vec<Effect>) -> Vec<Command> {
@@ -348,11 +423,17 @@ impl Runner {
         let mut per_channel: BTreeMap<(ConnectionId, ChannelId), (ClientSink, Vec<(ConsumerId, Delivery)>)> =
             BTreeMap::new();
         let mut lost: Vec<(ConsumerId, Vec<MsgId>)> = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut loaded = self.load_bodies(effects);
         for fx in effects.drain(..) {
             match fx {
                 Effect::Deliver { consumer, id, msg, redelivered } => {
                     let Some(s) = self.sinks.get(&consumer) else {
                         lost.push((consumer, vec![id]));
+                        continue;
+                    };
+                    let Some(msg) = msg.or_else(|| loaded.remove(&id)) else {
+                        unreadable.push(id);
                         continue;
                     };
                     let d = Delivery { consumer_tag: s.tag.clone(), id, msg, redelivered, no_ack: s.no_ack };
@@ -395,6 +476,10 @@ impl Runner {
             }
         }
         let mut followups = Vec::new();
+        if !unreadable.is_empty() {
+            // Storage lost them (logged by `load`): drop them rather than retry forever.
+            followups.push(Command::Settle { ids: unreadable, outcome: Outcome::Discard });
+        }
         for (consumer, ids) in lost {
             self.sinks.remove(&consumer);
             followups.push(Command::Cancel { consumer });

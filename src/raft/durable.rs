@@ -18,8 +18,10 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{BasicNode, Config, EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, ServerState, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::io::{self, Cursor};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 type C = Warren;
 
@@ -39,6 +41,13 @@ pub trait DurableMachine:
     /// since the last one, so snapshotting stays O(1) per entry however large the state.
     fn state_weight(&self) -> u64 {
         0
+    }
+
+    /// The oldest log index the machine still reads from (a queue: the entry of its oldest
+    /// message, whose body stays in the log). The log is purged behind a snapshot only up to
+    /// just before it; `None` lets the log go up to the snapshot.
+    fn first_live_index(&self) -> Option<u64> {
+        None
     }
 }
 
@@ -72,26 +81,36 @@ struct SmState<M> {
     since_snapshot: u64,
     /// Snapshots built (for tests and metrics).
     snapshots_built: u64,
+    /// Index of the last snapshot built or installed.
+    snapshot_index: Option<u64>,
 }
 
 /// openraft's state machine around a Warren machine.
 pub(crate) struct SmAdapter<M> {
     state: Arc<Mutex<SmState<M>>>,
     log: GroupLog,
+    /// Woken after each snapshot (the group's purger waits on it).
+    snapshotted: Arc<Notify>,
 }
 
 impl<M> Clone for SmAdapter<M> {
     fn clone(&self) -> Self {
-        Self { state: self.state.clone(), log: self.log.clone() }
+        Self { state: self.state.clone(), log: self.log.clone(), snapshotted: self.snapshotted.clone() }
     }
 }
 
 impl<M> SmAdapter<M> {
     /// A fresh adapter for `machine`, keeping its snapshots beside `log`.
     pub(crate) fn new(machine: M, log: GroupLog) -> Self {
-        let state =
-            SmState { machine, applied: None, membership: Default::default(), since_snapshot: 0, snapshots_built: 0 };
-        Self { state: Arc::new(Mutex::new(state)), log }
+        let state = SmState {
+            machine,
+            applied: None,
+            membership: Default::default(),
+            since_snapshot: 0,
+            snapshots_built: 0,
+            snapshot_index: None,
+        };
+        Self { state: Arc::new(Mutex::new(state)), log, snapshotted: Arc::new(Notify::new()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, SmState<M>> {
@@ -117,9 +136,11 @@ impl<M: DurableMachine> RaftSnapshotBuilder<C> for SmAdapter<M> {
             s.since_snapshot = 0;
             s.snapshots_built += 1;
             let meta = SnapshotMetaOf::<C> { last_log_id: s.applied.clone(), last_membership: s.membership.clone() };
+            s.snapshot_index = s.applied.as_ref().map(|l| l.index);
             (meta, s.machine.encode_state())
         };
         self.log.save_state(StateTag::Snapshot, &encode_snapshot(&meta, &data)?).map_err(io::Error::other)?;
+        self.snapshotted.notify_one();
         Ok(SnapshotOf::<C, Cursor<Vec<u8>>> { meta, snapshot: Cursor::new(data) })
     }
 }
@@ -190,7 +211,9 @@ impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
         s.machine = machine;
         s.since_snapshot = 0;
         s.applied = meta.last_log_id.clone();
+        s.snapshot_index = s.applied.as_ref().map(|l| l.index);
         s.membership = meta.last_membership.clone();
+        self.snapshotted.notify_one();
         Ok(())
     }
 
@@ -242,6 +265,9 @@ const SELF: u64 = 1;
 pub struct DurableGroup<M: DurableMachine> {
     raft: Raft<C, SmAdapter<M>>,
     sm: SmAdapter<M>,
+    log: GroupLog,
+    /// Set on shutdown: the purger stops.
+    stopping: Arc<AtomicBool>,
 }
 
 impl<M: DurableMachine> DurableGroup<M> {
@@ -254,13 +280,15 @@ impl<M: DurableMachine> DurableGroup<M> {
             election_timeout_min: 3000,
             election_timeout_max: 6000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
-            max_in_snapshot_log_to_keep: 0,
+            // Purging is driven by `purge_behind` (a snapshot *and* the machine's first live
+            // index); this keeps openraft's own policy from purging anything.
+            max_in_snapshot_log_to_keep: u64::MAX,
             purge_batch_size: opts.purge_batch,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(raft_err)?);
         let sm = SmAdapter::new(init, log.clone());
-        let raft = Raft::new(SELF, config, NoPeers, LogStore::new(log), sm.clone()).await.map_err(raft_err)?;
+        let raft = Raft::new(SELF, config, NoPeers, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
         if !raft.is_initialized().await.map_err(raft_err)? {
             raft.initialize(BTreeMap::from([(SELF, BasicNode::default())])).await.map_err(raft_err)?;
         }
@@ -276,7 +304,16 @@ impl<M: DurableMachine> DurableGroup<M> {
             .applied_index_at_least(leader.last_log_index, "recovered")
             .await
             .map_err(|_| GroupError::NoLeader(opts.leader_timeout))?;
-        Ok(Self { raft, sm })
+        let stopping = Arc::new(AtomicBool::new(false));
+        tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
+        Ok(Self { raft, sm, log, stopping })
+    }
+
+    /// Reads back the commands of applied entries still in the log (a queue's message bodies),
+    /// in the order asked; `None` for an index the log no longer holds.
+    pub fn read_commands(&self, indexes: &[u64]) -> Result<Vec<Option<M::Command>>, GroupError> {
+        let payloads = LogStore::new(self.log.clone()).payloads_at(indexes).map_err(raft_err)?;
+        payloads.into_iter().map(|p| p.map(|p| M::decode_command(&p.cmd).map_err(raft_err)).transpose()).collect()
     }
 
     /// Proposes a command; returns once it is durable and applied, with the machine's reply
@@ -320,6 +357,20 @@ impl<M: DurableMachine> DurableGroup<M> {
         self.sm.lock().snapshots_built
     }
 
+    /// Takes a snapshot now if any entry was applied since the last one and the state is no
+    /// heavier than those entries (the cost rule of [`DurableMachine::state_weight`]); returns
+    /// whether it asked for one. For idle groups: the log shrinks without more traffic.
+    pub async fn snapshot_if_cheap(&self) -> Result<bool, GroupError> {
+        let due = {
+            let s = self.sm.lock();
+            s.since_snapshot > 0 && s.since_snapshot >= s.machine.state_weight()
+        };
+        if due {
+            self.snapshot().await?;
+        }
+        Ok(due)
+    }
+
     /// Forces a snapshot now (and the purge of the log behind it).
     pub async fn snapshot(&self) -> Result<(), GroupError> {
         self.raft.trigger().snapshot().await.map_err(raft_err)?;
@@ -327,7 +378,47 @@ impl<M: DurableMachine> DurableGroup<M> {
     }
 
     pub async fn shutdown(&self) -> Result<(), GroupError> {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.sm.snapshotted.notify_one();
         self.raft.shutdown().await.map_err(raft_err)
+    }
+}
+
+/// After each snapshot, asks openraft to purge the log behind it, but never an entry the
+/// machine still reads from ([`DurableMachine::first_live_index`]: a queue's message bodies),
+/// and only once at least `batch` entries can go. openraft's own purge policy is off
+/// (`max_in_snapshot_log_to_keep`), so this is the only purger.
+async fn purger<M: DurableMachine>(
+    raft: Raft<C, SmAdapter<M>>,
+    sm: SmAdapter<M>,
+    batch: u64,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut asked = 0;
+    loop {
+        sm.snapshotted.notified().await;
+        if stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        // Wait (bounded) until openraft knows the snapshot just saved: it purges nothing past
+        // the snapshot it knows.
+        let Some(built) = sm.lock().snapshot_index else { continue };
+        let known = |m: &openraft::RaftMetrics<C>| m.snapshot.as_ref().is_some_and(|l| l.index >= built);
+        let Ok(m) = raft.wait(Some(Duration::from_secs(5))).metrics(known, "snapshot known").await else {
+            continue;
+        };
+        let snapshot = m.snapshot.as_ref().map_or(0, |l| l.index);
+        let purged = m.purged.as_ref().map_or(0, |l| l.index);
+        let upto = match sm.lock().machine.first_live_index() {
+            Some(live) => snapshot.min(live.saturating_sub(1)),
+            None => snapshot,
+        };
+        if upto >= purged.max(asked) + batch {
+            asked = upto;
+            if raft.trigger().purge_log(upto).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

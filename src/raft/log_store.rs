@@ -5,12 +5,12 @@
 //! the storage's group-commit syncer, so one fsync serves every group that appended meanwhile.
 //! A vote is on disk before `save_vote` returns. Entries and state are encoded with bincode.
 
-use super::types::Warren;
+use super::types::{Payload, Warren};
 use crate::storage::{GroupLog, StateTag, StorageError};
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
-use openraft::{LogState, OptionalSend, RaftLogReader};
+use openraft::{EntryPayload, LogState, OptionalSend, RaftLogReader};
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -50,6 +50,23 @@ impl LogStore {
             Some(b) => decode(&b).map(Some),
             None => Ok(None),
         }
+    }
+}
+
+impl LogStore {
+    /// The payloads of the entries at `indexes` (in that order), `None` where the log has no
+    /// entry or the entry carries no command.
+    pub fn payloads_at(&self, indexes: &[u64]) -> Result<Vec<Option<Payload>>, io::Error> {
+        let raw = self.log.entries_at(indexes).map_err(io_err)?;
+        raw.into_iter()
+            .map(|b| match b {
+                None => Ok(None),
+                Some(b) => match decode::<EntryOf<C>>(&b)?.payload {
+                    EntryPayload::Normal(p) => Ok(Some(p)),
+                    _ => Ok(None),
+                },
+            })
+            .collect()
     }
 }
 

@@ -73,6 +73,17 @@ impl GroupLog {
         Ok(out)
     }
 
+    /// The entries at `indexes`, in that order (`None` where there is none): one batched read.
+    pub fn entries_at(&self, indexes: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        let db = self.db()?;
+        let cf = cf(&db, CF_LOG)?;
+        let keys: Vec<[u8; 16]> = indexes.iter().map(|&i| keys::log_key(self.id, i)).collect();
+        db.batched_multi_get_cf(cf, &keys, false)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|s| s.to_vec())).map_err(StorageError::io))
+            .collect()
+    }
+
     /// The last entry, if any.
     pub fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
         let db = self.db()?;

@@ -4,6 +4,9 @@
 //! new variants take new tags (as NATS's `entryOp`: "only add to the end"). A message is stored
 //! as exchange, routing key, the publisher's content-header bytes and the body; properties are
 //! parsed back from the header bytes, and the body is a slice of the entry, not a copy.
+//!
+//! A snapshot holds no bodies: a message is its id (the log index of its `Enqueue`, kept in
+//! the log while the message lives), its size and flags.
 
 use super::*;
 use crate::codec::{CodecError, Reader, Writer};
@@ -13,7 +16,10 @@ use amq_protocol::frame::parsing::parse_content_header;
 use amq_protocol::protocol::BasicProperties;
 use bytes::Bytes;
 
+/// Version of the command encoding.
 const VERSION: u8 = 1;
+/// Version of the state encoding (2: messages by reference to their log entry).
+const STATE_VERSION: u8 = 2;
 
 mod tag {
     pub const ENQUEUE: u8 = 1;
@@ -107,12 +113,12 @@ fn get_outcome(r: &mut Reader) -> Result<Outcome, CodecError> {
 }
 
 fn put_entry(w: &mut Writer, e: &Entry) {
-    w.u64(e.id.0).bool(e.redelivered);
-    put_message(w, &e.msg);
+    w.u64(e.id.0).u32(e.size).u8(u8::from(e.redelivered) | u8::from(e.persistent) << 1);
 }
 
 fn get_entry(r: &mut Reader) -> Result<Entry, CodecError> {
-    Ok(Entry { id: MsgId(r.u64()?), redelivered: r.bool()?, msg: Arc::new(get_message(r)?) })
+    let (id, size, flags) = (MsgId(r.u64()?), r.u32()?, r.u8()?);
+    Ok(Entry { id, msg: None, size, redelivered: flags & 1 != 0, persistent: flags & 2 != 0 })
 }
 
 fn encode_command(cmd: &Command) -> Vec<u8> {
@@ -193,10 +199,9 @@ fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
 
 fn encode_state(m: &QueueMachine) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u8(VERSION);
+    w.u8(STATE_VERSION);
     let c = &m.config;
     w.str(&c.key.vhost).str(&c.key.name).bool(c.auto_delete).bool(c.single_active_consumer);
-    w.u64(m.next_id);
     w.u32(m.ready.len() as u32);
     for e in &m.ready {
         put_entry(&mut w, e);
@@ -222,16 +227,15 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
 fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     let mut r = Reader::new(bytes.clone());
     let v = r.u8()?;
-    if v != VERSION {
-        return Err(CodecError(format!("queue state version {v}, this build reads {VERSION}")));
+    if v != STATE_VERSION {
+        return Err(CodecError(format!("queue state version {v}, this build reads {STATE_VERSION}")));
     }
     let config = QueueConfig {
         key: QueueKey::new(r.str()?, r.str()?),
         auto_delete: r.bool()?,
         single_active_consumer: r.bool()?,
     };
-    let mut m = QueueMachine::new(config);
-    m.next_id = r.u64()?;
+    let mut m = QueueMachine::durable(config);
     for _ in 0..r.u32()? {
         m.ready.push_back(get_entry(&mut r)?);
     }
@@ -270,6 +274,9 @@ impl DurableMachine for QueueMachine {
     }
     fn state_weight(&self) -> u64 {
         (self.ready_count() + self.unacked_count()) as u64
+    }
+    fn first_live_index(&self) -> Option<u64> {
+        QueueMachine::first_live_index(self)
     }
 }
 

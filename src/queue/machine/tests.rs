@@ -7,8 +7,23 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::BTreeSet;
 
-fn machine(sac: bool, auto_delete: bool) -> QueueMachine {
-    QueueMachine::new(QueueConfig { key: QueueKey::new("/", "q"), auto_delete, single_active_consumer: sac })
+/// A machine and the log index of its next `Enqueue` (the machine reads the index only there,
+/// so only enqueues advance it: message ids are then 1, 2, 3…).
+struct TestQueue {
+    m: QueueMachine,
+    enqueues: u64,
+}
+
+impl std::ops::Deref for TestQueue {
+    type Target = QueueMachine;
+    fn deref(&self) -> &QueueMachine {
+        &self.m
+    }
+}
+
+fn machine(sac: bool, auto_delete: bool) -> TestQueue {
+    let config = QueueConfig { key: QueueKey::new("/", "q"), auto_delete, single_active_consumer: sac };
+    TestQueue { m: QueueMachine::new(config), enqueues: 0 }
 }
 
 fn msg(n: u32) -> Arc<Message> {
@@ -35,9 +50,12 @@ fn spec(id: u64, prefetch: u32) -> ConsumerSpec {
     }
 }
 
-fn run(m: &mut QueueMachine, cmd: Command) -> (Reply, Vec<Effect>) {
+fn run(q: &mut TestQueue, cmd: Command) -> (Reply, Vec<Effect>) {
+    if matches!(cmd, Command::Enqueue { .. }) {
+        q.enqueues += 1;
+    }
     let mut fx = Vec::new();
-    let r = m.apply(ApplyMeta { index: LogIndex(0), now_ms: 0 }, cmd, &mut fx);
+    let r = q.m.apply(ApplyMeta { index: LogIndex(q.enqueues), now_ms: 0 }, cmd, &mut fx);
     (r, fx)
 }
 
@@ -254,4 +272,59 @@ fn recover_cancels_consumers_requeues_unacked_and_can_drop_transient() {
     // Classic: transient messages are gone after a restart.
     run(&mut classic, Command::Recover { drop_transient: true });
     assert_eq!(classic.ready_count(), 0);
+}
+
+/// A durable queue holds bodies only within its budget; the rest are delivered without one
+/// (read back from the log), and the first live index follows the oldest message.
+#[test]
+fn durable_queue_holds_bodies_within_its_budget() {
+    let config = QueueConfig { key: QueueKey::new("/", "q"), auto_delete: false, single_active_consumer: false };
+    let mut q = TestQueue { m: QueueMachine::durable(config), enqueues: 0 };
+    let big = |n: u32| {
+        Arc::new(Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            properties: BasicProperties::default(),
+            header: Bytes::new(),
+            body: Bytes::from(vec![n as u8; 64 * 1024]).into(),
+        })
+    };
+    let n = (BODY_BUDGET / (64 * 1024)) as u32 + 20;
+    for i in 0..n {
+        run(&mut q, Command::Enqueue { msg: big(i) });
+    }
+    assert!(q.held_bytes() <= BODY_BUDGET && q.held_bytes() > BODY_BUDGET / 2, "{}", q.held_bytes());
+    assert_eq!(q.first_live_index(), Some(1));
+    let (_, fx) = run(&mut q, Command::Consume(spec(1, 0)));
+    assert_eq!(delivered(&fx).len() as u32, n);
+    assert_eq!(q.unacked_count(), n);
+    assert_eq!(q.held_bytes(), 0, "an unacked message's body is with its consumer");
+    let ids: Vec<MsgId> = (1..=10).map(MsgId).collect();
+    run(&mut q, Command::Settle { ids, outcome: Outcome::Ack });
+    assert_eq!(q.first_live_index(), Some(11));
+    run(&mut q, Command::Settle { ids: (11..=u64::from(n)).map(MsgId).collect(), outcome: Outcome::Ack });
+    assert_eq!(q.first_live_index(), None);
+}
+
+#[test]
+fn durable_deliveries_beyond_the_budget_carry_no_body() {
+    let config = QueueConfig { key: QueueKey::new("/", "q"), auto_delete: false, single_active_consumer: false };
+    let mut q = TestQueue { m: QueueMachine::durable(config), enqueues: 0 };
+    let n = (BODY_BUDGET / MESSAGE_OVERHEAD) as u32 + 10;
+    for i in 0..n {
+        run(&mut q, Command::Enqueue { msg: msg(i) });
+    }
+    let (_, fx) = run(&mut q, Command::Consume(spec(1, 0)));
+    let with_body = fx.iter().filter(|e| matches!(e, Effect::Deliver { msg: Some(_), .. })).count() as u32;
+    assert!(with_body < n && with_body > n / 2, "{with_body} of {n} held");
+    // Held ones come first (the oldest), then those only in the log.
+    assert!(matches!(fx.first(), Some(Effect::Deliver { msg: Some(_), .. })));
+    assert!(matches!(fx.last(), Some(Effect::Deliver { msg: None, .. })));
+    // An in-memory queue (no log) holds every body.
+    let mut mem = machine(false, false);
+    for i in 0..n {
+        run(&mut mem, Command::Enqueue { msg: msg(i) });
+    }
+    let (_, fx) = run(&mut mem, Command::Consume(spec(1, 0)));
+    assert!(fx.iter().all(|e| matches!(e, Effect::Deliver { msg: Some(_), .. })));
 }

@@ -6,6 +6,8 @@
 //!   --multi-ack-every N --persistent --durable --quorum --queue NAME --label TEXT
 //!   --rate MSGS_PER_SEC (per producer; 0 = as fast as possible)
 //!   --keep (neither purge the queue first nor delete it after: accumulate a backlog)
+//!   --count N (per producer: stop after N messages; the run ends once they are all sent and,
+//!   with consumers, all received, or at --duration)
 //! ```
 //!
 //! It speaks AMQP over raw sockets (amq-protocol for encoding, Warren's frame splitter for
@@ -47,6 +49,7 @@ struct Args {
     duration: u64,
     rate: u64,
     keep: bool,
+    count: u64,
     queue: String,
     label: String,
 }
@@ -69,6 +72,7 @@ fn parse() -> Args {
         duration: 10,
         rate: 0,
         keep: false,
+        count: 0,
         queue: format!("loadgen-{}", std::process::id()),
         label: String::new(),
     };
@@ -97,6 +101,7 @@ fn parse() -> Args {
             "--auto-ack" | "-a" => a.auto_ack = true,
             "--persistent" => a.persistent = true,
             "--keep" => a.keep = true,
+            "--count" | "-C" => a.count = val().parse().expect("count"),
             "--durable" => a.durable = true,
             "--quorum" => {
                 a.quorum = true;
@@ -265,8 +270,23 @@ async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<Atom
     let began = Instant::now();
     let mut published = 0u64;
     let mut out = Vec::with_capacity(batch * (a.size + 64));
-    let mut body = vec![0u8; a.size];
+    // Incompressible bodies (as most real payloads are to a storage engine's compressor).
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ a.size as u64;
+    let mut body: Vec<u8> = (0..a.size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     while !stop.load(Ordering::Relaxed) {
+        if a.count > 0 {
+            if published >= a.count {
+                break;
+            }
+            batch = batch.min((a.count - published) as usize);
+        }
         if a.rate > 0 {
             let due = (began.elapsed().as_secs_f64() * a.rate as f64) as u64;
             if published >= due {
@@ -436,6 +456,11 @@ async fn run(a: Args) {
         let (s, r) = (sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed));
         eprintln!("{sec:>3}s  sent {:>9}/s  received {:>9}/s", s - ls, r - lr);
         (ls, lr) = (s, r);
+        let total = a.count * a.producers as u64;
+        let done = producers.iter().all(|p| p.is_finished()) && (a.consumers == 0 || r >= total);
+        if a.count > 0 && done {
+            break;
+        }
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let (s, r, cf) =

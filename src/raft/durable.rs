@@ -14,6 +14,7 @@ use super::{ApplyMeta, LogIndex, Machine};
 use crate::storage::{GroupLog, StateTag};
 use futures::{Stream, TryStreamExt};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::async_runtime::WatchReceiver;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{BasicNode, Config, EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, ServerState, SnapshotPolicy};
 use std::collections::BTreeMap;
@@ -59,8 +60,6 @@ pub struct DecodeError(pub String);
 pub enum GroupError {
     #[error("raft: {0}")]
     Raft(String),
-    #[error("the group did not become leader within {0:?}")]
-    NoLeader(Duration),
     #[error("the reply had an unexpected type")]
     Reply,
 }
@@ -118,6 +117,9 @@ impl<M> SmAdapter<M> {
     }
 }
 
+/// Entries applied per lock of the machine.
+const APPLY_CHUNK: usize = 1024;
+
 /// A stored snapshot: openraft's meta plus the machine's encoded state.
 fn encode_snapshot(meta: &SnapshotMetaOf<C>, state: &[u8]) -> io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec((meta, state), bincode::config::standard()).map_err(invalid)
@@ -145,28 +147,13 @@ impl<M: DurableMachine> RaftSnapshotBuilder<C> for SmAdapter<M> {
     }
 }
 
-impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
-    type SnapshotData = Cursor<Vec<u8>>;
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
-        let s = self.lock();
-        Ok((s.applied.clone(), s.membership.clone()))
-    }
-
-    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where
-        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
-    {
-        // Collect first: a std mutex guard is never held across an await.
-        let mut batch = Vec::new();
-        while let Some(item) = entries.try_next().await? {
-            batch.push(item);
-        }
+impl<M: DurableMachine> SmAdapter<M> {
+    /// Applies committed entries and answers their proposers (if any, in this process).
+    fn apply_chunk(&self, batch: &mut Vec<EntryResponder<C>>) -> Result<(), io::Error> {
         let mut replies = Vec::with_capacity(batch.len());
         {
             let mut s = self.lock();
-            for (entry, responder) in batch {
+            for (entry, responder) in batch.drain(..) {
                 let out = match &entry.payload {
                     EntryPayload::Blank => Out::default(),
                     EntryPayload::Membership(m) => {
@@ -195,6 +182,39 @@ impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
             if let Some(r) = responder {
                 r.send(out);
             }
+        }
+        Ok(())
+    }
+}
+
+impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let s = self.lock();
+        Ok((s.applied.clone(), s.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        // In chunks, collected first (a std mutex guard is never held across an await): after a
+        // restart the stream is the whole log behind the snapshot.
+        let mut batch = Vec::new();
+        let mut done = false;
+        while !done {
+            while batch.len() < APPLY_CHUNK {
+                match entries.try_next().await? {
+                    Some(item) => batch.push(item),
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            self.apply_chunk(&mut batch)?;
         }
         Ok(())
     }
@@ -248,13 +268,14 @@ pub struct GroupOptions {
     /// Purge the log behind a snapshot only once this many entries can go (openraft's
     /// `purge_batch_size`: fewer, larger range deletes).
     pub purge_batch: u64,
-    /// How long `open` waits for the group to elect itself.
-    pub leader_timeout: Duration,
+    /// How often `open` reports progress while the group recovers and elects itself (it
+    /// waits as long as that takes: replaying millions of entries is not a failure).
+    pub progress_every: Duration,
 }
 
 impl Default for GroupOptions {
     fn default() -> Self {
-        Self { snapshot_every: 10_000, purge_batch: 1024, leader_timeout: Duration::from_secs(10) }
+        Self { snapshot_every: 10_000, purge_batch: 1024, progress_every: Duration::from_secs(10) }
     }
 }
 
@@ -293,17 +314,16 @@ impl<M: DurableMachine> DurableGroup<M> {
             raft.initialize(BTreeMap::from([(SELF, BasicNode::default())])).await.map_err(raft_err)?;
         }
         raft.trigger().elect(false).await.map_err(raft_err)?;
-        let leader = raft
-            .wait(Some(opts.leader_timeout))
-            .state(ServerState::Leader, "open")
-            .await
-            .map_err(|_| GroupError::NoLeader(opts.leader_timeout))?;
+        let every = opts.progress_every;
+        let r = &raft;
+        let leader =
+            patiently(r, &log, || async move { r.wait(Some(every)).state(ServerState::Leader, "leading").await })
+                .await?;
         // Becoming leader appends a blank entry; once it is applied, everything before it (the
         // log replayed after a restart) is applied too, so readers see the recovered state.
-        raft.wait(Some(opts.leader_timeout))
-            .applied_index_at_least(leader.last_log_index, "recovered")
-            .await
-            .map_err(|_| GroupError::NoLeader(opts.leader_timeout))?;
+        let last = leader.last_log_index;
+        patiently(r, &log, || async move { r.wait(Some(every)).applied_index_at_least(last, "recovered").await })
+            .await?;
         let stopping = Arc::new(AtomicBool::new(false));
         tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
         Ok(Self { raft, sm, log, stopping })
@@ -381,6 +401,35 @@ impl<M: DurableMachine> DurableGroup<M> {
         self.stopping.store(true, Ordering::Relaxed);
         self.sm.snapshotted.notify_one();
         self.raft.shutdown().await.map_err(raft_err)
+    }
+}
+
+/// Waits for a condition on the group's metrics, logging its recovery progress at each
+/// timeout of `wait`, until it holds or the group fails.
+async fn patiently<F, Fut>(
+    raft: &Raft<C, impl RaftStateMachine<C>>,
+    log: &GroupLog,
+    wait: F,
+) -> Result<openraft::RaftMetrics<C>, GroupError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<openraft::RaftMetrics<C>, openraft::metrics::WaitError>>,
+{
+    loop {
+        match wait().await {
+            Ok(m) => return Ok(m),
+            Err(openraft::metrics::WaitError::Timeout(..)) => {
+                let m = raft.metrics().borrow_watched().clone();
+                tracing::info!(
+                    group = log.id().0,
+                    applied = m.last_applied.as_ref().map_or(0, |l| l.index),
+                    last = m.last_log_index.unwrap_or(0),
+                    state = ?m.state,
+                    "still recovering"
+                );
+            }
+            Err(e) => return Err(raft_err(e)),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 use super::types::{Payload, Warren};
 use crate::storage::{GroupLog, StateTag, StorageError};
+use futures::{Stream, StreamExt};
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
@@ -27,6 +28,24 @@ impl LogStore {
     pub fn new(log: GroupLog) -> Self {
         Self { log }
     }
+}
+
+/// Entries read at a time when streaming them to the state machine.
+const STREAM_CHUNK: u64 = 1024;
+
+/// A range's bounds as `start..end`.
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(x) => *x,
+        Bound::Excluded(x) => x.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(x) => x.saturating_add(1),
+        Bound::Excluded(x) => *x,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
 }
 
 fn io_err(e: StorageError) -> io::Error {
@@ -75,20 +94,38 @@ impl RaftLogReader<C> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<EntryOf<C>>, io::Error> {
-        let start = match range.start_bound() {
-            Bound::Included(x) => *x,
-            Bound::Excluded(x) => x.saturating_add(1),
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(x) => x.saturating_add(1),
-            Bound::Excluded(x) => *x,
-            Bound::Unbounded => u64::MAX,
-        };
+        let (start, end) = bounds(&range);
         if start >= end {
             return Ok(Vec::new());
         }
         self.log.entries(start..end).map_err(io_err)?.iter().map(|(_, b)| decode(b)).collect()
+    }
+
+    /// Entries to apply, read [`STREAM_CHUNK`] at a time: after a restart the whole log behind
+    /// the last snapshot is applied in one go, and openraft's default reads it all into memory
+    /// first (millions of message bodies).
+    async fn entries_stream<RB>(
+        &mut self,
+        range: RB,
+    ) -> impl Stream<Item = Result<EntryOf<C>, io::Error>> + OptionalSend
+    where
+        RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
+    {
+        let (start, end) = bounds(&range);
+        let chunks = futures::stream::unfold((self.clone(), start), move |(mut me, next)| async move {
+            if next >= end {
+                return None;
+            }
+            let upto = next.saturating_add(STREAM_CHUNK).min(end);
+            let chunk = match me.try_get_log_entries(next..upto).await {
+                Ok(entries) => entries.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            };
+            // A short chunk means the log ends here (or an error): stop after it.
+            let last = if chunk.len() as u64 == upto - next { upto } else { end };
+            Some((futures::stream::iter(chunk), (me, last)))
+        });
+        chunks.flatten().fuse()
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {

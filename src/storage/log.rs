@@ -1,10 +1,12 @@
 //! One group's log entries and Raft state, stored as opaque bytes (the raft layer encodes).
 
+use super::compact::Compactor;
 use super::keys::{self, GroupId};
 use super::sync::{Syncer, Waiter};
 use super::{CF_LOG, CF_SM, CF_STATE, StorageError};
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 /// The kinds of per-group state kept beside the log.
@@ -17,17 +19,23 @@ pub enum StateTag {
     Snapshot = 4,
 }
 
+/// Purged entries after which their range is compacted (its disk space given back).
+pub(super) const COMPACT_AFTER: u64 = 65_536;
+
 /// A handle on one group's log; cheap to clone.
 #[derive(Clone)]
 pub struct GroupLog {
     db: Weak<DB>,
     id: GroupId,
     syncer: Syncer,
+    compactor: Compactor,
+    /// The purge point when the log was last compacted (shared by clones).
+    compacted: Arc<AtomicU64>,
 }
 
 impl GroupLog {
-    pub(super) fn new(db: Weak<DB>, id: GroupId, syncer: Syncer) -> Self {
-        Self { db, id, syncer }
+    pub(super) fn new(db: Weak<DB>, id: GroupId, syncer: Syncer, compactor: Compactor) -> Self {
+        Self { db, id, syncer, compactor, compacted: Arc::new(AtomicU64::new(0)) }
     }
 
     pub fn id(&self) -> GroupId {
@@ -105,9 +113,16 @@ impl GroupLog {
         self.delete_range(keys::log_key(self.id, index), keys::log_key(GroupId(self.id.0 + 1), 0))
     }
 
-    /// Deletes entries up to and including `index` (after a snapshot); durable on return.
+    /// Deletes entries up to and including `index` (after a snapshot); durable on return. Once
+    /// [`COMPACT_AFTER`] entries were purged, their range is compacted in the background.
     pub fn purge_upto(&self, index: u64) -> Result<(), StorageError> {
-        self.delete_range(keys::log_key(self.id, 0), keys::log_key(self.id, index.saturating_add(1)))
+        let (from, to) = (keys::log_key(self.id, 0), keys::log_key(self.id, index.saturating_add(1)));
+        self.delete_range(from, to)?;
+        if index >= self.compacted.load(Ordering::Relaxed) + COMPACT_AFTER {
+            self.compacted.store(index, Ordering::Relaxed);
+            self.compactor.request(CF_LOG, &from, &to);
+        }
+        Ok(())
     }
 
     fn delete_range(&self, from: [u8; 16], to: [u8; 16]) -> Result<(), StorageError> {
@@ -139,7 +154,9 @@ impl GroupLog {
         for name in [CF_LOG, CF_STATE, CF_SM] {
             batch.delete_range_cf(cf(&db, name)?, from, to);
         }
-        db.write_opt(batch, &synced()).map_err(StorageError::io)
+        db.write_opt(batch, &synced()).map_err(StorageError::io)?;
+        self.compactor.request(CF_LOG, &from, &to);
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@
 //! (group commit: many groups, many appends, one fsync). That is the shape openraft's log
 //! storage needs: entries readable when `append` returns, durable when the callback fires.
 
+mod compact;
 mod dir;
 mod error;
 mod keys;
@@ -53,6 +54,7 @@ struct Inner {
     /// storage really closes the database (and releases its lock).
     db: std::sync::Mutex<Option<Arc<DB>>>,
     syncer: Syncer,
+    compactor: compact::Compactor,
     path: PathBuf,
 }
 
@@ -98,7 +100,9 @@ impl Storage {
             }
         }
         let syncer = Syncer::start(Arc::downgrade(&db));
-        Ok(Self { inner: Arc::new(Inner { db: std::sync::Mutex::new(Some(db)), syncer, path }) })
+        let compactor = compact::Compactor::start(Arc::downgrade(&db));
+        let inner = Inner { db: std::sync::Mutex::new(Some(db)), syncer, compactor, path };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn path(&self) -> &Path {
@@ -126,7 +130,7 @@ impl Storage {
     /// storage is closed).
     pub fn group(&self, id: GroupId) -> GroupLog {
         let weak = self.lock_db().as_ref().map(Arc::downgrade).unwrap_or_default();
-        GroupLog::new(weak, id, self.inner.syncer.clone())
+        GroupLog::new(weak, id, self.inner.syncer.clone(), self.inner.compactor.clone())
     }
 
     fn lock_db(&self) -> std::sync::MutexGuard<'_, Option<Arc<DB>>> {
@@ -166,6 +170,11 @@ impl Storage {
 
     pub fn sync_stats(&self) -> SyncStats {
         self.inner.syncer.stats()
+    }
+
+    /// Background compactions finished (after large purges and deletes).
+    pub fn compactions(&self) -> u64 {
+        self.inner.compactor.done()
     }
 
     fn corrupt(&self, detail: &str) -> StorageError {

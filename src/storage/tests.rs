@@ -125,3 +125,44 @@ fn a_corrupt_database_is_refused() {
     let err = Storage::open(dir.path()).err().expect("refused");
     assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
 }
+
+/// Space freed by a large purge is given back: the purged range is compacted in the
+/// background, so the files holding the old entries go.
+#[test]
+fn large_purges_give_disk_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(dir.path()).unwrap();
+    let g = s.group(s.allocate_group().unwrap());
+    let n = 2 * log::COMPACT_AFTER;
+    // Incompressible bodies, so the files' size is the data's.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut noise = || {
+        (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    for chunk in (1..=n).collect::<Vec<_>>().chunks(4096) {
+        g.append(chunk.iter().map(|&i| (i, noise())), noop()).unwrap();
+    }
+    let db = s.db().unwrap();
+    db.flush_cf(db.cf_handle(CF_LOG).unwrap()).unwrap();
+    let live =
+        |db: &rocksdb::DB| db.property_int_value_cf(db.cf_handle(CF_LOG).unwrap(), "rocksdb.live-sst-files-size");
+    let before = live(&db).unwrap().unwrap();
+    assert!(before > n * 1000, "{before} bytes of files");
+    g.purge_upto(n).unwrap();
+    for _ in 0..500 {
+        if s.compactions() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.compactions(), 1);
+    let after = live(&db).unwrap().unwrap();
+    assert!(after < before / 100, "files after the purge: {after} bytes (before: {before})");
+}

@@ -272,8 +272,11 @@ impl DurableMachine for QueueMachine {
     fn decode_state(bytes: &Bytes) -> Result<Self, DecodeError> {
         decode_state(bytes).map_err(err)
     }
+    /// A message costs 13 bytes in a snapshot against a whole `Enqueue` entry (its body) to
+    /// replay, so a snapshot is worth it once an eighth of the messages' worth of entries was
+    /// applied: recovery replays at most that, and snapshotting stays O(1) per entry.
     fn state_weight(&self) -> u64 {
-        (self.ready_count() + self.unacked_count()) as u64
+        (self.ready_count() + self.unacked_count()) as u64 / 8
     }
     fn first_live_index(&self) -> Option<u64> {
         QueueMachine::first_live_index(self)

@@ -201,6 +201,7 @@ impl Node {
         let records: Vec<Arc<QueueRecord>> =
             self.meta.read(|m| m.state().vhosts.values().flat_map(|v| v.queues.values().cloned()).collect());
         let n = records.len();
+        self.remove_orphan_groups(&records);
         for rec in records {
             self.start_queue(&rec, true);
         }
@@ -209,6 +210,26 @@ impl Node {
             tracing::info!(queues = n, "recovered metadata and queues");
         }
         Ok(())
+    }
+
+    /// Removes the data of groups no queue owns any more (the node stopped between a queue's
+    /// delete and the removal of its data), so their disk space comes back.
+    fn remove_orphan_groups(&self, records: &[Arc<QueueRecord>]) {
+        let owned: std::collections::HashSet<u64> =
+            records.iter().filter(|r| r.durable).map(|r| r.group).chain([META_GROUP.0]).collect();
+        let stored = match self.storage.groups() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list stored groups; orphans stay");
+                return;
+            }
+        };
+        for id in stored.into_iter().filter(|g| !owned.contains(&g.0)) {
+            match self.storage.group(id).destroy() {
+                Ok(()) => tracing::info!(group = id.0, "removed the data of a deleted queue"),
+                Err(e) => tracing::warn!(group = id.0, error = %e, "cannot remove an orphan group"),
+            }
+        }
     }
 
     /// Starts the runner of a queue (its durable group opens and recovers in the runner).

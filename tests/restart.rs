@@ -159,3 +159,41 @@ async fn a_backlog_beyond_memory_is_served_from_the_log_across_a_restart() {
     assert_eq!(common::ready_count(&ch, "big").await, 0);
     b.stop().await;
 }
+
+/// Stored data that no queue owns (the node stopped between a queue's delete and the removal
+/// of its data) is removed at start-up; the data of live queues is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_no_queue_owns_is_removed_at_start() {
+    use warren::storage::{GroupId, StateTag, Storage};
+    let b = Broker::start().await;
+    let (_c, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let dq = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("kept".into(), dq, FieldTable::default()).await.unwrap();
+    publish(&ch, "", "kept", "still here", persistent()).await;
+    let dir = b.stop_keeping_data().await;
+
+    let orphan = GroupId(1_000_000);
+    let groups = {
+        let s = Storage::open(dir.path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.group(orphan).append([(1, b"entry".to_vec())], Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap());
+        s.group(orphan).save_state(StateTag::Vote, b"vote").unwrap();
+        let groups = s.groups().unwrap();
+        s.close(std::time::Duration::from_secs(10)).await.unwrap();
+        groups
+    };
+    assert!(groups.contains(&orphan) && groups.len() >= 3, "{groups:?}: metadata, the queue, the orphan");
+
+    let b = Broker::in_dir(dir, |_| {}).await;
+    let (_c, ch) = b.channel().await;
+    assert_eq!(get(&ch, "kept").await, Some(("still here".into(), false)));
+    let dir = b.stop_keeping_data().await;
+    let s = Storage::open(dir.path()).unwrap();
+    let after = s.groups().unwrap();
+    let mut want = groups.clone();
+    want.retain(|g| *g != orphan);
+    assert_eq!(after, want, "only the orphan is gone");
+    assert!(s.group(orphan).entries(0..10).unwrap().is_empty());
+}

@@ -21,6 +21,8 @@ pub enum StateTag {
 
 /// Purged entries after which their range is compacted (its disk space given back).
 pub(super) const COMPACT_AFTER: u64 = 65_536;
+/// A snapshot this large, replaced by one less than half its size, is compacted away.
+const LARGE_SNAPSHOT: u64 = 1 << 20;
 
 /// A handle on one group's log; cheap to clone.
 #[derive(Clone)]
@@ -31,11 +33,14 @@ pub struct GroupLog {
     compactor: Compactor,
     /// The purge point when the log was last compacted (shared by clones).
     compacted: Arc<AtomicU64>,
+    /// Size of the snapshot saved last through this handle (shared by clones).
+    snapshot_len: Arc<AtomicU64>,
 }
 
 impl GroupLog {
     pub(super) fn new(db: Weak<DB>, id: GroupId, syncer: Syncer, compactor: Compactor) -> Self {
-        Self { db, id, syncer, compactor, compacted: Arc::new(AtomicU64::new(0)) }
+        let (compacted, snapshot_len) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        Self { db, id, syncer, compactor, compacted, snapshot_len }
     }
 
     pub fn id(&self) -> GroupId {
@@ -133,11 +138,21 @@ impl GroupLog {
         db.write_opt(batch, &synced()).map_err(StorageError::io)
     }
 
-    /// Stores a piece of Raft state durably (a vote must be on disk before it is sent).
+    /// Stores a piece of Raft state durably (a vote must be on disk before it is sent). A
+    /// snapshot that replaces a large one has its key compacted in the background, so the old
+    /// one's space comes back.
     pub fn save_state(&self, tag: StateTag, bytes: &[u8]) -> Result<(), StorageError> {
         let db = self.db()?;
         let cf = cf(&db, CF_STATE)?;
-        db.put_cf_opt(cf, keys::state_key(self.id, tag as u8), bytes, &synced()).map_err(StorageError::io)
+        let key = keys::state_key(self.id, tag as u8);
+        db.put_cf_opt(cf, key, bytes, &synced()).map_err(StorageError::io)?;
+        if tag == StateTag::Snapshot {
+            let before = self.snapshot_len.swap(bytes.len() as u64, Ordering::Relaxed);
+            if before >= LARGE_SNAPSHOT && (bytes.len() as u64) < before / 2 {
+                self.compactor.request(CF_STATE, &key, &keys::state_key(self.id, tag as u8 + 1));
+            }
+        }
+        Ok(())
     }
 
     pub fn read_state(&self, tag: StateTag) -> Result<Option<Vec<u8>>, StorageError> {

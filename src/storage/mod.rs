@@ -172,6 +172,30 @@ impl Storage {
         self.inner.syncer.stats()
     }
 
+    /// Every group that has anything stored (log entries or Raft state), in id order.
+    pub fn groups(&self) -> Result<Vec<GroupId>, StorageError> {
+        let db = self.db()?;
+        let mut found = std::collections::BTreeSet::new();
+        for name in [CF_LOG, CF_STATE] {
+            let cf = db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))?;
+            let mut next = 0u64;
+            loop {
+                // Seek to the first key of group `next` or later; jump past that group.
+                let from = next.to_be_bytes();
+                let mode = rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward);
+                let Some(item) = db.iterator_cf(cf, mode).next() else { break };
+                let (key, _) = item.map_err(StorageError::io)?;
+                let Some(id) = key.get(..8).and_then(keys::decode_u64) else { break };
+                found.insert(id);
+                match id.checked_add(1) {
+                    Some(n) => next = n,
+                    None => break,
+                }
+            }
+        }
+        Ok(found.into_iter().map(GroupId).collect())
+    }
+
     /// Background compactions finished (after large purges and deletes).
     pub fn compactions(&self) -> u64 {
         self.inner.compactor.done()

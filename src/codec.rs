@@ -58,6 +58,13 @@ impl Writer {
             Some(v) => self.u8(1).u32(v),
         }
     }
+
+    pub fn opt_u64(&mut self, v: Option<u64>) -> &mut Self {
+        match v {
+            None => self.u8(0),
+            Some(v) => self.u8(1).u64(v),
+        }
+    }
 }
 
 /// Reads encoded values from a `Bytes`.
@@ -123,6 +130,14 @@ impl Reader {
         match self.u8()? {
             0 => Ok(None),
             1 => self.u32().map(Some),
+            b => Err(CodecError(format!("bad option tag {b}"))),
+        }
+    }
+
+    pub fn opt_u64(&mut self) -> Result<Option<u64>, CodecError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.u64().map(Some),
             b => Err(CodecError(format!("bad option tag {b}"))),
         }
     }

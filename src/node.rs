@@ -235,10 +235,15 @@ impl Node {
     /// Starts the runner of a queue (its durable group opens and recovers in the runner).
     fn start_queue(&self, rec: &QueueRecord, recovering: bool) {
         let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+        let a = &rec.parsed;
         let config = QueueConfig {
             key: key.clone(),
             auto_delete: rec.auto_delete,
-            single_active_consumer: rec.parsed.single_active_consumer,
+            single_active_consumer: a.single_active_consumer,
+            message_ttl: a.message_ttl,
+            max_length: a.max_length,
+            max_length_bytes: a.max_length_bytes,
+            overflow: a.overflow,
         };
         let backend =
             if rec.durable { Backend::Durable(self.storage.group(GroupId(rec.group))) } else { Backend::Memory };

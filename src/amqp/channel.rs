@@ -5,7 +5,7 @@ use crate::ids::{ChannelId, ConsumerId, MsgId};
 use crate::queue::{Message, QueueHandle};
 use amq_protocol::frame::AMQPContentHeader;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,22 +50,29 @@ pub struct ConfirmState {
     pub last_seq: u64,
     /// seq -> queues that still have to accept it.
     pub outstanding: BTreeMap<u64, u32>,
-    /// Every seq up to this one has been acked to the client.
+    /// Every seq up to this one has been confirmed (acked or nacked) to the client.
     pub acked_upto: u64,
+    /// Seqs some queue refused (a full queue with `reject-publish`): nacked once all their
+    /// queues answered.
+    pub nacked: BTreeSet<u64>,
 }
 
 impl ConfirmState {
-    /// The highest seq such that every seq up to it is done, if it moved.
-    pub fn advance(&mut self) -> Option<(u64, bool)> {
-        let floor = self.outstanding.keys().next().copied().unwrap_or(self.last_seq + 1);
-        let upto = floor - 1;
+    /// The next confirm to send, if any: `(tag, multiple, ack)`. Acks cover every seq done up
+    /// to the tag (with `multiple`); a refused seq gets its own `basic.nack`, in order.
+    pub fn next_settle(&mut self) -> Option<(u64, bool, bool)> {
+        let waiting = self.outstanding.keys().next().copied().unwrap_or(self.last_seq + 1);
+        let nack = self.nacked.first().copied().filter(|&s| s < waiting);
+        let upto = nack.unwrap_or(waiting) - 1;
         if upto > self.acked_upto {
             let multiple = upto - self.acked_upto > 1;
             self.acked_upto = upto;
-            Some((upto, multiple))
-        } else {
-            None
+            return Some((upto, multiple, true));
         }
+        let s = nack?;
+        self.nacked.remove(&s);
+        self.acked_upto = s;
+        Some((s, false, false))
     }
 }
 
@@ -203,9 +210,26 @@ mod tests {
         let mut c = ConfirmState::default();
         c.last_seq = 3;
         c.outstanding.insert(2, 1);
-        assert_eq!(c.advance(), Some((1, false)));
+        assert_eq!(c.next_settle(), Some((1, false, true)));
         c.outstanding.clear();
-        assert_eq!(c.advance(), Some((3, true)));
-        assert_eq!(c.advance(), None);
+        assert_eq!(c.next_settle(), Some((3, true, true)));
+        assert_eq!(c.next_settle(), None);
+    }
+
+    #[test]
+    fn a_refused_publish_is_nacked_alone_and_in_order() {
+        let mut c = ConfirmState { last_seq: 5, ..Default::default() };
+        c.outstanding.insert(5, 1);
+        // 3 was refused; 4 waits on no queue; 5 is still outstanding.
+        c.nacked.insert(3);
+        assert_eq!(c.next_settle(), Some((2, true, true)));
+        assert_eq!(c.next_settle(), Some((3, false, false)));
+        assert_eq!(c.next_settle(), Some((4, false, true)));
+        assert_eq!(c.next_settle(), None);
+        // Refused by one queue while another still has to answer: nothing yet.
+        c.nacked.insert(5);
+        assert_eq!(c.next_settle(), None);
+        c.outstanding.clear();
+        assert_eq!(c.next_settle(), Some((5, false, false)));
     }
 }

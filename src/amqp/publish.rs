@@ -259,12 +259,15 @@ impl Connection {
     }
 
     /// One queue accepted these publishes.
-    pub(super) fn confirmed(&mut self, ch: u16, seqs: &[u64], _ok: bool) {
+    pub(super) fn confirmed(&mut self, ch: u16, seqs: &[u64], ok: bool) {
         let Some(cs) = self.channels.get_mut(&ch).and_then(|c| c.confirm.as_mut()) else {
             return;
         };
         for seq in seqs {
             if let Some(n) = cs.outstanding.get_mut(seq) {
+                if !ok {
+                    cs.nacked.insert(*seq);
+                }
                 *n -= 1;
                 if *n == 0 {
                     cs.outstanding.remove(seq);
@@ -281,8 +284,13 @@ impl Connection {
         if c.state != super::channel::ChannelState::Open {
             return;
         }
-        if let Some((tag, multiple)) = c.confirm.as_mut().and_then(ConfirmState::advance) {
-            self.out.method(ch, AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple })));
+        while let Some((tag, multiple, ack)) = c.confirm.as_mut().and_then(ConfirmState::next_settle) {
+            let m = if ack {
+                basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple })
+            } else {
+                basic::AMQPMethod::Nack(basic::Nack { delivery_tag: tag, multiple, requeue: false })
+            };
+            self.out.method(ch, AMQPClass::Basic(m));
         }
     }
 

@@ -149,12 +149,31 @@ impl QueueType {
     }
 }
 
+/// What a queue does with a publish that would take it past its length limit (`x-overflow`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Overflow {
+    /// Drop (or dead-letter) the oldest ready messages.
+    #[default]
+    DropHead,
+    /// Refuse the publish (`basic.nack` under confirms).
+    RejectPublish,
+    /// Refuse the publish and dead-letter it.
+    RejectPublishDlx,
+}
+
 /// What the broker reads from queue arguments; the rest stays in the stored table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueArgs {
     pub queue_type: QueueType,
     pub single_active_consumer: bool,
     pub max_priority: Option<u8>,
+    /// `x-message-ttl`, in milliseconds.
+    pub message_ttl: Option<u64>,
+    /// `x-max-length`: ready messages at most.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`: bytes of ready messages' bodies at most.
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
 }
 
 fn invalid(key: &str, what: &str, why: String) -> Error {
@@ -177,7 +196,15 @@ fn non_negative(key: &str, what: &str, v: &AMQPValue) -> Result<i64, Error> {
 /// Validates queue arguments the way RabbitMQ does at declare (`rabbit_amqqueue:check_arguments`):
 /// known keys must have the right type and range; unknown keys are ignored.
 pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Error> {
-    let mut out = QueueArgs { queue_type: QueueType::Classic, single_active_consumer: false, max_priority: None };
+    let mut out = QueueArgs {
+        queue_type: QueueType::Classic,
+        single_active_consumer: false,
+        max_priority: None,
+        message_ttl: None,
+        max_length: None,
+        max_length_bytes: None,
+        overflow: Overflow::DropHead,
+    };
     for (key, v) in args.inner() {
         let key = key.as_str();
         match key {
@@ -197,7 +224,10 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
                 n @ 0..=255 => out.max_priority = Some(n as u8),
                 n => return Err(invalid(key, what, format!("{{max_value_exceeded,{n}}}"))),
             },
-            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
+            "x-message-ttl" => out.message_ttl = Some(non_negative(key, what, v)? as u64),
+            "x-max-length" => out.max_length = Some(non_negative(key, what, v)? as u64),
+            "x-max-length-bytes" => out.max_length_bytes = Some(non_negative(key, what, v)? as u64),
+            "x-delivery-limit" => {
                 non_negative(key, what, v)?;
             }
             "x-expires" => {
@@ -211,7 +241,9 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
                 }
             }
             "x-overflow" => match as_str(v).as_deref() {
-                Some("drop-head" | "reject-publish" | "reject-publish-dlx") => {}
+                Some("drop-head") => out.overflow = Overflow::DropHead,
+                Some("reject-publish") => out.overflow = Overflow::RejectPublish,
+                Some("reject-publish-dlx") => out.overflow = Overflow::RejectPublishDlx,
                 Some(_) => return Err(invalid(key, what, "invalid_overflow".into())),
                 None => return Err(wrong_type(key, what, v)),
             },

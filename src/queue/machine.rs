@@ -8,6 +8,14 @@
 //! - Single active consumer: only the earliest registered consumer receives ([D:consumers]).
 //! - An exclusive consumer refuses any other, and is refused if others exist (403).
 //! - An auto-delete queue goes when its last consumer goes (if it ever had one).
+//! - TTL ([D:ttl]): a message expires at the shorter of the queue's `x-message-ttl` and its own
+//!   `expiration`, counted from its enqueue; expired messages are dropped when they reach the
+//!   head (on any command, and on [`Command::Expire`], which the runner proposes when the
+//!   head's time comes, so a queue nobody reads still frees them). TTL 0 means "delivered at
+//!   once or never". Dead-lettering them comes with the dead-letter work.
+//! - Length limits ([D:maxlength]): `x-max-length` / `x-max-length-bytes` count ready messages
+//!   and their bodies; `drop-head` drops the oldest, `reject-publish(-dlx)` refuses the publish
+//!   (the publisher gets `basic.nack`).
 //!
 //! Message bodies of durable queues live in the log, not here (as RabbitMQ's quorum queues
 //! keep only an index per message in memory): a message's id is the log index of the entry
@@ -17,6 +25,7 @@
 
 use super::Message;
 use crate::broker::Error;
+use crate::broker::argument::Overflow;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
 use crate::raft::{ApplyMeta, Machine};
 use std::collections::{BTreeMap, VecDeque};
@@ -86,6 +95,8 @@ pub enum Command {
         if_unused: bool,
         if_empty: bool,
     },
+    /// Time passed (the command's time): drop the expired messages at the head.
+    Expire,
     /// Read-only: counts for `queue.declare-ok` and listings.
     Stats,
     /// The node restarted: no consumer of before is connected any more. Cancels them all and
@@ -99,6 +110,8 @@ pub enum Command {
 #[derive(Clone, Debug)]
 pub enum Reply {
     Enqueued(MsgId),
+    /// Refused by the length limit (`x-overflow` `reject-publish`): the publisher gets a nack.
+    Rejected,
     /// The queue is deleted; the message was dropped.
     Dropped,
     Consumed,
@@ -158,7 +171,12 @@ struct Entry {
     redelivered: bool,
     /// Published with delivery mode 2.
     persistent: bool,
+    /// When it expires (ms since the epoch); `NEVER` if it does not.
+    expires: u64,
 }
+
+/// An [`Entry::expires`] that never comes.
+const NEVER: u64 = u64::MAX;
 
 impl Entry {
     fn weight(&self) -> u64 {
@@ -187,6 +205,26 @@ pub struct QueueConfig {
     pub key: QueueKey,
     pub auto_delete: bool,
     pub single_active_consumer: bool,
+    /// `x-message-ttl` (ms).
+    pub message_ttl: Option<u64>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+}
+
+impl QueueConfig {
+    /// A queue with no options.
+    pub fn new(key: QueueKey) -> Self {
+        Self {
+            key,
+            auto_delete: false,
+            single_active_consumer: false,
+            message_ttl: None,
+            max_length: None,
+            max_length_bytes: None,
+            overflow: Overflow::DropHead,
+        }
+    }
 }
 
 /// The state of one queue.
@@ -198,6 +236,8 @@ pub struct QueueMachine {
     budget: Option<u64>,
     /// Weight of the bodies held now.
     held: u64,
+    /// Body bytes of the ready messages (`ready` and `returned`).
+    ready_bytes: u64,
     /// Ready messages never delivered, in publish order.
     ready: VecDeque<Entry>,
     /// Requeued messages, by original position; delivered before `ready`'s head when older.
@@ -227,6 +267,7 @@ impl QueueMachine {
             config,
             budget,
             held: 0,
+            ready_bytes: 0,
             ready: VecDeque::new(),
             returned: BTreeMap::new(),
             unacked: BTreeMap::new(),
@@ -283,16 +324,60 @@ impl QueueMachine {
         self.returned.clear();
         self.unacked.clear();
         self.held = 0;
+        self.ready_bytes = 0;
     }
 
-    /// Takes the oldest ready message (returned messages keep their original place).
-    fn pop_ready(&mut self) -> Option<Entry> {
-        let take_returned = match (self.returned.first_key_value(), self.ready.front()) {
+    /// Whether the oldest ready message is a returned one (returned messages keep their
+    /// original place).
+    fn head_is_returned(&self) -> bool {
+        match (self.returned.first_key_value(), self.ready.front()) {
             (Some((rid, _)), Some(head)) => *rid < head.id,
             (Some(_), None) => true,
             (None, _) => false,
-        };
-        if take_returned { self.returned.pop_first().map(|(_, e)| e) } else { self.ready.pop_front() }
+        }
+    }
+
+    /// The oldest ready message.
+    fn head(&self) -> Option<&Entry> {
+        if self.head_is_returned() { self.returned.values().next() } else { self.ready.front() }
+    }
+
+    /// Takes the oldest ready message.
+    fn pop_ready(&mut self) -> Option<Entry> {
+        let e =
+            if self.head_is_returned() { self.returned.pop_first().map(|(_, e)| e) } else { self.ready.pop_front() };
+        if let Some(e) = &e {
+            self.ready_bytes -= u64::from(e.size);
+        }
+        e
+    }
+
+    /// Puts a message back in its original place among the ready ones, marked redelivered.
+    fn requeue(&mut self, mut e: Entry) {
+        e.redelivered = true;
+        self.ready_bytes += u64::from(e.size);
+        self.returned.insert(e.id, e);
+    }
+
+    /// When the head expires, if it does: the runner proposes [`Command::Expire`] then.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.head().map(|e| e.expires).filter(|&t| t != NEVER)
+    }
+
+    /// Drops the expired messages at the head.
+    fn expire(&mut self, now: u64) {
+        while self.head().is_some_and(|e| e.expires <= now) {
+            if let Some(e) = self.pop_ready() {
+                self.forget(e);
+            }
+        }
+    }
+
+    /// Whether the ready messages are past the length limits.
+    fn over_limit(&self, extra_count: u64, extra_bytes: u64) -> bool {
+        let c = &self.config;
+        c.max_length.is_some_and(|m| u64::from(self.ready_count()) + extra_count > m)
+            || c.max_length_bytes.is_some_and(|m| self.ready_bytes + extra_bytes > m)
     }
 
     /// Picks the consumer for the next message: highest priority with credit, round-robin
@@ -342,9 +427,23 @@ impl QueueMachine {
         }
     }
 
-    fn enqueue(&mut self, id: MsgId, msg: Arc<Message>) -> Reply {
+    fn enqueue(&mut self, id: MsgId, now: u64, msg: Arc<Message>) -> Reply {
+        let size = msg.body_len() as u32;
+        // reject-publish: refused while the queue is full (RabbitMQ's `is_over_limit` before
+        // the enqueue: at the message limit, or at or past the byte limit).
+        let full = self.over_limit(1, 0) || self.config.max_length_bytes.is_some_and(|m| self.ready_bytes >= m);
+        if self.config.overflow != Overflow::DropHead && full {
+            return Reply::Rejected;
+        }
         let persistent = msg.properties.delivery_mode() == &Some(2);
-        let mut e = Entry { id, size: msg.body_len() as u32, msg: None, redelivered: false, persistent };
+        // The shorter of the queue's TTL and the message's own wins ([D:ttl]).
+        let own = msg.properties.expiration().as_ref().and_then(|s| s.as_str().parse::<u64>().ok());
+        let ttl = match (self.config.message_ttl, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let expires = ttl.map_or(NEVER, |t| now.saturating_add(t).min(NEVER - 1));
+        let mut e = Entry { id, size, msg: None, redelivered: false, persistent, expires };
         match self.budget {
             Some(b) if self.held + e.weight() > b => {}
             Some(_) => {
@@ -354,6 +453,14 @@ impl QueueMachine {
             None => e.msg = Some(msg),
         }
         self.ready.push_back(e);
+        self.ready_bytes += u64::from(size);
+        // drop-head: the oldest ready messages make room ([D:maxlength]).
+        while self.over_limit(0, 0) {
+            match self.pop_ready() {
+                Some(old) => self.forget(old),
+                None => break,
+            }
+        }
         Reply::Enqueued(id)
     }
 
@@ -393,7 +500,7 @@ impl QueueMachine {
     fn settle(&mut self, ids: Vec<MsgId>, outcome: Outcome) -> Reply {
         let mut n = 0;
         for id in ids {
-            let Some((holder, mut entry)) = self.unacked.remove(&id) else {
+            let Some((holder, entry)) = self.unacked.remove(&id) else {
                 continue;
             };
             n += 1;
@@ -403,8 +510,7 @@ impl QueueMachine {
                 }
             }
             if outcome == Outcome::Requeue && !self.deleted {
-                entry.redelivered = true;
-                self.returned.insert(entry.id, entry);
+                self.requeue(entry);
             } else {
                 self.forget(entry);
             }
@@ -429,24 +535,23 @@ impl QueueMachine {
         self.consumers.clear();
         self.cursor = 0;
         let unacked = std::mem::take(&mut self.unacked);
-        for (_, (_, mut entry)) in unacked {
-            entry.redelivered = true;
-            self.returned.insert(entry.id, entry);
+        for (_, (_, entry)) in unacked {
+            self.requeue(entry);
         }
         if drop_transient {
-            let mut dropped = 0;
-            self.ready.retain(|e| {
-                if !e.persistent && e.msg.is_some() {
-                    dropped += e.weight();
+            let (mut dropped, mut bytes) = (0, 0);
+            let mut keep = |e: &Entry| {
+                if !e.persistent {
+                    bytes += u64::from(e.size);
+                    if e.msg.is_some() {
+                        dropped += e.weight();
+                    }
                 }
                 e.persistent
-            });
-            self.returned.retain(|_, e| {
-                if !e.persistent && e.msg.is_some() {
-                    dropped += e.weight();
-                }
-                e.persistent
-            });
+            };
+            self.ready.retain(&mut keep);
+            self.returned.retain(|_, e| keep(e));
+            self.ready_bytes -= bytes;
             if self.budget.is_some() {
                 self.held -= dropped;
             }
@@ -488,8 +593,9 @@ impl Machine for QueueMachine {
                 _ => Reply::Refused(Error::no_queue(&self.config.key.vhost, &self.config.key.name)),
             };
         }
+        self.expire(meta.now_ms);
         let reply = match cmd {
-            Command::Enqueue { msg } => self.enqueue(MsgId(meta.index.0), msg),
+            Command::Enqueue { msg } => self.enqueue(MsgId(meta.index.0), meta.now_ms, msg),
             Command::Consume(spec) => self.consume(spec),
             Command::Cancel { consumer } => self.cancel(consumer, effects),
             Command::Credit { consumer, add } => {
@@ -502,19 +608,19 @@ impl Machine for QueueMachine {
             Command::Get { holder, no_ack } => self.get(holder, no_ack),
             Command::Purge => {
                 let n = self.ready_count();
-                for e in std::mem::take(&mut self.ready) {
-                    self.forget(e);
-                }
-                for (_, e) in std::mem::take(&mut self.returned) {
+                while let Some(e) = self.pop_ready() {
                     self.forget(e);
                 }
                 Reply::Purged(n)
             }
+            Command::Expire => Reply::Settled(0),
             Command::Delete { if_unused, if_empty } => return self.delete(if_unused, if_empty, effects),
             Command::Stats => Reply::Stats { messages: self.ready_count(), consumers: self.consumer_count() },
             Command::Recover { drop_transient } => self.recover(drop_transient),
         };
         self.dispatch(effects);
+        // What could not be delivered at once and has no time left (TTL 0) goes now.
+        self.expire(meta.now_ms);
         reply
     }
 }

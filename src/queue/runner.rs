@@ -203,6 +203,11 @@ struct Runner {
     on_auto_delete: AutoDelete,
 }
 
+/// How long until `at` (ms since the epoch), and one more millisecond, so that it has passed.
+fn until(at: Option<u64>) -> std::time::Duration {
+    std::time::Duration::from_millis(at.unwrap_or(0).saturating_sub(now_ms()) + 1)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -222,6 +227,8 @@ impl Runner {
         let mut batch = Vec::with_capacity(BATCH);
         let (mut rx_open, mut ctl_open) = (true, true);
         let mut snapshot_due = false;
+        // When the head message expires: the queue proposes `Expire` then, read or not.
+        let mut next_expiry: Option<u64> = None;
         loop {
             // Settles first, then whatever arrives.
             while batch.len() < BATCH {
@@ -238,6 +245,9 @@ impl Runner {
                         None => ctl_open = false,
                     },
                     n = rx.recv_many(&mut batch, BATCH), if rx_open => rx_open = n > 0,
+                    _ = tokio::time::sleep(until(next_expiry)), if next_expiry.is_some() => {
+                        batch.push(Request::Cast { cmd: Command::Expire });
+                    }
                     _ = tokio::time::sleep(IDLE_SNAPSHOT), if snapshot_due && (rx_open || ctl_open) => {
                         snapshot_due = false;
                         self.idle_snapshot().await;
@@ -250,6 +260,7 @@ impl Runner {
             }
             self.serve_batch(now_ms(), &mut batch).await;
             snapshot_due = matches!(self.store, Store::Durable(..));
+            next_expiry = self.store.read(|m| m.next_expiry());
         }
         self.stop().await;
     }
@@ -315,7 +326,7 @@ impl Runner {
             }
         };
         let mut effects = Vec::new();
-        let mut confirms: Vec<(ClientSink, ChannelId, Vec<u64>)> = Vec::new();
+        let mut confirms: Vec<(ClientSink, ChannelId, bool, Vec<u64>)> = Vec::new();
         let mut results = results.into_iter();
         for post in posts {
             if let Post::Stats(reply) = post {
@@ -327,10 +338,16 @@ impl Runner {
             let Some((reply, fx)) = results.next() else { break };
             effects.extend(fx);
             match post {
-                Post::Confirm(Some(c)) => match confirms.last_mut() {
-                    Some((s, ch, seqs)) if *ch == c.channel && s.same_channel(&c.sink) => seqs.push(c.seq),
-                    _ => confirms.push((c.sink, c.channel, vec![c.seq])),
-                },
+                Post::Confirm(Some(c)) => {
+                    // A publish the length limit refused is nacked (`x-overflow` reject-publish).
+                    let ok = !matches!(reply, Reply::Rejected);
+                    match confirms.last_mut() {
+                        Some((s, ch, k, seqs)) if *ch == c.channel && *k == ok && s.same_channel(&c.sink) => {
+                            seqs.push(c.seq)
+                        }
+                        _ => confirms.push((c.sink, c.channel, ok, vec![c.seq])),
+                    }
+                }
                 Post::Consume(id, tx) => {
                     if !matches!(reply, Reply::Consumed) {
                         self.sinks.remove(&id);
@@ -343,8 +360,8 @@ impl Runner {
                 Post::Confirm(None) | Post::Stats(_) | Post::Nothing => {}
             }
         }
-        for (sink, channel, seqs) in confirms {
-            let _ = sink.send(ClientEvent::Confirms { channel, seqs, ok: true }).await;
+        for (sink, channel, ok, seqs) in confirms {
+            let _ = sink.send(ClientEvent::Confirms { channel, seqs, ok }).await;
         }
         // Carrying out effects may need follow-up commands (deliveries to a connection that
         // is gone are requeued); loop until quiet.

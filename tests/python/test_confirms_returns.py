@@ -106,7 +106,6 @@ def test_return_precedes_confirm_on_the_wire(broker):
         c.close()
 
 
-@pytest.mark.lifecycle
 def test_nack_when_queue_rejects_publish(ch):
     q = uniq("full")
     ch.queue_declare(q, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})

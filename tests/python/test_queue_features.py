@@ -16,7 +16,6 @@ def _exists(conn, q):
         return False
 
 
-@pytest.mark.lifecycle
 def test_queue_message_ttl(ch):
     q = ch.queue_declare("", exclusive=True, arguments={"x-message-ttl": 100}).method.queue
     ch.confirm_delivery()
@@ -25,7 +24,6 @@ def test_queue_message_ttl(ch):
     assert ch.basic_get(q)[0] is None
 
 
-@pytest.mark.lifecycle
 def test_per_message_expiration(ch):
     q = ch.queue_declare("", exclusive=True).method.queue
     ch.confirm_delivery()
@@ -35,7 +33,6 @@ def test_per_message_expiration(ch):
     assert drain(ch, q) == [b"stays"]
 
 
-@pytest.mark.lifecycle
 def test_ttl_zero_expires_unless_delivered_immediately(conn):
     ch = conn.channel()
     q = ch.queue_declare("", exclusive=True, arguments={"x-message-ttl": 0}).method.queue
@@ -69,7 +66,6 @@ def test_queue_expires_when_unused(connect):
     assert wait_for(lambda: not _exists(c, q), 5, interval=0.6)
 
 
-@pytest.mark.lifecycle
 def test_max_length_drops_head(ch):
     q = ch.queue_declare("", exclusive=True, arguments={"x-max-length": 2}).method.queue
     ch.confirm_delivery()
@@ -78,7 +74,6 @@ def test_max_length_drops_head(ch):
     assert drain(ch, q) == [b"3", b"4"]
 
 
-@pytest.mark.lifecycle
 def test_max_length_bytes(ch):
     q = ch.queue_declare("", exclusive=True, arguments={"x-max-length-bytes": 10}).method.queue
     ch.confirm_delivery()
@@ -87,7 +82,6 @@ def test_max_length_bytes(ch):
     assert drain(ch, q) == [b"bbbb", b"cccc"]
 
 
-@pytest.mark.lifecycle
 def test_max_length_reject_publish_with_mandatory(ch):
     q = ch.queue_declare("", exclusive=True,
                          arguments={"x-max-length": 1, "x-overflow": "reject-publish"}).method.queue

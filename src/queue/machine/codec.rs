@@ -32,6 +32,7 @@ mod tag {
     pub const DELETE: u8 = 8;
     pub const STATS: u8 = 9;
     pub const RECOVER: u8 = 10;
+    pub const EXPIRE: u8 = 11;
 }
 
 fn err(e: CodecError) -> DecodeError {
@@ -112,13 +113,30 @@ fn get_outcome(r: &mut Reader) -> Result<Outcome, CodecError> {
     }
 }
 
+fn overflow_byte(o: Overflow) -> u8 {
+    match o {
+        Overflow::DropHead => 0,
+        Overflow::RejectPublish => 1,
+        Overflow::RejectPublishDlx => 2,
+    }
+}
+
+fn get_overflow(r: &mut Reader) -> Result<Overflow, CodecError> {
+    match r.u8()? {
+        0 => Ok(Overflow::DropHead),
+        1 => Ok(Overflow::RejectPublish),
+        2 => Ok(Overflow::RejectPublishDlx),
+        t => Err(CodecError(format!("bad overflow {t}"))),
+    }
+}
+
 fn put_entry(w: &mut Writer, e: &Entry) {
-    w.u64(e.id.0).u32(e.size).u8(u8::from(e.redelivered) | u8::from(e.persistent) << 1);
+    w.u64(e.id.0).u32(e.size).u8(u8::from(e.redelivered) | u8::from(e.persistent) << 1).u64(e.expires);
 }
 
 fn get_entry(r: &mut Reader) -> Result<Entry, CodecError> {
-    let (id, size, flags) = (MsgId(r.u64()?), r.u32()?, r.u8()?);
-    Ok(Entry { id, msg: None, size, redelivered: flags & 1 != 0, persistent: flags & 2 != 0 })
+    let (id, size, flags, expires) = (MsgId(r.u64()?), r.u32()?, r.u8()?, r.u64()?);
+    Ok(Entry { id, msg: None, size, redelivered: flags & 1 != 0, persistent: flags & 2 != 0, expires })
 }
 
 fn encode_command(cmd: &Command) -> Vec<u8> {
@@ -162,6 +180,9 @@ fn encode_command(cmd: &Command) -> Vec<u8> {
         Command::Recover { drop_transient } => {
             w.u8(tag::RECOVER).bool(*drop_transient);
         }
+        Command::Expire => {
+            w.u8(tag::EXPIRE);
+        }
     }
     w.buf
 }
@@ -191,6 +212,7 @@ fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
         tag::DELETE => Command::Delete { if_unused: r.bool()?, if_empty: r.bool()? },
         tag::STATS => Command::Stats,
         tag::RECOVER => Command::Recover { drop_transient: r.bool()? },
+        tag::EXPIRE => Command::Expire,
         t => return Err(CodecError(format!("unknown queue command tag {t}"))),
     };
     r.finish()?;
@@ -202,6 +224,7 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
     w.u8(STATE_VERSION);
     let c = &m.config;
     w.str(&c.key.vhost).str(&c.key.name).bool(c.auto_delete).bool(c.single_active_consumer);
+    w.opt_u64(c.message_ttl).opt_u64(c.max_length).opt_u64(c.max_length_bytes).u8(overflow_byte(c.overflow));
     w.u32(m.ready.len() as u32);
     for e in &m.ready {
         put_entry(&mut w, e);
@@ -234,6 +257,10 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
         key: QueueKey::new(r.str()?, r.str()?),
         auto_delete: r.bool()?,
         single_active_consumer: r.bool()?,
+        message_ttl: r.opt_u64()?,
+        max_length: r.opt_u64()?,
+        max_length_bytes: r.opt_u64()?,
+        overflow: get_overflow(&mut r)?,
     };
     let mut m = QueueMachine::durable(config);
     for _ in 0..r.u32()? {
@@ -256,6 +283,7 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     m.had_consumer = r.bool()?;
     m.deleted = r.bool()?;
     r.finish()?;
+    m.ready_bytes = m.ready.iter().chain(m.returned.values()).map(|e| u64::from(e.size)).sum();
     Ok(m)
 }
 

@@ -1,6 +1,7 @@
 //! State-machine tests: command sequences in, replies and effects out.
 
 use super::*;
+use crate::broker::argument::Overflow;
 use crate::raft::LogIndex;
 use amq_protocol::protocol::BasicProperties;
 use bytes::Bytes;
@@ -22,7 +23,7 @@ impl std::ops::Deref for TestQueue {
 }
 
 fn machine(sac: bool, auto_delete: bool) -> TestQueue {
-    let config = QueueConfig { key: QueueKey::new("/", "q"), auto_delete, single_active_consumer: sac };
+    let config = QueueConfig { auto_delete, single_active_consumer: sac, ..QueueConfig::new(QueueKey::new("/", "q")) };
     TestQueue { m: QueueMachine::new(config), enqueues: 0 }
 }
 
@@ -51,12 +52,39 @@ fn spec(id: u64, prefetch: u32) -> ConsumerSpec {
 }
 
 fn run(q: &mut TestQueue, cmd: Command) -> (Reply, Vec<Effect>) {
+    run_at(q, 0, cmd)
+}
+
+/// Applies `cmd` stamped with the time `now_ms`.
+fn run_at(q: &mut TestQueue, now_ms: u64, cmd: Command) -> (Reply, Vec<Effect>) {
     if matches!(cmd, Command::Enqueue { .. }) {
         q.enqueues += 1;
     }
     let mut fx = Vec::new();
-    let r = q.m.apply(ApplyMeta { index: LogIndex(q.enqueues), now_ms: 0 }, cmd, &mut fx);
+    let r = q.m.apply(ApplyMeta { index: LogIndex(q.enqueues), now_ms }, cmd, &mut fx);
     (r, fx)
+}
+
+fn with(config: QueueConfig) -> TestQueue {
+    TestQueue { m: QueueMachine::new(config), enqueues: 0 }
+}
+
+fn expiring(body: &str, ttl: &str) -> Arc<Message> {
+    Arc::new(Message {
+        exchange: String::new(),
+        routing_key: "q".into(),
+        properties: BasicProperties::default().with_expiration(ttl.into()),
+        header: Bytes::new(),
+        body: Bytes::from(body.to_string()).into(),
+    })
+}
+
+fn get_body(q: &mut TestQueue, now: u64) -> Option<String> {
+    let holder = Holder::Get(ConnectionId(1), ChannelId(1));
+    match run_at(q, now, Command::Get { holder, no_ack: true }).0 {
+        Reply::Got(Some(g)) => Some(String::from_utf8(g.msg.unwrap().body.to_vec()).unwrap()),
+        _ => None,
+    }
 }
 
 fn delivered(fx: &[Effect]) -> Vec<(u64, u64, bool)> {
@@ -278,7 +306,7 @@ fn recover_cancels_consumers_requeues_unacked_and_can_drop_transient() {
 /// (read back from the log), and the first live index follows the oldest message.
 #[test]
 fn durable_queue_holds_bodies_within_its_budget() {
-    let config = QueueConfig { key: QueueKey::new("/", "q"), auto_delete: false, single_active_consumer: false };
+    let config = QueueConfig::new(QueueKey::new("/", "q"));
     let mut q = TestQueue { m: QueueMachine::durable(config), enqueues: 0 };
     let big = |n: u32| {
         Arc::new(Message {
@@ -308,7 +336,7 @@ fn durable_queue_holds_bodies_within_its_budget() {
 
 #[test]
 fn durable_deliveries_beyond_the_budget_carry_no_body() {
-    let config = QueueConfig { key: QueueKey::new("/", "q"), auto_delete: false, single_active_consumer: false };
+    let config = QueueConfig::new(QueueKey::new("/", "q"));
     let mut q = TestQueue { m: QueueMachine::durable(config), enqueues: 0 };
     let n = (BODY_BUDGET / MESSAGE_OVERHEAD) as u32 + 10;
     for i in 0..n {
@@ -327,4 +355,65 @@ fn durable_deliveries_beyond_the_budget_carry_no_body() {
     }
     let (_, fx) = run(&mut mem, Command::Consume(spec(1, 0)));
     assert!(fx.iter().all(|e| matches!(e, Effect::Deliver { msg: Some(_), .. })));
+}
+
+#[test]
+fn queue_ttl_expires_messages_even_if_nobody_reads() {
+    let mut q = with(QueueConfig { message_ttl: Some(100), ..QueueConfig::new(QueueKey::new("/", "q")) });
+    run_at(&mut q, 1000, Command::Enqueue { msg: msg(1) });
+    run_at(&mut q, 1050, Command::Enqueue { msg: msg(2) });
+    assert_eq!(q.next_expiry(), Some(1100), "the runner wakes the queue then");
+    run_at(&mut q, 1100, Command::Expire);
+    assert_eq!((q.ready_count(), q.next_expiry()), (1, Some(1150)));
+    assert_eq!(get_body(&mut q, 1149), Some("2".into()));
+    run_at(&mut q, 1160, Command::Enqueue { msg: msg(3) });
+    assert_eq!(get_body(&mut q, 1260), None, "expired messages are never delivered");
+    assert_eq!(q.ready_count(), 0);
+}
+
+#[test]
+fn the_shorter_ttl_wins_and_expiry_happens_at_the_head() {
+    let mut q = with(QueueConfig { message_ttl: Some(1000), ..QueueConfig::new(QueueKey::new("/", "q")) });
+    run_at(&mut q, 0, Command::Enqueue { msg: expiring("short", "10") });
+    run_at(&mut q, 0, Command::Enqueue { msg: msg(2) });
+    run_at(&mut q, 0, Command::Enqueue { msg: expiring("long", "5000") });
+    assert_eq!(q.next_expiry(), Some(10));
+    assert_eq!(get_body(&mut q, 20), Some("2".into()));
+    // The queue's TTL is shorter than the message's own.
+    assert_eq!(get_body(&mut q, 1000), None);
+}
+
+#[test]
+fn ttl_zero_means_delivered_at_once_or_never() {
+    let mut q = with(QueueConfig { message_ttl: Some(0), ..QueueConfig::new(QueueKey::new("/", "q")) });
+    run_at(&mut q, 5, Command::Enqueue { msg: msg(1) });
+    assert_eq!(q.ready_count(), 0, "nobody waiting: gone");
+    run(&mut q, Command::Consume(spec(1, 0)));
+    let (_, fx) = run_at(&mut q, 6, Command::Enqueue { msg: msg(2) });
+    assert_eq!(delivered(&fx).len(), 1);
+}
+
+#[test]
+fn max_length_drops_the_head_or_refuses_the_publish() {
+    let key = || QueueKey::new("/", "q");
+    let mut q = with(QueueConfig { max_length: Some(2), ..QueueConfig::new(key()) });
+    for i in 0..5 {
+        run(&mut q, Command::Enqueue { msg: msg(i) });
+    }
+    assert_eq!(
+        (get_body(&mut q, 0), get_body(&mut q, 0), get_body(&mut q, 0)),
+        (Some("3".into()), Some("4".into()), None)
+    );
+    let mut q = with(QueueConfig { max_length: Some(2), overflow: Overflow::RejectPublish, ..QueueConfig::new(key()) });
+    let replies: Vec<bool> =
+        (0..4).map(|i| matches!(run(&mut q, Command::Enqueue { msg: msg(i) }).0, Reply::Rejected)).collect();
+    assert_eq!(replies, vec![false, false, true, true]);
+    assert_eq!(get_body(&mut q, 0), Some("0".into()), "the oldest stay");
+    // Bytes: bodies "10", "11", "12" are 2 bytes each; at most 4 bytes stay.
+    let mut q = with(QueueConfig { max_length_bytes: Some(4), ..QueueConfig::new(key()) });
+    for i in 10..13 {
+        run(&mut q, Command::Enqueue { msg: msg(i) });
+    }
+    assert_eq!(q.ready_count(), 2);
+    assert_eq!(get_body(&mut q, 0), Some("11".into()));
 }

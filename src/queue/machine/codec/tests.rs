@@ -125,8 +125,7 @@ fn apply(m: &mut QueueMachine, index: u64, cmd: Command) -> String {
 fn restored_state_behaves_like_the_original() {
     for seed in 0..50u64 {
         let mut rng = StdRng::seed_from_u64(seed);
-        let config =
-            QueueConfig { key: QueueKey::new("/", "q"), auto_delete: false, single_active_consumer: seed % 2 == 0 };
+        let config = QueueConfig { single_active_consumer: seed % 2 == 0, ..QueueConfig::new(QueueKey::new("/", "q")) };
         let mut m = QueueMachine::durable(config);
         let random = |rng: &mut StdRng, step: u64| -> Command {
             match rng.random_range(0..8) {
@@ -164,8 +163,7 @@ fn restored_state_behaves_like_the_original() {
 async fn a_durable_queue_survives_restart_with_bodies_in_the_log() {
     use crate::storage::Storage;
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        || QueueConfig { key: QueueKey::new("/", "orders"), auto_delete: false, single_active_consumer: false };
+    let config = || QueueConfig::new(QueueKey::new("/", "orders"));
     let opts = || GroupOptions { purge_batch: 1, ..GroupOptions::default() };
     let get = |no_ack| Command::Get { holder: Holder::Get(ConnectionId(1), ChannelId(1)), no_ack };
     let id;

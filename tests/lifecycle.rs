@@ -1,0 +1,101 @@
+//! Message lifecycle over the wire (lapin): TTL expiry that needs no reader, TTL that survives
+//! a restart, and length limits (drop-head, reject-publish with `basic.nack`).
+
+mod common;
+
+use common::Broker;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
+use std::time::Duration;
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+async fn publish_confirmed(ch: &Channel, q: &str, body: &[u8], props: BasicProperties) -> bool {
+    let c = ch.basic_publish("".into(), q.into(), BasicPublishOptions::default(), body, props).await.unwrap();
+    c.await.unwrap().is_ack()
+}
+
+/// Waits (bounded) until the queue holds `n` ready messages, checking with passive declares
+/// (which read, but never take, messages).
+async fn until_count(ch: &Channel, q: &str, n: u32) {
+    for _ in 0..100 {
+        if common::ready_count(ch, q).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("queue '{q}' never held {n} messages (holds {})", common::ready_count(ch, q).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_messages_leave_a_queue_nobody_reads() {
+    let b = Broker::start().await;
+    let (_c, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let ttl = args(&[("x-message-ttl", AMQPValue::LongInt(200))]);
+    ch.queue_declare("ttl".into(), QueueDeclareOptions::default(), ttl).await.unwrap();
+    assert!(publish_confirmed(&ch, "ttl", b"a", BasicProperties::default()).await);
+    let own = BasicProperties::default().with_expiration("100".into());
+    ch.queue_declare("own".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    assert!(publish_confirmed(&ch, "own", b"b", own).await);
+    assert!(publish_confirmed(&ch, "own", b"kept", BasicProperties::default()).await);
+    assert_eq!(common::ready_count(&ch, "ttl").await, 1);
+    until_count(&ch, "ttl", 0).await;
+    until_count(&ch, "own", 1).await;
+    let got = ch.basic_get("own".into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
+    assert_eq!(got.delivery.data, b"kept");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_queue_keeps_counting_ttl_across_a_restart() {
+    let b = Broker::start().await;
+    let (conn, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let ttl = args(&[("x-message-ttl", AMQPValue::LongInt(1500))]);
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("d-ttl".into(), durable, ttl).await.unwrap();
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    assert!(publish_confirmed(&ch, "d-ttl", b"soon gone", persistent).await);
+    drop(conn);
+    let dir = b.stop_keeping_data().await;
+    let b = Broker::in_dir(dir, |_| {}).await;
+    let (_c, ch) = b.channel().await;
+    assert_eq!(common::ready_count(&ch, "d-ttl").await, 1, "not expired yet");
+    // It expires at its original time (set when published), not 1.5 s after the restart.
+    until_count(&ch, "d-ttl", 0).await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn length_limits_drop_the_head_or_nack_the_publish() {
+    let b = Broker::start().await;
+    let (_c, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let drop_head = args(&[("x-max-length", AMQPValue::LongInt(2))]);
+    ch.queue_declare("dh".into(), QueueDeclareOptions::default(), drop_head).await.unwrap();
+    for body in [b"1", b"2", b"3"] {
+        assert!(publish_confirmed(&ch, "dh", body, BasicProperties::default()).await);
+    }
+    let first = ch.basic_get("dh".into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
+    assert_eq!(first.delivery.data, b"2", "the oldest was dropped");
+    let reject = args(&[
+        ("x-max-length", AMQPValue::LongInt(1)),
+        ("x-overflow", AMQPValue::LongString(LongString::from(b"reject-publish".to_vec()))),
+    ]);
+    ch.queue_declare("rp".into(), QueueDeclareOptions::default(), reject).await.unwrap();
+    assert!(publish_confirmed(&ch, "rp", b"in", BasicProperties::default()).await);
+    assert!(!publish_confirmed(&ch, "rp", b"refused", BasicProperties::default()).await, "nacked");
+    assert!(publish_confirmed(&ch, "", b"unroutable", BasicProperties::default()).await, "acks go on");
+    let got = ch.basic_get("rp".into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
+    assert_eq!(got.delivery.data, b"in");
+    assert!(publish_confirmed(&ch, "rp", b"room again", BasicProperties::default()).await);
+    b.stop().await;
+}

@@ -9,13 +9,13 @@
 
 use crate::alarm::{Alarms, ThresholdAlarm};
 use crate::amqp;
-use crate::broker::{Error, ReplyCode, argument::QueueType, password};
+use crate::broker::{Error, ReplyCode, argument::QueueType, password, router};
 use crate::config::Config;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
 use crate::meta::{MetaCommand, MetaEffect, MetaMachine, MetaReply, MetaState, QueueRecord};
 use crate::queue::machine::{Command, QueueConfig};
-use crate::queue::runner::{AutoDelete, Backend, Request};
-use crate::queue::{self, ClientSink, QueueHandle};
+use crate::queue::runner::{AutoDelete, Backend, DeadLetterRouter, Hooks, Request};
+use crate::queue::{self, ClientSink, Message, QueueHandle};
 use crate::raft::{DurableGroup, GroupOptions};
 use crate::storage::{GroupId, Storage};
 use arc_swap::ArcSwap;
@@ -244,12 +244,16 @@ impl Node {
             max_length: a.max_length,
             max_length_bytes: a.max_length_bytes,
             overflow: a.overflow,
+            dead_letter: a.dead_letter_exchange.clone().map(|exchange| queue::dead_letter::Target {
+                exchange,
+                routing_key: a.dead_letter_routing_key.clone(),
+            }),
         };
         let backend =
             if rec.durable { Backend::Durable(self.storage.group(GroupId(rec.group))) } else { Backend::Memory };
         // After a restart classic queues lose their transient messages; quorum queues keep all.
         let recover = recovering.then_some(rec.parsed.queue_type == QueueType::Classic);
-        let handle = queue::spawn(config, backend, recover, self.auto_deleter());
+        let handle = queue::spawn(config, backend, recover, self.queue_hooks());
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
     }
 
@@ -348,6 +352,29 @@ impl Node {
             return unavailable();
         }
         rx.await.unwrap_or_else(|_| unavailable())
+    }
+
+    /// What queue runners ask of the node.
+    fn queue_hooks(&self) -> Hooks {
+        Hooks { auto_delete: self.auto_deleter(), dead_letter: self.dead_letterer() }
+    }
+
+    /// Routes dead letters through their exchange to the queues bound to it (no confirms; a
+    /// missing exchange routes nowhere, as RabbitMQ). A queue the message already died in with
+    /// no rejection on the way is skipped (`dead_letter::is_cycle`).
+    fn dead_letterer(&self) -> DeadLetterRouter {
+        let me = self.me.clone();
+        Arc::new(move |vhost: &str, msg: &Message, keys: &[String]| {
+            let Some(node) = me.upgrade() else { return Vec::new() };
+            let topo = node.topology();
+            let Some(v) = topo.meta.vhosts.get(vhost) else { return Vec::new() };
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            router::route(&**v, &msg.exchange, &keys, msg.properties.headers().as_ref())
+                .into_iter()
+                .filter(|q| !queue::dead_letter::is_cycle(msg, q))
+                .filter_map(|q| topo.queues.get(&QueueKey::new(vhost.to_string(), q)).cloned())
+                .collect()
+        })
     }
 
     fn auto_deleter(&self) -> AutoDelete {

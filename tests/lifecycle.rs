@@ -3,19 +3,11 @@
 
 mod common;
 
-use common::Broker;
+use common::{Broker, s, table};
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use std::time::Duration;
-
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
 
 async fn publish_confirmed(ch: &Channel, q: &str, body: &[u8], props: BasicProperties) -> bool {
     let c = ch.basic_publish("".into(), q.into(), BasicPublishOptions::default(), body, props).await.unwrap();
@@ -39,7 +31,7 @@ async fn expired_messages_leave_a_queue_nobody_reads() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    let ttl = args(&[("x-message-ttl", AMQPValue::LongInt(200))]);
+    let ttl = table(&[("x-message-ttl", AMQPValue::LongInt(200))]);
     ch.queue_declare("ttl".into(), QueueDeclareOptions::default(), ttl).await.unwrap();
     assert!(publish_confirmed(&ch, "ttl", b"a", BasicProperties::default()).await);
     let own = BasicProperties::default().with_expiration("100".into());
@@ -59,7 +51,7 @@ async fn a_durable_queue_keeps_counting_ttl_across_a_restart() {
     let b = Broker::start().await;
     let (conn, ch) = b.channel().await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    let ttl = args(&[("x-message-ttl", AMQPValue::LongInt(1500))]);
+    let ttl = table(&[("x-message-ttl", AMQPValue::LongInt(1500))]);
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
     ch.queue_declare("d-ttl".into(), durable, ttl).await.unwrap();
     let persistent = BasicProperties::default().with_delivery_mode(2);
@@ -79,17 +71,14 @@ async fn length_limits_drop_the_head_or_nack_the_publish() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    let drop_head = args(&[("x-max-length", AMQPValue::LongInt(2))]);
+    let drop_head = table(&[("x-max-length", AMQPValue::LongInt(2))]);
     ch.queue_declare("dh".into(), QueueDeclareOptions::default(), drop_head).await.unwrap();
     for body in [b"1", b"2", b"3"] {
         assert!(publish_confirmed(&ch, "dh", body, BasicProperties::default()).await);
     }
     let first = ch.basic_get("dh".into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
     assert_eq!(first.delivery.data, b"2", "the oldest was dropped");
-    let reject = args(&[
-        ("x-max-length", AMQPValue::LongInt(1)),
-        ("x-overflow", AMQPValue::LongString(LongString::from(b"reject-publish".to_vec()))),
-    ]);
+    let reject = table(&[("x-max-length", AMQPValue::LongInt(1)), ("x-overflow", s("reject-publish"))]);
     ch.queue_declare("rp".into(), QueueDeclareOptions::default(), reject).await.unwrap();
     assert!(publish_confirmed(&ch, "rp", b"in", BasicProperties::default()).await);
     assert!(!publish_confirmed(&ch, "rp", b"refused", BasicProperties::default()).await, "nacked");

@@ -16,12 +16,11 @@ use crate::broker::permission::Access;
 use crate::broker::router;
 use crate::ids::{ChannelId, QueueKey};
 use crate::queue::machine::Outcome;
+use crate::queue::message::encode_header;
 use crate::queue::runner::{ConfirmTo, Request};
 use crate::queue::{Body, ClientEvent, Message};
-use amq_protocol::frame::{AMQPContentHeader, WriteContext};
-use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, confirm, tx};
+use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use bytes::Bytes;
 use std::sync::Arc;
 
 impl Connection {
@@ -371,19 +370,6 @@ fn check_expiration(e: &str) -> Result<()> {
         return Ok(());
     };
     Err(AmqpError::precondition(format!("invalid expiration '{e}': {reason}")))
-}
-
-/// Encodes a content-header payload for rewritten properties.
-fn encode_header(body_size: u64, props: &BasicProperties) -> Bytes {
-    let frame = amq_protocol::frame::AMQPFrame::Header(
-        0,
-        AMQPContentHeader { class_id: 60, body_size, properties: props.clone() },
-    );
-    match amq_protocol::frame::gen_frame(&frame)(WriteContext::from(Vec::with_capacity(128))) {
-        // Strip the 7-byte frame header and the frame-end octet.
-        Ok(ctx) if ctx.write.len() > 8 => Bytes::copy_from_slice(&ctx.write[7..ctx.write.len() - 1]),
-        _ => Bytes::new(),
-    }
 }
 
 #[cfg(test)]

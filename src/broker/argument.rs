@@ -174,6 +174,10 @@ pub struct QueueArgs {
     /// `x-max-length-bytes`: bytes of ready messages' bodies at most.
     pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
+    /// `x-dead-letter-exchange`.
+    pub dead_letter_exchange: Option<String>,
+    /// `x-dead-letter-routing-key`.
+    pub dead_letter_routing_key: Option<String>,
 }
 
 fn invalid(key: &str, what: &str, why: String) -> Error {
@@ -204,6 +208,8 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
         max_length: None,
         max_length_bytes: None,
         overflow: Overflow::DropHead,
+        dead_letter_exchange: None,
+        dead_letter_routing_key: None,
     };
     for (key, v) in args.inner() {
         let key = key.as_str();
@@ -236,8 +242,13 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
                 }
             }
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
-                if as_str(v).is_none() {
+                let Some(s) = as_str(v) else {
                     return Err(wrong_type(key, what, v));
+                };
+                if key == "x-dead-letter-exchange" {
+                    out.dead_letter_exchange = Some(s);
+                } else {
+                    out.dead_letter_routing_key = Some(s);
                 }
             }
             "x-overflow" => match as_str(v).as_deref() {

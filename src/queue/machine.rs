@@ -12,7 +12,11 @@
 //!   `expiration`, counted from its enqueue; expired messages are dropped when they reach the
 //!   head (on any command, and on [`Command::Expire`], which the runner proposes when the
 //!   head's time comes, so a queue nobody reads still frees them). TTL 0 means "delivered at
-//!   once or never". Dead-lettering them comes with the dead-letter work.
+//!   once or never".
+//! - Dead letters ([D:dlx]): with `x-dead-letter-exchange`, messages rejected without requeue,
+//!   expired, or dropped/refused by a length limit leave as [`Effect::DeadLetter`]; the runner
+//!   writes their history (`super::dead_letter`) and republishes them. Purged or deleted
+//!   messages are not dead-lettered (as RabbitMQ).
 //! - Length limits ([D:maxlength]): `x-max-length` / `x-max-length-bytes` count ready messages
 //!   and their bodies; `drop-head` drops the oldest, `reject-publish(-dlx)` refuses the publish
 //!   (the publisher gets `basic.nack`).
@@ -24,6 +28,7 @@
 //! the log. [`QueueMachine::first_live_index`] tells the log how far it may be purged.
 
 use super::Message;
+use super::dead_letter::{Reason, Target};
 use crate::broker::Error;
 use crate::broker::argument::Overflow;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
@@ -150,6 +155,13 @@ pub enum Effect {
     ConsumerCancelled { consumer: ConsumerId },
     /// The last consumer of an auto-delete queue went: delete the queue.
     AutoDelete,
+    /// Republish this message to the queue's dead-letter exchange.
+    DeadLetter {
+        id: MsgId,
+        /// `None` when the body is only in the log entry `id`.
+        msg: Option<Arc<Message>>,
+        reason: Reason,
+    },
 }
 
 /// Bytes of ready messages' bodies a durable queue keeps in memory (each counted with
@@ -210,6 +222,7 @@ pub struct QueueConfig {
     pub max_length: Option<u64>,
     pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
+    pub dead_letter: Option<Target>,
 }
 
 impl QueueConfig {
@@ -223,6 +236,7 @@ impl QueueConfig {
             max_length: None,
             max_length_bytes: None,
             overflow: Overflow::DropHead,
+            dead_letter: None,
         }
     }
 }
@@ -365,12 +379,21 @@ impl QueueMachine {
     }
 
     /// Drops the expired messages at the head.
-    fn expire(&mut self, now: u64) {
+    fn expire(&mut self, now: u64, effects: &mut Vec<Effect>) {
         while self.head().is_some_and(|e| e.expires <= now) {
             if let Some(e) = self.pop_ready() {
-                self.forget(e);
+                self.drop_entry(e, Reason::Expired, effects);
             }
         }
+    }
+
+    /// Forgets a message that leaves for `reason`, dead-lettering it if the queue has a
+    /// dead-letter exchange.
+    fn drop_entry(&mut self, e: Entry, reason: Reason, effects: &mut Vec<Effect>) {
+        if self.config.dead_letter.is_some() {
+            effects.push(Effect::DeadLetter { id: e.id, msg: e.msg.clone(), reason });
+        }
+        self.forget(e);
     }
 
     /// Whether the ready messages are past the length limits.
@@ -427,12 +450,15 @@ impl QueueMachine {
         }
     }
 
-    fn enqueue(&mut self, id: MsgId, now: u64, msg: Arc<Message>) -> Reply {
+    fn enqueue(&mut self, id: MsgId, now: u64, msg: Arc<Message>, effects: &mut Vec<Effect>) -> Reply {
         let size = msg.body_len() as u32;
         // reject-publish: refused while the queue is full (RabbitMQ's `is_over_limit` before
         // the enqueue: at the message limit, or at or past the byte limit).
         let full = self.over_limit(1, 0) || self.config.max_length_bytes.is_some_and(|m| self.ready_bytes >= m);
         if self.config.overflow != Overflow::DropHead && full {
+            if self.config.overflow == Overflow::RejectPublishDlx && self.config.dead_letter.is_some() {
+                effects.push(Effect::DeadLetter { id, msg: Some(msg), reason: Reason::Maxlen });
+            }
             return Reply::Rejected;
         }
         let persistent = msg.properties.delivery_mode() == &Some(2);
@@ -457,7 +483,7 @@ impl QueueMachine {
         // drop-head: the oldest ready messages make room ([D:maxlength]).
         while self.over_limit(0, 0) {
             match self.pop_ready() {
-                Some(old) => self.forget(old),
+                Some(old) => self.drop_entry(old, Reason::Maxlen, effects),
                 None => break,
             }
         }
@@ -497,7 +523,7 @@ impl QueueMachine {
         Reply::Cancelled(true)
     }
 
-    fn settle(&mut self, ids: Vec<MsgId>, outcome: Outcome) -> Reply {
+    fn settle(&mut self, ids: Vec<MsgId>, outcome: Outcome, effects: &mut Vec<Effect>) -> Reply {
         let mut n = 0;
         for id in ids {
             let Some((holder, entry)) = self.unacked.remove(&id) else {
@@ -509,10 +535,10 @@ impl QueueMachine {
                     c.in_flight = c.in_flight.saturating_sub(1);
                 }
             }
-            if outcome == Outcome::Requeue && !self.deleted {
-                self.requeue(entry);
-            } else {
-                self.forget(entry);
+            match outcome {
+                Outcome::Requeue if !self.deleted => self.requeue(entry),
+                Outcome::Discard if !self.deleted => self.drop_entry(entry, Reason::Rejected, effects),
+                _ => self.forget(entry),
             }
         }
         Reply::Settled(n)
@@ -593,9 +619,9 @@ impl Machine for QueueMachine {
                 _ => Reply::Refused(Error::no_queue(&self.config.key.vhost, &self.config.key.name)),
             };
         }
-        self.expire(meta.now_ms);
+        self.expire(meta.now_ms, effects);
         let reply = match cmd {
-            Command::Enqueue { msg } => self.enqueue(MsgId(meta.index.0), meta.now_ms, msg),
+            Command::Enqueue { msg } => self.enqueue(MsgId(meta.index.0), meta.now_ms, msg, effects),
             Command::Consume(spec) => self.consume(spec),
             Command::Cancel { consumer } => self.cancel(consumer, effects),
             Command::Credit { consumer, add } => {
@@ -604,7 +630,7 @@ impl Machine for QueueMachine {
                 }
                 Reply::Settled(0)
             }
-            Command::Settle { ids, outcome } => self.settle(ids, outcome),
+            Command::Settle { ids, outcome } => self.settle(ids, outcome, effects),
             Command::Get { holder, no_ack } => self.get(holder, no_ack),
             Command::Purge => {
                 let n = self.ready_count();
@@ -620,7 +646,7 @@ impl Machine for QueueMachine {
         };
         self.dispatch(effects);
         // What could not be delivered at once and has no time left (TTL 0) goes now.
-        self.expire(meta.now_ms);
+        self.expire(meta.now_ms, effects);
         reply
     }
 }

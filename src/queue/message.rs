@@ -1,7 +1,22 @@
 //! A published message as it travels from a publisher's socket to a consumer's.
 
+use amq_protocol::frame::{AMQPContentHeader, WriteContext};
 use amq_protocol::protocol::BasicProperties;
 use bytes::Bytes;
+
+/// Encodes a content-header payload (class, weight, body size, properties) for properties the
+/// broker rewrote.
+pub fn encode_header(body_size: u64, props: &BasicProperties) -> Bytes {
+    let frame = amq_protocol::frame::AMQPFrame::Header(
+        0,
+        AMQPContentHeader { class_id: 60, body_size, properties: props.clone() },
+    );
+    match amq_protocol::frame::gen_frame(&frame)(WriteContext::from(Vec::with_capacity(128))) {
+        // Strip the 7-byte frame header and the frame-end octet.
+        Ok(ctx) if ctx.write.len() > 8 => Bytes::copy_from_slice(&ctx.write[7..ctx.write.len() - 1]),
+        _ => Bytes::new(),
+    }
+}
 
 /// An immutable message, shared (behind `Arc`) by every queue it was routed to.
 ///

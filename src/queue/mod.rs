@@ -5,6 +5,7 @@
 //! inside a [`crate::raft::Group`], proposes every command through it, and carries out the
 //! effects (deliveries to connections, publisher confirms, cancel notifications).
 
+pub mod dead_letter;
 pub mod event;
 pub mod machine;
 pub mod message;

@@ -6,6 +6,7 @@
 //! runner without draining their own inbox, so the two can never wait on each other.
 
 use super::Message;
+use super::dead_letter::{self, Reason, Target};
 use super::event::{ClientEvent, ClientSink, Delivery};
 use super::machine::{Command, ConsumerSpec, Effect, Outcome, QueueConfig, QueueMachine, Reply};
 use crate::broker::{Error, ReplyCode};
@@ -88,6 +89,20 @@ impl QueueHandle {
 /// Called when an auto-delete queue loses its last consumer.
 pub type AutoDelete = Arc<dyn Fn(QueueKey) + Send + Sync>;
 
+/// Routes a dead letter: given the vhost, the message (its exchange is the dead-letter
+/// exchange) and the routing keys, the queues to hand it to.
+pub type DeadLetterRouter = Arc<dyn Fn(&str, &Message, &[String]) -> Vec<QueueHandle> + Send + Sync>;
+
+/// Dead letters waiting for the forwarder at most (then the runner waits: back-pressure).
+const DEAD_LETTERS: usize = 1024;
+
+/// What a runner asks of the node.
+#[derive(Clone)]
+pub struct Hooks {
+    pub auto_delete: AutoDelete,
+    pub dead_letter: DeadLetterRouter,
+}
+
 struct ConsumerSink {
     sink: ClientSink,
     connection: ConnectionId,
@@ -162,13 +177,14 @@ impl Store {
 
 /// Starts a runner for a queue and returns its handle at once (a durable queue's group opens
 /// in the runner; requests wait in the inbox meanwhile).
-pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, on_auto_delete: AutoDelete) -> QueueHandle {
+pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks: Hooks) -> QueueHandle {
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(INBOX);
     let key = Arc::new(config.key.clone());
     let handle = QueueHandle { key, tx, ctl };
     let me = (handle.tx.downgrade(), handle.ctl.downgrade());
     let key = handle.key.clone();
+    let dead_letter = config.dead_letter.clone();
     // The runner holds only weak senders to itself, so it stops once every handle is gone.
     tokio::spawn(async move {
         let store = match backend {
@@ -183,7 +199,8 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, on_au
                 }
             }
         };
-        let mut runner = Runner { store, sinks: HashMap::new(), key, me, on_auto_delete };
+        let forwarder = dead_letter.as_ref().map(|_| spawn_forwarder());
+        let mut runner = Runner { store, sinks: HashMap::new(), key, me, hooks, dead_letter, forwarder };
         if let Some(drop_transient) = recover {
             // After a restart: no consumer of before is connected any more.
             if let Err(e) = runner.store.propose(now_ms(), vec![Command::Recover { drop_transient }]).await {
@@ -200,7 +217,26 @@ struct Runner {
     sinks: HashMap<ConsumerId, ConsumerSink>,
     key: Arc<QueueKey>,
     me: (mpsc::WeakSender<Request>, mpsc::WeakSender<Request>),
-    on_auto_delete: AutoDelete,
+    hooks: Hooks,
+    /// Where dead letters go (`x-dead-letter-exchange`).
+    dead_letter: Option<Target>,
+    /// Hands dead letters to their queues, in order, without the runner waiting on another
+    /// queue's inbox.
+    forwarder: Option<mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)>>,
+}
+
+/// The task that delivers a queue's dead letters to their target queues, in order.
+fn spawn_forwarder() -> mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)> {
+    let (tx, mut rx) = mpsc::channel::<(Vec<QueueHandle>, Arc<Message>)>(DEAD_LETTERS);
+    tokio::spawn(async move {
+        while let Some((targets, msg)) = rx.recv().await {
+            for h in targets {
+                // A queue deleted meanwhile simply does not take it.
+                let _ = h.tx.send(Request::Publish { msg: msg.clone(), confirm: None }).await;
+            }
+        }
+    });
+    tx
 }
 
 /// How long until `at` (ms since the epoch), and one more millisecond, so that it has passed.
@@ -415,13 +451,24 @@ impl Runner {
         }
     }
 
-    /// Reads back, in one batch, the bodies of deliveries the machine did not hold (to
-    /// consumers still connected).
+    /// Republishes a message to the queue's dead-letter exchange, with its death recorded.
+    async fn dead_letter(&self, msg: &Message, reason: Reason) {
+        let (Some(target), Some(fwd)) = (&self.dead_letter, &self.forwarder) else { return };
+        let (out, keys) = dead_letter::dead_letter(msg, &self.key.name, reason, target, now_ms() / 1000);
+        let targets = (self.hooks.dead_letter)(&self.key.vhost, &out, &keys);
+        if !targets.is_empty() {
+            let _ = fwd.send((targets, Arc::new(out))).await;
+        }
+    }
+
+    /// Reads back, in one batch, the bodies the machine did not hold of deliveries (to
+    /// consumers still connected) and dead letters.
     fn load_bodies(&self, effects: &[Effect]) -> HashMap<MsgId, Arc<Message>> {
         let ids: Vec<MsgId> = effects
             .iter()
             .filter_map(|fx| match fx {
                 Effect::Deliver { consumer, id, msg: None, .. } if self.sinks.contains_key(consumer) => Some(*id),
+                Effect::DeadLetter { id, msg: None, .. } => Some(*id),
                 _ => None,
             })
             .collect();
@@ -466,7 +513,11 @@ impl Runner {
                         let _ = s.sink.send(ev).await;
                     }
                 }
-                Effect::AutoDelete => (self.on_auto_delete)((*self.key).clone()),
+                Effect::AutoDelete => (self.hooks.auto_delete)((*self.key).clone()),
+                Effect::DeadLetter { id, msg, reason } => match msg.or_else(|| loaded.remove(&id)) {
+                    Some(msg) => self.dead_letter(&msg, reason).await,
+                    None => tracing::error!(queue = %self.key, id = id.0, "a dead letter's body is gone; dropped"),
+                },
             }
         }
         let me = match (self.me.0.upgrade(), self.me.1.upgrade()) {

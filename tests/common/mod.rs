@@ -4,7 +4,7 @@
 
 use amq_protocol::frame::{AMQPFrame, WriteContext, gen_frame};
 use amq_protocol::protocol::{AMQPClass, connection};
-use amq_protocol::types::{FieldTable, LongString};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -271,4 +271,18 @@ impl Raw {
             other => panic!("expected connection.close {code}, got {other:?}"),
         }
     }
+}
+
+/// A long-string field value.
+pub fn s(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()))
+}
+
+/// A field table (queue arguments, headers) from pairs.
+pub fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
 }

@@ -66,7 +66,6 @@ def test_nack_and_reject_without_requeue_drop(conn):
     conn.channel().queue_delete(q)
 
 
-@pytest.mark.lifecycle
 def test_reject_to_dead_letter_exchange(conn):
     ch = conn.channel()
     dlx = uniq("dlx")

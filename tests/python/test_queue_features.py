@@ -102,7 +102,6 @@ def test_priority_queue_orders_by_priority(ch):
     assert drain(ch, q) == [b"over", b"high", b"mid", b"low", b"none"]
 
 
-@pytest.mark.lifecycle
 def test_dead_letter_on_expiry_with_routing_key(ch):
     dlx = uniq("dlx")
     ch.exchange_declare(dlx, "direct", auto_delete=True)
@@ -127,7 +126,6 @@ def test_dead_letter_on_expiry_with_routing_key(ch):
     assert p.headers["x-first-death-exchange"] == ""
 
 
-@pytest.mark.lifecycle
 def test_dead_letter_on_max_length(ch):
     dlx = uniq("dlx")
     ch.exchange_declare(dlx, "fanout", auto_delete=True)

@@ -10,6 +10,7 @@
 
 use super::*;
 use crate::codec::{CodecError, Reader, Writer};
+use crate::queue::dead_letter::Target;
 use crate::queue::message::Body;
 use crate::raft::{DecodeError, DurableMachine};
 use amq_protocol::frame::parsing::parse_content_header;
@@ -225,6 +226,10 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
     let c = &m.config;
     w.str(&c.key.vhost).str(&c.key.name).bool(c.auto_delete).bool(c.single_active_consumer);
     w.opt_u64(c.message_ttl).opt_u64(c.max_length).opt_u64(c.max_length_bytes).u8(overflow_byte(c.overflow));
+    match &c.dead_letter {
+        None => w.u8(0),
+        Some(t) => w.u8(1).str(&t.exchange).bool(t.routing_key.is_some()).str(t.routing_key.as_deref().unwrap_or("")),
+    };
     w.u32(m.ready.len() as u32);
     for e in &m.ready {
         put_entry(&mut w, e);
@@ -261,6 +266,15 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
         max_length: r.opt_u64()?,
         max_length_bytes: r.opt_u64()?,
         overflow: get_overflow(&mut r)?,
+        dead_letter: match r.u8()? {
+            0 => None,
+            _ => {
+                let exchange = r.str()?;
+                let has_key = r.bool()?;
+                let key = r.str()?;
+                Some(Target { exchange, routing_key: has_key.then_some(key) })
+            }
+        },
     };
     let mut m = QueueMachine::durable(config);
     for _ in 0..r.u32()? {

@@ -417,3 +417,43 @@ fn max_length_drops_the_head_or_refuses_the_publish() {
     assert_eq!(q.ready_count(), 2);
     assert_eq!(get_body(&mut q, 0), Some("11".into()));
 }
+
+#[test]
+fn dead_letters_leave_with_their_reason_only_when_the_queue_has_an_exchange_for_them() {
+    use crate::queue::dead_letter::{Reason, Target};
+    let target = Target { exchange: "dlx".into(), routing_key: None };
+    let reasons = |fx: &[Effect]| -> Vec<(u64, Reason)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::DeadLetter { id, reason, msg } => {
+                    assert!(msg.is_some(), "an in-memory queue hands the body along");
+                    Some((id.0, *reason))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let config = QueueConfig {
+        dead_letter: Some(target),
+        max_length: Some(1),
+        message_ttl: Some(100),
+        ..QueueConfig::new(QueueKey::new("/", "q"))
+    };
+    let mut q = with(config.clone());
+    run_at(&mut q, 0, Command::Enqueue { msg: msg(1) });
+    let (_, fx) = run_at(&mut q, 0, Command::Enqueue { msg: msg(2) });
+    assert_eq!(reasons(&fx), vec![(1, Reason::Maxlen)]);
+    let holder = Holder::Get(ConnectionId(1), ChannelId(1));
+    run_at(&mut q, 10, Command::Get { holder, no_ack: false });
+    let (_, fx) = run_at(&mut q, 10, Command::Settle { ids: vec![MsgId(2)], outcome: Outcome::Discard });
+    assert_eq!(reasons(&fx), vec![(2, Reason::Rejected)]);
+    run_at(&mut q, 20, Command::Enqueue { msg: msg(3) });
+    let (_, fx) = run_at(&mut q, 120, Command::Expire);
+    assert_eq!(reasons(&fx), vec![(3, Reason::Expired)]);
+    // Purges are not dead-lettered; nor is anything without a dead-letter exchange.
+    run_at(&mut q, 130, Command::Enqueue { msg: msg(4) });
+    assert!(reasons(&run_at(&mut q, 130, Command::Purge).1).is_empty());
+    let mut plain = with(QueueConfig { dead_letter: None, ..config });
+    run_at(&mut plain, 0, Command::Enqueue { msg: msg(1) });
+    assert!(reasons(&run_at(&mut plain, 0, Command::Enqueue { msg: msg(2) }).1).is_empty());
+}

@@ -68,7 +68,7 @@ async fn a_ttl_queue_with_a_dead_letter_exchange_delays_messages() {
         .await
         .unwrap();
     let delay = table(&[
-        ("x-message-ttl", AMQPValue::LongInt(600)),
+        ("x-message-ttl", AMQPValue::LongInt(1500)),
         ("x-dead-letter-exchange", s("order.dlx")),
         ("x-dead-letter-routing-key", s("timeout")),
     ]);
@@ -78,7 +78,7 @@ async fn a_ttl_queue_with_a_dead_letter_exchange_delays_messages() {
     assert!(ch.basic_get("order.work".into(), BasicGetOptions::default()).await.unwrap().is_none(), "not yet");
     let m = next(&ch, "order.work").await;
     let waited = sent.elapsed();
-    assert!(waited >= Duration::from_millis(600), "delivered after {waited:?}, before the delay");
+    assert!(waited >= Duration::from_millis(1500), "delivered after {waited:?}, before the delay");
     assert_eq!(m.delivery.data, b"order 42");
     assert_eq!((m.delivery.exchange.as_str(), m.delivery.routing_key.as_str()), ("order.dlx", "timeout"));
     let [d] = deaths(&m).try_into().unwrap();
@@ -139,13 +139,13 @@ async fn automatic_cycles_are_dropped_and_rejections_break_them() {
     declare_with(&ch, "b", false, to("a")).await;
     send(&ch, "a", b"round", BasicProperties::default()).await;
     // a -> b by expiry; b -> a by rejection; a -> b by expiry again.
-    let m = ch.basic_get("b".into(), BasicGetOptions::default()).await.unwrap();
-    let m = match m {
-        Some(m) => m,
-        None => {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            ch.basic_get("b".into(), BasicGetOptions::default()).await.unwrap().expect("expired into b")
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let m = loop {
+        if let Some(m) = ch.basic_get("b".into(), BasicGetOptions::default()).await.unwrap() {
+            break m;
         }
+        assert!(Instant::now() < deadline, "nothing expired into b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     m.nack(BasicNackOptions { requeue: false, ..Default::default() }).await.unwrap();
     let m = next(&ch, "b").await;
@@ -158,8 +158,17 @@ async fn automatic_cycles_are_dropped_and_rejections_break_them() {
     c_args.insert("x-message-ttl".into(), AMQPValue::LongInt(20));
     declare_with(&ch, "c", false, c_args).await;
     send(&ch, "c", b"spin", BasicProperties::default()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(common::ready_count(&ch, "c").await, 0, "c -> c by expiry alone is dropped");
+    // Were the cycle kept, the message would sit in c nearly all the time (re-enqueued at once,
+    // 20 ms to live): once gone, it stays gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while common::ready_count(&ch, "c").await != 0 {
+        assert!(Instant::now() < deadline, "the message never left c");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(common::ready_count(&ch, "c").await, 0, "c -> c by expiry alone is dropped");
+    }
     b.stop().await;
 }
 

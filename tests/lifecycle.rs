@@ -51,18 +51,22 @@ async fn a_durable_queue_keeps_counting_ttl_across_a_restart() {
     let b = Broker::start().await;
     let (conn, ch) = b.channel().await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    let ttl = table(&[("x-message-ttl", AMQPValue::LongInt(1500))]);
+    let ttl = table(&[("x-message-ttl", AMQPValue::LongInt(3000))]);
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
     ch.queue_declare("d-ttl".into(), durable, ttl).await.unwrap();
     let persistent = BasicProperties::default().with_delivery_mode(2);
     assert!(publish_confirmed(&ch, "d-ttl", b"soon gone", persistent).await);
+    // Half its life passes before the restart.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     drop(conn);
     let dir = b.stop_keeping_data().await;
     let b = Broker::in_dir(dir, |_| {}).await;
     let (_c, ch) = b.channel().await;
     assert_eq!(common::ready_count(&ch, "d-ttl").await, 1, "not expired yet");
-    // It expires at its original time (set when published), not 1.5 s after the restart.
+    // It expires at its original time (set when published), not 3 s after the restart.
+    let restarted = std::time::Instant::now();
     until_count(&ch, "d-ttl", 0).await;
+    assert!(restarted.elapsed() < Duration::from_millis(2500), "expired {:?} after the restart", restarted.elapsed());
     b.stop().await;
 }
 
@@ -86,5 +90,27 @@ async fn length_limits_drop_the_head_or_nack_the_publish() {
     let got = ch.basic_get("rp".into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
     assert_eq!(got.delivery.data, b"in");
     assert!(publish_confirmed(&ch, "rp", b"room again", BasicProperties::default()).await);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_priority_queue_delivers_higher_priorities_first() {
+    let b = Broker::start().await;
+    let (_c, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("prio".into(), durable, table(&[("x-max-priority", AMQPValue::ShortShortUInt(10))]))
+        .await
+        .unwrap();
+    for (body, p) in [(&b"low"[..], 1u8), (b"high", 9), (b"none", 0), (b"max", 200), (b"high-2", 9)] {
+        let props = BasicProperties::default().with_delivery_mode(2);
+        let props = if p > 0 { props.with_priority(p) } else { props };
+        assert!(publish_confirmed(&ch, "prio", body, props).await);
+    }
+    let mut got = Vec::new();
+    while let Some(m) = ch.basic_get("prio".into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+        got.push(String::from_utf8(m.delivery.data.clone()).unwrap());
+    }
+    assert_eq!(got, vec!["max", "high", "high-2", "low", "none"]);
     b.stop().await;
 }

@@ -33,7 +33,8 @@ use crate::broker::Error;
 use crate::broker::argument::Overflow;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
 use crate::raft::{ApplyMeta, Machine};
-use std::collections::{BTreeMap, VecDeque};
+use ready::Ready;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Who holds an unacked message.
@@ -185,6 +186,8 @@ struct Entry {
     persistent: bool,
     /// When it expires (ms since the epoch); `NEVER` if it does not.
     expires: u64,
+    /// Its priority, capped at the queue's `x-max-priority` (0 without one).
+    priority: u8,
 }
 
 /// An [`Entry::expires`] that never comes.
@@ -223,6 +226,8 @@ pub struct QueueConfig {
     pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
     pub dead_letter: Option<Target>,
+    /// `x-max-priority`: a priority queue with levels 0 to this.
+    pub max_priority: Option<u8>,
 }
 
 impl QueueConfig {
@@ -237,6 +242,7 @@ impl QueueConfig {
             max_length_bytes: None,
             overflow: Overflow::DropHead,
             dead_letter: None,
+            max_priority: None,
         }
     }
 }
@@ -252,10 +258,8 @@ pub struct QueueMachine {
     held: u64,
     /// Body bytes of the ready messages (`ready` and `returned`).
     ready_bytes: u64,
-    /// Ready messages never delivered, in publish order.
-    ready: VecDeque<Entry>,
-    /// Requeued messages, by original position; delivered before `ready`'s head when older.
-    returned: BTreeMap<MsgId, Entry>,
+    /// Ready messages, in delivery order (priorities, requeued ones in their place).
+    ready: Ready,
     unacked: BTreeMap<MsgId, (Holder, Entry)>,
     /// In registration order.
     consumers: Vec<Consumer>,
@@ -278,12 +282,11 @@ impl QueueMachine {
 
     fn with_budget(config: QueueConfig, budget: Option<u64>) -> Self {
         Self {
+            ready: Ready::new(config.max_priority.unwrap_or(0)),
             config,
             budget,
             held: 0,
             ready_bytes: 0,
-            ready: VecDeque::new(),
-            returned: BTreeMap::new(),
             unacked: BTreeMap::new(),
             consumers: Vec::new(),
             cursor: 0,
@@ -293,7 +296,7 @@ impl QueueMachine {
     }
 
     pub fn ready_count(&self) -> u32 {
-        (self.ready.len() + self.returned.len()) as u32
+        self.ready.len() as u32
     }
 
     pub fn unacked_count(&self) -> u32 {
@@ -310,10 +313,8 @@ impl QueueMachine {
 
     /// The oldest log entry a message still needs (its body is there); `None` if none does.
     pub fn first_live_index(&self) -> Option<u64> {
-        let ready = self.ready.front().map(|e| e.id);
-        let returned = self.returned.keys().next().copied();
         let unacked = self.unacked.keys().next().copied();
-        [ready, returned, unacked].into_iter().flatten().min().map(|id| id.0)
+        [self.ready.first_id(), unacked].into_iter().flatten().min().map(|id| id.0)
     }
 
     /// Weight of the bodies held in memory.
@@ -335,31 +336,19 @@ impl QueueMachine {
 
     fn forget_all(&mut self) {
         self.ready.clear();
-        self.returned.clear();
         self.unacked.clear();
         self.held = 0;
         self.ready_bytes = 0;
     }
 
-    /// Whether the oldest ready message is a returned one (returned messages keep their
-    /// original place).
-    fn head_is_returned(&self) -> bool {
-        match (self.returned.first_key_value(), self.ready.front()) {
-            (Some((rid, _)), Some(head)) => *rid < head.id,
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
-    }
-
-    /// The oldest ready message.
+    /// The next ready message to deliver.
     fn head(&self) -> Option<&Entry> {
-        if self.head_is_returned() { self.returned.values().next() } else { self.ready.front() }
+        self.ready.head()
     }
 
-    /// Takes the oldest ready message.
+    /// Takes the next ready message.
     fn pop_ready(&mut self) -> Option<Entry> {
-        let e =
-            if self.head_is_returned() { self.returned.pop_first().map(|(_, e)| e) } else { self.ready.pop_front() };
+        let e = self.ready.pop();
         if let Some(e) = &e {
             self.ready_bytes -= u64::from(e.size);
         }
@@ -370,7 +359,7 @@ impl QueueMachine {
     fn requeue(&mut self, mut e: Entry) {
         e.redelivered = true;
         self.ready_bytes += u64::from(e.size);
-        self.returned.insert(e.id, e);
+        self.ready.put_back(e);
     }
 
     /// When the head expires, if it does: the runner proposes [`Command::Expire`] then.
@@ -469,7 +458,8 @@ impl QueueMachine {
             (a, b) => a.or(b),
         };
         let expires = ttl.map_or(NEVER, |t| now.saturating_add(t).min(NEVER - 1));
-        let mut e = Entry { id, size, msg: None, redelivered: false, persistent, expires };
+        let priority = msg.properties.priority().unwrap_or(0).min(self.ready.max_priority());
+        let mut e = Entry { id, size, msg: None, redelivered: false, persistent, expires, priority };
         match self.budget {
             Some(b) if self.held + e.weight() > b => {}
             Some(_) => {
@@ -478,7 +468,7 @@ impl QueueMachine {
             }
             None => e.msg = Some(msg),
         }
-        self.ready.push_back(e);
+        self.ready.push(e);
         self.ready_bytes += u64::from(size);
         // drop-head: the oldest ready messages make room ([D:maxlength]).
         while self.over_limit(0, 0) {
@@ -576,7 +566,6 @@ impl QueueMachine {
                 e.persistent
             };
             self.ready.retain(&mut keep);
-            self.returned.retain(|_, e| keep(e));
             self.ready_bytes -= bytes;
             if self.budget.is_some() {
                 self.held -= dropped;
@@ -652,5 +641,6 @@ impl Machine for QueueMachine {
 }
 
 mod codec;
+mod ready;
 #[cfg(test)]
 mod tests;

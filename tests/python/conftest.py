@@ -221,7 +221,7 @@ def pytest_configure(config):
         "markers", "rabbit4: behaviour of RabbitMQ 4.x that differs from 3.x; "
                    "skipped when the target reports RabbitMQ 3.x")
     config.addinivalue_line(
-        "markers", "lifecycle: message lifecycle not built in Warren yet (x-expires, priorities); "
+        "markers", "lifecycle: message lifecycle not built in Warren yet (x-expires); "
                    "skipped against Warren until its lifecycle issue lands, run against RabbitMQ")
 
 

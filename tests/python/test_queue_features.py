@@ -92,7 +92,6 @@ def test_max_length_reject_publish_with_mandatory(ch):
     assert drain(ch, q) == [b"1"]
 
 
-@pytest.mark.lifecycle
 def test_priority_queue_orders_by_priority(ch):
     q = ch.queue_declare("", exclusive=True, arguments={"x-max-priority": 10}).method.queue
     ch.confirm_delivery()

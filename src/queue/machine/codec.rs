@@ -132,12 +132,12 @@ fn get_overflow(r: &mut Reader) -> Result<Overflow, CodecError> {
 }
 
 fn put_entry(w: &mut Writer, e: &Entry) {
-    w.u64(e.id.0).u32(e.size).u8(u8::from(e.redelivered) | u8::from(e.persistent) << 1).u64(e.expires);
+    w.u64(e.id.0).u32(e.size).u8(u8::from(e.redelivered) | u8::from(e.persistent) << 1).u64(e.expires).u8(e.priority);
 }
 
 fn get_entry(r: &mut Reader) -> Result<Entry, CodecError> {
-    let (id, size, flags, expires) = (MsgId(r.u64()?), r.u32()?, r.u8()?, r.u64()?);
-    Ok(Entry { id, msg: None, size, redelivered: flags & 1 != 0, persistent: flags & 2 != 0, expires })
+    let (id, size, flags, expires, priority) = (MsgId(r.u64()?), r.u32()?, r.u8()?, r.u64()?, r.u8()?);
+    Ok(Entry { id, msg: None, size, redelivered: flags & 1 != 0, persistent: flags & 2 != 0, expires, priority })
 }
 
 fn encode_command(cmd: &Command) -> Vec<u8> {
@@ -226,16 +226,17 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
     let c = &m.config;
     w.str(&c.key.vhost).str(&c.key.name).bool(c.auto_delete).bool(c.single_active_consumer);
     w.opt_u64(c.message_ttl).opt_u64(c.max_length).opt_u64(c.max_length_bytes).u8(overflow_byte(c.overflow));
+    w.u8(c.max_priority.unwrap_or(0));
     match &c.dead_letter {
         None => w.u8(0),
         Some(t) => w.u8(1).str(&t.exchange).bool(t.routing_key.is_some()).str(t.routing_key.as_deref().unwrap_or("")),
     };
-    w.u32(m.ready.len() as u32);
-    for e in &m.ready {
+    w.u32(m.ready.fresh_len() as u32);
+    for e in m.ready.fresh() {
         put_entry(&mut w, e);
     }
-    w.u32(m.returned.len() as u32);
-    for e in m.returned.values() {
+    w.u32(m.ready.requeued_len() as u32);
+    for e in m.ready.requeued() {
         put_entry(&mut w, e);
     }
     w.u32(m.unacked.len() as u32);
@@ -266,6 +267,7 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
         max_length: r.opt_u64()?,
         max_length_bytes: r.opt_u64()?,
         overflow: get_overflow(&mut r)?,
+        max_priority: Some(r.u8()?).filter(|&p| p > 0),
         dead_letter: match r.u8()? {
             0 => None,
             _ => {
@@ -278,11 +280,10 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     };
     let mut m = QueueMachine::durable(config);
     for _ in 0..r.u32()? {
-        m.ready.push_back(get_entry(&mut r)?);
+        m.ready.push(get_entry(&mut r)?);
     }
     for _ in 0..r.u32()? {
-        let e = get_entry(&mut r)?;
-        m.returned.insert(e.id, e);
+        m.ready.put_back(get_entry(&mut r)?);
     }
     for _ in 0..r.u32()? {
         let holder = get_holder(&mut r)?;
@@ -297,7 +298,7 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     m.had_consumer = r.bool()?;
     m.deleted = r.bool()?;
     r.finish()?;
-    m.ready_bytes = m.ready.iter().chain(m.returned.values()).map(|e| u64::from(e.size)).sum();
+    m.ready_bytes = m.ready.fresh().chain(m.ready.requeued()).map(|e| u64::from(e.size)).sum();
     Ok(m)
 }
 

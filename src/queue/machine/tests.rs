@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::broker::argument::Overflow;
-use crate::raft::LogIndex;
+use crate::raft::{DurableMachine, LogIndex};
 use amq_protocol::protocol::BasicProperties;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -456,4 +456,39 @@ fn dead_letters_leave_with_their_reason_only_when_the_queue_has_an_exchange_for_
     let mut plain = with(QueueConfig { dead_letter: None, ..config });
     run_at(&mut plain, 0, Command::Enqueue { msg: msg(1) });
     assert!(reasons(&run_at(&mut plain, 0, Command::Enqueue { msg: msg(2) }).1).is_empty());
+}
+
+#[test]
+fn priority_queues_deliver_higher_first_fifo_within_and_requeues_in_place() {
+    let prio = |body: &str, p: Option<u8>| {
+        let props = match p {
+            Some(p) => BasicProperties::default().with_priority(p),
+            None => BasicProperties::default(),
+        };
+        Arc::new(Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            properties: props,
+            header: Bytes::new(),
+            body: Bytes::from(body.to_string()).into(),
+        })
+    };
+    let mut q = with(QueueConfig { max_priority: Some(5), ..QueueConfig::new(QueueKey::new("/", "q")) });
+    for (b, p) in [("none", None), ("low", Some(1)), ("high1", Some(5)), ("over", Some(9)), ("mid", Some(3))] {
+        run(&mut q, Command::Enqueue { msg: prio(b, p) });
+    }
+    // "over" counts as 5, behind "high1" (FIFO within a priority).
+    let holder = Holder::Get(ConnectionId(1), ChannelId(1));
+    let Reply::Got(Some(first)) = run(&mut q, Command::Get { holder, no_ack: false }).0 else { panic!() };
+    assert_eq!(get_body(&mut q, 0), Some("over".into()));
+    run(&mut q, Command::Settle { ids: vec![first.id], outcome: Outcome::Requeue });
+    let order: Vec<String> = std::iter::from_fn(|| get_body(&mut q, 0)).collect();
+    assert_eq!(order, vec!["high1", "mid", "low", "none"], "the requeued one is back in front of its priority");
+    // Snapshots keep priorities.
+    let mut q = with(QueueConfig { max_priority: Some(5), ..QueueConfig::new(QueueKey::new("/", "q")) });
+    for (b, p) in [("a", Some(1)), ("b", Some(4))] {
+        run(&mut q, Command::Enqueue { msg: prio(b, p) });
+    }
+    let copy = QueueMachine::decode_state(&Bytes::from(q.m.encode_state())).unwrap();
+    assert_eq!(copy.head().map(|e| e.id), Some(MsgId(2)));
 }

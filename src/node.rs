@@ -245,6 +245,7 @@ impl Node {
             max_length_bytes: a.max_length_bytes,
             overflow: a.overflow,
             max_priority: a.max_priority.filter(|&p| p > 0),
+            expires: a.expires,
             dead_letter: a.dead_letter_exchange.clone().map(|exchange| queue::dead_letter::Target {
                 exchange,
                 routing_key: a.dead_letter_routing_key.clone(),

@@ -31,7 +31,7 @@ async fn expired_messages_leave_a_queue_nobody_reads() {
     let b = Broker::start().await;
     let (_c, ch) = b.channel().await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    let ttl = table(&[("x-message-ttl", AMQPValue::LongInt(200))]);
+    let ttl = table(&[("x-message-ttl", AMQPValue::LongInt(1000))]);
     ch.queue_declare("ttl".into(), QueueDeclareOptions::default(), ttl).await.unwrap();
     assert!(publish_confirmed(&ch, "ttl", b"a", BasicProperties::default()).await);
     let own = BasicProperties::default().with_expiration("100".into());
@@ -112,5 +112,37 @@ async fn a_priority_queue_delivers_higher_priorities_first() {
         got.push(String::from_utf8(m.delivery.data.clone()).unwrap());
     }
     assert_eq!(got, vec!["max", "high", "high-2", "low", "none"]);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unused_queue_expires_and_a_declare_counts_as_use() {
+    let b = Broker::start().await;
+    let (_c, ch) = b.channel().await;
+    let expires = || table(&[("x-expires", AMQPValue::LongInt(400))]);
+    ch.queue_declare("fleeting".into(), QueueDeclareOptions::default(), expires()).await.unwrap();
+    // Declaring it again every 200 ms keeps it alive past its 400 ms.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ch.queue_declare("fleeting".into(), QueueDeclareOptions::default(), expires()).await.unwrap();
+    }
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let prober = b.connect().await;
+    loop {
+        // A failed passive declare closes the channel: use a fresh one each time.
+        let probe = prober.create_channel().await.unwrap();
+        match probe.queue_declare("fleeting".into(), passive, FieldTable::default()).await {
+            Err(e) => {
+                assert_eq!(common::amqp_error(&e).0, 404);
+                break;
+            }
+            Ok(_) => {
+                assert!(std::time::Instant::now() < deadline, "never expired");
+                // Passive declares count as use too: probe slower than the expiry.
+                tokio::time::sleep(Duration::from_millis(600)).await;
+            }
+        }
+    }
     b.stop().await;
 }

@@ -331,6 +331,15 @@ impl Connection {
     }
 
     async fn counts(&mut self, h: &QueueHandle) -> Result<(u32, u32)> {
+        // A declare uses the queue: its `x-expires` starts over.
+        let expires = {
+            let topo = self.node.topology();
+            let rec = topo.meta.vhosts.get(&h.key.vhost).and_then(|v| v.queues.get(&h.key.name));
+            rec.is_some_and(|r| r.parsed.expires.is_some())
+        };
+        if expires {
+            super::queue_io::cast(h, Command::Touch);
+        }
         match self.call(h, Command::Stats).await? {
             Reply::Stats { messages, consumers } => Ok((messages, consumers)),
             _ => Ok((0, 0)),

@@ -174,6 +174,8 @@ pub struct QueueArgs {
     /// `x-max-length-bytes`: bytes of ready messages' bodies at most.
     pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
+    /// `x-expires`: delete the queue once unused this long (ms).
+    pub expires: Option<u64>,
     /// `x-dead-letter-exchange`.
     pub dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
@@ -208,6 +210,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
         max_length: None,
         max_length_bytes: None,
         overflow: Overflow::DropHead,
+        expires: None,
         dead_letter_exchange: None,
         dead_letter_routing_key: None,
     };
@@ -236,11 +239,10 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
             "x-delivery-limit" => {
                 non_negative(key, what, v)?;
             }
-            "x-expires" => {
-                if non_negative(key, what, v)? == 0 {
-                    return Err(invalid(key, what, "{value_zero,0}".into()));
-                }
-            }
+            "x-expires" => match non_negative(key, what, v)? {
+                0 => return Err(invalid(key, what, "{value_zero,0}".into())),
+                n => out.expires = Some(n as u64),
+            },
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
                 let Some(s) = as_str(v) else {
                     return Err(wrong_type(key, what, v));

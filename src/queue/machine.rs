@@ -101,8 +101,11 @@ pub enum Command {
         if_unused: bool,
         if_empty: bool,
     },
-    /// Time passed (the command's time): drop the expired messages at the head.
+    /// Time passed (the command's time): drop the expired messages at the head, and delete the
+    /// queue if it has been unused for its `x-expires`.
     Expire,
+    /// The queue was used (declared again; opened after a restart): its `x-expires` starts over.
+    Touch,
     /// Read-only: counts for `queue.declare-ok` and listings.
     Stats,
     /// The node restarted: no consumer of before is connected any more. Cancels them all and
@@ -154,7 +157,8 @@ pub enum Effect {
     },
     /// Tell this consumer's client that the queue cancelled it.
     ConsumerCancelled { consumer: ConsumerId },
-    /// The last consumer of an auto-delete queue went: delete the queue.
+    /// Delete the queue: the last consumer of an auto-delete queue went, or it was unused for
+    /// its `x-expires`.
     AutoDelete,
     /// Republish this message to the queue's dead-letter exchange.
     DeadLetter {
@@ -228,6 +232,8 @@ pub struct QueueConfig {
     pub dead_letter: Option<Target>,
     /// `x-max-priority`: a priority queue with levels 0 to this.
     pub max_priority: Option<u8>,
+    /// `x-expires` (ms): the queue is deleted once unused this long.
+    pub expires: Option<u64>,
 }
 
 impl QueueConfig {
@@ -243,6 +249,7 @@ impl QueueConfig {
             overflow: Overflow::DropHead,
             dead_letter: None,
             max_priority: None,
+            expires: None,
         }
     }
 }
@@ -258,6 +265,8 @@ pub struct QueueMachine {
     held: u64,
     /// Body bytes of the ready messages (`ready` and `returned`).
     ready_bytes: u64,
+    /// When the queue was last used (ms; consumers, gets, declares), for `x-expires`.
+    last_used: u64,
     /// Ready messages, in delivery order (priorities, requeued ones in their place).
     ready: Ready,
     unacked: BTreeMap<MsgId, (Holder, Entry)>,
@@ -287,6 +296,7 @@ impl QueueMachine {
             budget,
             held: 0,
             ready_bytes: 0,
+            last_used: 0,
             unacked: BTreeMap::new(),
             consumers: Vec::new(),
             cursor: 0,
@@ -362,9 +372,17 @@ impl QueueMachine {
         self.ready.put_back(e);
     }
 
-    /// When the head expires, if it does: the runner proposes [`Command::Expire`] then.
+    /// When the head expires or the queue does (`x-expires`), whichever comes first: the runner
+    /// proposes [`Command::Expire`] then.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.head().map(|e| e.expires).filter(|&t| t != NEVER)
+        let head = self.head().map(|e| e.expires).filter(|&t| t != NEVER);
+        head.into_iter().chain(self.queue_expiry()).min()
+    }
+
+    /// When the queue expires, if it has `x-expires` and no consumer.
+    fn queue_expiry(&self) -> Option<u64> {
+        let ttl = self.config.expires.filter(|_| self.consumers.is_empty())?;
+        Some(self.last_used.saturating_add(ttl))
     }
 
     /// Drops the expired messages at the head.
@@ -611,8 +629,15 @@ impl Machine for QueueMachine {
         self.expire(meta.now_ms, effects);
         let reply = match cmd {
             Command::Enqueue { msg } => self.enqueue(MsgId(meta.index.0), meta.now_ms, msg, effects),
-            Command::Consume(spec) => self.consume(spec),
-            Command::Cancel { consumer } => self.cancel(consumer, effects),
+            Command::Consume(spec) => {
+                self.last_used = meta.now_ms;
+                self.consume(spec)
+            }
+            Command::Cancel { consumer } => {
+                // Unused from now on, if that was the last consumer.
+                self.last_used = meta.now_ms;
+                self.cancel(consumer, effects)
+            }
             Command::Credit { consumer, add } => {
                 if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.id == consumer) {
                     c.credit = c.credit.map(|n| n.saturating_add(add));
@@ -620,7 +645,10 @@ impl Machine for QueueMachine {
                 Reply::Settled(0)
             }
             Command::Settle { ids, outcome } => self.settle(ids, outcome, effects),
-            Command::Get { holder, no_ack } => self.get(holder, no_ack),
+            Command::Get { holder, no_ack } => {
+                self.last_used = meta.now_ms;
+                self.get(holder, no_ack)
+            }
             Command::Purge => {
                 let n = self.ready_count();
                 while let Some(e) = self.pop_ready() {
@@ -628,7 +656,16 @@ impl Machine for QueueMachine {
                 }
                 Reply::Purged(n)
             }
-            Command::Expire => Reply::Settled(0),
+            Command::Expire => {
+                if self.queue_expiry().is_some_and(|t| t <= meta.now_ms) {
+                    effects.push(Effect::AutoDelete);
+                }
+                Reply::Settled(0)
+            }
+            Command::Touch => {
+                self.last_used = meta.now_ms;
+                Reply::Settled(0)
+            }
             Command::Delete { if_unused, if_empty } => return self.delete(if_unused, if_empty, effects),
             Command::Stats => Reply::Stats { messages: self.ready_count(), consumers: self.consumer_count() },
             Command::Recover { drop_transient } => self.recover(drop_transient),

@@ -201,11 +201,14 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
         };
         let forwarder = dead_letter.as_ref().map(|_| spawn_forwarder());
         let mut runner = Runner { store, sinks: HashMap::new(), key, me, hooks, dead_letter, forwarder };
+        // After a restart no consumer of before is connected any more; either way, the queue's
+        // `x-expires` counts from now (RabbitMQ restarts it with the queue).
+        let mut start = vec![Command::Touch];
         if let Some(drop_transient) = recover {
-            // After a restart: no consumer of before is connected any more.
-            if let Err(e) = runner.store.propose(now_ms(), vec![Command::Recover { drop_transient }]).await {
-                tracing::error!(queue = %runner.key, error = %e, "recovery failed");
-            }
+            start.insert(0, Command::Recover { drop_transient });
+        }
+        if let Err(e) = runner.store.propose(now_ms(), start).await {
+            tracing::error!(queue = %runner.key, error = %e, "recovery failed");
         }
         runner.run(rx, ctl_rx).await;
     });
@@ -263,8 +266,8 @@ impl Runner {
         let mut batch = Vec::with_capacity(BATCH);
         let (mut rx_open, mut ctl_open) = (true, true);
         let mut snapshot_due = false;
-        // When the head message expires: the queue proposes `Expire` then, read or not.
-        let mut next_expiry: Option<u64> = None;
+        // When the head message (or the queue) expires: the queue proposes `Expire` then.
+        let mut next_expiry: Option<u64> = self.store.read(|m| m.next_expiry());
         loop {
             // Settles first, then whatever arrives.
             while batch.len() < BATCH {

@@ -220,9 +220,6 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "rabbit4: behaviour of RabbitMQ 4.x that differs from 3.x; "
                    "skipped when the target reports RabbitMQ 3.x")
-    config.addinivalue_line(
-        "markers", "lifecycle: message lifecycle not built in Warren yet (x-expires); "
-                   "skipped against Warren until its lifecycle issue lands, run against RabbitMQ")
 
 
 def pytest_sessionstart(session):
@@ -268,11 +265,6 @@ def pytest_report_header(config):
 
 def pytest_collection_modifyitems(config, items):
     b = _BROKER
-    if b is not None and b.is_warren and not os.environ.get("WARREN_RUN_LIFECYCLE"):
-        pending = pytest.mark.skip(reason="message lifecycle not built in Warren yet (its lifecycle issue)")
-        for item in items:
-            if "lifecycle" in item.keywords:
-                item.add_marker(pending)
     if b is None or not b.is_rabbitmq3 or os.environ.get("RUN_RABBIT4_TESTS"):
         return
     skip = pytest.mark.skip(reason="RabbitMQ 4.x behaviour; target is RabbitMQ %s" % b.version)

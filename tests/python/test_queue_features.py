@@ -56,7 +56,6 @@ def test_invalid_expiration_property(conn):
     assert (code, text) == (406, "PRECONDITION_FAILED - invalid expiration 'soon': no_integer")
 
 
-@pytest.mark.lifecycle
 def test_queue_expires_when_unused(connect):
     c = connect()
     q = uniq("expiring")

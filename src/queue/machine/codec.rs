@@ -34,6 +34,7 @@ mod tag {
     pub const STATS: u8 = 9;
     pub const RECOVER: u8 = 10;
     pub const EXPIRE: u8 = 11;
+    pub const TOUCH: u8 = 12;
 }
 
 fn err(e: CodecError) -> DecodeError {
@@ -184,6 +185,9 @@ fn encode_command(cmd: &Command) -> Vec<u8> {
         Command::Expire => {
             w.u8(tag::EXPIRE);
         }
+        Command::Touch => {
+            w.u8(tag::TOUCH);
+        }
     }
     w.buf
 }
@@ -214,6 +218,7 @@ fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
         tag::STATS => Command::Stats,
         tag::RECOVER => Command::Recover { drop_transient: r.bool()? },
         tag::EXPIRE => Command::Expire,
+        tag::TOUCH => Command::Touch,
         t => return Err(CodecError(format!("unknown queue command tag {t}"))),
     };
     r.finish()?;
@@ -226,7 +231,7 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
     let c = &m.config;
     w.str(&c.key.vhost).str(&c.key.name).bool(c.auto_delete).bool(c.single_active_consumer);
     w.opt_u64(c.message_ttl).opt_u64(c.max_length).opt_u64(c.max_length_bytes).u8(overflow_byte(c.overflow));
-    w.u8(c.max_priority.unwrap_or(0));
+    w.u8(c.max_priority.unwrap_or(0)).opt_u64(c.expires);
     match &c.dead_letter {
         None => w.u8(0),
         Some(t) => w.u8(1).str(&t.exchange).bool(t.routing_key.is_some()).str(t.routing_key.as_deref().unwrap_or("")),
@@ -249,7 +254,7 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
         put_spec(&mut w, &c.spec);
         w.u32(c.in_flight).opt_u32(c.credit);
     }
-    w.u64(m.cursor as u64).bool(m.had_consumer).bool(m.deleted);
+    w.u64(m.cursor as u64).bool(m.had_consumer).bool(m.deleted).u64(m.last_used);
     w.buf
 }
 
@@ -268,6 +273,7 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
         max_length_bytes: r.opt_u64()?,
         overflow: get_overflow(&mut r)?,
         max_priority: Some(r.u8()?).filter(|&p| p > 0),
+        expires: r.opt_u64()?,
         dead_letter: match r.u8()? {
             0 => None,
             _ => {
@@ -297,6 +303,7 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     m.cursor = r.u64()? as usize;
     m.had_consumer = r.bool()?;
     m.deleted = r.bool()?;
+    m.last_used = r.u64()?;
     r.finish()?;
     m.ready_bytes = m.ready.fresh().chain(m.ready.requeued()).map(|e| u64::from(e.size)).sum();
     Ok(m)

@@ -492,3 +492,20 @@ fn priority_queues_deliver_higher_first_fifo_within_and_requeues_in_place() {
     let copy = QueueMachine::decode_state(&Bytes::from(q.m.encode_state())).unwrap();
     assert_eq!(copy.head().map(|e| e.id), Some(MsgId(2)));
 }
+
+#[test]
+fn an_unused_queue_expires_and_use_starts_its_clock_over() {
+    let mut q = with(QueueConfig { expires: Some(1000), ..QueueConfig::new(QueueKey::new("/", "q")) });
+    run_at(&mut q, 100, Command::Touch);
+    assert_eq!(q.next_expiry(), Some(1100));
+    let deleted = |fx: &[Effect]| fx.iter().any(|e| matches!(e, Effect::AutoDelete));
+    assert!(!deleted(&run_at(&mut q, 1099, Command::Expire).1));
+    let holder = Holder::Get(ConnectionId(1), ChannelId(1));
+    run_at(&mut q, 1050, Command::Get { holder, no_ack: true });
+    assert_eq!(q.next_expiry(), Some(2050), "a get is a use");
+    run_at(&mut q, 1060, Command::Consume(spec(1, 0)));
+    assert_eq!(q.next_expiry(), None, "a queue with consumers is in use");
+    run_at(&mut q, 5000, Command::Cancel { consumer: ConsumerId(1) });
+    assert_eq!(q.next_expiry(), Some(6000));
+    assert!(deleted(&run_at(&mut q, 6000, Command::Expire).1));
+}

@@ -37,6 +37,8 @@ pub struct Topology {
 
 /// The metadata group's storage group id.
 const META_GROUP: GroupId = GroupId(0);
+/// A quorum queue's `x-delivery-limit` when none is declared (RabbitMQ 4).
+const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 /// How often resident memory and free disk are compared with the alarm thresholds.
 const MEMORY_CHECK: Duration = Duration::from_secs(1);
 /// Metadata proposals waiting for the actor before proposers wait.
@@ -246,6 +248,10 @@ impl Node {
             overflow: a.overflow,
             max_priority: a.max_priority.filter(|&p| p > 0),
             expires: a.expires,
+            // Quorum queues count deliveries, with RabbitMQ 4's default limit of 20; classic
+            // queues ignore `x-delivery-limit`, as RabbitMQ's do.
+            delivery_limit: (a.queue_type == QueueType::Quorum)
+                .then(|| a.delivery_limit.map_or(DEFAULT_DELIVERY_LIMIT, |l| l.min(u64::from(u32::MAX)) as u32)),
             dead_letter: a.dead_letter_exchange.clone().map(|exchange| queue::dead_letter::Target {
                 exchange,
                 routing_key: a.dead_letter_routing_key.clone(),

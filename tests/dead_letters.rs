@@ -245,3 +245,33 @@ async fn durable_dead_letters_read_their_bodies_from_the_log() {
     assert_eq!(field(&deaths(&m)[0], "reason"), s("maxlen"));
     b.stop().await;
 }
+
+/// A quorum queue counts redeliveries in `x-delivery-count` and dead-letters a message that
+/// came back more often than `x-delivery-limit` (reason `delivery_limit`).
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_messages_leave_a_quorum_queue_past_its_delivery_limit() {
+    let b = Broker::start().await;
+    let (_c, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    declare_with(&ch, "poison-dlq", true, FieldTable::default()).await;
+    let args = table(&[
+        ("x-queue-type", s("quorum")),
+        ("x-delivery-limit", AMQPValue::LongInt(2)),
+        ("x-dead-letter-exchange", s("")),
+        ("x-dead-letter-routing-key", s("poison-dlq")),
+    ]);
+    declare_with(&ch, "work-q", true, args).await;
+    send(&ch, "work-q", b"poison", BasicProperties::default().with_delivery_mode(2)).await;
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let m = ch.basic_get("work-q".into(), BasicGetOptions::default()).await.unwrap().expect("a delivery");
+        counts.push(header(&m, "x-delivery-count"));
+        m.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+    }
+    assert_eq!(counts, vec![None, Some(AMQPValue::LongLongInt(1)), Some(AMQPValue::LongLongInt(2))]);
+    let m = next(&ch, "poison-dlq").await;
+    assert_eq!(m.delivery.data, b"poison");
+    assert_eq!(field(&deaths(&m)[0], "reason"), s("delivery_limit"));
+    assert!(ch.basic_get("work-q".into(), BasicGetOptions::default()).await.unwrap().is_none());
+    b.stop().await;
+}

@@ -176,6 +176,8 @@ pub struct QueueArgs {
     pub overflow: Overflow,
     /// `x-expires`: delete the queue once unused this long (ms).
     pub expires: Option<u64>,
+    /// `x-delivery-limit`.
+    pub delivery_limit: Option<u64>,
     /// `x-dead-letter-exchange`.
     pub dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
@@ -211,6 +213,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
         max_length_bytes: None,
         overflow: Overflow::DropHead,
         expires: None,
+        delivery_limit: None,
         dead_letter_exchange: None,
         dead_letter_routing_key: None,
     };
@@ -236,9 +239,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
             "x-message-ttl" => out.message_ttl = Some(non_negative(key, what, v)? as u64),
             "x-max-length" => out.max_length = Some(non_negative(key, what, v)? as u64),
             "x-max-length-bytes" => out.max_length_bytes = Some(non_negative(key, what, v)? as u64),
-            "x-delivery-limit" => {
-                non_negative(key, what, v)?;
-            }
+            "x-delivery-limit" => out.delivery_limit = Some(non_negative(key, what, v)? as u64),
             "x-expires" => match non_negative(key, what, v)? {
                 0 => return Err(invalid(key, what, "{value_zero,0}".into())),
                 n => out.expires = Some(n as u64),

@@ -142,6 +142,8 @@ pub struct Got {
     /// `None` when the body is only in the log entry `id` (the runner reads it back).
     pub msg: Option<Arc<Message>>,
     pub redelivered: bool,
+    /// The `x-delivery-count` header to add (queues that count deliveries, on redelivery).
+    pub delivery_count: Option<u16>,
     /// Ready messages left after this one.
     pub remaining: u32,
 }
@@ -154,6 +156,8 @@ pub enum Effect {
         /// `None` when the body is only in the log entry `id` (the runner reads it back).
         msg: Option<Arc<Message>>,
         redelivered: bool,
+        /// The `x-delivery-count` header to add (queues that count deliveries, on redelivery).
+        delivery_count: Option<u16>,
     },
     /// Tell this consumer's client that the queue cancelled it.
     ConsumerCancelled { consumer: ConsumerId },
@@ -185,7 +189,8 @@ struct Entry {
     msg: Option<Arc<Message>>,
     /// Body length in bytes.
     size: u32,
-    redelivered: bool,
+    /// Times it came back to the queue (requeued, or its consumer went); > 0: redelivered.
+    returns: u16,
     /// Published with delivery mode 2.
     persistent: bool,
     /// When it expires (ms since the epoch); `NEVER` if it does not.
@@ -234,6 +239,10 @@ pub struct QueueConfig {
     pub max_priority: Option<u8>,
     /// `x-expires` (ms): the queue is deleted once unused this long.
     pub expires: Option<u64>,
+    /// `x-delivery-limit` (quorum queues; 20 unless declared, as RabbitMQ 4): a message that
+    /// came back more often is dead-lettered (`delivery_limit`). Queues with a limit also add
+    /// the `x-delivery-count` header to redeliveries.
+    pub delivery_limit: Option<u32>,
 }
 
 impl QueueConfig {
@@ -250,6 +259,7 @@ impl QueueConfig {
             dead_letter: None,
             max_priority: None,
             expires: None,
+            delivery_limit: None,
         }
     }
 }
@@ -365,11 +375,21 @@ impl QueueMachine {
         e
     }
 
-    /// Puts a message back in its original place among the ready ones, marked redelivered.
-    fn requeue(&mut self, mut e: Entry) {
-        e.redelivered = true;
+    /// Puts a message back in its original place among the ready ones, marked redelivered;
+    /// past the queue's delivery limit it is dead-lettered instead ([D:quorum-queues]
+    /// `x-delivery-limit`).
+    fn requeue(&mut self, mut e: Entry, effects: &mut Vec<Effect>) {
+        e.returns = e.returns.saturating_add(1);
+        if self.config.delivery_limit.is_some_and(|limit| u32::from(e.returns) > limit) {
+            return self.drop_entry(e, Reason::DeliveryLimit, effects);
+        }
         self.ready_bytes += u64::from(e.size);
         self.ready.put_back(e);
+    }
+
+    /// The `x-delivery-count` a delivery of `e` carries, if the queue counts deliveries.
+    fn delivery_count(&self, e: &Entry) -> Option<u16> {
+        (self.config.delivery_limit.is_some() && e.returns > 0).then_some(e.returns)
     }
 
     /// When the head expires or the queue does (`x-expires`), whichever comes first: the runner
@@ -434,13 +454,15 @@ impl QueueMachine {
                 return;
             };
             self.cursor = (i + 1) % self.consumers.len();
+            let delivery_count = self.delivery_count(&entry);
             let c = &mut self.consumers[i];
             let mut entry = entry;
             effects.push(Effect::Deliver {
                 consumer: c.spec.id,
                 id: entry.id,
                 msg: entry.msg.clone(),
-                redelivered: entry.redelivered,
+                redelivered: entry.returns > 0,
+                delivery_count,
             });
             if let Some(credit) = c.credit.as_mut() {
                 *credit -= 1;
@@ -477,7 +499,7 @@ impl QueueMachine {
         };
         let expires = ttl.map_or(NEVER, |t| now.saturating_add(t).min(NEVER - 1));
         let priority = msg.properties.priority().unwrap_or(0).min(self.ready.max_priority());
-        let mut e = Entry { id, size, msg: None, redelivered: false, persistent, expires, priority };
+        let mut e = Entry { id, size, msg: None, returns: 0, persistent, expires, priority };
         match self.budget {
             Some(b) if self.held + e.weight() > b => {}
             Some(_) => {
@@ -544,7 +566,7 @@ impl QueueMachine {
                 }
             }
             match outcome {
-                Outcome::Requeue if !self.deleted => self.requeue(entry),
+                Outcome::Requeue if !self.deleted => self.requeue(entry, effects),
                 Outcome::Discard if !self.deleted => self.drop_entry(entry, Reason::Rejected, effects),
                 _ => self.forget(entry),
             }
@@ -556,8 +578,13 @@ impl QueueMachine {
         let Some(mut entry) = self.pop_ready() else {
             return Reply::Got(None);
         };
-        let got =
-            Got { id: entry.id, msg: entry.msg.clone(), redelivered: entry.redelivered, remaining: self.ready_count() };
+        let got = Got {
+            id: entry.id,
+            msg: entry.msg.clone(),
+            redelivered: entry.returns > 0,
+            delivery_count: self.delivery_count(&entry),
+            remaining: self.ready_count(),
+        };
         self.release(&mut entry);
         if !no_ack {
             self.unacked.insert(entry.id, (holder, entry));
@@ -565,12 +592,12 @@ impl QueueMachine {
         Reply::Got(Some(got))
     }
 
-    fn recover(&mut self, drop_transient: bool) -> Reply {
+    fn recover(&mut self, drop_transient: bool, effects: &mut Vec<Effect>) -> Reply {
         self.consumers.clear();
         self.cursor = 0;
         let unacked = std::mem::take(&mut self.unacked);
         for (_, (_, entry)) in unacked {
-            self.requeue(entry);
+            self.requeue(entry, effects);
         }
         if drop_transient {
             let (mut dropped, mut bytes) = (0, 0);
@@ -668,7 +695,7 @@ impl Machine for QueueMachine {
             }
             Command::Delete { if_unused, if_empty } => return self.delete(if_unused, if_empty, effects),
             Command::Stats => Reply::Stats { messages: self.ready_count(), consumers: self.consumer_count() },
-            Command::Recover { drop_transient } => self.recover(drop_transient),
+            Command::Recover { drop_transient } => self.recover(drop_transient, effects),
         };
         self.dispatch(effects);
         // What could not be delivered at once and has no time left (TTL 0) goes now.

@@ -2,6 +2,7 @@
 
 use amq_protocol::frame::{AMQPContentHeader, WriteContext};
 use amq_protocol::protocol::BasicProperties;
+use amq_protocol::types::AMQPValue;
 use bytes::Bytes;
 
 /// Encodes a content-header payload (class, weight, body size, properties) for properties the
@@ -36,6 +37,21 @@ pub struct Message {
 impl Message {
     pub fn body_len(&self) -> usize {
         self.body.len()
+    }
+
+    /// The same message with the `x-delivery-count` header a quorum queue adds to a
+    /// redelivery (RabbitMQ 4): how many times it came back before.
+    pub fn with_delivery_count(&self, count: u16) -> Message {
+        let mut headers = self.properties.headers().clone().unwrap_or_default();
+        headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(i64::from(count)));
+        let properties = self.properties.clone().with_headers(headers);
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            header: encode_header(self.body_len() as u64, &properties),
+            properties,
+            body: self.body.clone(),
+        }
     }
 }
 

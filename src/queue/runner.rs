@@ -427,11 +427,17 @@ impl Runner {
     /// A `basic.get` reply with its body read back from the log if the machine did not hold it.
     fn with_body(&self, reply: Reply) -> Reply {
         match reply {
-            Reply::Got(Some(mut got)) if got.msg.is_none() => {
-                got.msg = self.store.load(&self.key, &[got.id]).pop().flatten();
+            Reply::Got(Some(mut got)) => {
                 if got.msg.is_none() {
-                    return Reply::Refused(Error::new(ReplyCode::InternalError, "message body unavailable"));
+                    got.msg = self.store.load(&self.key, &[got.id]).pop().flatten();
                 }
+                let Some(msg) = got.msg.take() else {
+                    return Reply::Refused(Error::new(ReplyCode::InternalError, "message body unavailable"));
+                };
+                got.msg = Some(match got.delivery_count {
+                    Some(n) => Arc::new(msg.with_delivery_count(n)),
+                    None => msg,
+                });
                 Reply::Got(Some(got))
             }
             other => other,
@@ -494,7 +500,7 @@ impl Runner {
         let mut loaded = self.load_bodies(effects);
         for fx in effects.drain(..) {
             match fx {
-                Effect::Deliver { consumer, id, msg, redelivered } => {
+                Effect::Deliver { consumer, id, msg, redelivered, delivery_count } => {
                     let Some(s) = self.sinks.get(&consumer) else {
                         lost.push((consumer, vec![id]));
                         continue;
@@ -502,6 +508,10 @@ impl Runner {
                     let Some(msg) = msg.or_else(|| loaded.remove(&id)) else {
                         unreadable.push(id);
                         continue;
+                    };
+                    let msg = match delivery_count {
+                        Some(n) => Arc::new(msg.with_delivery_count(n)),
+                        None => msg,
                     };
                     let d = Delivery { consumer_tag: s.tag.clone(), id, msg, redelivered, no_ack: s.no_ack };
                     per_channel

@@ -133,12 +133,12 @@ fn get_overflow(r: &mut Reader) -> Result<Overflow, CodecError> {
 }
 
 fn put_entry(w: &mut Writer, e: &Entry) {
-    w.u64(e.id.0).u32(e.size).u8(u8::from(e.redelivered) | u8::from(e.persistent) << 1).u64(e.expires).u8(e.priority);
+    w.u64(e.id.0).u32(e.size).u16(e.returns).bool(e.persistent).u64(e.expires).u8(e.priority);
 }
 
 fn get_entry(r: &mut Reader) -> Result<Entry, CodecError> {
-    let (id, size, flags, expires, priority) = (MsgId(r.u64()?), r.u32()?, r.u8()?, r.u64()?, r.u8()?);
-    Ok(Entry { id, msg: None, size, redelivered: flags & 1 != 0, persistent: flags & 2 != 0, expires, priority })
+    let (id, size, returns, persistent) = (MsgId(r.u64()?), r.u32()?, r.u16()?, r.bool()?);
+    Ok(Entry { id, msg: None, size, returns, persistent, expires: r.u64()?, priority: r.u8()? })
 }
 
 fn encode_command(cmd: &Command) -> Vec<u8> {
@@ -231,7 +231,7 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
     let c = &m.config;
     w.str(&c.key.vhost).str(&c.key.name).bool(c.auto_delete).bool(c.single_active_consumer);
     w.opt_u64(c.message_ttl).opt_u64(c.max_length).opt_u64(c.max_length_bytes).u8(overflow_byte(c.overflow));
-    w.u8(c.max_priority.unwrap_or(0)).opt_u64(c.expires);
+    w.u8(c.max_priority.unwrap_or(0)).opt_u64(c.expires).opt_u32(c.delivery_limit);
     match &c.dead_letter {
         None => w.u8(0),
         Some(t) => w.u8(1).str(&t.exchange).bool(t.routing_key.is_some()).str(t.routing_key.as_deref().unwrap_or("")),
@@ -274,6 +274,7 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
         overflow: get_overflow(&mut r)?,
         max_priority: Some(r.u8()?).filter(|&p| p > 0),
         expires: r.opt_u64()?,
+        delivery_limit: r.opt_u32()?,
         dead_letter: match r.u8()? {
             0 => None,
             _ => {

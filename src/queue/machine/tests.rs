@@ -509,3 +509,32 @@ fn an_unused_queue_expires_and_use_starts_its_clock_over() {
     assert_eq!(q.next_expiry(), Some(6000));
     assert!(deleted(&run_at(&mut q, 6000, Command::Expire).1));
 }
+
+#[test]
+fn past_the_delivery_limit_a_message_is_dead_lettered_and_redeliveries_are_counted() {
+    use crate::queue::dead_letter::{Reason, Target};
+    let config = QueueConfig {
+        delivery_limit: Some(2),
+        dead_letter: Some(Target { exchange: "dlx".into(), routing_key: None }),
+        ..QueueConfig::new(QueueKey::new("/", "q"))
+    };
+    let mut q = with(config);
+    run(&mut q, Command::Enqueue { msg: msg(1) });
+    let holder = Holder::Get(ConnectionId(1), ChannelId(1));
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let Reply::Got(Some(g)) = run(&mut q, Command::Get { holder, no_ack: false }).0 else { panic!() };
+        counts.push(g.delivery_count);
+        let (_, fx) = run(&mut q, Command::Settle { ids: vec![g.id], outcome: Outcome::Requeue });
+        let dead: Vec<Reason> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::DeadLetter { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dead.is_empty(), counts.len() < 3, "dead-lettered on the third return only: {dead:?}");
+    }
+    assert_eq!(counts, vec![None, Some(1), Some(2)]);
+    assert_eq!(q.ready_count(), 0);
+}

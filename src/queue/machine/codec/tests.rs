@@ -106,7 +106,7 @@ fn apply(m: &mut QueueMachine, index: u64, cmd: Command) -> String {
     let fx: Vec<String> = fx
         .iter()
         .map(|e| match e {
-            Effect::Deliver { consumer, id, msg, redelivered } => {
+            Effect::Deliver { consumer, id, msg, redelivered, .. } => {
                 let _ = msg;
                 format!("deliver {} {} {}", consumer.0, id.0, redelivered)
             }

@@ -35,6 +35,10 @@ pub struct Config {
     /// Free disk space, in bytes, below which publishers are blocked (RabbitMQ's
     /// `disk_free_limit`: 50 MB).
     pub disk_free_limit: u64,
+    /// How long a delivery may stay unacknowledged, in ms, before its channel is closed with
+    /// 406 (RabbitMQ's `consumer_timeout`: 30 minutes); 0 turns it off. A queue's
+    /// `x-consumer-timeout` overrides it.
+    pub consumer_timeout: u64,
     /// What a plain durable declare (no `x-queue-type`) gets: `classic` (default, as a single
     /// RabbitMQ node) or `quorum`.
     pub default_queue_type: QueueType,
@@ -98,6 +102,7 @@ impl Default for Config {
             memory_high_watermark_bytes: None,
             default_queue_type: QueueType::Classic,
             disk_free_limit: 50_000_000,
+            consumer_timeout: 1_800_000,
             loopback_users: vec!["guest".to_owned()],
             default_user: true,
             users: Vec::new(),

@@ -248,6 +248,7 @@ impl Node {
             overflow: a.overflow,
             max_priority: a.max_priority.filter(|&p| p > 0),
             expires: a.expires,
+            consumer_timeout: Some(a.consumer_timeout.unwrap_or(self.config.consumer_timeout)).filter(|&t| t > 0),
             // Quorum queues count deliveries, with RabbitMQ 4's default limit of 20; classic
             // queues ignore `x-delivery-limit`, as RabbitMQ's do.
             delivery_limit: (a.queue_type == QueueType::Quorum)

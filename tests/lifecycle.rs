@@ -146,3 +146,42 @@ async fn an_unused_queue_expires_and_a_declare_counts_as_use() {
     }
     b.stop().await;
 }
+
+/// A delivery left unacked past the consumer timeout closes its channel with RabbitMQ's 406,
+/// and the message comes back, redelivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unacked_delivery_past_the_consumer_timeout_closes_the_channel() {
+    let b = Broker::with(|c| c.consumer_timeout = 400).await;
+    let (conn, ch) = b.channel().await;
+    ch.queue_declare("slow".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    common::publish(&ch, "", "slow", b"job").await;
+    let mut consumer = ch
+        .basic_consume("slow".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let d = common::next_delivery(&mut consumer).await;
+    assert!(!d.redelivered);
+    // Never acked: the broker closes the channel.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ch.status().connected() {
+        assert!(std::time::Instant::now() < deadline, "channel still open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = conn.create_channel().await.unwrap();
+    let e = other.basic_qos(1, BasicQosOptions::default()).await.map(|_| ());
+    assert!(e.is_ok(), "the connection goes on");
+    let back = other.basic_get("slow".into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("requeued");
+    assert!(back.delivery.redelivered);
+    // The queue argument overrides the broker's timeout.
+    let args = table(&[("x-consumer-timeout", AMQPValue::LongInt(60_000))]);
+    other.queue_declare("patient".into(), QueueDeclareOptions::default(), args).await.unwrap();
+    common::publish(&other, "", "patient", b"job").await;
+    let mut c2 = other
+        .basic_consume("patient".into(), "c2".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let _held = common::next_delivery(&mut c2).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(other.status().connected(), "60 s allowed by x-consumer-timeout");
+    b.stop().await;
+}

@@ -4,6 +4,7 @@
 
 use super::channel::{Channel, ChannelState, Unacked};
 use super::connection::Connection;
+use super::error::AmqpError;
 use super::queue_io::cast;
 use crate::meta::MetaCommand;
 use crate::queue::ClientEvent;
@@ -52,6 +53,17 @@ impl Connection {
                 }
             }
             ClientEvent::Confirms { channel, seqs, ok } => self.confirmed(channel.0, &seqs, ok),
+            ClientEvent::AckTimeout { channel, timeout_ms } => {
+                if self.channels.get(&channel.0).is_some_and(|c| c.state == ChannelState::Open) {
+                    tracing::warn!(connection = self.id.0, channel = channel.0, timeout_ms, "consumer ack timed out");
+                    let text = format!(
+                        "delivery acknowledgement on channel {} timed out. Timeout value used: {timeout_ms} ms. \
+                         This timeout value can be configured, see consumers doc guide to learn more",
+                        channel.0
+                    );
+                    self.channel_error(channel.0, AmqpError::precondition(text));
+                }
+            }
             ClientEvent::ConsumerCancelled { channel, consumer_tag } => {
                 let Some(c) = self.channels.get_mut(&channel.0) else {
                     return;

@@ -178,6 +178,8 @@ pub struct QueueArgs {
     pub expires: Option<u64>,
     /// `x-delivery-limit`.
     pub delivery_limit: Option<u64>,
+    /// `x-consumer-timeout` (ms).
+    pub consumer_timeout: Option<u64>,
     /// `x-dead-letter-exchange`.
     pub dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
@@ -214,6 +216,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
         overflow: Overflow::DropHead,
         expires: None,
         delivery_limit: None,
+        consumer_timeout: None,
         dead_letter_exchange: None,
         dead_letter_routing_key: None,
     };
@@ -240,6 +243,7 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
             "x-max-length" => out.max_length = Some(non_negative(key, what, v)? as u64),
             "x-max-length-bytes" => out.max_length_bytes = Some(non_negative(key, what, v)? as u64),
             "x-delivery-limit" => out.delivery_limit = Some(non_negative(key, what, v)? as u64),
+            "x-consumer-timeout" => out.consumer_timeout = Some(non_negative(key, what, v)? as u64),
             "x-expires" => match non_negative(key, what, v)? {
                 0 => return Err(invalid(key, what, "{value_zero,0}".into())),
                 n => out.expires = Some(n as u64),

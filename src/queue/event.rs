@@ -27,6 +27,9 @@ pub enum ClientEvent {
     /// The queue cancelled this consumer (queue deleted): send `basic.cancel` if the client
     /// supports it (RabbitMQ's consumer cancel notification).
     ConsumerCancelled { channel: ChannelId, consumer_tag: Arc<str> },
+    /// A delivery on `channel` stayed unacked past the consumer timeout: close the channel with
+    /// 406 (RabbitMQ's delivery acknowledgement timeout).
+    AckTimeout { channel: ChannelId, timeout_ms: u64 },
     /// A direct reply-to message for the pseudo-consumer on `channel`.
     DirectReply { channel: ChannelId, msg: Arc<Message> },
 }

@@ -34,7 +34,7 @@ use crate::broker::argument::Overflow;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
 use crate::raft::{ApplyMeta, Machine};
 use ready::Ready;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// Who holds an unacked message.
@@ -161,6 +161,9 @@ pub enum Effect {
     },
     /// Tell this consumer's client that the queue cancelled it.
     ConsumerCancelled { consumer: ConsumerId },
+    /// A delivery to this consumer stayed unacked past the consumer timeout: close its channel
+    /// (its unacked messages come back, redelivered).
+    AckTimeout { consumer: ConsumerId, timeout_ms: u64 },
     /// Delete the queue: the last consumer of an auto-delete queue went, or it was unused for
     /// its `x-expires`.
     AutoDelete,
@@ -243,6 +246,9 @@ pub struct QueueConfig {
     /// came back more often is dead-lettered (`delivery_limit`). Queues with a limit also add
     /// the `x-delivery-count` header to redeliveries.
     pub delivery_limit: Option<u32>,
+    /// How long (ms) a consumer's delivery may stay unacked (`consumer_timeout`,
+    /// `x-consumer-timeout`): past it, the consumer's channel is closed.
+    pub consumer_timeout: Option<u64>,
 }
 
 impl QueueConfig {
@@ -260,6 +266,7 @@ impl QueueConfig {
             max_priority: None,
             expires: None,
             delivery_limit: None,
+            consumer_timeout: None,
         }
     }
 }
@@ -277,6 +284,11 @@ pub struct QueueMachine {
     ready_bytes: u64,
     /// When the queue was last used (ms; consumers, gets, declares), for `x-expires`.
     last_used: u64,
+    /// Ack deadlines of deliveries to consumers, in delivery order (`consumer_timeout`);
+    /// entries whose message was settled meanwhile are skipped.
+    ack_deadlines: VecDeque<(u64, MsgId)>,
+    /// The time of the command being applied.
+    now: u64,
     /// Ready messages, in delivery order (priorities, requeued ones in their place).
     ready: Ready,
     unacked: BTreeMap<MsgId, (Holder, Entry)>,
@@ -307,6 +319,8 @@ impl QueueMachine {
             held: 0,
             ready_bytes: 0,
             last_used: 0,
+            ack_deadlines: VecDeque::new(),
+            now: 0,
             unacked: BTreeMap::new(),
             consumers: Vec::new(),
             cursor: 0,
@@ -357,6 +371,7 @@ impl QueueMachine {
     fn forget_all(&mut self) {
         self.ready.clear();
         self.unacked.clear();
+        self.ack_deadlines.clear();
         self.held = 0;
         self.ready_bytes = 0;
     }
@@ -396,7 +411,34 @@ impl QueueMachine {
     /// proposes [`Command::Expire`] then.
     pub fn next_expiry(&self) -> Option<u64> {
         let head = self.head().map(|e| e.expires).filter(|&t| t != NEVER);
-        head.into_iter().chain(self.queue_expiry()).min()
+        let ack = self.ack_deadlines.front().map(|(t, _)| *t);
+        head.into_iter().chain(self.queue_expiry()).chain(ack).min()
+    }
+
+    /// Drops deadlines of deliveries no longer unacked from the front.
+    fn prune_deadlines(&mut self) {
+        while self.ack_deadlines.front().is_some_and(|(_, id)| !self.unacked.contains_key(id)) {
+            self.ack_deadlines.pop_front();
+        }
+    }
+
+    /// Consumers holding a delivery past its ack deadline ([D:consumers] delivery
+    /// acknowledgement timeout); each once.
+    fn check_ack_deadlines(&mut self, effects: &mut Vec<Effect>) {
+        let Some(timeout_ms) = self.config.consumer_timeout else { return };
+        let mut late = Vec::new();
+        while let Some(&(t, id)) = self.ack_deadlines.front() {
+            if t > self.now {
+                break;
+            }
+            self.ack_deadlines.pop_front();
+            if let Some((Holder::Consumer(c), _)) = self.unacked.get(&id) {
+                if !late.contains(c) {
+                    late.push(*c);
+                }
+            }
+        }
+        effects.extend(late.into_iter().map(|consumer| Effect::AckTimeout { consumer, timeout_ms }));
     }
 
     /// When the queue expires, if it has `x-expires` and no consumer.
@@ -474,6 +516,9 @@ impl QueueMachine {
             // The consumer has the body now; a requeue reads it back from the log.
             self.release(&mut entry);
             if let Some(holder) = holder {
+                if let Some(t) = self.config.consumer_timeout {
+                    self.ack_deadlines.push_back((self.now.saturating_add(t), entry.id));
+                }
                 self.unacked.insert(entry.id, (holder, entry));
             }
         }
@@ -653,6 +698,7 @@ impl Machine for QueueMachine {
                 _ => Reply::Refused(Error::no_queue(&self.config.key.vhost, &self.config.key.name)),
             };
         }
+        self.now = meta.now_ms;
         self.expire(meta.now_ms, effects);
         let reply = match cmd {
             Command::Enqueue { msg } => self.enqueue(MsgId(meta.index.0), meta.now_ms, msg, effects),
@@ -687,6 +733,7 @@ impl Machine for QueueMachine {
                 if self.queue_expiry().is_some_and(|t| t <= meta.now_ms) {
                     effects.push(Effect::AutoDelete);
                 }
+                self.check_ack_deadlines(effects);
                 Reply::Settled(0)
             }
             Command::Touch => {
@@ -700,6 +747,7 @@ impl Machine for QueueMachine {
         self.dispatch(effects);
         // What could not be delivered at once and has no time left (TTL 0) goes now.
         self.expire(meta.now_ms, effects);
+        self.prune_deadlines();
         reply
     }
 }

@@ -527,6 +527,11 @@ impl Runner {
                     }
                 }
                 Effect::AutoDelete => (self.hooks.auto_delete)((*self.key).clone()),
+                Effect::AckTimeout { consumer, timeout_ms } => {
+                    if let Some(s) = self.sinks.get(&consumer) {
+                        let _ = s.sink.send(ClientEvent::AckTimeout { channel: s.channel, timeout_ms }).await;
+                    }
+                }
                 Effect::DeadLetter { id, msg, reason } => match msg.or_else(|| loaded.remove(&id)) {
                     Some(msg) => self.dead_letter(&msg, reason).await,
                     None => tracing::error!(queue = %self.key, id = id.0, "a dead letter's body is gone; dropped"),

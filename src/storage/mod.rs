@@ -55,7 +55,25 @@ struct Inner {
     db: std::sync::Mutex<Option<Arc<DB>>>,
     syncer: Syncer,
     compactor: compact::Compactor,
+    compactor_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     path: PathBuf,
+}
+
+impl Inner {
+    /// Stops the compaction thread and waits for it (a compaction under way finishes).
+    fn stop_compactor(&self) {
+        self.compactor.stop();
+        let thread = self.compactor_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_compactor();
+    }
 }
 
 impl Storage {
@@ -100,8 +118,9 @@ impl Storage {
             }
         }
         let syncer = Syncer::start(Arc::downgrade(&db));
-        let compactor = compact::Compactor::start(Arc::downgrade(&db));
-        let inner = Inner { db: std::sync::Mutex::new(Some(db)), syncer, compactor, path };
+        let (compactor, thread) = compact::Compactor::start(Arc::downgrade(&db));
+        let compactor_thread = std::sync::Mutex::new(Some(thread));
+        let inner = Inner { db: std::sync::Mutex::new(Some(db)), syncer, compactor, compactor_thread, path };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -145,6 +164,8 @@ impl Storage {
     /// logs fail with `Closed` afterwards. Shutdown calls it last, so the lock is free for
     /// the next start.
     pub async fn close(&self, timeout: std::time::Duration) -> Result<(), StorageError> {
+        // No new compaction; one under way holds the database until it ends (waited for below).
+        self.inner.compactor.stop();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             {

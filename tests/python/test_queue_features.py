@@ -138,3 +138,20 @@ def test_dead_letter_on_max_length(ch):
     assert body == b"first"
     assert p.headers["x-death"][0]["reason"] == "maxlen"
     assert drain(ch, q) == [b"second"]
+
+
+@pytest.mark.rabbit4
+def test_consumer_timeout_closes_the_channel_and_requeues(conn):
+    """x-consumer-timeout (RabbitMQ 3.12+): a delivery left unacked past it closes the channel
+    with 406, and the message comes back, redelivered."""
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True, arguments={"x-consumer-timeout": 500}).method.queue
+    ch.basic_publish("", q, b"slow job")
+    ch.basic_consume(q, lambda c, m, p, b: None)  # never acks
+    code, text = channel_error(ch.start_consuming)
+    assert code == 406
+    assert text == ("PRECONDITION_FAILED - delivery acknowledgement on channel %d timed out. "
+                    "Timeout value used: 500 ms. This timeout value can be configured, "
+                    "see consumers doc guide to learn more" % ch.channel_number)
+    m, _, body = get_message(conn.channel(), q)
+    assert body == b"slow job" and m.redelivered

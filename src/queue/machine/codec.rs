@@ -231,7 +231,7 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
     let c = &m.config;
     w.str(&c.key.vhost).str(&c.key.name).bool(c.auto_delete).bool(c.single_active_consumer);
     w.opt_u64(c.message_ttl).opt_u64(c.max_length).opt_u64(c.max_length_bytes).u8(overflow_byte(c.overflow));
-    w.u8(c.max_priority.unwrap_or(0)).opt_u64(c.expires).opt_u32(c.delivery_limit);
+    w.u8(c.max_priority.unwrap_or(0)).opt_u64(c.expires).opt_u32(c.delivery_limit).opt_u64(c.consumer_timeout);
     match &c.dead_letter {
         None => w.u8(0),
         Some(t) => w.u8(1).str(&t.exchange).bool(t.routing_key.is_some()).str(t.routing_key.as_deref().unwrap_or("")),
@@ -255,6 +255,10 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
         w.u32(c.in_flight).opt_u32(c.credit);
     }
     w.u64(m.cursor as u64).bool(m.had_consumer).bool(m.deleted).u64(m.last_used);
+    w.u32(m.ack_deadlines.len() as u32);
+    for (t, id) in &m.ack_deadlines {
+        w.u64(*t).u64(id.0);
+    }
     w.buf
 }
 
@@ -275,6 +279,7 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
         max_priority: Some(r.u8()?).filter(|&p| p > 0),
         expires: r.opt_u64()?,
         delivery_limit: r.opt_u32()?,
+        consumer_timeout: r.opt_u64()?,
         dead_letter: match r.u8()? {
             0 => None,
             _ => {
@@ -305,6 +310,9 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     m.had_consumer = r.bool()?;
     m.deleted = r.bool()?;
     m.last_used = r.u64()?;
+    for _ in 0..r.u32()? {
+        m.ack_deadlines.push_back((r.u64()?, MsgId(r.u64()?)));
+    }
     r.finish()?;
     m.ready_bytes = m.ready.fresh().chain(m.ready.requeued()).map(|e| u64::from(e.size)).sum();
     Ok(m)

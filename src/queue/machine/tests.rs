@@ -538,3 +538,29 @@ fn past_the_delivery_limit_a_message_is_dead_lettered_and_redeliveries_are_count
     assert_eq!(counts, vec![None, Some(1), Some(2)]);
     assert_eq!(q.ready_count(), 0);
 }
+
+#[test]
+fn a_delivery_unacked_past_the_consumer_timeout_times_its_consumer_out() {
+    let mut q = with(QueueConfig { consumer_timeout: Some(1000), ..QueueConfig::new(QueueKey::new("/", "q")) });
+    run_at(&mut q, 0, Command::Consume(spec(1, 0)));
+    let mut auto = spec(2, 0);
+    auto.no_ack = true;
+    run_at(&mut q, 0, Command::Consume(auto));
+    for i in 0..4 {
+        run_at(&mut q, 100, Command::Enqueue { msg: msg(i) });
+    }
+    // Consumer 1 got messages 1 and 3 (round-robin); it acks 1 in time.
+    run_at(&mut q, 500, Command::Settle { ids: vec![MsgId(1)], outcome: Outcome::Ack });
+    assert_eq!(q.next_expiry(), Some(1100), "the runner wakes the queue at the deadline");
+    let timed_out = |fx: &[Effect]| -> Vec<u64> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::AckTimeout { consumer, timeout_ms: 1000 } => Some(consumer.0),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(timed_out(&run_at(&mut q, 1099, Command::Expire).1).is_empty());
+    assert_eq!(timed_out(&run_at(&mut q, 1100, Command::Expire).1), vec![1], "once, for the late consumer only");
+    assert_eq!(q.next_expiry(), None);
+}

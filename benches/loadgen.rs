@@ -8,6 +8,7 @@
 //!   --keep (neither purge the queue first nor delete it after: accumulate a backlog)
 //!   --count N (per producer: stop after N messages; the run ends once they are all sent and,
 //!   with consumers, all received, or at --duration)
+//!   --ttl MS (declare the queue with x-message-ttl)
 //! ```
 //!
 //! It speaks AMQP over raw sockets (amq-protocol for encoding, Warren's frame splitter for
@@ -50,6 +51,7 @@ struct Args {
     rate: u64,
     keep: bool,
     count: u64,
+    ttl: u64,
     queue: String,
     label: String,
 }
@@ -73,6 +75,7 @@ fn parse() -> Args {
         rate: 0,
         keep: false,
         count: 0,
+        ttl: 0,
         queue: format!("loadgen-{}", std::process::id()),
         label: String::new(),
     };
@@ -102,6 +105,7 @@ fn parse() -> Args {
             "--persistent" => a.persistent = true,
             "--keep" => a.keep = true,
             "--count" | "-C" => a.count = val().parse().expect("count"),
+            "--ttl" => a.ttl = val().parse().expect("ttl (ms)"),
             "--durable" => a.durable = true,
             "--quorum" => {
                 a.quorum = true;
@@ -206,6 +210,9 @@ fn queue_args(a: &Args) -> FieldTable {
     let mut t = FieldTable::default();
     if a.quorum {
         t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
+    if a.ttl > 0 {
+        t.insert("x-message-ttl".into(), AMQPValue::LongLongInt(a.ttl as i64));
     }
     t
 }

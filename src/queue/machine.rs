@@ -488,7 +488,14 @@ impl QueueMachine {
 
     /// Delivers ready messages while some consumer has credit.
     fn dispatch(&mut self, effects: &mut Vec<Effect>) {
-        while self.ready_count() > 0 {
+        loop {
+            // A message behind the one just delivered (or requeued past its time) may have
+            // expired: it is dropped, never delivered. One expiring right now may still go
+            // (TTL 0: delivered at once or never; the end of `apply` drops it otherwise).
+            self.expire(self.now.saturating_sub(1), effects);
+            if self.ready_count() == 0 {
+                return;
+            }
             let Some(i) = self.pick_consumer() else {
                 return;
             };

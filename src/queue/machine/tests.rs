@@ -6,7 +6,7 @@ use crate::raft::{DurableMachine, LogIndex};
 use amq_protocol::protocol::BasicProperties;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A machine and the log index of its next `Enqueue` (the machine reads the index only there,
 /// so only enqueues advance it: message ids are then 1, 2, 3…).
@@ -563,4 +563,131 @@ fn a_delivery_unacked_past_the_consumer_timeout_times_its_consumer_out() {
     assert!(timed_out(&run_at(&mut q, 1099, Command::Expire).1).is_empty());
     assert_eq!(timed_out(&run_at(&mut q, 1100, Command::Expire).1), vec![1], "once, for the late consumer only");
     assert_eq!(q.next_expiry(), None);
+}
+
+/// Random command sequences against a simple model, with priorities, per-message TTLs,
+/// requeues, rejections and time passing: nothing is lost or duplicated, an expired message is
+/// never delivered, and each first delivery respects priority order and FIFO within a priority.
+#[test]
+fn random_sequences_with_ttl_and_priorities_keep_every_rule() {
+    use crate::queue::dead_letter::{Reason, Target};
+    for seed in 0..200u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let config = QueueConfig {
+            max_priority: Some(3),
+            dead_letter: Some(Target { exchange: "dlx".into(), routing_key: None }),
+            ..QueueConfig::new(QueueKey::new("/", "q"))
+        };
+        let mut q = with(config);
+        // Model: per id, (priority as the queue sees it, expires at).
+        let mut published: BTreeMap<u64, (u8, u64)> = BTreeMap::new();
+        let mut ready: BTreeSet<u64> = BTreeSet::new();
+        let mut outstanding: BTreeSet<u64> = BTreeSet::new();
+        let (mut acked, mut dead) = (BTreeSet::new(), BTreeSet::new());
+        let mut delivered_once: BTreeSet<u64> = BTreeSet::new();
+        let mut consumers: Vec<u64> = Vec::new();
+        let mut now = 1000u64;
+        for step in 0..400 {
+            now += rng.random_range(0..5);
+            let cmd = match rng.random_range(0..12) {
+                0..=4 => {
+                    let mut props = BasicProperties::default();
+                    if rng.random_bool(0.7) {
+                        props = props.with_priority(rng.random_range(0..6));
+                    }
+                    if rng.random_bool(0.5) {
+                        props = props.with_expiration(rng.random_range(0..40u32).to_string().into());
+                    }
+                    let m = Arc::new(Message {
+                        exchange: String::new(),
+                        routing_key: "q".into(),
+                        properties: props,
+                        header: Bytes::new(),
+                        body: Bytes::from(format!("m{step}")).into(),
+                    });
+                    Command::Enqueue { msg: m }
+                }
+                5 if consumers.len() < 2 => {
+                    let id = 100 + step;
+                    consumers.push(id);
+                    Command::Consume(spec(id, rng.random_range(0..3)))
+                }
+                6 if !consumers.is_empty() => Command::Cancel { consumer: ConsumerId(consumers.remove(0)) },
+                7 => Command::Get { holder: Holder::Get(ConnectionId(1), ChannelId(1)), no_ack: false },
+                8 => Command::Expire,
+                _ if !outstanding.is_empty() => {
+                    let id = *outstanding.iter().nth(rng.random_range(0..outstanding.len())).unwrap();
+                    let outcome = [Outcome::Ack, Outcome::Requeue, Outcome::Discard][rng.random_range(0..3)];
+                    Command::Settle { ids: vec![MsgId(id)], outcome }
+                }
+                _ => Command::Stats,
+            };
+            let (settled, enqueued_props) = match &cmd {
+                Command::Settle { ids, outcome } => (Some((ids[0].0, *outcome)), None),
+                Command::Enqueue { msg } => {
+                    let p = msg.properties.priority().unwrap_or(0).min(3);
+                    let ttl = msg.properties.expiration().as_ref().map(|s| s.as_str().parse::<u64>().unwrap());
+                    (None, Some((p, ttl.map_or(u64::MAX, |t| now + t))))
+                }
+                _ => (None, None),
+            };
+            let (r, fx) = run_at(&mut q, now, cmd);
+            if let (Reply::Enqueued(id), Some(p)) = (&r, enqueued_props) {
+                assert!(published.insert(id.0, p).is_none());
+                ready.insert(id.0);
+            }
+            if let Some((id, outcome)) = settled {
+                outstanding.remove(&id);
+                match outcome {
+                    Outcome::Ack => {
+                        acked.insert(id);
+                    }
+                    Outcome::Requeue => {
+                        ready.insert(id);
+                    }
+                    Outcome::Discard => {}
+                }
+            }
+            // Dead letters first: expiry at the start of a command comes before its deliveries.
+            for e in &fx {
+                if let Effect::DeadLetter { id, reason, .. } = e {
+                    assert!(ready.remove(&id.0) || matches!(reason, Reason::Rejected), "seed {seed}: dead {id:?}");
+                    if *reason == Reason::Expired {
+                        assert!(published[&id.0].1 <= now, "seed {seed}: {id:?} expired early");
+                    }
+                    assert!(dead.insert(id.0), "seed {seed}: {id:?} dead twice");
+                }
+            }
+            let mut handed: Vec<u64> = delivered(&fx).into_iter().map(|(_, id, _)| id).collect();
+            if let Reply::Got(Some(g)) = &r {
+                handed.push(g.id.0);
+            }
+            for id in handed {
+                let (p, expires) = published[&id];
+                assert!(expires >= now, "seed {seed}: {id} delivered at {now}, expired at {expires}");
+                assert!(ready.remove(&id), "seed {seed}: {id} handed out but not ready");
+                assert!(!acked.contains(&id) && !dead.contains(&id), "seed {seed}: {id} came back from the dead");
+                // No deliverable message ranks before it: higher priority, or same priority
+                // and older (first deliveries only: requeued ones keep their old place).
+                if delivered_once.insert(id) {
+                    let ahead = ready.iter().find(|&&o| {
+                        let (op, oe) = published[&o];
+                        oe >= now && !delivered_once.contains(&o) && (op > p || (op == p && o < id))
+                    });
+                    assert!(
+                        ahead.is_none(),
+                        "seed {seed}: {id} (prio {p}, expires {expires}) delivered at {now} before {ahead:?} {:?}",
+                        ahead.map(|o| published[o])
+                    );
+                }
+                if !consumers.is_empty() || matches!(r, Reply::Got(_)) {
+                    outstanding.insert(id);
+                }
+            }
+        }
+        // Conservation: every message is acked, dead, outstanding or still ready.
+        let total = acked.len() + dead.len() + outstanding.len() + q.ready_count() as usize;
+        assert_eq!(published.len(), total, "seed {seed}");
+        assert_eq!(ready.len(), q.ready_count() as usize, "seed {seed}: the model's ready set");
+    }
 }

@@ -249,6 +249,10 @@ impl Node {
             max_priority: a.max_priority.filter(|&p| p > 0),
             expires: a.expires,
             consumer_timeout: Some(a.consumer_timeout.unwrap_or(self.config.consumer_timeout)).filter(|&t| t > 0),
+            dedup: a.deduplication.then(|| queue::machine::dedup::Window {
+                size: a.cache_size.unwrap_or(queue::machine::dedup::DEFAULT_CACHE_SIZE),
+                ttl: a.cache_ttl,
+            }),
             // Quorum queues count deliveries, with RabbitMQ 4's default limit of 20; classic
             // queues ignore `x-delivery-limit`, as RabbitMQ's do.
             delivery_limit: (a.queue_type == QueueType::Quorum)

@@ -185,3 +185,33 @@ async fn an_unacked_delivery_past_the_consumer_timeout_closes_the_channel() {
     assert!(other.status().connected(), "60 s allowed by x-consumer-timeout");
     b.stop().await;
 }
+
+/// `x-message-deduplication`: a second publish with the same `x-deduplication-header` within
+/// the window is confirmed but not enqueued, also after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_are_confirmed_and_dropped_across_a_restart() {
+    let b = Broker::start().await;
+    let (conn, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let args =
+        table(&[("x-message-deduplication", AMQPValue::Boolean(true)), ("x-cache-ttl", AMQPValue::LongInt(60_000))]);
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("dedup".into(), durable, args).await.unwrap();
+    let with_key = |k: &str| {
+        BasicProperties::default().with_delivery_mode(2).with_headers(table(&[("x-deduplication-header", s(k))]))
+    };
+    assert!(publish_confirmed(&ch, "dedup", b"order-1", with_key("order-1")).await);
+    assert!(publish_confirmed(&ch, "dedup", b"order-1 again", with_key("order-1")).await, "a duplicate is acked");
+    assert!(publish_confirmed(&ch, "dedup", b"order-2", with_key("order-2")).await);
+    assert_eq!(common::ready_count(&ch, "dedup").await, 2);
+    drop(conn);
+    let dir = b.stop_keeping_data().await;
+    let b = Broker::in_dir(dir, |_| {}).await;
+    let (_c, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    assert!(publish_confirmed(&ch, "dedup", b"order-2 after restart", with_key("order-2")).await);
+    assert_eq!(common::ready_count(&ch, "dedup").await, 2, "the window survived the restart");
+    let first = ch.basic_get("dedup".into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
+    assert_eq!(first.delivery.data, b"order-1");
+    b.stop().await;
+}

@@ -180,6 +180,10 @@ pub struct QueueArgs {
     pub delivery_limit: Option<u64>,
     /// `x-consumer-timeout` (ms).
     pub consumer_timeout: Option<u64>,
+    /// `x-message-deduplication: true`, with `x-cache-size` and `x-cache-ttl` (ms).
+    pub deduplication: bool,
+    pub cache_size: Option<u64>,
+    pub cache_ttl: Option<u64>,
     /// `x-dead-letter-exchange`.
     pub dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
@@ -217,6 +221,9 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
         expires: None,
         delivery_limit: None,
         consumer_timeout: None,
+        deduplication: false,
+        cache_size: None,
+        cache_ttl: None,
         dead_letter_exchange: None,
         dead_letter_routing_key: None,
     };
@@ -244,6 +251,12 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
             "x-max-length-bytes" => out.max_length_bytes = Some(non_negative(key, what, v)? as u64),
             "x-delivery-limit" => out.delivery_limit = Some(non_negative(key, what, v)? as u64),
             "x-consumer-timeout" => out.consumer_timeout = Some(non_negative(key, what, v)? as u64),
+            "x-message-deduplication" => match v {
+                AMQPValue::Boolean(b) => out.deduplication = *b,
+                _ => return Err(wrong_type(key, what, v)),
+            },
+            "x-cache-size" => out.cache_size = Some(non_negative(key, what, v)? as u64),
+            "x-cache-ttl" => out.cache_ttl = Some(non_negative(key, what, v)? as u64),
             "x-expires" => match non_negative(key, what, v)? {
                 0 => return Err(invalid(key, what, "{value_zero,0}".into())),
                 n => out.expires = Some(n as u64),

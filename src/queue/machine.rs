@@ -119,6 +119,8 @@ pub enum Command {
 #[derive(Clone, Debug)]
 pub enum Reply {
     Enqueued(MsgId),
+    /// A duplicate within the deduplication window: confirmed, not enqueued.
+    Duplicate,
     /// Refused by the length limit (`x-overflow` `reject-publish`): the publisher gets a nack.
     Rejected,
     /// The queue is deleted; the message was dropped.
@@ -249,6 +251,8 @@ pub struct QueueConfig {
     /// How long (ms) a consumer's delivery may stay unacked (`consumer_timeout`,
     /// `x-consumer-timeout`): past it, the consumer's channel is closed.
     pub consumer_timeout: Option<u64>,
+    /// Deduplication (`x-message-deduplication`) and its window.
+    pub dedup: Option<dedup::Window>,
 }
 
 impl QueueConfig {
@@ -267,6 +271,7 @@ impl QueueConfig {
             expires: None,
             delivery_limit: None,
             consumer_timeout: None,
+            dedup: None,
         }
     }
 }
@@ -289,6 +294,8 @@ pub struct QueueMachine {
     ack_deadlines: VecDeque<(u64, MsgId)>,
     /// The time of the command being applied.
     now: u64,
+    /// Deduplication keys seen (with `config.dedup`).
+    seen: dedup::Seen,
     /// Ready messages, in delivery order (priorities, requeued ones in their place).
     ready: Ready,
     unacked: BTreeMap<MsgId, (Holder, Entry)>,
@@ -321,6 +328,7 @@ impl QueueMachine {
             last_used: 0,
             ack_deadlines: VecDeque::new(),
             now: 0,
+            seen: dedup::Seen::default(),
             unacked: BTreeMap::new(),
             consumers: Vec::new(),
             cursor: 0,
@@ -532,6 +540,11 @@ impl QueueMachine {
     }
 
     fn enqueue(&mut self, id: MsgId, now: u64, msg: Arc<Message>, effects: &mut Vec<Effect>) -> Reply {
+        if let (Some(window), Some(key)) = (&self.config.dedup, dedup::key_of(&msg)) {
+            if !self.seen.first_sighting(window, key, now) {
+                return Reply::Duplicate;
+            }
+        }
         let size = msg.body_len() as u32;
         // reject-publish: refused while the queue is full (RabbitMQ's `is_over_limit` before
         // the enqueue: at the message limit, or at or past the byte limit).
@@ -760,6 +773,7 @@ impl Machine for QueueMachine {
 }
 
 mod codec;
+pub mod dedup;
 mod ready;
 #[cfg(test)]
 mod tests;

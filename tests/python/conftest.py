@@ -265,6 +265,11 @@ def pytest_report_header(config):
 
 def pytest_collection_modifyitems(config, items):
     b = _BROKER
+    if b is not None and not b.is_warren:
+        plugin = pytest.mark.skip(reason="built into Warren; RabbitMQ needs a plugin")
+        for item in items:
+            if "warren" in item.keywords:
+                item.add_marker(plugin)
     if b is None or not b.is_rabbitmq3 or os.environ.get("RUN_RABBIT4_TESTS"):
         return
     skip = pytest.mark.skip(reason="RabbitMQ 4.x behaviour; target is RabbitMQ %s" % b.version)

@@ -155,3 +155,17 @@ def test_consumer_timeout_closes_the_channel_and_requeues(conn):
                     "see consumers doc guide to learn more" % ch.channel_number)
     m, _, body = get_message(conn.channel(), q)
     assert body == b"slow job" and m.redelivered
+
+
+@pytest.mark.warren
+def test_message_deduplication(ch):
+    """x-message-deduplication (the community plugin's queue arguments, built into Warren): a
+    duplicate within the window is confirmed but not enqueued."""
+    q = ch.queue_declare("", exclusive=True, arguments={
+        "x-message-deduplication": True, "x-cache-ttl": 60000}).method.queue
+    ch.confirm_delivery()
+    for body, key in [(b"a", "k1"), (b"a again", "k1"), (b"b", "k2")]:
+        ch.basic_publish("", q, body, pika.BasicProperties(headers={"x-deduplication-header": key}))
+    ch.basic_publish("", q, b"c", pika.BasicProperties(message_id="m-1"))
+    ch.basic_publish("", q, b"c again", pika.BasicProperties(message_id="m-1"))
+    assert drain(ch, q) == [b"a", b"b", b"c"]

@@ -232,6 +232,10 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
     w.str(&c.key.vhost).str(&c.key.name).bool(c.auto_delete).bool(c.single_active_consumer);
     w.opt_u64(c.message_ttl).opt_u64(c.max_length).opt_u64(c.max_length_bytes).u8(overflow_byte(c.overflow));
     w.u8(c.max_priority.unwrap_or(0)).opt_u64(c.expires).opt_u32(c.delivery_limit).opt_u64(c.consumer_timeout);
+    match &c.dedup {
+        None => w.u8(0),
+        Some(d) => w.u8(1).u64(d.size).opt_u64(d.ttl),
+    };
     match &c.dead_letter {
         None => w.u8(0),
         Some(t) => w.u8(1).str(&t.exchange).bool(t.routing_key.is_some()).str(t.routing_key.as_deref().unwrap_or("")),
@@ -259,6 +263,10 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
     for (t, id) in &m.ack_deadlines {
         w.u64(*t).u64(id.0);
     }
+    w.u32(m.seen.len() as u32);
+    for (at, key) in m.seen.entries() {
+        w.u64(*at).str(key);
+    }
     w.buf
 }
 
@@ -280,6 +288,10 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
         expires: r.opt_u64()?,
         delivery_limit: r.opt_u32()?,
         consumer_timeout: r.opt_u64()?,
+        dedup: match r.u8()? {
+            0 => None,
+            _ => Some(super::dedup::Window { size: r.u64()?, ttl: r.opt_u64()? }),
+        },
         dead_letter: match r.u8()? {
             0 => None,
             _ => {
@@ -312,6 +324,10 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     m.last_used = r.u64()?;
     for _ in 0..r.u32()? {
         m.ack_deadlines.push_back((r.u64()?, MsgId(r.u64()?)));
+    }
+    for _ in 0..r.u32()? {
+        let at = r.u64()?;
+        m.seen.push(at, r.str()?);
     }
     r.finish()?;
     m.ready_bytes = m.ready.fresh().chain(m.ready.requeued()).map(|e| u64::from(e.size)).sum();

@@ -691,3 +691,46 @@ fn random_sequences_with_ttl_and_priorities_keep_every_rule() {
         assert_eq!(ready.len(), q.ready_count() as usize, "seed {seed}: the model's ready set");
     }
 }
+
+#[test]
+fn duplicates_within_the_window_are_confirmed_but_not_enqueued() {
+    use crate::queue::machine::dedup::Window;
+    use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+    let keyed = |key: Option<&str>, id: Option<&str>| {
+        let mut props = BasicProperties::default();
+        if let Some(k) = key {
+            let mut h = FieldTable::default();
+            h.insert("x-deduplication-header".into(), AMQPValue::LongString(LongString::from(k.as_bytes().to_vec())));
+            props = props.with_headers(h);
+        }
+        if let Some(id) = id {
+            props = props.with_message_id(id.into());
+        }
+        Arc::new(Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            properties: props,
+            header: Bytes::new(),
+            body: Bytes::from_static(b"x").into(),
+        })
+    };
+    let window = Window { size: 2, ttl: Some(1000) };
+    let mut q = with(QueueConfig { dedup: Some(window), ..QueueConfig::new(QueueKey::new("/", "q")) });
+    let dup = |q: &mut TestQueue, at: u64, m: Arc<Message>| {
+        matches!(run_at(q, at, Command::Enqueue { msg: m }).0, Reply::Duplicate)
+    };
+    assert!(!dup(&mut q, 0, keyed(Some("a"), None)));
+    assert!(dup(&mut q, 10, keyed(Some("a"), Some("other"))), "the header wins over message_id");
+    assert!(!dup(&mut q, 20, keyed(None, Some("b"))), "message_id when there is no header");
+    assert!(dup(&mut q, 30, keyed(None, Some("b"))));
+    assert!(!dup(&mut q, 40, keyed(None, None)), "no key: never a duplicate");
+    assert!(!dup(&mut q, 50, keyed(None, None)));
+    assert!(!dup(&mut q, 1000, keyed(Some("a"), None)), "a's window ended at 1000");
+    // Size 2: "c" pushes out the oldest ("b", seen at 20).
+    assert!(!dup(&mut q, 1001, keyed(Some("c"), None)));
+    assert!(!dup(&mut q, 1002, keyed(None, Some("b"))));
+    assert_eq!(q.ready_count(), 7, "a, b, two without a key, a again, c, b again");
+    // The window is part of the replicated state.
+    let mut copy = TestQueue { m: QueueMachine::decode_state(&Bytes::from(q.m.encode_state())).unwrap(), enqueues: 10 };
+    assert!(dup(&mut copy, 1003, keyed(Some("c"), None)));
+}

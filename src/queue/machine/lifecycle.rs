@@ -136,3 +136,6 @@ impl QueueMachine {
         Reply::Enqueued(id)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -52,7 +52,8 @@ pub enum Outcome {
     Ack,
     /// nack/reject with requeue, or the channel closed: back to its place, redelivered.
     Requeue,
-    /// nack/reject without requeue: dropped (dead-lettering comes with the lifecycle issue).
+    /// nack/reject without requeue: dropped, or dead-lettered (`rejected`) if the queue has a
+    /// dead-letter exchange.
     Discard,
 }
 

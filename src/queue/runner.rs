@@ -185,6 +185,7 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
     let me = (handle.tx.downgrade(), handle.ctl.downgrade());
     let key = handle.key.clone();
     let dead_letter = config.dead_letter.clone();
+    let touch = config.expires.is_some();
     // The runner holds only weak senders to itself, so it stops once every handle is gone.
     tokio::spawn(async move {
         let store = match backend {
@@ -199,16 +200,19 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
                 }
             }
         };
-        let forwarder = dead_letter.as_ref().map(|_| spawn_forwarder());
-        let mut runner = Runner { store, sinks: HashMap::new(), key, me, hooks, dead_letter, forwarder };
-        // After a restart no consumer of before is connected any more; either way, the queue's
-        // `x-expires` counts from now (RabbitMQ restarts it with the queue).
-        let mut start = vec![Command::Touch];
-        if let Some(drop_transient) = recover {
-            start.insert(0, Command::Recover { drop_transient });
-        }
-        if let Err(e) = runner.store.propose(now_ms(), start).await {
-            tracing::error!(queue = %runner.key, error = %e, "recovery failed");
+        let dead_letters = dead_letter.map(|target| (target, spawn_forwarder()));
+        let mut runner = Runner { store, sinks: HashMap::new(), key, me, hooks, dead_letters };
+        // After a restart no consumer of before is connected any more; and a queue's
+        // `x-expires` counts from its start (RabbitMQ restarts it with the queue).
+        let start: Vec<Command> = recover
+            .map(|drop_transient| Command::Recover { drop_transient })
+            .into_iter()
+            .chain(touch.then_some(Command::Touch))
+            .collect();
+        if !start.is_empty() {
+            if let Err(e) = runner.store.propose(now_ms(), start).await {
+                tracing::error!(queue = %runner.key, error = %e, "recovery failed");
+            }
         }
         runner.run(rx, ctl_rx).await;
     });
@@ -221,11 +225,9 @@ struct Runner {
     key: Arc<QueueKey>,
     me: (mpsc::WeakSender<Request>, mpsc::WeakSender<Request>),
     hooks: Hooks,
-    /// Where dead letters go (`x-dead-letter-exchange`).
-    dead_letter: Option<Target>,
-    /// Hands dead letters to their queues, in order, without the runner waiting on another
-    /// queue's inbox.
-    forwarder: Option<mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)>>,
+    /// Where dead letters go (`x-dead-letter-exchange`), and the forwarder that hands them to
+    /// their queues, in order, without the runner waiting on another queue's inbox.
+    dead_letters: Option<(Target, mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)>)>,
 }
 
 /// The task that delivers a queue's dead letters to their target queues, in order.
@@ -462,7 +464,7 @@ impl Runner {
 
     /// Republishes a message to the queue's dead-letter exchange, with its death recorded.
     async fn dead_letter(&self, msg: &Message, reason: Reason) {
-        let (Some(target), Some(fwd)) = (&self.dead_letter, &self.forwarder) else { return };
+        let Some((target, fwd)) = &self.dead_letters else { return };
         let (out, keys) = dead_letter::dead_letter(msg, &self.key.name, reason, target, now_ms() / 1000);
         let targets = (self.hooks.dead_letter)(&self.key.vhost, &out, &keys);
         if !targets.is_empty() {

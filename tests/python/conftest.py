@@ -38,6 +38,17 @@ For RabbitMQ (``AMQP_URL``) the same setup is applied with
 ``rabbitmqctl -n $RABBITMQ_NODENAME add_user/add_vhost/set_permissions``
 (``RABBITMQCTL`` overrides the command, default ``rabbitmqctl``;
 ``RABBITMQ_NODENAME`` defaults to ``ref@localhost``).
+
+Management HTTP API and Prometheus (tests marked ``mgmt``)
+----------------------------------------------------------
+* ``mgmt`` fixture: a ``mgmt.Mgmt`` client (basic auth with the broker's
+  user).  Base URL: for a Warren started by this file
+  ``http://127.0.0.1:<broker.http_port>``; else (``AMQP_URL``) env
+  ``MGMT_URL``, default ``http://127.0.0.1:15673``.
+* ``metrics_url`` fixture: for a Warren started by this file
+  ``http://127.0.0.1:<broker.prometheus_port>/metrics`` if the broker object
+  has that attribute; else env ``METRICS_URL``; else the test is skipped.
+* ``mgmt`` tests are skipped against Warren unless ``WARREN_MGMT=1``.
 """
 
 import os
@@ -53,6 +64,8 @@ import uuid
 
 import pika
 import pytest
+
+from mgmt import Mgmt
 
 # --------------------------------------------------------------------------
 # Users / vhosts / permissions used by test_access.py (and the guest defaults).
@@ -216,10 +229,69 @@ def broker():
     return _BROKER
 
 
+def _mgmt_base_url(b):
+    """(url, explicit): the Warren started here is asked on its own --http-addr
+    (a MGMT_URL left in the environment must not point it at RabbitMQ)."""
+    port = getattr(b, "http_port", None)
+    if b.kind == "warren" and port:
+        return "http://127.0.0.1:%d" % port, True
+    url = os.environ.get("MGMT_URL")
+    if url:
+        return url, True
+    return "http://127.0.0.1:15673", False
+
+
+@pytest.fixture(scope="session")
+def mgmt(broker):
+    """Client for the management HTTP API of the broker under test (mgmt.Mgmt)."""
+    url, explicit = _mgmt_base_url(broker)
+    api = Mgmt(url, broker.user, broker.password)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            api.get("/api/overview")
+            return api
+        except OSError as e:
+            if time.monotonic() >= deadline or not explicit:
+                if explicit:
+                    pytest.fail("management API at %s not reachable: %r" % (url, e))
+                pytest.skip("management API at %s not reachable (%r); set MGMT_URL" % (url, e))
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def metrics_url(broker):
+    """URL of the Prometheus text endpoint of the broker under test."""
+    port = getattr(broker, "prometheus_port", None)
+    if broker.kind == "warren" and port:
+        return "http://127.0.0.1:%d/metrics" % port
+    url = os.environ.get("METRICS_URL")
+    if url and broker.kind != "warren":
+        return url
+    pytest.skip("no Prometheus endpoint: set METRICS_URL (RabbitMQ: "
+                "http://127.0.0.1:15692/metrics with rabbitmq_prometheus enabled)")
+
+
+@pytest.fixture
+def mgmt_cleanup(mgmt):
+    """cleanup(path): DELETE path through the management API at test end
+    (last registered first); 404 is fine (the test deleted it already)."""
+    paths = []
+    yield paths.append
+    for p in reversed(paths):
+        try:
+            mgmt.delete(p)
+        except OSError:
+            pass
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "rabbit4: behaviour of RabbitMQ 4.x that differs from 3.x; "
                    "skipped when the target reports RabbitMQ 3.x")
+    config.addinivalue_line(
+        "markers", "mgmt: management HTTP API / Prometheus tests; skipped against "
+                   "Warren unless WARREN_MGMT=1")
 
 
 def pytest_sessionstart(session):
@@ -265,6 +337,12 @@ def pytest_report_header(config):
 
 def pytest_collection_modifyitems(config, items):
     b = _BROKER
+    if b is not None and (b.kind == "warren" or b.is_warren) and not os.environ.get("WARREN_MGMT"):
+        no_api = pytest.mark.skip(reason="Warren has no management HTTP API yet "
+                                         "(set WARREN_MGMT=1 to run the mgmt tests)")
+        for item in items:
+            if "mgmt" in item.keywords:
+                item.add_marker(no_api)
     if b is not None and not b.is_warren:
         plugin = pytest.mark.skip(reason="built into Warren; RabbitMQ needs a plugin")
         for item in items:

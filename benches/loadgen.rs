@@ -9,6 +9,8 @@
 //!   --count N (per producer: stop after N messages; the run ends once they are all sent and,
 //!   with consumers, all received, or at --duration)
 //!   --ttl MS (declare the queue with x-message-ttl)
+//!   --delay MS (publish through a delayed-message exchange bound to the queue, with x-delay;
+//!   latencies then include the delay)
 //! ```
 //!
 //! It speaks AMQP over raw sockets (amq-protocol for encoding, Warren's frame splitter for
@@ -19,7 +21,7 @@
 //! consumers measure end-to-end latency. Bounded: stops after `--duration` s (at most 600).
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
-use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, confirm, connection, queue};
+use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, confirm, connection, exchange, queue};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
@@ -52,8 +54,16 @@ struct Args {
     keep: bool,
     count: u64,
     ttl: u64,
+    delay: u64,
     queue: String,
     label: String,
+}
+
+impl Args {
+    /// The exchange producers publish to: the default one, or with `--delay` a delayed one.
+    fn exchange(&self) -> String {
+        if self.delay > 0 { format!("{}.delayed", self.queue) } else { String::new() }
+    }
 }
 
 fn parse() -> Args {
@@ -76,6 +86,7 @@ fn parse() -> Args {
         keep: false,
         count: 0,
         ttl: 0,
+        delay: 0,
         queue: format!("loadgen-{}", std::process::id()),
         label: String::new(),
     };
@@ -106,6 +117,7 @@ fn parse() -> Args {
             "--keep" => a.keep = true,
             "--count" | "-C" => a.count = val().parse().expect("count"),
             "--ttl" => a.ttl = val().parse().expect("ttl (ms)"),
+            "--delay" => a.delay = val().parse().expect("delay (ms)"),
             "--durable" => a.durable = true,
             "--quorum" => {
                 a.quorum = true;
@@ -250,8 +262,13 @@ async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<Atom
             }
         }
     });
-    let props =
+    let mut props =
         if a.persistent { BasicProperties::default().with_delivery_mode(2) } else { BasicProperties::default() };
+    if a.delay > 0 {
+        let mut h = FieldTable::default();
+        h.insert("x-delay".into(), AMQPValue::LongLongInt(a.delay as i64));
+        props = props.with_headers(h);
+    }
     let mut header = Vec::new();
     encode(
         &mut header,
@@ -262,7 +279,7 @@ async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<Atom
         &mut publish,
         1,
         AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "".into(),
+            exchange: a.exchange().into(),
             routing_key: a.queue.as_str().into(),
             mandatory: false,
             immediate: false,
@@ -444,6 +461,29 @@ async fn run(a: Args) {
             arguments: queue_args(&a),
         })))
         .await;
+    if a.delay > 0 {
+        let mut args = FieldTable::default();
+        args.insert("x-delayed-type".into(), AMQPValue::LongString("direct".into()));
+        let declare = exchange::Declare {
+            exchange: a.exchange().into(),
+            kind: "x-delayed-message".into(),
+            passive: false,
+            durable: a.durable,
+            auto_delete: false,
+            internal: false,
+            nowait: false,
+            arguments: args,
+        };
+        setup.call(AMQPClass::Exchange(exchange::AMQPMethod::Declare(declare))).await;
+        let bind = queue::Bind {
+            queue: a.queue.as_str().into(),
+            exchange: a.exchange().into(),
+            routing_key: a.queue.as_str().into(),
+            nowait: false,
+            arguments: FieldTable::default(),
+        };
+        setup.call(AMQPClass::Queue(queue::AMQPMethod::Bind(bind))).await;
+    }
     if !a.keep {
         let purge = queue::Purge { queue: a.queue.as_str().into(), nowait: false };
         setup.call(AMQPClass::Queue(queue::AMQPMethod::Purge(purge))).await;

@@ -9,10 +9,10 @@
 
 use crate::alarm::{Alarms, ThresholdAlarm};
 use crate::amqp;
-use crate::broker::{Error, ReplyCode, argument::QueueType, password, router};
+use crate::broker::{Error, ReplyCode, argument::QueueType, password};
 use crate::config::Config;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
-use crate::meta::{MetaCommand, MetaEffect, MetaMachine, MetaReply, MetaState, QueueRecord};
+use crate::meta::{MetaCommand, MetaEffect, MetaMachine, MetaReply, QueueRecord};
 use crate::queue::machine::{Command, QueueConfig};
 use crate::queue::runner::{AutoDelete, Backend, DeadLetterRouter, Hooks, Request};
 use crate::queue::{self, ClientSink, Message, QueueHandle};
@@ -28,12 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// What routing and lookups read: the metadata and the running queues, as of one moment.
-#[derive(Clone, Debug, Default)]
-pub struct Topology {
-    pub meta: MetaState,
-    pub queues: HashMap<QueueKey, QueueHandle>,
-}
+mod delays;
+mod topology;
+
+pub use topology::Topology;
 
 /// The metadata group's storage group id.
 const META_GROUP: GroupId = GroupId(0);
@@ -54,6 +52,8 @@ pub struct Node {
     meta_tx: mpsc::Sender<MetaRequest>,
     /// Running queues; changed only by the metadata actor (and shutdown), never across an await.
     queues: Mutex<HashMap<QueueKey, QueueHandle>>,
+    /// Running stores of delayed exchanges; changed only when the snapshot is published.
+    delays: Mutex<delays::Running>,
     topology: ArcSwap<Topology>,
     next_connection: AtomicU64,
     next_consumer: AtomicU64,
@@ -134,6 +134,7 @@ impl Node {
             meta,
             meta_tx,
             queues: Mutex::new(HashMap::new()),
+            delays: Mutex::new(HashMap::new()),
             topology: ArcSwap::from_pointee(Topology::default()),
             next_connection: AtomicU64::new(1),
             next_consumer: AtomicU64::new(1),
@@ -217,8 +218,11 @@ impl Node {
     /// Removes the data of groups no queue owns any more (the node stopped between a queue's
     /// delete and the removal of its data), so their disk space comes back.
     fn remove_orphan_groups(&self, records: &[Arc<QueueRecord>]) {
+        let delay_groups: Vec<u64> = self.meta.read(|m| {
+            m.state().vhosts.values().flat_map(|v| v.exchanges.values().filter_map(|x| x.delay_group)).collect()
+        });
         let owned: std::collections::HashSet<u64> =
-            records.iter().filter(|r| r.durable).map(|r| r.group).chain([META_GROUP.0]).collect();
+            records.iter().filter(|r| r.durable).map(|r| r.group).chain(delay_groups).chain([META_GROUP.0]).collect();
         let stored = match self.storage.groups() {
             Ok(g) => g,
             Err(e) => {
@@ -301,13 +305,15 @@ impl Node {
     fn publish_topology(&self) {
         let meta = self.meta.read(|m| m.state().clone());
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.topology.store(Arc::new(Topology { meta, queues }));
+        let delays = self.reconcile_delays(&meta);
+        self.topology.store(Arc::new(Topology { meta, queues, delays }));
     }
 
     /// Stops queues (their groups shut down as their last handles go), then the metadata
     /// group, then closes storage.
     async fn stop(&self) {
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.delays.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.topology.store(Arc::new(Topology::default()));
         self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).clear();
         if let Err(e) = self.meta.shutdown().await {
@@ -379,14 +385,10 @@ impl Node {
         let me = self.me.clone();
         Arc::new(move |vhost: &str, msg: &Message, keys: &[String]| {
             let Some(node) = me.upgrade() else { return Vec::new() };
-            let topo = node.topology();
-            let Some(v) = topo.meta.vhosts.get(vhost) else { return Vec::new() };
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            router::route(&**v, &msg.exchange, &keys, msg.properties.headers().as_ref())
-                .into_iter()
-                .filter(|q| !queue::dead_letter::is_cycle(msg, q))
-                .filter_map(|q| topo.queues.get(&QueueKey::new(vhost.to_string(), q)).cloned())
-                .collect()
+            node.topology().targets(vhost, &msg.exchange, &keys, msg.properties.headers().as_ref(), |q| {
+                !queue::dead_letter::is_cycle(msg, q)
+            })
         })
     }
 

@@ -4,23 +4,13 @@
 
 mod common;
 
-use common::Broker;
+use common::{Broker, publish_acked as publish};
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
 fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
-}
-
-async fn publish(ch: &Channel, ex: &str, rk: &str, body: &str, props: BasicProperties) {
-    let c = ch
-        .basic_publish(ex.into(), rk.into(), BasicPublishOptions::default(), body.as_bytes(), props)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(c.is_ack(), "confirmed");
 }
 
 async fn get(ch: &Channel, q: &str) -> Option<(String, bool)> {

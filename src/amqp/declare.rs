@@ -7,7 +7,7 @@
 use super::connection::Connection;
 use super::error::{AmqpError, Result};
 use crate::broker::argument::{self, QueueType};
-use crate::broker::exchange::{Destination, ExchangeKind};
+use crate::broker::exchange::{Destination, ExchangeType};
 use crate::broker::name::{self, DIRECT_REPLY_TO, SERVER_NAMED_PREFIX};
 use crate::broker::permission::Access;
 use crate::ids::QueueKey;
@@ -96,7 +96,7 @@ impl Connection {
                         return Err(crate::broker::Error::no_exchange(&self.vhost, &name).into());
                     }
                 } else {
-                    let kind = ExchangeKind::parse(d.kind.as_str())?;
+                    let kind = ExchangeType::parse(d.kind.as_str(), &d.arguments)?;
                     self.check_access(Access::Configure, "exchange", &name)?;
                     // As rabbit_channel: the reserved prefix only matters when creating, so an
                     // equivalent redeclare of amq.direct is fine.

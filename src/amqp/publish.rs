@@ -13,8 +13,7 @@ use super::error::{AmqpError, Result};
 use super::frame::{self, FRAME_HEADER, RawFrame};
 use crate::broker::name::{self, DIRECT_REPLY_TO};
 use crate::broker::permission::Access;
-use crate::broker::router;
-use crate::ids::{ChannelId, QueueKey};
+use crate::ids::ChannelId;
 use crate::queue::machine::Outcome;
 use crate::queue::message::encode_header;
 use crate::queue::runner::{ConfirmTo, Request};
@@ -199,17 +198,13 @@ impl Connection {
             }
             return Ok(());
         }
-        let handles = {
-            let topo = self.node.topology();
-            let Some(v) = topo.meta.vhosts.get(&self.vhost) else {
-                return Ok(());
-            };
-            let queues = router::route(&**v, &msg.exchange, &key_refs, msg.properties.headers().as_ref());
-            queues
-                .into_iter()
-                .filter_map(|q| topo.queues.get(&QueueKey::new(self.vhost.clone(), q)).cloned())
-                .collect::<Vec<_>>()
-        };
+        let handles = self.node.topology().targets(
+            &self.vhost,
+            &msg.exchange,
+            &key_refs,
+            msg.properties.headers().as_ref(),
+            |_| true,
+        );
         if handles.is_empty() {
             if mandatory {
                 self.basic_return(ch, &msg);

@@ -4,6 +4,7 @@
 //! state machine and tested with table-driven unit tests.
 
 pub mod argument;
+pub mod delayed;
 pub mod error;
 pub mod exchange;
 pub mod headers;

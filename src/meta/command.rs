@@ -1,7 +1,7 @@
 //! Commands of the metadata machine. Once released, a variant is never changed, only added.
 
 use crate::broker::Error;
-use crate::broker::exchange::{Destination, ExchangeKind};
+use crate::broker::exchange::{Destination, ExchangeType};
 use crate::ids::ConnectionId;
 use amq_protocol::types::FieldTable;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub enum MetaCommand {
     DeclareExchange {
         vhost: String,
         name: String,
-        kind: ExchangeKind,
+        kind: ExchangeType,
         durable: bool,
         auto_delete: bool,
         internal: bool,

@@ -9,7 +9,8 @@ use super::command::{MetaCommand, MetaEffect, MetaReply};
 use super::state::{Exchange, MetaState, QueueRecord, User, Vhost};
 use crate::broker::Error;
 use crate::broker::argument::{self, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE_KEYS, QueueType};
-use crate::broker::exchange::{Destination, ExchangeKind};
+use crate::broker::delayed;
+use crate::broker::exchange::{Destination, ExchangeKind, ExchangeType};
 use crate::broker::permission::Permissions;
 use crate::broker::router::Binding;
 use crate::ids::ConnectionId;
@@ -52,6 +53,13 @@ impl MetaMachine {
         &self.state
     }
 
+    /// Allocates a storage group (for a queue or a delayed exchange's store); never reused.
+    fn next_group(&mut self) -> u64 {
+        let group = self.state.next_group.max(1);
+        self.state.next_group = group + 1;
+        group
+    }
+
     fn vhost_mut(&mut self, name: &str) -> Result<&mut Vhost, Error> {
         self.state.vhosts.get_mut(name).map(Arc::make_mut).ok_or_else(|| Error::not_found(format!("no vhost '{name}'")))
     }
@@ -75,7 +83,7 @@ impl MetaMachine {
         &mut self,
         vhost: &str,
         name: String,
-        kind: ExchangeKind,
+        kind: ExchangeType,
         durable: bool,
         auto_delete: bool,
         internal: bool,
@@ -84,8 +92,12 @@ impl MetaMachine {
         let v = self.vhost_mut(vhost)?;
         if let Some(x) = v.exchanges.get(&name) {
             let what = exchange_what(vhost, &name);
-            if x.kind != kind {
-                return Err(inequivalent("type", &what, kind, x.kind));
+            let current = x.exchange_type();
+            if current.delayed != kind.delayed || (!kind.delayed && current.kind != kind.kind) {
+                return Err(inequivalent("type", &what, kind, current));
+            }
+            if current.kind != kind.kind {
+                return Err(inequivalent(delayed::TYPE_ARG, &what, kind.kind, current.kind));
             }
             if x.durable != durable {
                 return Err(inequivalent("durable", &what, durable, x.durable));
@@ -98,7 +110,11 @@ impl MetaMachine {
             }
             return argument::assert_equivalent(&x.args, &args, EXCHANGE_EQUIVALENCE_KEYS, &what);
         }
-        v.exchanges.insert(name.clone(), Arc::new(Exchange::new(name, kind, durable, auto_delete, internal, args)));
+        let mut x = Exchange::new(name.clone(), kind.kind, durable, auto_delete, internal, args);
+        if kind.delayed {
+            x.delay_group = Some(self.next_group());
+        }
+        self.vhost_mut(vhost)?.exchanges.insert(name, Arc::new(x));
         Ok(())
     }
 
@@ -162,8 +178,7 @@ impl MetaMachine {
                 return Err(invalid("non-durable"));
             }
         }
-        let group = self.state.next_group.max(1);
-        self.state.next_group = group + 1;
+        let group = self.next_group();
         let record = Arc::new(QueueRecord {
             vhost: vhost.to_owned(),
             name: name.clone(),

@@ -1,7 +1,7 @@
 //! The data of the metadata machine.
 
 use crate::broker::argument::QueueArgs;
-use crate::broker::exchange::ExchangeKind;
+use crate::broker::exchange::{ExchangeKind, ExchangeType};
 use crate::broker::permission::Permissions;
 use crate::broker::router::{BindingIndex, ExchangeLookup, RoutableExchange};
 use crate::ids::ConnectionId;
@@ -27,6 +27,9 @@ pub struct Exchange {
     pub args: FieldTable,
     pub alternate: Option<String>,
     pub bindings: BindingIndex,
+    /// A delayed exchange's store of held messages: its storage group (allocated by the
+    /// metadata machine, never reused). `None` for an ordinary exchange.
+    pub delay_group: Option<u64>,
 }
 
 impl Exchange {
@@ -41,7 +44,22 @@ impl Exchange {
     ) -> Self {
         let alternate =
             crate::broker::argument::get(&args, "alternate-exchange").and_then(crate::broker::argument::as_str);
-        Self { name, kind, durable, auto_delete, internal, args, alternate, bindings: BindingIndex::default() }
+        Self {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            args,
+            alternate,
+            bindings: BindingIndex::default(),
+            delay_group: None,
+        }
+    }
+
+    /// The type as declared.
+    pub fn exchange_type(&self) -> ExchangeType {
+        ExchangeType { kind: self.kind, delayed: self.delay_group.is_some() }
     }
 }
 

@@ -645,7 +645,7 @@ impl Machine for QueueMachine {
     }
 }
 
-mod codec;
+pub(crate) mod codec;
 pub mod dedup;
 mod lifecycle;
 mod ready;

@@ -2,7 +2,7 @@
 
 use amq_protocol::frame::{AMQPContentHeader, WriteContext};
 use amq_protocol::protocol::BasicProperties;
-use amq_protocol::types::AMQPValue;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 
 /// Encodes a content-header payload (class, weight, body size, properties) for properties the
@@ -44,6 +44,11 @@ impl Message {
     pub fn with_delivery_count(&self, count: u16) -> Message {
         let mut headers = self.properties.headers().clone().unwrap_or_default();
         headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(i64::from(count)));
+        self.with_headers(headers)
+    }
+
+    /// The same message (body shared, not copied) with other headers.
+    pub fn with_headers(&self, headers: FieldTable) -> Message {
         let properties = self.properties.clone().with_headers(headers);
         Message {
             exchange: self.exchange.clone(),

@@ -6,6 +6,7 @@
 //! effects (deliveries to connections, publisher confirms, cancel notifications).
 
 pub mod dead_letter;
+pub mod delayed;
 pub mod event;
 pub mod machine;
 pub mod message;

@@ -105,6 +105,17 @@ pub async fn publish(ch: &Channel, exchange: &str, routing_key: &str, body: &[u8
     .expect("publish");
 }
 
+/// Publishes on a channel in confirm mode and asserts the broker confirmed it.
+pub async fn publish_acked(ch: &Channel, ex: &str, rk: &str, body: &str, props: lapin::BasicProperties) {
+    let c = ch
+        .basic_publish(ex.into(), rk.into(), lapin::options::BasicPublishOptions::default(), body.as_bytes(), props)
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(c.is_ack(), "confirmed");
+}
+
 /// The consumer's next delivery, within 5 s.
 pub async fn next_delivery(c: &mut lapin::Consumer) -> lapin::message::Delivery {
     use futures_lite::StreamExt;

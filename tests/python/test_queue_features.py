@@ -169,3 +169,25 @@ def test_message_deduplication(ch):
     ch.basic_publish("", q, b"c", pika.BasicProperties(message_id="m-1"))
     ch.basic_publish("", q, b"c again", pika.BasicProperties(message_id="m-1"))
     assert drain(ch, q) == [b"a", b"b", b"c"]
+
+
+@pytest.mark.warren
+def test_delayed_message_exchange(ch):
+    """x-delayed-message (the community plugin's exchange, built into Warren): a message with
+    an x-delay header reaches its queue only after the delay, routed by x-delayed-type, with
+    x-delay negated; one without routes at once."""
+    x = uniq("delayed")
+    ch.exchange_declare(x, exchange_type="x-delayed-message", arguments={"x-delayed-type": "direct"})
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, x, routing_key="k")
+    ch.confirm_delivery()
+    start = time.monotonic()
+    ch.basic_publish(x, "k", b"later", pika.BasicProperties(headers={"x-delay": 800}))
+    ch.basic_publish(x, "k", b"now")
+    assert get_message(ch, q)[2] == b"now"
+    assert ch.basic_get(q, auto_ack=True)[0] is None
+    wait_for(lambda: ch.queue_declare(q, passive=True).method.message_count == 1, timeout=5, conn=ch.connection)
+    assert time.monotonic() - start >= 0.8
+    method, props, body = ch.basic_get(q, auto_ack=True)
+    assert body == b"later" and props.headers["x-delay"] == -800
+    ch.exchange_delete(x)

@@ -38,23 +38,30 @@ fn get_table(r: &mut Reader) -> Result<FieldTable, CodecError> {
     parse_field_table(&b[..]).map(|(_, t)| t).map_err(|_| CodecError("unreadable field table".into()))
 }
 
-fn kind_byte(k: ExchangeKind) -> u8 {
-    match k {
+/// Set in an exchange type's byte for a delayed exchange (`x-delayed-message`), whose routing
+/// kind is in the low bits.
+const DELAYED: u8 = 0x10;
+
+fn kind_byte(t: ExchangeType) -> u8 {
+    let k = match t.kind {
         ExchangeKind::Direct => 0,
         ExchangeKind::Fanout => 1,
         ExchangeKind::Topic => 2,
         ExchangeKind::Headers => 3,
-    }
+    };
+    if t.delayed { k | DELAYED } else { k }
 }
 
-fn get_kind(r: &mut Reader) -> Result<ExchangeKind, CodecError> {
-    match r.u8()? {
-        0 => Ok(ExchangeKind::Direct),
-        1 => Ok(ExchangeKind::Fanout),
-        2 => Ok(ExchangeKind::Topic),
-        3 => Ok(ExchangeKind::Headers),
-        k => Err(CodecError(format!("bad exchange kind {k}"))),
-    }
+fn get_kind(r: &mut Reader) -> Result<ExchangeType, CodecError> {
+    let b = r.u8()?;
+    let kind = match b & !DELAYED {
+        0 => ExchangeKind::Direct,
+        1 => ExchangeKind::Fanout,
+        2 => ExchangeKind::Topic,
+        3 => ExchangeKind::Headers,
+        _ => return Err(CodecError(format!("bad exchange kind {b}"))),
+    };
+    Ok(ExchangeType { kind, delayed: b & DELAYED != 0 })
 }
 
 fn put_dest(w: &mut Writer, d: &Destination) {
@@ -211,7 +218,11 @@ fn encode_state(s: &MetaState) -> Vec<u8> {
         }
         w.u32(v.exchanges.len() as u32);
         for x in v.exchanges.values() {
-            w.str(&x.name).u8(kind_byte(x.kind)).bool(x.durable).bool(x.auto_delete).bool(x.internal);
+            w.str(&x.name).u8(kind_byte(x.exchange_type()));
+            if let Some(g) = x.delay_group {
+                w.u64(g);
+            }
+            w.bool(x.durable).bool(x.auto_delete).bool(x.internal);
             put_table(&mut w, &x.args);
             w.u32(x.bindings.len() as u32);
             for b in x.bindings.iter() {
@@ -266,10 +277,13 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
             vh.queues.insert(name, Arc::new(rec));
         }
         for _ in 0..r.u32()? {
-            let (name, kind, durable, auto_delete, internal) =
-                (r.str()?, get_kind(&mut r)?, r.bool()?, r.bool()?, r.bool()?);
+            let (name, ty) = (r.str()?, get_kind(&mut r)?);
+            let delay_group = if ty.delayed { Some(r.u64()?) } else { None };
+            let (durable, auto_delete, internal) = (r.bool()?, r.bool()?, r.bool()?);
             let args = get_table(&mut r)?;
+            let kind = ty.kind;
             let mut x = Exchange::new(name.clone(), kind, durable, auto_delete, internal, args);
+            x.delay_group = delay_group;
             for _ in 0..r.u32()? {
                 let binding = Binding { destination: get_dest(&mut r)?, key: r.str()?, args: get_table(&mut r)? };
                 x.bindings.add(kind, binding).map_err(|e| CodecError(e.reply_text()))?;

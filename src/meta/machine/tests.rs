@@ -32,7 +32,7 @@ fn exchange(name: &str, kind: ExchangeKind, auto_delete: bool) -> MetaCommand {
     MetaCommand::DeclareExchange {
         vhost: "/".into(),
         name: name.into(),
-        kind,
+        kind: kind.into(),
         durable: false,
         auto_delete,
         internal: false,

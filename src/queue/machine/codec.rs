@@ -41,7 +41,7 @@ fn err(e: CodecError) -> DecodeError {
     DecodeError(e.0)
 }
 
-fn put_message(w: &mut Writer, m: &Message) {
+pub(crate) fn put_message(w: &mut Writer, m: &Message) {
     w.str(&m.exchange).str(&m.routing_key).bytes(&m.header);
     w.u32(m.body.len() as u32);
     for p in m.body.parts() {
@@ -49,7 +49,7 @@ fn put_message(w: &mut Writer, m: &Message) {
     }
 }
 
-fn get_message(r: &mut Reader) -> Result<Message, CodecError> {
+pub(crate) fn get_message(r: &mut Reader) -> Result<Message, CodecError> {
     let exchange = r.str()?;
     let routing_key = r.str()?;
     let header = r.bytes()?;

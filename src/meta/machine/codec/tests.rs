@@ -29,10 +29,10 @@ fn script() -> Vec<MetaCommand> {
         args: table(&[("x-max-length", AMQPValue::LongInt(10)), ("x-custom", s("kept"))]),
         connection: ConnectionId(7),
     };
-    let x = |n: &str, kind, ad: bool, args: FieldTable| MetaCommand::DeclareExchange {
+    let x = |n: &str, kind: ExchangeKind, ad: bool, args: FieldTable| MetaCommand::DeclareExchange {
         vhost: v(),
         name: n.into(),
-        kind,
+        kind: kind.into(),
         durable: true,
         auto_delete: ad,
         internal: false,
@@ -64,6 +64,15 @@ fn script() -> Vec<MetaCommand> {
         x("main", ExchangeKind::Direct, false, table(&[("alternate-exchange", s("ae"))])),
         x("logs", ExchangeKind::Topic, true, FieldTable::default()),
         x("hdr", ExchangeKind::Headers, false, FieldTable::default()),
+        MetaCommand::DeclareExchange {
+            vhost: v(),
+            name: "later".into(),
+            kind: ExchangeType { kind: ExchangeKind::Topic, delayed: true },
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            args: table(&[("x-delayed-type", s("topic"))]),
+        },
         q("orders", false),
         q("mine", true),
         q("unrouted", false),
@@ -72,6 +81,7 @@ fn script() -> Vec<MetaCommand> {
         bind("logs", Destination::Queue("orders".into()), "app.#", FieldTable::default()),
         bind("main", Destination::Exchange("logs".into()), "app.x", FieldTable::default()),
         bind("hdr", Destination::Queue("mine".into()), "", table(&[("x-match", s("any")), ("kind", s("report"))])),
+        bind("later", Destination::Queue("orders".into()), "app.*", FieldTable::default()),
     ]
 }
 
@@ -127,6 +137,7 @@ fn restored_state_behaves_like_the_original() {
         ("main", "nope", None),
         ("main", "app.x", None),
         ("hdr", "", Some(table(&[("kind", s("report"))]))),
+        ("later", "app.x", None),
     ] {
         let a = route(&*m.state().vhosts["/"], x, &[key], hdrs.as_ref());
         let b = route(&*copy.state().vhosts["/"], x, &[key], hdrs.as_ref());
@@ -153,7 +164,7 @@ fn restored_state_behaves_like_the_original() {
         MetaCommand::DeclareExchange {
             vhost: "/".into(),
             name: "main".into(),
-            kind: ExchangeKind::Fanout,
+            kind: ExchangeKind::Fanout.into(),
             durable: true,
             auto_delete: false,
             internal: false,
@@ -162,12 +173,23 @@ fn restored_state_behaves_like_the_original() {
         MetaCommand::DeleteQueue { vhost: "/".into(), name: "orders".into() },
         MetaCommand::ConnectionClosed { connection: ConnectionId(7) },
         MetaCommand::DeleteExchange { vhost: "/".into(), name: "ae".into(), if_unused: true },
+        MetaCommand::DeclareExchange {
+            vhost: "/".into(),
+            name: "later".into(),
+            kind: ExchangeType { kind: ExchangeKind::Direct, delayed: true },
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            args: table(&[("x-delayed-type", s("direct"))]),
+        },
     ];
     for c in later {
         let bytes = Bytes::from(encode_command(&c));
         assert_eq!(apply(&mut m, c), apply(&mut copy, decode_command(&bytes).unwrap()));
     }
     assert_eq!(encode_state(m.state()), encode_state(copy.state()));
+    let later = &copy.state().vhosts["/"].exchanges["later"];
+    assert!(later.delay_group.is_some() && later.kind == ExchangeKind::Topic, "a delayed exchange keeps its store");
     assert!(
         !m.state().vhosts["/"].exchanges.contains_key("logs"),
         "the auto-delete exchange went with its last binding"

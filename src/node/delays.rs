@@ -1,0 +1,62 @@
+//! The running stores of delayed exchanges, kept in step with the metadata: after every
+//! metadata batch (and at start-up) each delayed exchange gets a store if it has none, and
+//! the store of an exchange that is gone is deleted with its data.
+
+use super::Node;
+use crate::ids::QueueKey;
+use crate::meta::MetaState;
+use crate::queue::runner::Request;
+use crate::queue::{Command, QueueHandle, delayed};
+use crate::storage::GroupId;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A running store: its storage group and its address.
+pub(super) type Running = HashMap<QueueKey, (u64, QueueHandle)>;
+
+impl Node {
+    /// Starts and stops delay stores to match `meta`; returns the stores for the snapshot.
+    pub(super) fn reconcile_delays(&self, meta: &MetaState) -> HashMap<QueueKey, QueueHandle> {
+        let mut running = self.delays.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted: HashMap<QueueKey, (u64, bool)> = meta
+            .vhosts
+            .values()
+            .flat_map(|v| {
+                v.exchanges.values().filter_map(|x| {
+                    x.delay_group.map(|g| (QueueKey::new(v.name.clone(), x.name.clone()), (g, x.durable)))
+                })
+            })
+            .collect();
+        running.retain(|key, (group, handle)| {
+            let keep = wanted.get(key).is_some_and(|(g, _)| g == group);
+            if !keep {
+                let h = handle.clone();
+                // Never block the metadata actor: the store may be waiting on a queue.
+                tokio::spawn(async move {
+                    let _ =
+                        h.tx.send(Request::Cast { cmd: Command::Delete { if_unused: false, if_empty: false } }).await;
+                });
+            }
+            keep
+        });
+        for (key, (group, durable)) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let log = durable.then(|| self.storage.group(GroupId(group)));
+            let handle = delayed::spawn(key.clone(), log, self.delay_router());
+            running.insert(key, (group, handle));
+        }
+        running.iter().map(|(k, (_, h))| (k.clone(), h.clone())).collect()
+    }
+
+    /// Routes a released message through its exchange as the bindings are now.
+    fn delay_router(&self) -> delayed::runner::Router {
+        let me = self.me.clone();
+        Arc::new(move |vhost: &str, msg: &crate::queue::Message, keys: &[String]| {
+            let Some(node) = me.upgrade() else { return Vec::new() };
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            node.topology().targets(vhost, &msg.exchange, &keys, msg.properties.headers().as_ref(), |_| true)
+        })
+    }
+}

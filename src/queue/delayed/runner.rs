@@ -1,0 +1,278 @@
+//! The task that owns a delayed exchange's store: holds publishes, releases what is due.
+
+use super::machine::{DelayCommand, DelayMachine, Due};
+use crate::broker::delayed;
+use crate::ids::{ChannelId, MsgId, QueueKey};
+use crate::queue::runner::{ConfirmTo, DeadLetterRouter, Request};
+use crate::queue::{ClientEvent, Command, Message, QueueHandle, Reply};
+use crate::raft::{DurableGroup, Group, GroupError, GroupOptions};
+use crate::storage::GroupLog;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Capacity of a store's inbox.
+const INBOX: usize = 4096;
+/// Most publishes held per proposal.
+const BATCH: usize = 512;
+/// Most messages released per round (each round waits for its queues' confirms)...
+const RELEASE: usize = 4096;
+/// ...and most bytes of bodies (past the first message).
+const RELEASE_BYTES: u64 = 8 << 20;
+/// Confirms from target queues buffered per release round.
+const CONFIRMS: usize = 1024;
+/// An idle durable store snapshots after this long (its log then shrinks to what it holds).
+const IDLE_SNAPSHOT: Duration = Duration::from_secs(2);
+
+/// Routes a released message: given the vhost, the message and its routing keys, the queues
+/// to hand it to.
+pub type Router = DeadLetterRouter;
+
+enum Store {
+    Memory(Group<DelayMachine>),
+    Durable(Arc<DurableGroup<DelayMachine>>, GroupLog),
+}
+
+impl Store {
+    async fn propose(&mut self, now: u64, cmds: Vec<DelayCommand>) -> Result<(), GroupError> {
+        match self {
+            Store::Memory(g) => {
+                for c in cmds {
+                    g.propose(now, c, &mut Vec::new());
+                }
+                Ok(())
+            }
+            Store::Durable(g, _) => g.propose_many(now, cmds).await.map(|_| ()),
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&DelayMachine) -> T) -> T {
+        match self {
+            Store::Memory(g) => f(g.state()),
+            Store::Durable(g, _) => g.read(f),
+        }
+    }
+
+    /// The due messages with their bodies (read back from the log where the machine keeps
+    /// none); `None` for one the log no longer has (logged).
+    fn load(&self, key: &QueueKey, due: Vec<Due>) -> Vec<(MsgId, Option<Arc<Message>>)> {
+        let Store::Durable(g, _) = self else { return due };
+        let indexes: Vec<u64> = due.iter().filter(|(_, m)| m.is_none()).map(|(id, _)| id.0).collect();
+        let mut read = match g.read_commands(&indexes) {
+            Ok(cmds) => cmds.into_iter(),
+            Err(e) => {
+                tracing::error!(exchange = %key.name, vhost = %key.vhost, error = %e, "cannot read held messages");
+                Vec::new().into_iter()
+            }
+        };
+        due.into_iter()
+            .map(|(id, m)| match m {
+                Some(m) => (id, Some(m)),
+                None => match read.next().flatten() {
+                    Some(DelayCommand::Hold { msg }) => (id, Some(msg)),
+                    _ => {
+                        tracing::error!(exchange = %key.name, id = id.0, "a held message's log entry is missing");
+                        (id, None)
+                    }
+                },
+            })
+            .collect()
+    }
+}
+
+/// Starts the store of delayed exchange `key` (vhost and exchange name); `log` is its
+/// storage group for a durable exchange, `None` for a transient one.
+pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router) -> QueueHandle {
+    let (tx, rx) = mpsc::channel(INBOX);
+    let (ctl, ctl_rx) = mpsc::channel(16);
+    let handle = QueueHandle { key: Arc::new(key), tx, ctl };
+    let key = handle.key.clone();
+    tokio::spawn(async move {
+        let store = match log {
+            None => Store::Memory(Group::new(DelayMachine::in_memory())),
+            Some(log) => {
+                match DurableGroup::open(log.clone(), DelayMachine::durable(), GroupOptions::default()).await {
+                    Ok(g) => Store::Durable(Arc::new(g), log),
+                    Err(e) => {
+                        tracing::error!(exchange = %key.name, vhost = %key.vhost, error = %e,
+                        "cannot open the delayed exchange's log: its messages are unavailable");
+                        return;
+                    }
+                }
+            }
+        };
+        let held = store.read(DelayMachine::len);
+        if held > 0 {
+            tracing::info!(exchange = %key.name, vhost = %key.vhost, held, "recovered delayed messages");
+        }
+        Runner { store, key, route }.run(rx, ctl_rx).await;
+    });
+    handle
+}
+
+struct Runner {
+    store: Store,
+    key: Arc<QueueKey>,
+    route: Router,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Runner {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut ctl_rx: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut snapshot_due = false;
+        loop {
+            let next = self.store.read(DelayMachine::next_due);
+            let wait = next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+            tokio::select! {
+                biased;
+                Some(r) = ctl_rx.recv() => batch.push(r),
+                n = rx.recv_many(&mut batch, BATCH) => if n == 0 { break },
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                    self.release_due().await;
+                    snapshot_due = true;
+                    continue;
+                }
+                _ = tokio::time::sleep(IDLE_SNAPSHOT), if snapshot_due => {
+                    snapshot_due = false;
+                    if let Store::Durable(g, _) = &self.store {
+                        if let Err(e) = g.snapshot_if_cheap().await {
+                            tracing::warn!(exchange = %self.key.name, error = %e, "idle snapshot");
+                        }
+                    }
+                    continue;
+                }
+            }
+            if self.serve(&mut batch).await {
+                break;
+            }
+            snapshot_due = true;
+        }
+        self.stop().await;
+    }
+
+    /// Holds a batch of publishes and confirms them once stored; returns true once the
+    /// exchange was deleted.
+    async fn serve(&mut self, batch: &mut Vec<Request>) -> bool {
+        let mut cmds = Vec::with_capacity(batch.len());
+        let mut confirms: Vec<ConfirmTo> = Vec::new();
+        let mut deleted = false;
+        for req in batch.drain(..) {
+            match req {
+                Request::Publish { msg, confirm } => {
+                    cmds.push(DelayCommand::Hold { msg });
+                    confirms.extend(confirm);
+                }
+                Request::Cast { cmd: Command::Delete { .. } } => {
+                    cmds.push(DelayCommand::Delete);
+                    deleted = true;
+                }
+                // A store is not a queue: nothing else is addressed to it.
+                Request::Call { reply, .. } | Request::Consume { reply, .. } => {
+                    let _ = reply.send(Reply::Refused(crate::broker::Error::not_found("not a queue")));
+                }
+                Request::Cast { .. } => {}
+            }
+        }
+        let ok = match self.store.propose(now_ms(), cmds).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(exchange = %self.key.name, error = %e, "holding delayed messages failed");
+                false
+            }
+        };
+        for c in confirms {
+            let _ = c.sink.send(ClientEvent::Confirms { channel: c.channel, seqs: vec![c.seq], ok }).await;
+        }
+        deleted
+    }
+
+    /// Routes the messages due now, waits until their queues have them, then forgets them.
+    async fn release_due(&mut self) {
+        let due = self.store.read(|m| m.due(now_ms(), RELEASE, RELEASE_BYTES));
+        if due.is_empty() {
+            return;
+        }
+        let mut ids = Vec::with_capacity(due.len());
+        let mut out = Vec::with_capacity(due.len());
+        for (id, msg) in self.store.load(&self.key, due) {
+            ids.push(id);
+            let Some(msg) = msg else { continue };
+            let msg = released(&msg);
+            let keys = routing_keys(&msg);
+            let targets = (self.route)(&self.key.vhost, &msg, &keys);
+            if !targets.is_empty() {
+                out.push((targets, Arc::new(msg)));
+            }
+        }
+        forward_confirmed(out).await;
+        if let Err(e) = self.store.propose(now_ms(), vec![DelayCommand::Release { ids }]).await {
+            tracing::error!(exchange = %self.key.name, error = %e, "releasing delayed messages failed");
+        }
+    }
+
+    async fn stop(self) {
+        if let Store::Durable(g, log) = self.store {
+            let deleted = g.read(DelayMachine::is_deleted);
+            if let Err(e) = g.shutdown().await {
+                tracing::warn!(exchange = %self.key.name, error = %e, "stopping the delayed exchange's group");
+            }
+            if deleted {
+                if let Err(e) = log.destroy() {
+                    tracing::warn!(exchange = %self.key.name, error = %e, "removing a deleted delayed exchange's data");
+                }
+            }
+        }
+    }
+}
+
+/// The message as released: `x-delay` negated (the plugin's `swap_delay_header`).
+fn released(msg: &Message) -> Message {
+    let headers = msg.properties.headers().clone().unwrap_or_default();
+    let delay = delayed::delay_of(Some(&headers)).unwrap_or(0);
+    msg.with_headers(delayed::released_headers(&headers, delay))
+}
+
+/// The routing key and the `CC` keys (sender-selected distribution; `BCC` was removed when
+/// the message was published).
+fn routing_keys(msg: &Message) -> Vec<String> {
+    let mut keys = vec![msg.routing_key.clone()];
+    if let Some(amq_protocol::types::AMQPValue::FieldArray(a)) =
+        msg.properties.headers().as_ref().and_then(|h| h.inner().get("CC"))
+    {
+        keys.extend(a.as_slice().iter().filter_map(crate::broker::argument::as_str));
+    }
+    keys
+}
+
+/// Hands each message to its queues with a confirm request and returns once every queue has
+/// confirmed (or refused, or gone away): the store forgets a message only after that.
+async fn forward_confirmed(items: Vec<(Vec<crate::queue::QueueHandle>, Arc<Message>)>) {
+    if items.is_empty() {
+        return;
+    }
+    let (sink, mut confirms) = mpsc::channel::<ClientEvent>(CONFIRMS);
+    let mut seq = 0;
+    for (targets, msg) in items {
+        for h in targets {
+            seq += 1;
+            let confirm = Some(ConfirmTo { sink: sink.clone(), channel: ChannelId(0), seq });
+            let send = h.tx.send(Request::Publish { msg: msg.clone(), confirm });
+            tokio::pin!(send);
+            // Drain confirms while waiting for room, so a queue blocked on our confirm
+            // channel never waits on us while we wait on its inbox.
+            loop {
+                tokio::select! {
+                    _ = &mut send => break,
+                    Some(_) = confirms.recv() => {}
+                }
+            }
+        }
+    }
+    // Every pending confirm holds a sender; once all are answered or dropped, this ends.
+    drop(sink);
+    while confirms.recv().await.is_some() {}
+}

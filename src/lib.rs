@@ -3,6 +3,7 @@
 //! # Layout
 //! Layers point one way (see `docs/architecture.md`):
 //! - [`amqp`]: the wire: frames, handshake, channels, consumers, confirms, transactions.
+//! - [`mgmt`]: the management HTTP API and web UI (RabbitMQ-compatible, port 15672).
 //! - [`node`]: wires one node together: the metadata group, the running queues, routing.
 //! - [`broker`]: pure domain (names, exchanges, bindings, routing, arguments, permissions).
 //! - [`meta`] and [`queue`]: the deterministic state machines and their runners.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod ctl;
 pub mod ids;
 pub mod meta;
+pub mod mgmt;
 pub mod node;
 pub mod queue;
 pub mod raft;

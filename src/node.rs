@@ -64,6 +64,10 @@ pub struct Node {
     alarms: watch::Sender<Alarms>,
     memory: ThresholdAlarm,
     disk: ThresholdAlarm,
+    /// This node's name (`warren@<host>`), as RabbitMQ's `rabbit@<host>`.
+    name: String,
+    amqp_addr: SocketAddr,
+    started: std::time::Instant,
     me: Weak<Node>,
 }
 
@@ -86,6 +90,8 @@ pub enum StartError {
 pub struct Running {
     pub node: Arc<Node>,
     pub amqp_addr: SocketAddr,
+    /// The management API's address.
+    pub http_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -99,6 +105,15 @@ impl Running {
         }
         self.node.stop().await;
     }
+}
+
+/// The machine's host name (for the node name), or `localhost`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn now_ms() -> u64 {
@@ -115,6 +130,10 @@ impl Node {
             .map_err(|source| StartError::Listen { addr: config.amqp_addr, source })?;
         let amqp_addr =
             listener.local_addr().map_err(|source| StartError::Listen { addr: config.amqp_addr, source })?;
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
+        let http_addr = http.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
         let storage = Storage::open(&config.data_dir)?;
         let meta = DurableGroup::open(
             storage.group(META_GROUP),
@@ -143,6 +162,9 @@ impl Node {
             alarms,
             memory,
             disk,
+            name: format!("warren@{}", hostname()),
+            amqp_addr,
+            started: std::time::Instant::now(),
             me: me.clone(),
         });
         tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx));
@@ -153,7 +175,9 @@ impl Node {
         let monitor = tokio::spawn(memory_monitor(Arc::downgrade(&node), node.shutdown_signal()));
         tracing::info!(%amqp_addr, "AMQP 0-9-1 listener started");
         let server = tokio::spawn(amqp::server::serve(node.clone(), listener));
-        Ok(Running { node, amqp_addr, tasks: vec![server, monitor] })
+        tracing::info!(%http_addr, "management listener started");
+        let mgmt = tokio::spawn(crate::mgmt::serve(node.clone(), http, node.shutdown_signal()));
+        Ok(Running { node, amqp_addr, http_addr, tasks: vec![server, monitor, mgmt] })
     }
 
     async fn bootstrap(&self) -> Result<(), StartError> {
@@ -327,6 +351,32 @@ impl Node {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The node's name, as RabbitMQ's `rabbit@<host>`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.amqp_addr
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Serving clients: started and not shutting down.
+    pub fn is_serving(&self) -> bool {
+        !*self.shutdown.borrow()
+    }
+
+    pub fn memory_limit(&self) -> u64 {
+        self.memory.limit()
+    }
+
+    pub fn disk_free_limit(&self) -> u64 {
+        self.disk.limit()
     }
 
     /// The current routing snapshot.

@@ -341,7 +341,7 @@ impl Connection {
             super::queue_io::cast(h, Command::Touch);
         }
         match self.call(h, Command::Stats).await? {
-            Reply::Stats { messages, consumers } => Ok((messages, consumers)),
+            Reply::Stats { messages, consumers, .. } => Ok((messages, consumers)),
             _ => Ok((0, 0)),
         }
     }

@@ -74,6 +74,18 @@ pub enum MetaCommand {
     /// The node (re)started: no connection of before exists, so exclusive queues go, and so
     /// do non-durable queues (RabbitMQ loses transient queues on restart).
     NodeStarted,
+    /// A user goes, with their permissions in every vhost.
+    DeleteUser {
+        name: String,
+    },
+    /// A vhost goes, with its queues, exchanges, bindings and permissions.
+    DeleteVhost {
+        name: String,
+    },
+    ClearPermissions {
+        vhost: String,
+        user: String,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -355,6 +355,28 @@ impl Machine for MetaMachine {
                 self.delete_queues_where(|q| !q.durable || q.exclusive_owner.is_some(), effects);
                 Ok(())
             }
+            MetaCommand::DeleteUser { name } => {
+                if self.state.users.remove(&name).is_none() {
+                    return MetaReply::Refused(Error::not_found(format!("no user '{name}'")));
+                }
+                for v in self.state.vhosts.values_mut() {
+                    if v.permissions.contains_key(&name) {
+                        Arc::make_mut(v).permissions.remove(&name);
+                    }
+                }
+                Ok(())
+            }
+            MetaCommand::DeleteVhost { name } => {
+                if !self.state.vhosts.contains_key(&name) {
+                    return MetaReply::Refused(Error::not_found(format!("no vhost '{name}'")));
+                }
+                self.delete_queues_where(|q| q.vhost == name, effects);
+                self.state.vhosts.remove(&name);
+                Ok(())
+            }
+            MetaCommand::ClearPermissions { vhost, user } => self.vhost_mut(&vhost).map(|v| {
+                v.permissions.remove(&user);
+            }),
         };
         match r {
             Ok(()) => MetaReply::Ok,

@@ -135,6 +135,7 @@ pub enum Reply {
     Stats {
         messages: u32,
         consumers: u32,
+        unacked: u32,
     },
     Refused(Error),
 }
@@ -554,7 +555,7 @@ impl QueueMachine {
                 self.held -= dropped;
             }
         }
-        Reply::Stats { messages: self.ready_count(), consumers: 0 }
+        Reply::Stats { messages: self.ready_count(), consumers: 0, unacked: self.unacked_count() }
     }
 
     fn delete(&mut self, if_unused: bool, if_empty: bool, effects: &mut Vec<Effect>) -> Reply {
@@ -587,7 +588,7 @@ impl Machine for QueueMachine {
                 Command::Settle { .. } => Reply::Settled(0),
                 Command::Cancel { .. } => Reply::Cancelled(false),
                 Command::Delete { .. } => Reply::Deleted(0),
-                Command::Stats => Reply::Stats { messages: 0, consumers: 0 },
+                Command::Stats => Reply::Stats { messages: 0, consumers: 0, unacked: 0 },
                 _ => Reply::Refused(Error::no_queue(&self.config.key.vhost, &self.config.key.name)),
             };
         }
@@ -634,7 +635,11 @@ impl Machine for QueueMachine {
                 Reply::Settled(0)
             }
             Command::Delete { if_unused, if_empty } => return self.delete(if_unused, if_empty, effects),
-            Command::Stats => Reply::Stats { messages: self.ready_count(), consumers: self.consumer_count() },
+            Command::Stats => Reply::Stats {
+                messages: self.ready_count(),
+                consumers: self.consumer_count(),
+                unacked: self.unacked_count(),
+            },
             Command::Recover { drop_transient } => self.recover(drop_transient, effects),
         };
         self.dispatch(effects);

@@ -371,9 +371,11 @@ impl Runner {
         let mut results = results.into_iter();
         for post in posts {
             if let Post::Stats(reply) = post {
-                let _ = reply.send(
-                    self.store.read(|m| Reply::Stats { messages: m.ready_count(), consumers: m.consumer_count() }),
-                );
+                let _ = reply.send(self.store.read(|m| Reply::Stats {
+                    messages: m.ready_count(),
+                    consumers: m.consumer_count(),
+                    unacked: m.unacked_count(),
+                }));
                 continue;
             }
             let Some((reply, fx)) = results.next() else { break };

@@ -35,8 +35,12 @@ impl Broker {
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
             .with_test_writer()
             .try_init();
-        let mut c =
-            Config { amqp_addr: ([127, 0, 0, 1], 0).into(), data_dir: dir.path().to_owned(), ..Config::default() };
+        let mut c = Config {
+            amqp_addr: ([127, 0, 0, 1], 0).into(),
+            http_addr: ([127, 0, 0, 1], 0).into(),
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
         f(&mut c);
         let running = Node::start(c).await.expect("broker starts");
         let addr = running.amqp_addr;

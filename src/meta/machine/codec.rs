@@ -26,6 +26,9 @@ mod tag {
     pub const UNBIND: u8 = 9;
     pub const CONNECTION_CLOSED: u8 = 10;
     pub const NODE_STARTED: u8 = 11;
+    pub const DELETE_USER: u8 = 12;
+    pub const DELETE_VHOST: u8 = 13;
+    pub const CLEAR_PERMISSIONS: u8 = 14;
 }
 
 fn put_table(w: &mut Writer, t: &FieldTable) {
@@ -133,6 +136,15 @@ fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::NodeStarted => {
             w.u8(tag::NODE_STARTED);
         }
+        MetaCommand::DeleteUser { name } => {
+            w.u8(tag::DELETE_USER).str(name);
+        }
+        MetaCommand::DeleteVhost { name } => {
+            w.u8(tag::DELETE_VHOST).str(name);
+        }
+        MetaCommand::ClearPermissions { vhost, user } => {
+            w.u8(tag::CLEAR_PERMISSIONS).str(vhost).str(user);
+        }
     }
     w.buf
 }
@@ -184,6 +196,9 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
         }
         tag::CONNECTION_CLOSED => MetaCommand::ConnectionClosed { connection: ConnectionId(r.u64()?) },
         tag::NODE_STARTED => MetaCommand::NodeStarted,
+        tag::DELETE_USER => MetaCommand::DeleteUser { name: r.str()? },
+        tag::DELETE_VHOST => MetaCommand::DeleteVhost { name: r.str()? },
+        tag::CLEAR_PERMISSIONS => MetaCommand::ClearPermissions { vhost: r.str()?, user: r.str()? },
         t => return Err(CodecError(format!("unknown metadata command tag {t}"))),
     };
     r.finish()?;

@@ -112,6 +112,9 @@ fn every_command_round_trips() {
     });
     all.push(MetaCommand::ConnectionClosed { connection: ConnectionId(u64::MAX) });
     all.push(MetaCommand::NodeStarted);
+    all.push(MetaCommand::DeleteUser { name: "alice".into() });
+    all.push(MetaCommand::DeleteVhost { name: "other".into() });
+    all.push(MetaCommand::ClearPermissions { vhost: "/".into(), user: "alice".into() });
     for cmd in all {
         let bytes = Bytes::from(encode_command(&cmd));
         let back = decode_command(&bytes).unwrap();

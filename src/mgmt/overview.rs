@@ -1,0 +1,155 @@
+//! The node at a glance: `/api/overview`, `/api/whoami`, `/api/cluster-name`, `/api/nodes`,
+//! and the health checks load balancers and Kubernetes probe (`/api/health/checks/…`: 200
+//! `{"status":"ok"}` or 503 with a reason, as RabbitMQ).
+
+use super::auth::User;
+use super::{Api, ApiError, queues};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+/// The version RabbitMQ clients and tools see as the management and broker version.
+pub const RABBITMQ_VERSION: &str = "3.13.7";
+
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route("/api/overview", get(overview))
+        .route("/api/whoami", get(whoami))
+        .route("/api/cluster-name", get(cluster_name))
+        .route("/api/nodes", get(nodes))
+        .route("/api/nodes/{node}", get(node))
+        .route("/api/health/checks/alarms", get(alarms))
+        .route("/api/health/checks/local-alarms", get(alarms))
+        .route("/api/health/checks/ready-to-serve-clients", get(ready))
+        .route("/api/health/checks/virtual-hosts", get(ok))
+}
+
+async fn whoami(user: User) -> Json<Value> {
+    Json(json!({ "name": user.name, "tags": user.tags }))
+}
+
+async fn cluster_name(State(node): State<Api>, _user: User) -> Json<Value> {
+    Json(json!({ "name": node.name() }))
+}
+
+async fn overview(State(node): State<Api>, user: User) -> Json<Value> {
+    let topo = node.topology();
+    let visible: Vec<_> = topo.meta.vhosts.values().filter(|v| user.sees_vhost(&topo, &v.name)).collect();
+    let exchanges: usize = visible.iter().map(|v| v.exchanges.len()).sum();
+    let handles: Vec<_> = visible
+        .iter()
+        .flat_map(|v| {
+            v.queues.keys().filter_map(|q| topo.queues.get(&crate::ids::QueueKey::new(v.name.clone(), q.clone())))
+        })
+        .cloned()
+        .collect();
+    let queue_count = handles.len();
+    drop(visible);
+    drop(topo);
+    let (mut ready, mut unacked, mut consumers) = (0u64, 0u64, 0u64);
+    for h in &handles {
+        if let Some(s) = queues::stats(h).await {
+            ready += u64::from(s.messages);
+            unacked += u64::from(s.unacked);
+            consumers += u64::from(s.consumers);
+        }
+    }
+    let name = node.name();
+    let amqp = node.amqp_addr();
+    let exchange_types: Vec<Value> = ["direct", "fanout", "topic", "headers", "x-delayed-message"]
+        .iter()
+        .map(|t| json!({ "name": t, "description": "", "enabled": true }))
+        .collect();
+    Json(json!({
+        "management_version": RABBITMQ_VERSION,
+        "rabbitmq_version": RABBITMQ_VERSION,
+        "product_name": "Warren",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "erlang_version": "none (Rust)",
+        "cluster_name": name,
+        "node": name,
+        "rates_mode": "basic",
+        "exchange_types": exchange_types,
+        "object_totals": {
+            "connections": 0,
+            "channels": 0,
+            "exchanges": exchanges,
+            "queues": queue_count,
+            "consumers": consumers,
+        },
+        "queue_totals": {
+            "messages": ready + unacked,
+            "messages_ready": ready,
+            "messages_unacknowledged": unacked,
+        },
+        "message_stats": {},
+        "listeners": [
+            { "node": name, "protocol": "amqp", "ip_address": amqp.ip().to_string(), "port": amqp.port() },
+        ],
+    }))
+}
+
+fn node_json(node: &Api) -> Value {
+    let alarms = *node.alarms().borrow();
+    json!({
+        "name": node.name(),
+        "type": "disc",
+        "running": true,
+        "mem_used": crate::alarm::resident_bytes().unwrap_or(0),
+        "mem_limit": node.memory_limit(),
+        "mem_alarm": alarms.memory,
+        "disk_free": crate::alarm::free_bytes(&node.config().data_dir).unwrap_or(0),
+        "disk_free_limit": node.disk_free_limit(),
+        "disk_free_alarm": alarms.disk,
+        "processors": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "uptime": node.uptime_ms(),
+        "os_pid": std::process::id().to_string(),
+        "partitions": [],
+    })
+}
+
+async fn nodes(State(node): State<Api>, _user: User) -> Json<Value> {
+    Json(json!([node_json(&node)]))
+}
+
+async fn node(State(node): State<Api>, _user: User, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    if name != node.name() {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(node_json(&node)))
+}
+
+async fn alarms(State(node): State<Api>, _user: User) -> Response {
+    let a = *node.alarms().borrow();
+    if !a.any() {
+        return Json(json!({ "status": "ok" })).into_response();
+    }
+    let mut raised = Vec::new();
+    if a.memory {
+        raised.push(json!({ "node": node.name(), "resource": "memory" }));
+    }
+    if a.disk {
+        raised.push(json!({ "node": node.name(), "resource": "disk" }));
+    }
+    let body = json!({ "status": "failed", "reason": "resource alarm(s) in effect in the cluster", "alarms": raised });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// Ready to serve clients: running and accepting AMQP connections (the check HAProxy and
+/// Kubernetes use).
+async fn ready(State(node): State<Api>, _user: User) -> Response {
+    if node.is_serving() {
+        Json(json!({ "status": "ok" })).into_response()
+    } else {
+        let body = json!({ "status": "failed", "reason": "the node is not serving clients" });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn ok(_user: User) -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}

@@ -1,0 +1,265 @@
+//! Queues (`/api/queues…`): list, show, declare, delete, purge and get messages, through the
+//! same metadata and queue commands an AMQP client's methods become.
+
+use super::auth::User;
+use super::json::{self, Body};
+use super::{Api, ApiError, admin::propose};
+use crate::broker::permission::Access;
+use crate::ids::{ChannelId, ConnectionId, QueueKey};
+use crate::meta::{MetaCommand, QueueRecord};
+use crate::queue::runner::Request;
+use crate::queue::{Command, Holder, Outcome, QueueHandle, Reply};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use base64::Engine;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use tokio::sync::oneshot;
+
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route("/api/queues", get(list_all))
+        .route("/api/queues/{vhost}", get(list_vhost))
+        .route("/api/queues/{vhost}/{name}", get(show).put(put).delete(remove))
+        .route("/api/queues/{vhost}/{name}/contents", delete(purge))
+        .route("/api/queues/{vhost}/{name}/get", post(get_messages))
+}
+
+/// A queue's counts, as its runner answers them.
+pub struct Stats {
+    pub messages: u32,
+    pub unacked: u32,
+    pub consumers: u32,
+}
+
+/// Asks a queue's runner for a command's reply (`None` if the queue went away).
+pub async fn call(h: &QueueHandle, cmd: Command) -> Option<Reply> {
+    let (tx, rx) = oneshot::channel();
+    h.tx.send(Request::Call { cmd, reply: tx }).await.ok()?;
+    rx.await.ok()
+}
+
+pub async fn stats(h: &QueueHandle) -> Option<Stats> {
+    match call(h, Command::Stats).await? {
+        Reply::Stats { messages, consumers, unacked } => Some(Stats { messages, unacked, consumers }),
+        _ => None,
+    }
+}
+
+async fn queue_json(node: &Api, rec: &QueueRecord) -> Value {
+    let h = node.topology().queues.get(&QueueKey::new(rec.vhost.clone(), rec.name.clone())).cloned();
+    let s = match &h {
+        Some(h) => stats(h).await,
+        None => None,
+    };
+    let (ready, unacked, consumers) = s.map_or((0, 0, 0), |s| (s.messages, s.unacked, s.consumers));
+    json!({
+        "name": rec.name,
+        "vhost": rec.vhost,
+        "durable": rec.durable,
+        "auto_delete": rec.auto_delete,
+        "exclusive": rec.exclusive_owner.is_some(),
+        "arguments": json::table(&rec.args),
+        "type": rec.parsed.queue_type.as_str(),
+        "node": node.name(),
+        "state": if h.is_some() { "running" } else { "stopped" },
+        "policy": null,
+        "messages": ready + unacked,
+        "messages_ready": ready,
+        "messages_unacknowledged": unacked,
+        "consumers": consumers,
+        "consumer_details": [],
+        "message_stats": {},
+    })
+}
+
+async fn listing(node: &Api, user: &User, only: Option<&str>) -> Result<Json<Value>, ApiError> {
+    let records: Vec<std::sync::Arc<QueueRecord>> = {
+        let topo = node.topology();
+        if let Some(v) = only {
+            if !topo.meta.vhosts.contains_key(v) || !user.sees_vhost(&topo, v) {
+                return Err(ApiError::not_found());
+            }
+        }
+        topo.meta
+            .vhosts
+            .values()
+            .filter(|v| only.is_none_or(|o| o == v.name) && user.sees_vhost(&topo, &v.name))
+            .flat_map(|v| v.queues.values().cloned())
+            .collect()
+    };
+    let mut out = Vec::with_capacity(records.len());
+    for r in &records {
+        out.push(queue_json(node, r).await);
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+async fn list_all(State(node): State<Api>, user: User) -> Result<Json<Value>, ApiError> {
+    listing(&node, &user, None).await
+}
+
+async fn list_vhost(State(node): State<Api>, user: User, Path(vhost): Path<String>) -> Result<Json<Value>, ApiError> {
+    listing(&node, &user, Some(&vhost)).await
+}
+
+fn record(node: &Api, user: &User, vhost: &str, name: &str) -> Result<std::sync::Arc<QueueRecord>, ApiError> {
+    let topo = node.topology();
+    if !user.sees_vhost(&topo, vhost) {
+        return Err(ApiError::not_found());
+    }
+    topo.meta.vhosts.get(vhost).and_then(|v| v.queues.get(name)).cloned().ok_or_else(ApiError::not_found)
+}
+
+fn handle(node: &Api, vhost: &str, name: &str) -> Result<QueueHandle, ApiError> {
+    node.topology().queues.get(&QueueKey::new(vhost, name)).cloned().ok_or_else(ApiError::not_found)
+}
+
+async fn show(
+    State(node): State<Api>,
+    user: User,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let rec = record(&node, &user, &vhost, &name)?;
+    Ok(Json(queue_json(&node, &rec).await))
+}
+
+/// Declares a queue (201) or checks an existing one is equivalent (204), as `queue.declare`.
+async fn put(
+    State(node): State<Api>,
+    user: User,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    {
+        let topo = node.topology();
+        if !topo.meta.vhosts.contains_key(&vhost) {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "vhost_not_found"));
+        }
+        if name.starts_with(crate::broker::name::RESERVED_PREFIX) {
+            return Err(ApiError::not_authorised("Access refused."));
+        }
+        user.check(&topo, &vhost, Access::Configure, &name)?;
+    }
+    let cmd = MetaCommand::DeclareQueue {
+        vhost,
+        name,
+        durable: body.flag("durable", false)?,
+        exclusive: false,
+        auto_delete: body.flag("auto_delete", false)?,
+        args: body.arguments()?,
+        connection: ConnectionId(0),
+    };
+    match node.propose_meta(cmd).await {
+        crate::meta::MetaReply::QueueDeclared { created: true } => Ok(StatusCode::CREATED),
+        crate::meta::MetaReply::Refused(e) => Err(e.into()),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+async fn remove(
+    State(node): State<Api>,
+    user: User,
+    Path((vhost, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    record(&node, &user, &vhost, &name)?;
+    user.check(&node.topology(), &vhost, Access::Configure, &name)?;
+    let (if_empty, if_unused) =
+        (q.get("if-empty").is_some_and(|v| v == "true"), q.get("if-unused").is_some_and(|v| v == "true"));
+    if if_empty || if_unused {
+        let h = handle(&node, &vhost, &name)?;
+        let s = stats(&h).await.ok_or_else(ApiError::not_found)?;
+        let what = QueueKey::new(vhost.clone(), name.clone());
+        if if_empty && s.messages + s.unacked > 0 {
+            return Err(ApiError::bad_request(format!("{what} not empty")));
+        }
+        if if_unused && s.consumers > 0 {
+            return Err(ApiError::bad_request(format!("{what} in use")));
+        }
+    }
+    propose(&node, MetaCommand::DeleteQueue { vhost, name }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn purge(
+    State(node): State<Api>,
+    user: User,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    record(&node, &user, &vhost, &name)?;
+    user.check(&node.topology(), &vhost, Access::Read, &name)?;
+    let h = handle(&node, &vhost, &name)?;
+    match call(&h, Command::Purge).await {
+        Some(Reply::Refused(e)) => Err(e.into()),
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+/// `POST …/get`: takes up to `count` messages and, per `ackmode`, acks, requeues or rejects
+/// them; payloads as UTF-8 text where they are (`encoding: auto`) or base64.
+async fn get_messages(
+    State(node): State<Api>,
+    user: User,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    record(&node, &user, &vhost, &name).map_err(|_| crate::broker::Error::no_queue(&vhost, &name).into_api())?;
+    user.check(&node.topology(), &vhost, Access::Read, &name)?;
+    let count = body.get("count").and_then(Value::as_u64).unwrap_or(1).min(10_000);
+    let outcome = match body.str("ackmode") {
+        Some("ack_requeue_true") | Some("reject_requeue_true") => Some(Outcome::Requeue),
+        Some("ack_requeue_false") => None,
+        Some("reject_requeue_false") => Some(Outcome::Discard),
+        _ => {
+            return Err(ApiError::bad_request(
+                "ackmode must be ack_requeue_true, reject_requeue_true, ack_requeue_false or reject_requeue_false",
+            ));
+        }
+    };
+    let base64_only = match body.str("encoding") {
+        Some("auto") => false,
+        Some("base64") => true,
+        _ => return Err(ApiError::bad_request("encoding must be auto or base64")),
+    };
+    let truncate = body.get("truncate").and_then(Value::as_u64).map(|t| t as usize);
+    let h = handle(&node, &vhost, &name)?;
+    let holder = Holder::Get(ConnectionId(0), ChannelId(0));
+    let mut out = Vec::new();
+    let mut taken = Vec::new();
+    for _ in 0..count {
+        let got = match call(&h, Command::Get { holder, no_ack: outcome.is_none() }).await {
+            Some(Reply::Got(Some(g))) => g,
+            Some(Reply::Refused(e)) => return Err(e.into()),
+            _ => break,
+        };
+        let Some(msg) = got.msg.clone() else { continue };
+        taken.push(got.id);
+        let body = msg.body.to_vec();
+        let full = body.len();
+        let shown = &body[..truncate.unwrap_or(full).min(full)];
+        let (payload, encoding) = match std::str::from_utf8(shown) {
+            Ok(s) if !base64_only => (s.to_owned(), "string"),
+            _ => (base64::engine::general_purpose::STANDARD.encode(shown), "base64"),
+        };
+        out.push(json!({
+            "payload_bytes": full,
+            "redelivered": got.redelivered,
+            "exchange": msg.exchange,
+            "routing_key": msg.routing_key,
+            "message_count": got.remaining,
+            "properties": super::exchanges::properties_json(&msg.properties),
+            "payload": payload,
+            "payload_encoding": encoding,
+        }));
+    }
+    // Settled after all were taken, so requeued ones are not taken again by this request.
+    if let (Some(outcome), false) = (outcome, taken.is_empty()) {
+        let _ = h.ctl.send(Request::Cast { cmd: Command::Settle { ids: taken, outcome } }).await;
+    }
+    Ok(Json(Value::Array(out)))
+}

@@ -6,11 +6,10 @@ use super::{Api, ApiError, admin::propose};
 use crate::broker::exchange::{Destination, ExchangeType};
 use crate::broker::permission::Access;
 use crate::broker::router::Binding;
-use crate::ids::ChannelId;
 use crate::meta::{Exchange, MetaCommand};
 use crate::queue::message::encode_header;
-use crate::queue::runner::{ConfirmTo, Request};
-use crate::queue::{Body as MsgBody, ClientEvent, Message};
+use crate::queue::runner::forward_confirmed;
+use crate::queue::{Body as MsgBody, Message};
 use amq_protocol::protocol::BasicProperties;
 use axum::Json;
 use axum::Router;
@@ -22,7 +21,6 @@ use base64::Engine;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 pub fn routes() -> Router<Api> {
     Router::new()
@@ -255,13 +253,7 @@ async fn publish(
     let targets =
         node.topology().targets(&vhost, &x.name, &[routing_key.as_str()], msg.properties.headers().as_ref(), |_| true);
     let routed = !targets.is_empty();
-    let (sink, mut confirms) = mpsc::channel::<ClientEvent>(targets.len().max(1));
-    for (seq, h) in targets.iter().enumerate() {
-        let confirm = Some(ConfirmTo { sink: sink.clone(), channel: ChannelId(0), seq: seq as u64 });
-        let _ = h.tx.send(Request::Publish { msg: msg.clone(), confirm }).await;
-    }
-    drop(sink);
-    while confirms.recv().await.is_some() {}
+    forward_confirmed(vec![(targets, msg)]).await;
     Ok(Json(json!({ "routed": routed })))
 }
 

@@ -578,3 +578,36 @@ impl Runner {
         followups
     }
 }
+
+/// Confirms buffered while forwarding with [`forward_confirmed`].
+const FORWARD_CONFIRMS: usize = 1024;
+
+/// Hands each message to its queues with a confirm request and returns once every queue has
+/// confirmed (or refused, or gone away). A delay store forgets a message only after that;
+/// the management API's publish answers only then.
+pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) {
+    if items.is_empty() {
+        return;
+    }
+    let (sink, mut confirms) = mpsc::channel::<ClientEvent>(FORWARD_CONFIRMS);
+    let mut seq = 0;
+    for (targets, msg) in items {
+        for h in targets {
+            seq += 1;
+            let confirm = Some(ConfirmTo { sink: sink.clone(), channel: ChannelId(0), seq });
+            let send = h.tx.send(Request::Publish { msg: msg.clone(), confirm });
+            tokio::pin!(send);
+            // Drain confirms while waiting for room, so a queue blocked on our confirm
+            // channel never waits on us while we wait on its inbox.
+            loop {
+                tokio::select! {
+                    _ = &mut send => break,
+                    Some(_) = confirms.recv() => {}
+                }
+            }
+        }
+    }
+    // Every pending confirm holds a sender; once all are answered or dropped, this ends.
+    drop(sink);
+    while confirms.recv().await.is_some() {}
+}

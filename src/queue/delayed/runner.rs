@@ -2,8 +2,8 @@
 
 use super::machine::{DelayCommand, DelayMachine, Due};
 use crate::broker::delayed;
-use crate::ids::{ChannelId, MsgId, QueueKey};
-use crate::queue::runner::{ConfirmTo, DeadLetterRouter, Request};
+use crate::ids::{MsgId, QueueKey};
+use crate::queue::runner::{ConfirmTo, DeadLetterRouter, Request, forward_confirmed};
 use crate::queue::{ClientEvent, Command, Message, QueueHandle, Reply};
 use crate::raft::{DurableGroup, Group, GroupError, GroupOptions};
 use crate::storage::GroupLog;
@@ -19,8 +19,6 @@ const BATCH: usize = 512;
 const RELEASE: usize = 4096;
 /// ...and most bytes of bodies (past the first message).
 const RELEASE_BYTES: u64 = 8 << 20;
-/// Confirms from target queues buffered per release round.
-const CONFIRMS: usize = 1024;
 /// An idle durable store snapshots after this long (its log then shrinks to what it holds).
 const IDLE_SNAPSHOT: Duration = Duration::from_secs(2);
 
@@ -246,33 +244,4 @@ fn routing_keys(msg: &Message) -> Vec<String> {
         keys.extend(a.as_slice().iter().filter_map(crate::broker::argument::as_str));
     }
     keys
-}
-
-/// Hands each message to its queues with a confirm request and returns once every queue has
-/// confirmed (or refused, or gone away): the store forgets a message only after that.
-async fn forward_confirmed(items: Vec<(Vec<crate::queue::QueueHandle>, Arc<Message>)>) {
-    if items.is_empty() {
-        return;
-    }
-    let (sink, mut confirms) = mpsc::channel::<ClientEvent>(CONFIRMS);
-    let mut seq = 0;
-    for (targets, msg) in items {
-        for h in targets {
-            seq += 1;
-            let confirm = Some(ConfirmTo { sink: sink.clone(), channel: ChannelId(0), seq });
-            let send = h.tx.send(Request::Publish { msg: msg.clone(), confirm });
-            tokio::pin!(send);
-            // Drain confirms while waiting for room, so a queue blocked on our confirm
-            // channel never waits on us while we wait on its inbox.
-            loop {
-                tokio::select! {
-                    _ = &mut send => break,
-                    Some(_) = confirms.recv() => {}
-                }
-            }
-        }
-    }
-    // Every pending confirm holds a sender; once all are answered or dropped, this ends.
-    drop(sink);
-    while confirms.recv().await.is_some() {}
 }

@@ -116,6 +116,24 @@ pub fn resident_bytes() -> Option<u64> {
     kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
 }
 
+/// Open file descriptors of this process, from `/proc/self/fd` (Linux).
+pub fn open_fds() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+}
+
+/// The soft limit on open file descriptors, from `/proc/self/limits` (Linux).
+pub fn fd_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Threads of this process, from `/proc/self/status` (Linux).
+pub fn threads() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()
+}
+
 /// The machine's memory, from `/proc/meminfo` (Linux).
 pub fn total_memory() -> Option<u64> {
     kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")

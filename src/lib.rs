@@ -11,6 +11,7 @@
 //! - [`storage`]: the node's RocksDB (the only module that imports rocksdb), group commit.
 //! - [`alarm`]: resource alarms that block publishers (memory; disk with durability).
 //! - [`config`]: settings of a node.
+//! - [`stats`]: message counters and rates (`message_stats`, Prometheus).
 //! - [`ctl`]: the administration commands behind `warren ctl`.
 
 pub mod alarm;
@@ -25,4 +26,5 @@ pub mod mgmt;
 pub mod node;
 pub mod queue;
 pub mod raft;
+pub mod stats;
 pub mod storage;

@@ -9,11 +9,13 @@
 mod admin;
 mod auth;
 mod columns;
+mod connections;
 mod error;
 mod exchanges;
 mod json;
 mod overview;
 mod queues;
+mod rates;
 mod ui;
 
 use crate::node::Node;
@@ -35,6 +37,7 @@ pub fn router(node: Api) -> Router {
         .merge(admin::routes())
         .merge(exchanges::routes())
         .merge(queues::routes())
+        .merge(connections::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn(columns::select))
         .with_state(node)

@@ -17,6 +17,7 @@ use crate::queue::machine::{Command, QueueConfig};
 use crate::queue::runner::{AutoDelete, Backend, DeadLetterRouter, Hooks, Request};
 use crate::queue::{self, ClientSink, Message, QueueHandle};
 use crate::raft::{DurableGroup, GroupOptions};
+use crate::stats::Counters;
 use crate::storage::{GroupId, Storage};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub mod clients;
 mod delays;
 mod topology;
 
@@ -39,6 +41,8 @@ const META_GROUP: GroupId = GroupId(0);
 const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 /// How often resident memory and free disk are compared with the alarm thresholds.
 const MEMORY_CHECK: Duration = Duration::from_secs(1);
+/// How often message rates are sampled (RabbitMQ's `collect_statistics_interval`).
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// Metadata proposals waiting for the actor before proposers wait.
 const META_INBOX: usize = 1024;
 
@@ -68,6 +72,12 @@ pub struct Node {
     name: String,
     amqp_addr: SocketAddr,
     started: std::time::Instant,
+    /// Client connections, for the management API.
+    clients: Arc<clients::Clients>,
+    /// Node-wide message counters.
+    stats: Arc<Counters>,
+    /// Message counters per exchange: (vhost, name) -> counters.
+    exchange_stats: Mutex<HashMap<(String, String), Arc<Counters>>>,
     me: Weak<Node>,
 }
 
@@ -116,7 +126,8 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch (the time field of commands; connection start times).
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -165,6 +176,9 @@ impl Node {
             name: format!("warren@{}", hostname()),
             amqp_addr,
             started: std::time::Instant::now(),
+            clients: Arc::default(),
+            stats: Arc::default(),
+            exchange_stats: Mutex::default(),
             me: me.clone(),
         });
         tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx));
@@ -172,12 +186,18 @@ impl Node {
         node.memory.check();
         node.disk.check();
         tracing::info!(memory = node.memory.limit(), disk_free = node.disk.limit(), "alarm thresholds");
-        let monitor = tokio::spawn(memory_monitor(Arc::downgrade(&node), node.shutdown_signal()));
+        // Resident memory and free disk against their thresholds; message rates.
+        let monitor = tokio::spawn(every(Arc::downgrade(&node), MEMORY_CHECK, node.shutdown_signal(), |n| {
+            n.memory.check();
+            n.disk.check();
+        }));
+        let sampler =
+            tokio::spawn(every(Arc::downgrade(&node), STATS_INTERVAL, node.shutdown_signal(), Node::sample_stats));
         tracing::info!(%amqp_addr, "AMQP 0-9-1 listener started");
         let server = tokio::spawn(amqp::server::serve(node.clone(), listener));
         tracing::info!(%http_addr, "management listener started");
         let mgmt = tokio::spawn(crate::mgmt::serve(node.clone(), http, node.shutdown_signal()));
-        Ok(Running { node, amqp_addr, http_addr, tasks: vec![server, monitor, mgmt] })
+        Ok(Running { node, amqp_addr, http_addr, tasks: vec![server, monitor, sampler, mgmt] })
     }
 
     async fn bootstrap(&self) -> Result<(), StartError> {
@@ -404,6 +424,43 @@ impl Node {
         self.disk.set_limit(bytes);
     }
 
+    /// The client connections.
+    pub fn clients(&self) -> &Arc<clients::Clients> {
+        &self.clients
+    }
+
+    /// Node-wide message counters.
+    pub fn stats(&self) -> &Counters {
+        &self.stats
+    }
+
+    /// The message counters of an exchange (created on first use).
+    pub fn exchange_stats(&self, vhost: &str, exchange: &str) -> Arc<Counters> {
+        let mut m = self.exchange_stats.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((vhost.to_owned(), exchange.to_owned())).or_default().clone()
+    }
+
+    /// The message counters of an exchange, if it has any.
+    pub fn exchange_stats_of(&self, vhost: &str, exchange: &str) -> Option<Arc<Counters>> {
+        let m = self.exchange_stats.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&(vhost.to_owned(), exchange.to_owned())).cloned()
+    }
+
+    /// Samples every counter (rates), and forgets the counters of exchanges that are gone.
+    fn sample_stats(&self) {
+        let now = std::time::Instant::now();
+        self.stats.sample(now);
+        let topo = self.topology();
+        for q in topo.queues.values() {
+            q.stats.sample(now);
+        }
+        let mut m = self.exchange_stats.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|(v, x), _| topo.meta.vhosts.get(v).is_some_and(|v| x.is_empty() || v.exchanges.contains_key(x)));
+        for c in m.values() {
+            c.sample(now);
+        }
+    }
+
     pub fn next_connection_id(&self) -> ConnectionId {
         ConnectionId(self.next_connection.fetch_add(1, Ordering::Relaxed))
     }
@@ -496,17 +553,14 @@ async fn meta_actor(node: Weak<Node>, mut rx: mpsc::Receiver<MetaRequest>) {
     }
 }
 
-/// Compares resident memory and free disk with their thresholds every second until shutdown.
-async fn memory_monitor(node: Weak<Node>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(MEMORY_CHECK);
+/// Calls `f` on the node every `period` until shutdown.
+async fn every(node: Weak<Node>, period: Duration, mut shutdown: watch::Receiver<bool>, f: fn(&Node)) {
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = amqp::server::stopped(&mut shutdown) => return,
             _ = tick.tick() => match node.upgrade() {
-                Some(n) => {
-                    n.memory.check();
-                    n.disk.check();
-                }
+                Some(n) => f(&n),
                 None => return,
             },
         }

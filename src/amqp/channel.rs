@@ -41,6 +41,10 @@ pub struct ConsumerEntry {
     /// Credit granted to the queue for this consumer and not yet used, when the channel has a
     /// channel-wide prefetch (`basic.qos global=true`); `None` otherwise.
     pub credit: Option<u32>,
+    /// As declared, for the management API's consumer list.
+    pub exclusive: bool,
+    pub prefetch: u32,
+    pub arguments: amq_protocol::types::FieldTable,
 }
 
 /// Publisher-confirm bookkeeping: sequence numbers still waiting on some of their queues.

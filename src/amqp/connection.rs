@@ -12,8 +12,10 @@ use super::out::Out;
 use crate::broker::ReplyCode;
 use crate::ids::{ChannelId, ConnectionId, MsgId};
 use crate::node::Node;
+use crate::node::clients::{Control, Io, Registered, Registration};
 use crate::queue::machine::Outcome;
 use crate::queue::{ClientEvent, ClientSink, QueueHandle};
+use crate::stats::Counters;
 use amq_protocol::protocol::{AMQPClass, access, basic, channel, connection};
 use bytes::BytesMut;
 use std::collections::{HashMap, VecDeque};
@@ -49,6 +51,10 @@ pub(super) struct Connection {
     pub has_published: bool,
     /// We sent `connection.blocked` and owe `connection.unblocked`.
     blocked: bool,
+    /// This connection in the node's registry (removed when dropped) and its control inbox.
+    pub(super) registered: Registered,
+    /// Counters of the exchanges this connection published to, by name.
+    pub(super) exchange_stats: HashMap<String, Arc<Counters>>,
 }
 
 /// What a frame asks of the connection.
@@ -60,8 +66,10 @@ enum Flow {
 
 /// Serves one client socket to the end.
 pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
+    let local = sock.local_addr().unwrap_or(peer);
     let (mut reader, writer) = sock.into_split();
-    let (mut out, writer_task) = Out::start(writer);
+    let io = Arc::new(Io::default());
+    let (mut out, writer_task) = Out::start(writer, io.clone());
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let timeout = Duration::from_secs(node.config().handshake_timeout);
     let hs = Handshake { node: &node, reader: &mut reader, rbuf: &mut rbuf, out: &mut out, peer };
@@ -81,7 +89,22 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
     };
     let (sink, inbox) = mpsc::channel(INBOX);
     let id = node.next_connection_id();
-    tracing::info!(%peer, connection = id.0, user = %negotiated.user, vhost = %negotiated.vhost, name = ?negotiated.connection_name, "connection opened");
+    tracing::info!(%peer, connection = id.0, user = %negotiated.user, vhost = %negotiated.vhost, connection_name = ?negotiated.connection_name, "connection opened");
+    let registered = node.clients().register(Registration {
+        id,
+        peer,
+        local,
+        user: negotiated.user.clone(),
+        vhost: negotiated.vhost.clone(),
+        auth_mechanism: negotiated.mechanism,
+        client_properties: negotiated.client_properties,
+        user_provided_name: negotiated.connection_name.clone(),
+        frame_max: negotiated.frame_max,
+        channel_max: negotiated.channel_max,
+        heartbeat: negotiated.heartbeat,
+        connected_at: crate::node::now_ms(),
+        io,
+    });
     let mut conn = Connection {
         node: node.clone(),
         id,
@@ -98,6 +121,8 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         settles: Vec::new(),
         has_published: false,
         blocked: false,
+        registered,
+        exchange_stats: HashMap::new(),
     };
     let reason = conn.serve(&mut reader, &mut rbuf, negotiated.heartbeat).await;
     if let Some(e) = &reason {
@@ -106,7 +131,7 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
     }
     conn.cleanup().await;
     conn.out.close(writer_task).await;
-    tracing::info!(%peer, connection = id.0, reason = reason.as_ref().map(|e| e.text.as_str()).unwrap_or("client closed"), "connection closed");
+    tracing::info!(%peer, connection = id.0, connection_name = ?negotiated.connection_name, reason = reason.as_ref().map(|e| e.text.as_str()).unwrap_or("client closed"), "connection closed");
 }
 
 fn send_connection_close(out: &mut Out, e: &AmqpError) {
@@ -182,6 +207,7 @@ impl Connection {
             while let Some(ev) = self.deferred.pop_front() {
                 self.handle_event(ev);
             }
+            self.registered.info.channels.store(self.channels.len() as u64, std::sync::atomic::Ordering::Relaxed);
             self.flush_settles().await;
             // A raised alarm holds the reads of publishing connections (RabbitMQ's
             // connection.blocked); consumers-only connections go on.
@@ -203,6 +229,16 @@ impl Connection {
                         self.handle_event(ev);
                     }
                 }
+                ctl = self.registered.control.recv() => match ctl {
+                    Some(Control::Close(reason)) => {
+                        tracing::info!(connection = self.id.0, reason = %reason, "closing connection on request");
+                        return Some(AmqpError::new(ReplyCode::ConnectionForced, reason));
+                    }
+                    Some(Control::Inspect(tx)) => {
+                        let _ = tx.send(self.inspect());
+                    }
+                    None => {}
+                },
                 changed = alarms.changed() => {
                     if changed.is_err() {
                         return None;
@@ -211,7 +247,8 @@ impl Connection {
                 n = reader.read_buf(rbuf), if !hold => {
                     match n {
                         Ok(0) | Err(_) => return None,
-                        Ok(_) => {
+                        Ok(n) => {
+                            self.registered.info.io.received(n);
                             last_read = Instant::now();
                             if rbuf.capacity() - rbuf.len() < 4096 {
                                 rbuf.reserve(READ_CHUNK);

@@ -13,6 +13,7 @@ use crate::broker::permission::Access;
 use crate::ids::ChannelId;
 use crate::queue::machine::{Command, ConsumerSpec, Holder, Outcome, Reply};
 use crate::queue::runner::Request;
+use crate::stats::Stat;
 use amq_protocol::protocol::{AMQPClass, basic};
 use base64::Engine;
 use tokio::sync::oneshot;
@@ -129,7 +130,16 @@ impl Connection {
                 priority,
             };
             // Register locally first: deliveries may arrive before the reply.
-            chan.consumers.insert(tag.clone(), ConsumerEntry { queue: handle.clone(), id, no_ack: c.no_ack, credit });
+            let entry = ConsumerEntry {
+                queue: handle.clone(),
+                id,
+                no_ack: c.no_ack,
+                credit,
+                exclusive: c.exclusive,
+                prefetch,
+                arguments: c.arguments.clone(),
+            };
+            chan.consumers.insert(tag.clone(), entry);
             let (tx, rx) = oneshot::channel();
             self.send_to(&handle, Request::Consume { spec, sink, reply: tx }).await?;
             match self.await_reply(&handle, rx).await? {
@@ -173,6 +183,10 @@ impl Connection {
                     )
                     .into());
                 };
+                self.count(Some(&handle), if g.no_ack { Stat::GetNoAck } else { Stat::Get }, 1);
+                if got.redelivered {
+                    self.count(Some(&handle), Stat::Redeliver, 1);
+                }
                 let c = self.chan(ch)?;
                 let tag = c.next_tag();
                 if !g.no_ack {
@@ -191,7 +205,10 @@ impl Connection {
                 let frame_max = self.frame_max;
                 self.out.content(ch, &msg, frame_max);
             }
-            Reply::Got(None) => self.out.method(ch, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}))),
+            Reply::Got(None) => {
+                self.count(Some(&handle), Stat::GetEmpty, 1);
+                self.out.method(ch, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})));
+            }
             Reply::Refused(e) => return Err(e.into()),
             _ => {}
         }
@@ -228,6 +245,9 @@ impl Connection {
             return Err(AmqpError::precondition(format!("unknown delivery tag {tag}")));
         };
         for u in taken {
+            if outcome == Outcome::Ack {
+                self.count(Some(&u.queue), Stat::Ack, 1);
+            }
             self.settle(&u.queue, outcome, u.id);
         }
         self.grant_credit(ch);

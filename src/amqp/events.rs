@@ -9,6 +9,7 @@ use super::queue_io::cast;
 use crate::meta::MetaCommand;
 use crate::queue::ClientEvent;
 use crate::queue::machine::{Command, Outcome};
+use crate::stats::Stat;
 use amq_protocol::protocol::{AMQPClass, basic};
 
 impl Connection {
@@ -40,6 +41,10 @@ impl Connection {
                     let tag = c.next_tag();
                     if !d.no_ack {
                         c.unacked.insert(tag, Unacked { queue: queue.clone(), id: d.id });
+                    }
+                    self.count(Some(&queue), if d.no_ack { Stat::DeliverNoAck } else { Stat::Deliver }, 1);
+                    if d.redelivered {
+                        self.count(Some(&queue), Stat::Redeliver, 1);
                     }
                     self.out.deliver(
                         channel.0,

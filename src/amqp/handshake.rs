@@ -27,6 +27,8 @@ pub struct Negotiated {
     pub heartbeat: u16,
     pub caps: ClientCaps,
     pub connection_name: Option<String>,
+    pub client_properties: amq_protocol::types::FieldTable,
+    pub mechanism: String,
 }
 
 /// The client capabilities that change what the server may send.
@@ -187,7 +189,17 @@ impl Handshake<'_> {
         }
         self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
         self.out.flush().await;
-        Ok(Negotiated { user, vhost, frame_max, channel_max, heartbeat: t.heartbeat, caps, connection_name })
+        Ok(Negotiated {
+            user,
+            vhost,
+            frame_max,
+            channel_max,
+            heartbeat: t.heartbeat,
+            caps,
+            connection_name,
+            client_properties: ok.client_properties,
+            mechanism,
+        })
     }
 
     fn authenticate(&self, mechanism: &str, response: &[u8], caps: ClientCaps) -> Result<String, Refusal> {

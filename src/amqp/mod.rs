@@ -12,6 +12,7 @@ pub mod error;
 mod events;
 pub mod frame;
 mod handshake;
+mod inspect;
 pub mod out;
 mod publish;
 mod queue_io;

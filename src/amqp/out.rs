@@ -6,11 +6,13 @@
 //! client back-pressures its own connection only.
 
 use super::frame::{FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD};
+use crate::node::clients::Io;
 use crate::queue::Message;
 use amq_protocol::frame::{AMQPFrame, WriteContext, gen_frame};
 use amq_protocol::protocol::AMQPClass;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -28,10 +30,10 @@ pub struct Out {
 }
 
 impl Out {
-    /// Starts the writer task for `sock`.
-    pub fn start(sock: OwnedWriteHalf) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the writer task for `sock`, counting what it writes in `io`.
+    pub fn start(sock: OwnedWriteHalf, io: Arc<Io>) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        let task = tokio::spawn(writer(sock, rx));
+        let task = tokio::spawn(writer(sock, rx, io));
         (
             Self {
                 buf: BytesMut::with_capacity(16 * 1024),
@@ -155,11 +157,12 @@ fn put_shortstr(b: &mut BytesMut, s: &str) {
     b.extend_from_slice(s);
 }
 
-async fn writer(mut sock: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<Bytes>>) {
+async fn writer(mut sock: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<Bytes>>, io: Arc<Io>) {
     let mut batches = Vec::new();
     let mut pending: Vec<Bytes> = Vec::new();
     while rx.recv_many(&mut batches, WRITER_QUEUE).await > 0 {
         pending.extend(batches.drain(..).flatten());
+        io.sent(pending.iter().map(Bytes::len).sum(), pending.len());
         if write_all(&mut sock, &mut pending).await.is_err() {
             return;
         }

@@ -18,6 +18,7 @@ use crate::queue::machine::Outcome;
 use crate::queue::message::encode_header;
 use crate::queue::runner::{ConfirmTo, Request};
 use crate::queue::{Body, ClientEvent, Message};
+use crate::stats::Stat;
 use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use std::sync::Arc;
@@ -205,9 +206,15 @@ impl Connection {
             msg.properties.headers().as_ref(),
             |_| true,
         );
+        let exchange = self.exchange_counters(&msg.exchange);
+        exchange.add(Stat::PublishIn, 1);
+        self.count(None, Stat::Publish, 1);
         if handles.is_empty() {
             if mandatory {
+                self.count(None, Stat::ReturnUnroutable, 1);
                 self.basic_return(ch, &msg);
+            } else {
+                self.count(None, Stat::DropUnroutable, 1);
             }
             if let Some(seq) = seq {
                 self.confirmed_now(ch, seq);
@@ -219,7 +226,9 @@ impl Connection {
                 cs.outstanding.insert(seq, handles.len() as u32);
             }
         }
+        exchange.add(Stat::PublishOut, 1);
         for h in &handles {
+            h.stats.add(Stat::Publish, 1);
             let confirm = seq.map(|seq| ConfirmTo { sink: self.sink.clone(), channel: ChannelId(ch), seq });
             // A queue deleted meanwhile simply does not take the message.
             if self.send_to(h, Request::Publish { msg: msg.clone(), confirm }).await.is_err() {
@@ -278,6 +287,7 @@ impl Connection {
         if c.state != super::channel::ChannelState::Open {
             return;
         }
+        let before = c.confirm.as_ref().map_or(0, |cs| cs.acked_upto);
         while let Some((tag, multiple, ack)) = c.confirm.as_mut().and_then(ConfirmState::next_settle) {
             let m = if ack {
                 basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple })
@@ -286,6 +296,8 @@ impl Connection {
             };
             self.out.method(ch, AMQPClass::Basic(m));
         }
+        let after = c.confirm.as_ref().map_or(0, |cs| cs.acked_upto);
+        self.node.stats().add(Stat::Confirm, after - before);
     }
 
     pub(super) fn confirm_select(&mut self, ch: u16) -> Result<()> {

@@ -10,6 +10,7 @@ use crate::meta::{Exchange, MetaCommand};
 use crate::queue::message::encode_header;
 use crate::queue::runner::forward_confirmed;
 use crate::queue::{Body as MsgBody, Message};
+use crate::stats::Stat;
 use amq_protocol::protocol::BasicProperties;
 use axum::Json;
 use axum::Router;
@@ -44,7 +45,10 @@ fn internal_name(name: &str) -> &str {
     if name == DEFAULT { "" } else { name }
 }
 
-fn exchange_json(vhost: &str, x: &Exchange) -> Value {
+fn exchange_json(node: &Api, vhost: &str, x: &Exchange) -> Value {
+    let message_stats = node
+        .exchange_stats_of(vhost, &x.name)
+        .map_or_else(|| json!({}), |c| super::rates::message_stats(&c, Stat::EXCHANGE));
     json!({
         "name": x.name,
         "vhost": vhost,
@@ -54,7 +58,7 @@ fn exchange_json(vhost: &str, x: &Exchange) -> Value {
         "internal": x.internal,
         "arguments": json::table(&x.args),
         "policy": null,
-        "message_stats": {},
+        "message_stats": message_stats,
     })
 }
 
@@ -70,7 +74,7 @@ fn listing(node: &Api, user: &User, only: Option<&str>) -> Result<Json<Value>, A
             .vhosts
             .values()
             .filter(|v| only.is_none_or(|o| o == v.name) && user.sees_vhost(&topo, &v.name))
-            .flat_map(|v| v.exchanges.values().map(|x| exchange_json(&v.name, x)))
+            .flat_map(|v| v.exchanges.values().map(|x| exchange_json(node, &v.name, x)))
             .collect(),
     ))
 }
@@ -102,7 +106,7 @@ async fn show(
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let x = exchange(&node, &user, &vhost, &name)?;
-    Ok(Json(exchange_json(&vhost, &x)))
+    Ok(Json(exchange_json(&node, &vhost, &x)))
 }
 
 /// Declares an exchange (201) or checks an existing one is equivalent (204).

@@ -50,6 +50,8 @@ async fn overview(State(node): State<Api>, user: User) -> Json<Value> {
     let queue_count = handles.len();
     drop(visible);
     drop(topo);
+    let conns = super::connections::visible(&node, &user, None);
+    let channels: u64 = conns.iter().map(|c| c.channel_count()).sum();
     let (mut ready, mut unacked, mut consumers) = (0u64, 0u64, 0u64);
     for h in &handles {
         if let Some(s) = queues::stats(h).await {
@@ -75,18 +77,21 @@ async fn overview(State(node): State<Api>, user: User) -> Json<Value> {
         "rates_mode": "basic",
         "exchange_types": exchange_types,
         "object_totals": {
-            "connections": 0,
-            "channels": 0,
+            "connections": conns.len(),
+            "channels": channels,
             "exchanges": exchanges,
             "queues": queue_count,
             "consumers": consumers,
         },
         "queue_totals": {
             "messages": ready + unacked,
+            "messages_details": { "rate": 0.0 },
             "messages_ready": ready,
+            "messages_ready_details": { "rate": 0.0 },
             "messages_unacknowledged": unacked,
+            "messages_unacknowledged_details": { "rate": 0.0 },
         },
-        "message_stats": {},
+        "message_stats": super::rates::message_stats(node.stats(), crate::stats::Stat::NODE),
         "listeners": [
             { "node": name, "protocol": "amqp", "ip_address": amqp.ip().to_string(), "port": amqp.port() },
         ],
@@ -106,6 +111,12 @@ fn node_json(node: &Api) -> Value {
         "disk_free_limit": node.disk_free_limit(),
         "disk_free_alarm": alarms.disk,
         "processors": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "fd_used": crate::alarm::open_fds().unwrap_or(0),
+        "fd_total": crate::alarm::fd_limit().unwrap_or(0),
+        "sockets_used": node.clients().len(),
+        "sockets_total": crate::alarm::fd_limit().unwrap_or(0),
+        "proc_used": crate::alarm::threads().unwrap_or(0),
+        "proc_total": 1_048_576,
         "uptime": node.uptime_ms(),
         "os_pid": std::process::id().to_string(),
         "partitions": [],

@@ -3,12 +3,13 @@
 
 use super::auth::User;
 use super::json::{self, Body};
-use super::{Api, ApiError, admin::propose};
+use super::{Api, ApiError, admin::propose, rates};
 use crate::broker::permission::Access;
 use crate::ids::{ChannelId, ConnectionId, QueueKey};
 use crate::meta::{MetaCommand, QueueRecord};
 use crate::queue::runner::Request;
 use crate::queue::{Command, Holder, Outcome, QueueHandle, Reply};
+use crate::stats::Stat;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -33,6 +34,7 @@ pub struct Stats {
     pub messages: u32,
     pub unacked: u32,
     pub consumers: u32,
+    pub bytes: u64,
 }
 
 /// Asks a queue's runner for a command's reply (`None` if the queue went away).
@@ -44,19 +46,27 @@ pub async fn call(h: &QueueHandle, cmd: Command) -> Option<Reply> {
 
 pub async fn stats(h: &QueueHandle) -> Option<Stats> {
     match call(h, Command::Stats).await? {
-        Reply::Stats { messages, consumers, unacked } => Some(Stats { messages, unacked, consumers }),
+        Reply::Stats { messages, consumers, unacked, bytes } => Some(Stats { messages, unacked, consumers, bytes }),
         _ => None,
     }
 }
 
-async fn queue_json(node: &Api, rec: &QueueRecord) -> Value {
+/// A queue as the API shows it; `details` adds its consumers (on the single-queue answer).
+async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
     let h = node.topology().queues.get(&QueueKey::new(rec.vhost.clone(), rec.name.clone())).cloned();
     let s = match &h {
         Some(h) => stats(h).await,
         None => None,
     };
-    let (ready, unacked, consumers) = s.map_or((0, 0, 0), |s| (s.messages, s.unacked, s.consumers));
-    json!({
+    let (ready, unacked, consumers, bytes) = s.map_or((0, 0, 0, 0), |s| (s.messages, s.unacked, s.consumers, s.bytes));
+    let consumer_details = if details {
+        let conns = node.clients().all().into_iter().filter(|c| c.vhost == rec.vhost).collect::<Vec<_>>();
+        super::connections::consumers_json(node, &conns, Some(&rec.name)).await
+    } else {
+        Vec::new()
+    };
+    let message_stats = h.as_ref().map_or_else(|| json!({}), |h| rates::message_stats(&h.stats, Stat::QUEUE));
+    let mut v = json!({
         "name": rec.name,
         "vhost": rec.vhost,
         "durable": rec.durable,
@@ -67,13 +77,17 @@ async fn queue_json(node: &Api, rec: &QueueRecord) -> Value {
         "node": node.name(),
         "state": if h.is_some() { "running" } else { "stopped" },
         "policy": null,
-        "messages": ready + unacked,
-        "messages_ready": ready,
-        "messages_unacknowledged": unacked,
         "consumers": consumers,
-        "consumer_details": [],
-        "message_stats": {},
-    })
+        "consumer_details": consumer_details,
+        "message_bytes": bytes,
+        "message_stats": message_stats,
+    });
+    if let Value::Object(m) = &mut v {
+        rates::with_details(m, "messages", u64::from(ready + unacked));
+        rates::with_details(m, "messages_ready", u64::from(ready));
+        rates::with_details(m, "messages_unacknowledged", u64::from(unacked));
+    }
+    v
 }
 
 async fn listing(node: &Api, user: &User, only: Option<&str>) -> Result<Json<Value>, ApiError> {
@@ -93,7 +107,7 @@ async fn listing(node: &Api, user: &User, only: Option<&str>) -> Result<Json<Val
     };
     let mut out = Vec::with_capacity(records.len());
     for r in &records {
-        out.push(queue_json(node, r).await);
+        out.push(queue_json(node, r, false).await);
     }
     Ok(Json(Value::Array(out)))
 }
@@ -124,7 +138,7 @@ async fn show(
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let rec = record(&node, &user, &vhost, &name)?;
-    Ok(Json(queue_json(&node, &rec).await))
+    Ok(Json(queue_json(&node, &rec, true).await))
 }
 
 /// Declares a queue (201) or checks an existing one is equivalent (204), as `queue.declare`.

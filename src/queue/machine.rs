@@ -136,6 +136,8 @@ pub enum Reply {
         messages: u32,
         consumers: u32,
         unacked: u32,
+        /// Body bytes of ready and unacked messages (RabbitMQ's `message_bytes`).
+        bytes: u64,
     },
     Refused(Error),
 }
@@ -361,6 +363,21 @@ impl QueueMachine {
         [self.ready.first_id(), unacked].into_iter().flatten().min().map(|id| id.0)
     }
 
+    /// The queue's counts.
+    pub fn stats(&self) -> Reply {
+        Reply::Stats {
+            messages: self.ready_count(),
+            consumers: self.consumer_count(),
+            unacked: self.unacked_count(),
+            bytes: self.bytes(),
+        }
+    }
+
+    /// Body bytes of ready and unacked messages.
+    pub fn bytes(&self) -> u64 {
+        self.ready_bytes + self.unacked.values().map(|(_, e)| u64::from(e.size)).sum::<u64>()
+    }
+
     /// Weight of the bodies held in memory.
     pub fn held_bytes(&self) -> u64 {
         self.held
@@ -555,7 +572,7 @@ impl QueueMachine {
                 self.held -= dropped;
             }
         }
-        Reply::Stats { messages: self.ready_count(), consumers: 0, unacked: self.unacked_count() }
+        Reply::Stats { messages: self.ready_count(), consumers: 0, unacked: self.unacked_count(), bytes: self.bytes() }
     }
 
     fn delete(&mut self, if_unused: bool, if_empty: bool, effects: &mut Vec<Effect>) -> Reply {
@@ -588,7 +605,7 @@ impl Machine for QueueMachine {
                 Command::Settle { .. } => Reply::Settled(0),
                 Command::Cancel { .. } => Reply::Cancelled(false),
                 Command::Delete { .. } => Reply::Deleted(0),
-                Command::Stats => Reply::Stats { messages: 0, consumers: 0, unacked: 0 },
+                Command::Stats => Reply::Stats { messages: 0, consumers: 0, unacked: 0, bytes: 0 },
                 _ => Reply::Refused(Error::no_queue(&self.config.key.vhost, &self.config.key.name)),
             };
         }
@@ -635,11 +652,7 @@ impl Machine for QueueMachine {
                 Reply::Settled(0)
             }
             Command::Delete { if_unused, if_empty } => return self.delete(if_unused, if_empty, effects),
-            Command::Stats => Reply::Stats {
-                messages: self.ready_count(),
-                consumers: self.consumer_count(),
-                unacked: self.unacked_count(),
-            },
+            Command::Stats => self.stats(),
             Command::Recover { drop_transient } => self.recover(drop_transient, effects),
         };
         self.dispatch(effects);

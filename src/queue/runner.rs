@@ -12,6 +12,7 @@ use super::machine::{Command, ConsumerSpec, Effect, Outcome, QueueConfig, QueueM
 use crate::broker::{Error, ReplyCode};
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
 use crate::raft::{DurableGroup, Group, GroupError, GroupOptions};
+use crate::stats::Counters;
 use crate::storage::GroupLog;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub struct QueueHandle {
     pub key: Arc<QueueKey>,
     pub tx: mpsc::Sender<Request>,
     pub ctl: mpsc::Sender<Request>,
+    /// Message counters of this queue (`message_stats`), bumped by the connections.
+    pub stats: Arc<Counters>,
 }
 
 impl QueueHandle {
@@ -181,8 +184,9 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(INBOX);
     let key = Arc::new(config.key.clone());
-    let handle = QueueHandle { key, tx, ctl };
+    let handle = QueueHandle { key, tx, ctl, stats: Arc::default() };
     let me = (handle.tx.downgrade(), handle.ctl.downgrade());
+    let stats = handle.stats.clone();
     let key = handle.key.clone();
     let dead_letter = config.dead_letter.clone();
     let touch = config.expires.is_some();
@@ -201,7 +205,7 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
             }
         };
         let dead_letters = dead_letter.map(|target| (target, spawn_forwarder()));
-        let mut runner = Runner { store, sinks: HashMap::new(), key, me, hooks, dead_letters };
+        let mut runner = Runner { store, sinks: HashMap::new(), key, me, stats, hooks, dead_letters };
         // After a restart no consumer of before is connected any more; and a queue's
         // `x-expires` counts from its start (RabbitMQ restarts it with the queue).
         let start: Vec<Command> = recover
@@ -224,6 +228,7 @@ struct Runner {
     sinks: HashMap<ConsumerId, ConsumerSink>,
     key: Arc<QueueKey>,
     me: (mpsc::WeakSender<Request>, mpsc::WeakSender<Request>),
+    stats: Arc<Counters>,
     hooks: Hooks,
     /// Where dead letters go (`x-dead-letter-exchange`), and the forwarder that hands them to
     /// their queues, in order, without the runner waiting on another queue's inbox.
@@ -371,11 +376,7 @@ impl Runner {
         let mut results = results.into_iter();
         for post in posts {
             if let Post::Stats(reply) = post {
-                let _ = reply.send(self.store.read(|m| Reply::Stats {
-                    messages: m.ready_count(),
-                    consumers: m.consumer_count(),
-                    unacked: m.unacked_count(),
-                }));
+                let _ = reply.send(self.store.read(QueueMachine::stats));
                 continue;
             }
             let Some((reply, fx)) = results.next() else { break };
@@ -543,7 +544,7 @@ impl Runner {
             }
         }
         let me = match (self.me.0.upgrade(), self.me.1.upgrade()) {
-            (Some(tx), Some(ctl)) => Some(QueueHandle { key: self.key.clone(), tx, ctl }),
+            (Some(tx), Some(ctl)) => Some(QueueHandle { key: self.key.clone(), tx, ctl, stats: self.stats.clone() }),
             _ => None,
         };
         for ((_, channel), (sink, items)) in per_channel {

@@ -83,7 +83,7 @@ impl Store {
 pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router) -> QueueHandle {
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(16);
-    let handle = QueueHandle { key: Arc::new(key), tx, ctl };
+    let handle = QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default() };
     let key = handle.key.clone();
     tokio::spawn(async move {
         let store = match log {

@@ -1,0 +1,60 @@
+//! What a connection reports about itself: snapshots of its channels and consumers for the
+//! management API (answering [`Control::Inspect`](crate::node::clients::Control)), and the
+//! message counters it bumps (`message_stats`: node-wide, per queue and per exchange).
+
+use super::connection::Connection;
+use crate::node::clients::{ChannelInfo, ConsumerInfo};
+use crate::queue::QueueHandle;
+use crate::stats::{Counters, Stat};
+use std::sync::Arc;
+
+impl Connection {
+    /// The state of every open channel.
+    pub(super) fn inspect(&self) -> Vec<ChannelInfo> {
+        let mut out: Vec<ChannelInfo> = self
+            .channels
+            .iter()
+            .map(|(&number, c)| ChannelInfo {
+                number,
+                prefetch_count: c.prefetch_consumer,
+                global_prefetch_count: c.prefetch_channel,
+                confirm: c.confirm.is_some(),
+                transactional: c.tx.is_some(),
+                unacked: c.unacked.len(),
+                unconfirmed: c.confirm.as_ref().map_or(0, |s| s.outstanding.len()),
+                consumers: c
+                    .consumers
+                    .iter()
+                    .map(|(tag, e)| ConsumerInfo {
+                        tag: tag.clone(),
+                        queue: e.queue.key.name.clone(),
+                        ack_required: !e.no_ack,
+                        exclusive: e.exclusive,
+                        prefetch_count: e.prefetch,
+                        arguments: e.arguments.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|c| c.number);
+        out
+    }
+
+    /// Counts an event node-wide and, if given, on a queue.
+    pub(super) fn count(&self, queue: Option<&QueueHandle>, s: Stat, n: u64) {
+        self.node.stats().add(s, n);
+        if let Some(q) = queue {
+            q.stats.add(s, n);
+        }
+    }
+
+    /// The counters of an exchange of this connection's vhost.
+    pub(super) fn exchange_counters(&mut self, exchange: &str) -> Arc<Counters> {
+        if let Some(c) = self.exchange_stats.get(exchange) {
+            return c.clone();
+        }
+        let c = self.node.exchange_stats(&self.vhost, exchange);
+        self.exchange_stats.insert(exchange.to_owned(), c.clone());
+        c
+    }
+}

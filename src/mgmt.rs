@@ -14,6 +14,7 @@ mod error;
 mod exchanges;
 mod json;
 mod overview;
+mod policies;
 mod queues;
 mod rates;
 mod ui;
@@ -38,6 +39,7 @@ pub fn router(node: Api) -> Router {
         .merge(exchanges::routes())
         .merge(queues::routes())
         .merge(connections::routes())
+        .merge(policies::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn(columns::select))
         .with_state(node)

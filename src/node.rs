@@ -13,7 +13,7 @@ use crate::broker::{Error, ReplyCode, argument::QueueType, password};
 use crate::config::Config;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
 use crate::meta::{MetaCommand, MetaEffect, MetaMachine, MetaReply, QueueRecord};
-use crate::queue::machine::{Command, QueueConfig};
+use crate::queue::machine::{Command, Limits, QueueConfig};
 use crate::queue::runner::{AutoDelete, Backend, DeadLetterRouter, Hooks, Request};
 use crate::queue::{self, ClientSink, Message, QueueHandle};
 use crate::raft::{DurableGroup, GroupOptions};
@@ -285,22 +285,41 @@ impl Node {
     /// Starts the runner of a queue (its durable group opens and recovers in the runner).
     fn start_queue(&self, rec: &QueueRecord, recovering: bool) {
         let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
-        let a = &rec.parsed;
-        let config = QueueConfig {
-            key: key.clone(),
+        let a = &rec.effective;
+        let mut config = QueueConfig {
             auto_delete: rec.auto_delete,
             single_active_consumer: a.single_active_consumer,
-            message_ttl: a.message_ttl,
-            max_length: a.max_length,
-            max_length_bytes: a.max_length_bytes,
-            overflow: a.overflow,
             max_priority: a.max_priority.filter(|&p| p > 0),
-            expires: a.expires,
-            consumer_timeout: Some(a.consumer_timeout.unwrap_or(self.config.consumer_timeout)).filter(|&t| t > 0),
             dedup: a.deduplication.then(|| queue::machine::dedup::Window {
                 size: a.cache_size.unwrap_or(queue::machine::dedup::DEFAULT_CACHE_SIZE),
                 ttl: a.cache_ttl,
             }),
+            ..QueueConfig::new(key.clone())
+        };
+        config.set_limits(self.limits(rec));
+        let backend =
+            if rec.durable { Backend::Durable(self.storage.group(GroupId(rec.group))) } else { Backend::Memory };
+        // After a restart classic queues lose their transient messages; quorum queues keep all.
+        let recover = recovering.then_some(rec.parsed.queue_type == QueueType::Classic);
+        let handle = queue::spawn(config, backend, recover, self.queue_hooks());
+        if recovering {
+            // The recovered state has the settings of when it stopped; policies may differ now.
+            self.configure_queue(&handle, rec);
+        }
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
+    }
+
+    /// The settings in force of a queue that policies may change (arguments with the
+    /// policy applied; node defaults for what neither sets).
+    fn limits(&self, rec: &QueueRecord) -> Limits {
+        let a = &rec.effective;
+        Limits {
+            message_ttl: a.message_ttl,
+            max_length: a.max_length,
+            max_length_bytes: a.max_length_bytes,
+            overflow: a.overflow,
+            expires: a.expires,
+            consumer_timeout: Some(a.consumer_timeout.unwrap_or(self.config.consumer_timeout)).filter(|&t| t > 0),
             // Quorum queues count deliveries, with RabbitMQ 4's default limit of 20; classic
             // queues ignore `x-delivery-limit`, as RabbitMQ's do.
             delivery_limit: (a.queue_type == QueueType::Quorum)
@@ -309,19 +328,29 @@ impl Node {
                 exchange,
                 routing_key: a.dead_letter_routing_key.clone(),
             }),
-        };
-        let backend =
-            if rec.durable { Backend::Durable(self.storage.group(GroupId(rec.group))) } else { Backend::Memory };
-        // After a restart classic queues lose their transient messages; quorum queues keep all.
-        let recover = recovering.then_some(rec.parsed.queue_type == QueueType::Classic);
-        let handle = queue::spawn(config, backend, recover, self.queue_hooks());
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
+        }
+    }
+
+    /// Hands a queue its settings in force, through its log (never blocking the caller).
+    fn configure_queue(&self, h: &QueueHandle, rec: &QueueRecord) {
+        let (h, cmd) = (h.clone(), Command::Configure(self.limits(rec)));
+        tokio::spawn(async move {
+            let _ = h.tx.send(Request::Cast { cmd }).await;
+        });
     }
 
     /// Carries out one metadata effect (in log order, from the metadata actor).
     fn apply_effect(&self, fx: MetaEffect) {
         match fx {
             MetaEffect::QueueCreated(rec) => self.start_queue(&rec, false),
+            MetaEffect::QueueConfigured(rec) => {
+                let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+                let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+                if let Some(h) = running {
+                    tracing::info!(queue = %key, policy = ?rec.policy.as_ref().map(|p| &p.name), "queue settings changed by policy");
+                    self.configure_queue(&h, &rec);
+                }
+            }
             MetaEffect::QueueDeleted(rec) => {
                 let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
                 let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);

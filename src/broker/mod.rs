@@ -11,6 +11,7 @@ pub mod headers;
 pub mod name;
 pub mod password;
 pub mod permission;
+pub mod policy;
 pub mod router;
 pub mod topic;
 

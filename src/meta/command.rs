@@ -86,6 +86,26 @@ pub enum MetaCommand {
         vhost: String,
         user: String,
     },
+    /// Changes a vhost's metadata; `None` leaves a field as it is.
+    UpdateVhost {
+        name: String,
+        description: Option<String>,
+        tags: Option<Vec<String>>,
+        tracing: Option<bool>,
+    },
+    /// Adds or replaces a policy (validated by `broker::policy::Policy::new`).
+    SetPolicy {
+        vhost: String,
+        name: String,
+        pattern: String,
+        apply_to: String,
+        priority: i64,
+        definition: FieldTable,
+    },
+    ClearPolicy {
+        vhost: String,
+        name: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -103,4 +123,6 @@ pub enum MetaEffect {
     QueueCreated(Arc<QueueRecord>),
     /// A queue went; `record` says which storage group held it.
     QueueDeleted(Arc<QueueRecord>),
+    /// A queue's settings in force changed (a policy applies, changed or went).
+    QueueConfigured(Arc<QueueRecord>),
 }

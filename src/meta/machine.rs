@@ -12,6 +12,7 @@ use crate::broker::argument::{self, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE
 use crate::broker::delayed;
 use crate::broker::exchange::{Destination, ExchangeKind, ExchangeType};
 use crate::broker::permission::Permissions;
+use crate::broker::policy;
 use crate::broker::router::Binding;
 use crate::ids::ConnectionId;
 use crate::raft::{ApplyMeta, Machine};
@@ -114,7 +115,12 @@ impl MetaMachine {
         if kind.delayed {
             x.delay_group = Some(self.next_group());
         }
-        self.vhost_mut(vhost)?.exchanges.insert(name, Arc::new(x));
+        let v = self.vhost_mut(vhost)?;
+        if let Some(p) = policy::select(v.policies.values(), &name, policy::Target::Exchange) {
+            x.policy = Some(p.name.clone());
+            x.alternate = policy::effective_alternate(&x.args, Some(p));
+        }
+        v.exchanges.insert(name, Arc::new(x));
         Ok(())
     }
 
@@ -179,6 +185,9 @@ impl MetaMachine {
             }
         }
         let group = self.next_group();
+        let v = self.vhost_mut(vhost)?;
+        let policy = policy::select(v.policies.values(), &name, policy::Target::Queue(parsed.queue_type)).cloned();
+        let effective = policy::effective_queue_args(&args, &parsed, policy.as_deref());
         let record = Arc::new(QueueRecord {
             vhost: vhost.to_owned(),
             name: name.clone(),
@@ -187,9 +196,11 @@ impl MetaMachine {
             auto_delete,
             args,
             parsed,
+            policy,
+            effective,
             group,
         });
-        self.vhost_mut(vhost)?.queues.insert(name, record.clone());
+        v.queues.insert(name, record.clone());
         effects.push(MetaEffect::QueueCreated(record));
         Ok(true)
     }
@@ -377,6 +388,21 @@ impl Machine for MetaMachine {
             MetaCommand::ClearPermissions { vhost, user } => self.vhost_mut(&vhost).map(|v| {
                 v.permissions.remove(&user);
             }),
+            MetaCommand::UpdateVhost { name, description, tags, tracing } => self.vhost_mut(&name).map(|v| {
+                if let Some(d) = description {
+                    v.description = d;
+                }
+                if let Some(t) = tags {
+                    v.tags = t;
+                }
+                if let Some(t) = tracing {
+                    v.tracing = t;
+                }
+            }),
+            MetaCommand::SetPolicy { vhost, name, pattern, apply_to, priority, definition } => {
+                self.set_policy(&vhost, name, pattern, &apply_to, priority, definition, effects)
+            }
+            MetaCommand::ClearPolicy { vhost, name } => self.clear_policy(&vhost, &name, effects),
         };
         match r {
             Ok(()) => MetaReply::Ok,
@@ -386,5 +412,6 @@ impl Machine for MetaMachine {
 }
 
 mod codec;
+mod policies;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 use crate::broker::argument::QueueArgs;
 use crate::broker::exchange::{ExchangeKind, ExchangeType};
 use crate::broker::permission::Permissions;
+use crate::broker::policy::{self, Policy, Target};
 use crate::broker::router::{BindingIndex, ExchangeLookup, RoutableExchange};
 use crate::ids::ConnectionId;
 use amq_protocol::types::FieldTable;
@@ -25,7 +26,10 @@ pub struct Exchange {
     pub auto_delete: bool,
     pub internal: bool,
     pub args: FieldTable,
+    /// The alternate exchange in force: the argument's, else the policy's.
     pub alternate: Option<String>,
+    /// The policy that applies, if any.
+    pub policy: Option<String>,
     pub bindings: BindingIndex,
     /// A delayed exchange's store of held messages: its storage group (allocated by the
     /// metadata machine, never reused). `None` for an ordinary exchange.
@@ -52,6 +56,7 @@ impl Exchange {
             internal,
             args,
             alternate,
+            policy: None,
             bindings: BindingIndex::default(),
             delay_group: None,
         }
@@ -85,6 +90,9 @@ pub struct QueueRecord {
     pub auto_delete: bool,
     pub args: FieldTable,
     pub parsed: QueueArgs,
+    /// The policy that applies, if any, and the settings in force with it.
+    pub policy: Option<Arc<Policy>>,
+    pub effective: QueueArgs,
     /// The storage group holding this queue's log (allocated by the metadata machine, never
     /// reused).
     pub group: u64,
@@ -97,6 +105,40 @@ pub struct Vhost {
     pub queues: BTreeMap<String, Arc<QueueRecord>>,
     /// Per user.
     pub permissions: BTreeMap<String, Arc<Permissions>>,
+    pub description: String,
+    pub tags: Vec<String>,
+    /// Firehose tracing: copies of publishes and deliveries go to `amq.rabbitmq.trace`.
+    pub tracing: bool,
+    pub policies: BTreeMap<String, Arc<Policy>>,
+}
+
+impl Vhost {
+    /// Re-evaluates which policy applies to each queue and exchange (after a policy changed,
+    /// or on load); returns the queues whose settings in force changed.
+    pub fn refresh_policies(&mut self) -> Vec<Arc<QueueRecord>> {
+        let mut changed = Vec::new();
+        for q in self.queues.values_mut() {
+            let p = policy::select(self.policies.values(), &q.name, Target::Queue(q.parsed.queue_type));
+            let effective = policy::effective_queue_args(&q.args, &q.parsed, p.map(|p| &**p));
+            if q.policy.as_ref().map(Arc::as_ptr) != p.map(Arc::as_ptr) || q.effective != effective {
+                let rec = Arc::make_mut(q);
+                rec.policy = p.cloned();
+                rec.effective = effective;
+                changed.push(q.clone());
+            }
+        }
+        for x in self.exchanges.values_mut() {
+            let p = policy::select(self.policies.values(), &x.name, Target::Exchange);
+            let alternate = policy::effective_alternate(&x.args, p.map(|p| &**p));
+            let name = p.map(|p| p.name.clone());
+            if x.policy != name || x.alternate != alternate {
+                let x = Arc::make_mut(x);
+                x.policy = name;
+                x.alternate = alternate;
+            }
+        }
+        changed
+    }
 }
 
 impl ExchangeLookup for Vhost {

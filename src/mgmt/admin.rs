@@ -34,41 +34,68 @@ pub async fn propose(node: &Api, cmd: MetaCommand) -> Result<(), ApiError> {
     }
 }
 
-fn vhost_json(name: &str) -> Value {
-    json!({ "name": name, "description": "", "tags": [], "default_queue_type": "undefined", "tracing": false })
+fn vhost_json(v: &crate::meta::Vhost) -> Value {
+    json!({
+        "name": v.name,
+        "description": v.description,
+        "tags": v.tags,
+        "metadata": { "description": v.description, "tags": v.tags },
+        "default_queue_type": "undefined",
+        "tracing": v.tracing,
+    })
 }
 
 async fn vhosts(State(node): State<Api>, user: User) -> Json<Value> {
     let topo = node.topology();
-    Json(topo.meta.vhosts.keys().filter(|v| user.sees_vhost(&topo, v)).map(|v| vhost_json(v)).collect())
+    Json(topo.meta.vhosts.values().filter(|v| user.sees_vhost(&topo, &v.name)).map(|v| vhost_json(v)).collect())
 }
 
 async fn vhost(State(node): State<Api>, user: User, Path(vhost): Path<String>) -> Result<Json<Value>, ApiError> {
     let topo = node.topology();
-    if !topo.meta.vhosts.contains_key(&vhost) || !user.sees_vhost(&topo, &vhost) {
-        return Err(ApiError::not_found());
+    match topo.meta.vhosts.get(&vhost) {
+        Some(v) if user.sees_vhost(&topo, &vhost) => Ok(Json(vhost_json(v))),
+        _ => Err(ApiError::not_found()),
     }
-    Ok(Json(vhost_json(&vhost)))
 }
 
-/// Creates a vhost (201) or leaves an existing one (204); as RabbitMQ, its creator gets full
-/// permissions in a new one.
+/// Creates a vhost (201) or updates an existing one (204): `description`, `tags` and
+/// `tracing` (firehose on or off) where given. As RabbitMQ, the creator of a new vhost gets
+/// full permissions in it.
 async fn put_vhost(
     State(node): State<Api>,
     user: User,
     Path(vhost): Path<String>,
-    _body: Body,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     user.require_admin()?;
-    if node.topology().meta.vhosts.contains_key(&vhost) {
-        return Ok(StatusCode::NO_CONTENT);
+    let tracing = match body.get("tracing") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(body.flag("tracing", false)?),
+    };
+    let update = MetaCommand::UpdateVhost {
+        name: vhost.clone(),
+        description: body.str("description").map(str::to_owned),
+        tags: tags_of(body.get("tags"))?,
+        tracing,
+    };
+    let existed = node.topology().meta.vhosts.contains_key(&vhost);
+    if !existed {
+        propose(&node, MetaCommand::AddVhost { name: vhost.clone() }).await?;
+        let all = ".*".to_owned();
+        let grant = MetaCommand::SetPermissions {
+            vhost: vhost.clone(),
+            user: user.name.clone(),
+            configure: all.clone(),
+            write: all.clone(),
+            read: all,
+        };
+        propose(&node, grant).await?;
     }
-    propose(&node, MetaCommand::AddVhost { name: vhost.clone() }).await?;
-    let all = ".*".to_owned();
-    let grant =
-        MetaCommand::SetPermissions { vhost, user: user.name, configure: all.clone(), write: all.clone(), read: all };
-    propose(&node, grant).await?;
-    Ok(StatusCode::CREATED)
+    propose(&node, update).await?;
+    if let Some(on) = tracing {
+        tracing::info!(vhost = %vhost, by = %user.name, on, "firehose tracing switched");
+    }
+    Ok(if existed { StatusCode::NO_CONTENT } else { StatusCode::CREATED })
 }
 
 async fn delete_vhost(State(node): State<Api>, user: User, Path(vhost): Path<String>) -> Result<StatusCode, ApiError> {

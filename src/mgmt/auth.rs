@@ -6,11 +6,13 @@
 use super::{Api, ApiError};
 use crate::broker::password;
 use crate::broker::permission::Access;
+use crate::meta::Vhost;
 use crate::node::Topology;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
+use std::sync::Arc;
 
 /// The authenticated user of a request.
 pub struct User {
@@ -33,6 +35,15 @@ impl User {
         if self.is_admin() { Ok(()) } else { Err(ApiError::not_authorised("Not administrator user")) }
     }
 
+    /// May read and change policies (policymaker, administrator).
+    pub fn require_policymaker(&self) -> Result<(), ApiError> {
+        if self.is_admin() || self.has("policymaker") {
+            Ok(())
+        } else {
+            Err(ApiError::not_authorised("Not policymaker user"))
+        }
+    }
+
     /// Sees every vhost and every connection (administrator, monitoring).
     pub fn sees_all(&self) -> bool {
         self.is_admin() || self.has("monitoring")
@@ -41,6 +52,20 @@ impl User {
     /// Whether the user may see the objects of `vhost`.
     pub fn sees_vhost(&self, topo: &Topology, vhost: &str) -> bool {
         self.sees_all() || topo.meta.vhosts.get(vhost).is_some_and(|v| v.permissions.contains_key(&self.name))
+    }
+
+    /// The vhosts a listing covers: every one the user may see, or only `only` (404 if it
+    /// does not exist or is not theirs to see).
+    pub fn vhosts<'a>(&self, topo: &'a Topology, only: Option<&str>) -> Result<Vec<&'a Arc<Vhost>>, ApiError> {
+        if only.is_some_and(|v| !topo.meta.vhosts.contains_key(v) || !self.sees_vhost(topo, v)) {
+            return Err(ApiError::not_found());
+        }
+        Ok(topo
+            .meta
+            .vhosts
+            .values()
+            .filter(|v| only.is_none_or(|o| o == v.name) && self.sees_vhost(topo, &v.name))
+            .collect())
     }
 
     /// Checks a vhost exists and the user may act on `resource` there as an AMQP client of

@@ -57,26 +57,15 @@ fn exchange_json(node: &Api, vhost: &str, x: &Exchange) -> Value {
         "auto_delete": x.auto_delete,
         "internal": x.internal,
         "arguments": json::table(&x.args),
-        "policy": null,
+        "policy": x.policy,
         "message_stats": message_stats,
     })
 }
 
 fn listing(node: &Api, user: &User, only: Option<&str>) -> Result<Json<Value>, ApiError> {
     let topo = node.topology();
-    if let Some(v) = only {
-        if !topo.meta.vhosts.contains_key(v) || !user.sees_vhost(&topo, v) {
-            return Err(ApiError::not_found());
-        }
-    }
-    Ok(Json(
-        topo.meta
-            .vhosts
-            .values()
-            .filter(|v| only.is_none_or(|o| o == v.name) && user.sees_vhost(&topo, &v.name))
-            .flat_map(|v| v.exchanges.values().map(|x| exchange_json(node, &v.name, x)))
-            .collect(),
-    ))
+    let vhosts = user.vhosts(&topo, only)?;
+    Ok(Json(vhosts.iter().flat_map(|v| v.exchanges.values().map(|x| exchange_json(node, &v.name, x))).collect()))
 }
 
 async fn list_all(State(node): State<Api>, user: User) -> Result<Json<Value>, ApiError> {

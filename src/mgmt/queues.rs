@@ -76,7 +76,8 @@ async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
         "type": rec.parsed.queue_type.as_str(),
         "node": node.name(),
         "state": if h.is_some() { "running" } else { "stopped" },
-        "policy": null,
+        "policy": rec.policy.as_ref().map(|p| p.name.clone()),
+        "effective_policy_definition": rec.policy.as_ref().map_or_else(|| json!({}), |p| json::table(&p.definition)),
         "consumers": consumers,
         "consumer_details": consumer_details,
         "message_bytes": bytes,
@@ -93,17 +94,7 @@ async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
 async fn listing(node: &Api, user: &User, only: Option<&str>) -> Result<Json<Value>, ApiError> {
     let records: Vec<std::sync::Arc<QueueRecord>> = {
         let topo = node.topology();
-        if let Some(v) = only {
-            if !topo.meta.vhosts.contains_key(v) || !user.sees_vhost(&topo, v) {
-                return Err(ApiError::not_found());
-            }
-        }
-        topo.meta
-            .vhosts
-            .values()
-            .filter(|v| only.is_none_or(|o| o == v.name) && user.sees_vhost(&topo, &v.name))
-            .flat_map(|v| v.queues.values().cloned())
-            .collect()
+        user.vhosts(&topo, only)?.iter().flat_map(|v| v.queues.values().cloned()).collect()
     };
     let mut out = Vec::with_capacity(records.len());
     for r in &records {

@@ -115,6 +115,22 @@ pub enum Command {
     Recover {
         drop_transient: bool,
     },
+    /// The settings a policy controls changed (policies apply while a queue runs): takes them
+    /// and, under drop-head, drops what is now over the length limits.
+    Configure(Limits),
+}
+
+/// The settings of a queue that policies may change while it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub message_ttl: Option<u64>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+    pub dead_letter: Option<Target>,
+    pub expires: Option<u64>,
+    pub delivery_limit: Option<u32>,
+    pub consumer_timeout: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -260,6 +276,30 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            message_ttl: self.message_ttl,
+            max_length: self.max_length,
+            max_length_bytes: self.max_length_bytes,
+            overflow: self.overflow,
+            dead_letter: self.dead_letter.clone(),
+            expires: self.expires,
+            delivery_limit: self.delivery_limit,
+            consumer_timeout: self.consumer_timeout,
+        }
+    }
+
+    pub fn set_limits(&mut self, l: Limits) {
+        self.message_ttl = l.message_ttl;
+        self.max_length = l.max_length;
+        self.max_length_bytes = l.max_length_bytes;
+        self.overflow = l.overflow;
+        self.dead_letter = l.dead_letter;
+        self.expires = l.expires;
+        self.delivery_limit = l.delivery_limit;
+        self.consumer_timeout = l.consumer_timeout;
+    }
+
     /// A queue with no options.
     pub fn new(key: QueueKey) -> Self {
         Self {
@@ -361,6 +401,10 @@ impl QueueMachine {
     pub fn first_live_index(&self) -> Option<u64> {
         let unacked = self.unacked.keys().next().copied();
         [self.ready.first_id(), unacked].into_iter().flatten().min().map(|id| id.0)
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
     }
 
     /// The queue's counts.
@@ -654,6 +698,13 @@ impl Machine for QueueMachine {
             Command::Delete { if_unused, if_empty } => return self.delete(if_unused, if_empty, effects),
             Command::Stats => self.stats(),
             Command::Recover { drop_transient } => self.recover(drop_transient, effects),
+            Command::Configure(limits) => {
+                self.config.set_limits(limits);
+                if self.config.overflow == Overflow::DropHead {
+                    self.drop_over_limit(effects);
+                }
+                Reply::Settled(0)
+            }
         };
         self.dispatch(effects);
         // What could not be delivered at once and has no time left (TTL 0) goes now.

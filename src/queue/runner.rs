@@ -6,7 +6,7 @@
 //! runner without draining their own inbox, so the two can never wait on each other.
 
 use super::Message;
-use super::dead_letter::{self, Reason, Target};
+use super::dead_letter::{self, Reason};
 use super::event::{ClientEvent, ClientSink, Delivery};
 use super::machine::{Command, ConsumerSpec, Effect, Outcome, QueueConfig, QueueMachine, Reply};
 use crate::broker::{Error, ReplyCode};
@@ -188,7 +188,6 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
     let me = (handle.tx.downgrade(), handle.ctl.downgrade());
     let stats = handle.stats.clone();
     let key = handle.key.clone();
-    let dead_letter = config.dead_letter.clone();
     let touch = config.expires.is_some();
     // The runner holds only weak senders to itself, so it stops once every handle is gone.
     tokio::spawn(async move {
@@ -204,7 +203,7 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
                 }
             }
         };
-        let dead_letters = dead_letter.map(|target| (target, spawn_forwarder()));
+        let dead_letters = std::sync::OnceLock::new();
         let mut runner = Runner { store, sinks: HashMap::new(), key, me, stats, hooks, dead_letters };
         // After a restart no consumer of before is connected any more; and a queue's
         // `x-expires` counts from its start (RabbitMQ restarts it with the queue).
@@ -232,7 +231,8 @@ struct Runner {
     hooks: Hooks,
     /// Where dead letters go (`x-dead-letter-exchange`), and the forwarder that hands them to
     /// their queues, in order, without the runner waiting on another queue's inbox.
-    dead_letters: Option<(Target, mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)>)>,
+    /// The dead-letter forwarder, started with the first dead letter.
+    dead_letters: std::sync::OnceLock<mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)>>,
 }
 
 /// The task that delivers a queue's dead letters to their target queues, in order.
@@ -467,10 +467,12 @@ impl Runner {
 
     /// Republishes a message to the queue's dead-letter exchange, with its death recorded.
     async fn dead_letter(&self, msg: &Message, reason: Reason) {
-        let Some((target, fwd)) = &self.dead_letters else { return };
-        let (out, keys) = dead_letter::dead_letter(msg, &self.key.name, reason, target, now_ms() / 1000);
+        // The target in force now (a policy may have changed it).
+        let Some(target) = self.store.read(|m| m.config().dead_letter.clone()) else { return };
+        let (out, keys) = dead_letter::dead_letter(msg, &self.key.name, reason, &target, now_ms() / 1000);
         let targets = (self.hooks.dead_letter)(&self.key.vhost, &out, &keys);
         if !targets.is_empty() {
+            let fwd = self.dead_letters.get_or_init(spawn_forwarder);
             let _ = fwd.send((targets, Arc::new(out))).await;
         }
     }

@@ -153,6 +153,19 @@ pub async fn eventually<F: FnMut() -> bool>(mut f: F, what: &str) {
     }
 }
 
+/// Waits (up to 5 s) until an async condition holds.
+pub async fn eventually_async<F, Fut>(mut f: F, what: &str)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A raw AMQP socket that completes the handshake by hand.
 pub struct Raw {
     pub sock: TcpStream,

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::broker::argument::parse_queue_args;
+use crate::broker::policy::{ApplyTo, Policy};
 use crate::codec::{CodecError, Reader, Writer};
 use crate::raft::{DecodeError, DurableMachine};
 use amq_protocol::frame::WriteContext;
@@ -13,6 +14,9 @@ use amq_protocol::types::parsing::parse_field_table;
 use bytes::Bytes;
 
 const VERSION: u8 = 1;
+/// Version of the state encoding (2: vhost metadata and policies after each vhost's
+/// exchanges). Version 1 is still read.
+const STATE_VERSION: u8 = 2;
 
 mod tag {
     pub const ADD_VHOST: u8 = 1;
@@ -29,6 +33,20 @@ mod tag {
     pub const DELETE_USER: u8 = 12;
     pub const DELETE_VHOST: u8 = 13;
     pub const CLEAR_PERMISSIONS: u8 = 14;
+    pub const UPDATE_VHOST: u8 = 15;
+    pub const SET_POLICY: u8 = 16;
+    pub const CLEAR_POLICY: u8 = 17;
+}
+
+fn put_opt_str(w: &mut Writer, s: Option<&str>) {
+    match s {
+        Some(s) => w.u8(1).str(s),
+        None => w.u8(0),
+    };
+}
+
+fn get_opt_str(r: &mut Reader) -> Result<Option<String>, CodecError> {
+    Ok(if r.u8()? == 0 { None } else { Some(r.str()?) })
 }
 
 fn put_table(w: &mut Writer, t: &FieldTable) {
@@ -145,6 +163,27 @@ fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::ClearPermissions { vhost, user } => {
             w.u8(tag::CLEAR_PERMISSIONS).str(vhost).str(user);
         }
+        MetaCommand::UpdateVhost { name, description, tags, tracing } => {
+            w.u8(tag::UPDATE_VHOST).str(name);
+            put_opt_str(&mut w, description.as_deref());
+            match tags {
+                Some(t) => {
+                    w.u8(1);
+                    put_strings(&mut w, t);
+                }
+                None => {
+                    w.u8(0);
+                }
+            }
+            w.u8(tracing.map_or(0, |t| if t { 2 } else { 1 }));
+        }
+        MetaCommand::SetPolicy { vhost, name, pattern, apply_to, priority, definition } => {
+            w.u8(tag::SET_POLICY).str(vhost).str(name).str(pattern).str(apply_to).u64(*priority as u64);
+            put_table(&mut w, definition);
+        }
+        MetaCommand::ClearPolicy { vhost, name } => {
+            w.u8(tag::CLEAR_POLICY).str(vhost).str(name);
+        }
     }
     w.buf
 }
@@ -199,6 +238,24 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
         tag::DELETE_USER => MetaCommand::DeleteUser { name: r.str()? },
         tag::DELETE_VHOST => MetaCommand::DeleteVhost { name: r.str()? },
         tag::CLEAR_PERMISSIONS => MetaCommand::ClearPermissions { vhost: r.str()?, user: r.str()? },
+        tag::UPDATE_VHOST => MetaCommand::UpdateVhost {
+            name: r.str()?,
+            description: get_opt_str(&mut r)?,
+            tags: if r.u8()? == 0 { None } else { Some(get_strings(&mut r)?) },
+            tracing: match r.u8()? {
+                0 => None,
+                t => Some(t == 2),
+            },
+        },
+        tag::SET_POLICY => MetaCommand::SetPolicy {
+            vhost: r.str()?,
+            name: r.str()?,
+            pattern: r.str()?,
+            apply_to: r.str()?,
+            priority: r.u64()? as i64,
+            definition: get_table(&mut r)?,
+        },
+        tag::CLEAR_POLICY => MetaCommand::ClearPolicy { vhost: r.str()?, name: r.str()? },
         t => return Err(CodecError(format!("unknown metadata command tag {t}"))),
     };
     r.finish()?;
@@ -207,7 +264,7 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
 
 fn encode_state(s: &MetaState) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u8(VERSION);
+    w.u8(STATE_VERSION);
     w.u64(s.next_group);
     w.u32(s.users.len() as u32);
     for u in s.users.values() {
@@ -246,6 +303,14 @@ fn encode_state(s: &MetaState) -> Vec<u8> {
                 put_table(&mut w, &b.args);
             }
         }
+        w.str(&v.description);
+        put_strings(&mut w, &v.tags);
+        w.bool(v.tracing);
+        w.u32(v.policies.len() as u32);
+        for p in v.policies.values() {
+            w.str(&p.name).str(&p.pattern).str(p.apply_to.as_str()).u64(p.priority as u64);
+            put_table(&mut w, &p.definition);
+        }
     }
     w.buf
 }
@@ -253,8 +318,8 @@ fn encode_state(s: &MetaState) -> Vec<u8> {
 fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
     let mut r = Reader::new(bytes.clone());
     let v = r.u8()?;
-    if v != VERSION {
-        return Err(CodecError(format!("metadata state version {v}, this build reads {VERSION}")));
+    if v != 1 && v != STATE_VERSION {
+        return Err(CodecError(format!("metadata state version {v}, this build reads 1 and {STATE_VERSION}")));
     }
     let mut state = MetaState { next_group: r.u64()?, ..Default::default() };
     for _ in 0..r.u32()? {
@@ -287,7 +352,9 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
                 group,
                 auto_delete,
                 args,
+                effective: parsed.clone(),
                 parsed,
+                policy: None,
             };
             vh.queues.insert(name, Arc::new(rec));
         }
@@ -304,6 +371,20 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
                 x.bindings.add(kind, binding).map_err(|e| CodecError(e.reply_text()))?;
             }
             vh.exchanges.insert(name, Arc::new(x));
+        }
+        if v >= 2 {
+            vh.description = r.str()?;
+            vh.tags = get_strings(&mut r)?;
+            vh.tracing = r.bool()?;
+            for _ in 0..r.u32()? {
+                let (name, pattern, apply_to, priority) = (r.str()?, r.str()?, r.str()?, r.u64()? as i64);
+                let definition = get_table(&mut r)?;
+                let apply_to =
+                    ApplyTo::parse(&apply_to).ok_or_else(|| CodecError(format!("bad apply-to {apply_to}")))?;
+                let p = Policy::new(name.clone(), pattern, apply_to, priority, definition).map_err(CodecError)?;
+                vh.policies.insert(name, Arc::new(p));
+            }
+            vh.refresh_policies();
         }
         state.vhosts.insert(vh.name.clone(), Arc::new(vh));
     }

@@ -35,6 +35,45 @@ mod tag {
     pub const RECOVER: u8 = 10;
     pub const EXPIRE: u8 = 11;
     pub const TOUCH: u8 = 12;
+    pub const CONFIGURE: u8 = 13;
+}
+
+fn put_target(w: &mut Writer, t: &Option<Target>) {
+    match t {
+        None => w.u8(0),
+        Some(t) => w.u8(1).str(&t.exchange).bool(t.routing_key.is_some()).str(t.routing_key.as_deref().unwrap_or("")),
+    };
+}
+
+fn get_target(r: &mut Reader) -> Result<Option<Target>, CodecError> {
+    Ok(match r.u8()? {
+        0 => None,
+        _ => {
+            let exchange = r.str()?;
+            let has_key = r.bool()?;
+            let key = r.str()?;
+            Some(Target { exchange, routing_key: has_key.then_some(key) })
+        }
+    })
+}
+
+fn put_limits(w: &mut Writer, l: &Limits) {
+    w.opt_u64(l.message_ttl).opt_u64(l.max_length).opt_u64(l.max_length_bytes).u8(overflow_byte(l.overflow));
+    put_target(w, &l.dead_letter);
+    w.opt_u64(l.expires).opt_u32(l.delivery_limit).opt_u64(l.consumer_timeout);
+}
+
+fn get_limits(r: &mut Reader) -> Result<Limits, CodecError> {
+    Ok(Limits {
+        message_ttl: r.opt_u64()?,
+        max_length: r.opt_u64()?,
+        max_length_bytes: r.opt_u64()?,
+        overflow: get_overflow(r)?,
+        dead_letter: get_target(r)?,
+        expires: r.opt_u64()?,
+        delivery_limit: r.opt_u32()?,
+        consumer_timeout: r.opt_u64()?,
+    })
 }
 
 fn err(e: CodecError) -> DecodeError {
@@ -188,6 +227,10 @@ fn encode_command(cmd: &Command) -> Vec<u8> {
         Command::Touch => {
             w.u8(tag::TOUCH);
         }
+        Command::Configure(l) => {
+            w.u8(tag::CONFIGURE);
+            put_limits(&mut w, l);
+        }
     }
     w.buf
 }
@@ -219,6 +262,7 @@ fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
         tag::RECOVER => Command::Recover { drop_transient: r.bool()? },
         tag::EXPIRE => Command::Expire,
         tag::TOUCH => Command::Touch,
+        tag::CONFIGURE => Command::Configure(get_limits(&mut r)?),
         t => return Err(CodecError(format!("unknown queue command tag {t}"))),
     };
     r.finish()?;
@@ -236,10 +280,7 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
         None => w.u8(0),
         Some(d) => w.u8(1).u64(d.size).opt_u64(d.ttl),
     };
-    match &c.dead_letter {
-        None => w.u8(0),
-        Some(t) => w.u8(1).str(&t.exchange).bool(t.routing_key.is_some()).str(t.routing_key.as_deref().unwrap_or("")),
-    };
+    put_target(&mut w, &c.dead_letter);
     w.u32(m.ready.fresh_len() as u32);
     for e in m.ready.fresh() {
         put_entry(&mut w, e);
@@ -292,15 +333,7 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
             0 => None,
             _ => Some(super::dedup::Window { size: r.u64()?, ttl: r.opt_u64()? }),
         },
-        dead_letter: match r.u8()? {
-            0 => None,
-            _ => {
-                let exchange = r.str()?;
-                let has_key = r.bool()?;
-                let key = r.str()?;
-                Some(Target { exchange, routing_key: has_key.then_some(key) })
-            }
-        },
+        dead_letter: get_target(&mut r)?,
     };
     let mut m = QueueMachine::durable(config);
     for _ in 0..r.u32()? {

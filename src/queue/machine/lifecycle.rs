@@ -126,14 +126,18 @@ impl QueueMachine {
         }
         self.ready.push(e);
         self.ready_bytes += u64::from(size);
-        // drop-head: the oldest ready messages make room ([D:maxlength]).
+        self.drop_over_limit(effects);
+        Reply::Enqueued(id)
+    }
+
+    /// drop-head: the oldest ready messages make room ([D:maxlength]).
+    pub(super) fn drop_over_limit(&mut self, effects: &mut Vec<Effect>) {
         while self.over_limit(0, 0) {
             match self.pop_ready() {
                 Some(old) => self.drop_entry(old, Reason::Maxlen, effects),
                 None => break,
             }
         }
-        Reply::Enqueued(id)
     }
 }
 

@@ -82,6 +82,28 @@ fn script() -> Vec<MetaCommand> {
         bind("main", Destination::Exchange("logs".into()), "app.x", FieldTable::default()),
         bind("hdr", Destination::Queue("mine".into()), "", table(&[("x-match", s("any")), ("kind", s("report"))])),
         bind("later", Destination::Queue("orders".into()), "app.*", FieldTable::default()),
+        MetaCommand::UpdateVhost {
+            name: v(),
+            description: Some("main".into()),
+            tags: Some(vec!["prod".into()]),
+            tracing: Some(true),
+        },
+        MetaCommand::SetPolicy {
+            vhost: v(),
+            name: "limits".into(),
+            pattern: "^or".into(),
+            apply_to: "queues".into(),
+            priority: -3,
+            definition: table(&[("max-length", AMQPValue::LongInt(4)), ("dead-letter-exchange", s("ae"))]),
+        },
+        MetaCommand::SetPolicy {
+            vhost: v(),
+            name: "ae".into(),
+            pattern: "^logs$".into(),
+            apply_to: "exchanges".into(),
+            priority: 1,
+            definition: table(&[("alternate-exchange", s("ae"))]),
+        },
     ]
 }
 
@@ -93,6 +115,7 @@ fn apply(m: &mut MetaMachine, cmd: MetaCommand) -> String {
         .map(|e| match e {
             MetaEffect::QueueCreated(rec) => format!("created {}", rec.name),
             MetaEffect::QueueDeleted(k) => format!("deleted {}", k.name),
+            MetaEffect::QueueConfigured(k) => format!("configured {}", k.name),
         })
         .collect();
     format!("{r:?} {fx:?}")
@@ -115,6 +138,8 @@ fn every_command_round_trips() {
     all.push(MetaCommand::DeleteUser { name: "alice".into() });
     all.push(MetaCommand::DeleteVhost { name: "other".into() });
     all.push(MetaCommand::ClearPermissions { vhost: "/".into(), user: "alice".into() });
+    all.push(MetaCommand::UpdateVhost { name: "v".into(), description: None, tags: None, tracing: Some(false) });
+    all.push(MetaCommand::ClearPolicy { vhost: "/".into(), name: "limits".into() });
     for cmd in all {
         let bytes = Bytes::from(encode_command(&cmd));
         let back = decode_command(&bytes).unwrap();
@@ -147,6 +172,14 @@ fn restored_state_behaves_like_the_original() {
         assert_eq!(a, b, "{x} {key}");
         assert!(!a.is_empty(), "{x} {key} routes somewhere");
     }
+    // Vhost metadata and policies came back, and apply as before.
+    let (a, b) = (&m.state().vhosts["/"], &copy.state().vhosts["/"]);
+    assert_eq!((&b.description, &b.tags, b.tracing), (&"main".to_string(), &vec!["prod".to_string()], true));
+    assert_eq!(b.queues["orders"].effective.max_length, Some(4));
+    assert_eq!(b.queues["orders"].policy.as_ref().map(|p| p.name.as_str()), Some("limits"));
+    assert_eq!(a.queues["orders"].effective, b.queues["orders"].effective);
+    assert_eq!(b.exchanges["logs"].alternate.as_deref(), Some("ae"));
+    assert!(b.queues["unrouted"].policy.is_none());
     // Permissions were recompiled from their sources.
     let p = &copy.state().vhosts["/"].permissions["alice"];
     assert!(

@@ -55,6 +55,16 @@ fn all_commands() -> Vec<Command> {
         Command::Delete { if_unused: true, if_empty: false },
         Command::Stats,
         Command::Recover { drop_transient: true },
+        Command::Configure(Limits {
+            message_ttl: Some(5),
+            max_length: None,
+            max_length_bytes: Some(1 << 40),
+            overflow: crate::broker::argument::Overflow::RejectPublishDlx,
+            dead_letter: Some(Target { exchange: "dlx".into(), routing_key: None }),
+            expires: Some(60_000),
+            delivery_limit: Some(3),
+            consumer_timeout: None,
+        }),
     ]
 }
 

@@ -10,6 +10,7 @@ mod admin;
 mod auth;
 mod columns;
 mod connections;
+mod definitions;
 mod error;
 mod exchanges;
 mod json;
@@ -40,6 +41,7 @@ pub fn router(node: Api) -> Router {
         .merge(queues::routes())
         .merge(connections::routes())
         .merge(policies::routes())
+        .merge(definitions::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn(columns::select))
         .with_state(node)

@@ -129,7 +129,7 @@ async fn user(State(node): State<Api>, me: User, Path(name): Path<String>) -> Re
 }
 
 /// Tags as RabbitMQ takes them: a comma-separated string or a list.
-fn tags_of(v: Option<&Value>) -> Result<Option<Vec<String>>, ApiError> {
+pub(super) fn tags_of(v: Option<&Value>) -> Result<Option<Vec<String>>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {

@@ -55,6 +55,8 @@ pub(super) struct Connection {
     pub(super) registered: Registered,
     /// Counters of the exchanges this connection published to, by name.
     pub(super) exchange_stats: HashMap<String, Arc<Counters>>,
+    /// Firehose copies to hand to their queues after this batch.
+    pub(super) traces: Vec<(QueueHandle, Arc<crate::queue::Message>)>,
 }
 
 /// What a frame asks of the connection.
@@ -123,6 +125,7 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         blocked: false,
         registered,
         exchange_stats: HashMap::new(),
+        traces: Vec::new(),
     };
     let reason = conn.serve(&mut reader, &mut rbuf, negotiated.heartbeat).await;
     if let Some(e) = &reason {
@@ -209,6 +212,9 @@ impl Connection {
             }
             self.registered.info.channels.store(self.channels.len() as u64, std::sync::atomic::Ordering::Relaxed);
             self.flush_settles().await;
+            if !self.traces.is_empty() {
+                self.flush_traces().await;
+            }
             // A raised alarm holds the reads of publishing connections (RabbitMQ's
             // connection.blocked); consumers-only connections go on.
             let alarm = *alarms.borrow_and_update();

@@ -204,6 +204,9 @@ impl Connection {
                 );
                 let frame_max = self.frame_max;
                 self.out.content(ch, &msg, frame_max);
+                if self.tracing() {
+                    self.trace_deliver(ch, &handle.key.name, &msg, got.redelivered);
+                }
             }
             Reply::Got(None) => {
                 self.count(Some(&handle), Stat::GetEmpty, 1);

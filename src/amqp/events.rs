@@ -24,6 +24,7 @@ impl Connection {
                     }
                     return;
                 }
+                let tracing = self.tracing();
                 for d in items {
                     let Some(c) = self.channels.get_mut(&channel.0) else {
                         return;
@@ -55,6 +56,9 @@ impl Connection {
                         &d.msg.routing_key,
                     );
                     self.out.content(channel.0, &d.msg, frame_max);
+                    if tracing {
+                        self.trace_deliver(channel.0, &queue.key.name, &d.msg, d.redelivered);
+                    }
                 }
             }
             ClientEvent::Confirms { channel, seqs, ok } => self.confirmed(channel.0, &seqs, ok),

@@ -17,5 +17,6 @@ pub mod out;
 mod publish;
 mod queue_io;
 pub mod server;
+pub mod trace;
 
 pub use error::AmqpError;

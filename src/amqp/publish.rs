@@ -206,6 +206,7 @@ impl Connection {
             msg.properties.headers().as_ref(),
             |_| true,
         );
+        self.trace_publish(ch, &msg, &handles);
         let exchange = self.exchange_counters(&msg.exchange);
         exchange.add(Stat::PublishIn, 1);
         self.count(None, Stat::Publish, 1);

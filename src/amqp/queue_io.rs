@@ -22,7 +22,7 @@ impl Connection {
         self.send_now(q, req).await
     }
 
-    async fn send_now(&mut self, q: &QueueHandle, req: Request) -> Result<()> {
+    pub(super) async fn send_now(&mut self, q: &QueueHandle, req: Request) -> Result<()> {
         let inbox = q.inbox_for(&req).clone();
         let req = match inbox.try_send(req) {
             Ok(()) => return Ok(()),

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// AMQP 0-9-1 listener (RabbitMQ's 5672).
     pub amqp_addr: SocketAddr,
-    /// Management HTTP listener (RabbitMQ's 15672); used once the management API lands.
+    /// Management HTTP API and web UI listener (RabbitMQ's 15672).
     pub http_addr: SocketAddr,
+    /// Prometheus `/metrics` listener (RabbitMQ's prometheus plugin: 15692).
+    pub prometheus_addr: SocketAddr,
     /// Where the node keeps its data.
     pub data_dir: PathBuf,
     /// Largest message body accepted, in bytes (RabbitMQ 4.x: 16 MiB). A larger publish closes
@@ -92,6 +94,7 @@ impl Default for Config {
         Self {
             amqp_addr: ([0, 0, 0, 0], 5672).into(),
             http_addr: ([0, 0, 0, 0], 15672).into(),
+            prometheus_addr: ([0, 0, 0, 0], 15692).into(),
             data_dir: PathBuf::from("./warren-data"),
             max_message_size: 16 * 1024 * 1024,
             frame_max: 131_072,

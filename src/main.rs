@@ -55,12 +55,18 @@ struct ServerArgs {
     /// Management HTTP listener address [default: 0.0.0.0:15672].
     #[arg(long, env = "WARREN_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// Prometheus metrics listener address [default: 0.0.0.0:15692].
+    #[arg(long, env = "WARREN_PROMETHEUS_ADDR")]
+    prometheus_addr: Option<SocketAddr>,
     /// Data directory [default: ./warren-data].
     #[arg(long, env = "WARREN_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Largest accepted message body in bytes [default: 16777216].
     #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE")]
     max_message_size: Option<u64>,
+    /// Also append the log to this file (as well as standard error).
+    #[arg(long, env = "WARREN_LOG_FILE")]
+    log_file: Option<PathBuf>,
     /// Proposed heartbeat interval in seconds [default: 60].
     #[arg(long, env = "WARREN_HEARTBEAT")]
     heartbeat: Option<u16>,
@@ -78,6 +84,9 @@ impl ServerArgs {
         if let Some(v) = self.http_addr {
             c.http_addr = v;
         }
+        if let Some(v) = self.prometheus_addr {
+            c.prometheus_addr = v;
+        }
         if let Some(v) = self.data_dir {
             c.data_dir = v;
         }
@@ -94,11 +103,37 @@ impl ServerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log_file = match &cli.command {
+        Cmd::Server(a) => a.log_file.clone(),
+        _ => None,
+    };
+    let filter = || tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| "info".into());
+    let file =
+        match log_file.map(|p| std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| (p, e))) {
+            Some(Ok(f)) => Some(f),
+            Some(Err((p, e))) => {
+                eprintln!("warren: cannot open the log file {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+            None => None,
+        };
+    match file {
+        // Both standard error and the file, the file without colours.
+        Some(f) => {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            let to_file = tracing_subscriber::fmt::layer().with_writer(std::sync::Mutex::new(f)).with_ansi(false);
+            let to_stderr = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            tracing_subscriber::registry().with(filter()).with(to_stderr).with(to_file).init();
+        }
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     match cli.command {
         Cmd::Server(args) => {
             let config = match args.into_config() {

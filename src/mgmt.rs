@@ -16,6 +16,7 @@ mod exchanges;
 mod json;
 mod overview;
 mod policies;
+pub mod prometheus;
 mod queues;
 mod rates;
 mod ui;

@@ -102,6 +102,8 @@ pub struct Running {
     pub amqp_addr: SocketAddr,
     /// The management API's address.
     pub http_addr: SocketAddr,
+    /// The Prometheus endpoint's address.
+    pub prometheus_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -145,6 +147,11 @@ impl Node {
             .await
             .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
         let http_addr = http.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
+        let prometheus = TcpListener::bind(config.prometheus_addr)
+            .await
+            .map_err(|source| StartError::Listen { addr: config.prometheus_addr, source })?;
+        let prometheus_addr =
+            prometheus.local_addr().map_err(|source| StartError::Listen { addr: config.prometheus_addr, source })?;
         let storage = Storage::open(&config.data_dir)?;
         let meta = DurableGroup::open(
             storage.group(META_GROUP),
@@ -197,7 +204,15 @@ impl Node {
         let server = tokio::spawn(amqp::server::serve(node.clone(), listener));
         tracing::info!(%http_addr, "management listener started");
         let mgmt = tokio::spawn(crate::mgmt::serve(node.clone(), http, node.shutdown_signal()));
-        Ok(Running { node, amqp_addr, http_addr, tasks: vec![server, monitor, sampler, mgmt] })
+        tracing::info!(%prometheus_addr, "prometheus listener started");
+        let metrics = tokio::spawn(crate::mgmt::prometheus::serve(node.clone(), prometheus, node.shutdown_signal()));
+        Ok(Running {
+            node,
+            amqp_addr,
+            http_addr,
+            prometheus_addr,
+            tasks: vec![server, monitor, sampler, mgmt, metrics],
+        })
     }
 
     async fn bootstrap(&self) -> Result<(), StartError> {
@@ -342,7 +357,10 @@ impl Node {
     /// Carries out one metadata effect (in log order, from the metadata actor).
     fn apply_effect(&self, fx: MetaEffect) {
         match fx {
-            MetaEffect::QueueCreated(rec) => self.start_queue(&rec, false),
+            MetaEffect::QueueCreated(rec) => {
+                tracing::info!(vhost = %rec.vhost, queue = %rec.name, durable = rec.durable, policy = ?rec.policy.as_ref().map(|p| &p.name), "queue created");
+                self.start_queue(&rec, false)
+            }
             MetaEffect::QueueConfigured(rec) => {
                 let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
                 let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
@@ -352,6 +370,7 @@ impl Node {
                 }
             }
             MetaEffect::QueueDeleted(rec) => {
+                tracing::info!(vhost = %rec.vhost, queue = %rec.name, "queue deleted");
                 let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
                 let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 match running {

@@ -38,6 +38,7 @@ impl Broker {
         let mut c = Config {
             amqp_addr: ([127, 0, 0, 1], 0).into(),
             http_addr: ([127, 0, 0, 1], 0).into(),
+            prometheus_addr: ([127, 0, 0, 1], 0).into(),
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };

@@ -6,7 +6,8 @@ Target broker selection (session-wide):
   broker (normally a reference RabbitMQ).  Users/vhosts/permissions needed by
   the access tests are created with ``rabbitmqctl`` (see ``RABBITMQCTL`` below).
 * else ``WARREN_BIN`` set: start ``$WARREN_BIN server --amqp-addr 127.0.0.1:<p>
-  --http-addr 127.0.0.1:<p2> --data-dir <tmp> --config <tmp>/warren.toml``
+  --http-addr 127.0.0.1:<p2> --prometheus-addr 127.0.0.1:<p3> --data-dir <tmp>
+  --log-file <tmp>/warren-file.log --config <tmp>/warren.toml``
   (stderr to ``<tmp>/warren.log``), wait until the AMQP port accepts TCP
   (20 s), and kill it (by PID) at session end.
 * neither: every test is skipped.
@@ -198,6 +199,7 @@ def _start_broker():
     tmpdir = tempfile.mkdtemp(prefix="warren-test-")
     amqp_port = _free_port()
     http_port = _free_port()
+    prometheus_port = _free_port()
     config = os.path.join(tmpdir, "warren.toml")
     with open(config, "w") as f:
         f.write(access_setup_toml())
@@ -206,7 +208,9 @@ def _start_broker():
     log = open(os.path.join(tmpdir, "warren.log"), "wb")
     proc = subprocess.Popen(
         [binary, "server", "--amqp-addr", "127.0.0.1:%d" % amqp_port,
-         "--http-addr", "127.0.0.1:%d" % http_port, "--data-dir", data_dir,
+         "--http-addr", "127.0.0.1:%d" % http_port,
+         "--prometheus-addr", "127.0.0.1:%d" % prometheus_port, "--data-dir", data_dir,
+         "--log-file", os.path.join(tmpdir, "warren-file.log"),
          "--config", config],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     log.close()
@@ -219,6 +223,7 @@ def _start_broker():
                     % (amqp_port, tail), returncode=3)
     b = Broker("127.0.0.1", amqp_port, kind="warren", proc=proc, tmpdir=tmpdir)
     b.http_port = http_port
+    b.prometheus_port = prometheus_port
     return b
 
 

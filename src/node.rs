@@ -478,7 +478,7 @@ impl Node {
     }
 
     /// Node-wide message counters.
-    pub fn stats(&self) -> &Counters {
+    pub fn stats(&self) -> &Arc<Counters> {
         &self.stats
     }
 

@@ -8,8 +8,8 @@
 //! [`Counters::sample`] every few seconds; a rate is the change per second between the last
 //! two samples (RabbitMQ's `collect_statistics_interval` is 5 s).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// One kind of message event.
@@ -168,6 +168,45 @@ impl Counters {
     }
 }
 
+/// Counts one task gathers and adds to the shared counters in one go, once per batch of work:
+/// a few atomic additions per batch instead of several per message, and no cache line
+/// bouncing between the cores of a queue's publishers and consumers.
+#[derive(Debug, Default)]
+pub struct Tally {
+    entries: Vec<(Arc<Counters>, [u64; N])>,
+}
+
+/// Counters a tally keeps referring to between flushes at most (then it lets go of them).
+const TALLY_KEEP: usize = 64;
+
+impl Tally {
+    pub fn add(&mut self, c: &Arc<Counters>, s: Stat, n: u64) {
+        match self.entries.iter_mut().find(|(k, _)| Arc::ptr_eq(k, c)) {
+            Some((_, v)) => v[s.index()] += n,
+            None => {
+                let mut v = [0; N];
+                v[s.index()] = n;
+                self.entries.push((c.clone(), v));
+            }
+        }
+    }
+
+    /// Adds what was gathered to the shared counters.
+    pub fn flush(&mut self) {
+        for (c, v) in &mut self.entries {
+            for (i, n) in v.iter_mut().enumerate() {
+                if *n > 0 {
+                    c.values[i].fetch_add(*n, Ordering::Relaxed);
+                    *n = 0;
+                }
+            }
+        }
+        if self.entries.len() > TALLY_KEEP {
+            self.entries.clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +226,19 @@ mod tests {
         c.sample(t0 + Duration::from_secs(4));
         assert_eq!(c.rate(Stat::Publish), 0.0);
         assert!(c.any());
+    }
+
+    #[test]
+    fn a_tally_adds_up_on_flush() {
+        let (a, b) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
+        let mut t = Tally::default();
+        t.add(&a, Stat::Deliver, 2);
+        t.add(&b, Stat::Ack, 1);
+        t.add(&a, Stat::Deliver, 3);
+        assert_eq!(a.get(Stat::Deliver), 0, "nothing before the flush");
+        t.flush();
+        t.flush();
+        assert_eq!((a.get(Stat::Deliver), b.get(Stat::Ack)), (5, 1));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::node::Node;
 use crate::node::clients::{Control, Io, Registered, Registration};
 use crate::queue::machine::Outcome;
 use crate::queue::{ClientEvent, ClientSink, QueueHandle};
-use crate::stats::Counters;
+use crate::stats::{Counters, Tally};
 use amq_protocol::protocol::{AMQPClass, access, basic, channel, connection};
 use bytes::BytesMut;
 use std::collections::{HashMap, VecDeque};
@@ -55,6 +55,8 @@ pub(super) struct Connection {
     pub(super) registered: Registered,
     /// Counters of the exchanges this connection published to, by name.
     pub(super) exchange_stats: HashMap<String, Arc<Counters>>,
+    /// Message counts of this batch, for the shared counters.
+    pub(super) tally: Tally,
     /// Firehose copies to hand to their queues after this batch.
     pub(super) traces: Vec<(QueueHandle, Arc<crate::queue::Message>)>,
 }
@@ -126,6 +128,7 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         registered,
         exchange_stats: HashMap::new(),
         traces: Vec::new(),
+        tally: Tally::default(),
     };
     let reason = conn.serve(&mut reader, &mut rbuf, negotiated.heartbeat).await;
     if let Some(e) = &reason {
@@ -133,6 +136,7 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         await_close_ok(&mut reader, &mut rbuf, &mut conn.out).await;
     }
     conn.cleanup().await;
+    conn.tally.flush();
     conn.out.close(writer_task).await;
     tracing::info!(%peer, connection = id.0, connection_name = ?negotiated.connection_name, reason = reason.as_ref().map(|e| e.text.as_str()).unwrap_or("client closed"), "connection closed");
 }
@@ -212,6 +216,7 @@ impl Connection {
             }
             self.registered.info.channels.store(self.channels.len() as u64, std::sync::atomic::Ordering::Relaxed);
             self.flush_settles().await;
+            self.tally.flush();
             if !self.traces.is_empty() {
                 self.flush_traces().await;
             }

@@ -5,8 +5,7 @@
 use super::connection::Connection;
 use crate::node::clients::{ChannelInfo, ConsumerInfo};
 use crate::queue::QueueHandle;
-use crate::stats::{Counters, Stat};
-use std::sync::Arc;
+use crate::stats::Stat;
 
 impl Connection {
     /// The state of every open channel.
@@ -40,21 +39,24 @@ impl Connection {
         out
     }
 
-    /// Counts an event node-wide and, if given, on a queue.
-    pub(super) fn count(&self, queue: Option<&QueueHandle>, s: Stat, n: u64) {
-        self.node.stats().add(s, n);
+    /// Counts an event node-wide and, if given, on a queue (added to the shared counters after
+    /// the current batch).
+    pub(super) fn count(&mut self, queue: Option<&QueueHandle>, s: Stat, n: u64) {
+        self.tally.add(self.node.stats(), s, n);
         if let Some(q) = queue {
-            q.stats.add(s, n);
+            self.tally.add(&q.stats, s, n);
         }
     }
 
-    /// The counters of an exchange of this connection's vhost.
-    pub(super) fn exchange_counters(&mut self, exchange: &str) -> Arc<Counters> {
-        if let Some(c) = self.exchange_stats.get(exchange) {
-            return c.clone();
-        }
-        let c = self.node.exchange_stats(&self.vhost, exchange);
-        self.exchange_stats.insert(exchange.to_owned(), c.clone());
-        c
+    /// Counts an event on an exchange of this connection's vhost.
+    pub(super) fn count_exchange(&mut self, exchange: &str, s: Stat) {
+        let c = match self.exchange_stats.get(exchange) {
+            Some(c) => c,
+            None => {
+                let c = self.node.exchange_stats(&self.vhost, exchange);
+                self.exchange_stats.entry(exchange.to_owned()).or_insert(c)
+            }
+        };
+        self.tally.add(c, s, 1);
     }
 }

@@ -199,16 +199,16 @@ impl Connection {
             }
             return Ok(());
         }
-        let handles = self.node.topology().targets(
-            &self.vhost,
-            &msg.exchange,
-            &key_refs,
-            msg.properties.headers().as_ref(),
-            |_| true,
-        );
-        self.trace_publish(ch, &msg, &handles);
-        let exchange = self.exchange_counters(&msg.exchange);
-        exchange.add(Stat::PublishIn, 1);
+        let (handles, tracing) = {
+            let topo = self.node.topology();
+            let handles =
+                topo.targets(&self.vhost, &msg.exchange, &key_refs, msg.properties.headers().as_ref(), |_| true);
+            (handles, topo.meta.vhosts.get(&self.vhost).is_some_and(|v| v.tracing))
+        };
+        if tracing {
+            self.trace_publish(ch, &msg, &handles);
+        }
+        self.count_exchange(&msg.exchange, Stat::PublishIn);
         self.count(None, Stat::Publish, 1);
         if handles.is_empty() {
             if mandatory {
@@ -227,9 +227,9 @@ impl Connection {
                 cs.outstanding.insert(seq, handles.len() as u32);
             }
         }
-        exchange.add(Stat::PublishOut, 1);
+        self.count_exchange(&msg.exchange, Stat::PublishOut);
         for h in &handles {
-            h.stats.add(Stat::Publish, 1);
+            self.tally.add(&h.stats, Stat::Publish, 1);
             let confirm = seq.map(|seq| ConfirmTo { sink: self.sink.clone(), channel: ChannelId(ch), seq });
             // A queue deleted meanwhile simply does not take the message.
             if self.send_to(h, Request::Publish { msg: msg.clone(), confirm }).await.is_err() {
@@ -298,7 +298,7 @@ impl Connection {
             self.out.method(ch, AMQPClass::Basic(m));
         }
         let after = c.confirm.as_ref().map_or(0, |cs| cs.acked_upto);
-        self.node.stats().add(Stat::Confirm, after - before);
+        self.count(None, Stat::Confirm, after - before);
     }
 
     pub(super) fn confirm_select(&mut self, ch: u16) -> Result<()> {

@@ -83,11 +83,8 @@ impl Connection {
         self.node.topology().meta.vhosts.get(&self.vhost).is_some_and(|v| v.tracing)
     }
 
-    /// Copies a publish on channel `ch`, routed to `routed`.
+    /// Copies a publish on channel `ch`, routed to `routed` (the caller checked the flag).
     pub(super) fn trace_publish(&mut self, ch: u16, msg: &Message, routed: &[QueueHandle]) {
-        if !self.tracing() {
-            return;
-        }
         let mut h = self.trace_headers(ch, msg);
         h.insert("routed_queues".into(), strings(routed.iter().map(|q| q.key.name.as_str())));
         self.trace(format!("publish.{}", msg.exchange), msg, h);

@@ -348,7 +348,7 @@ impl Node {
 
     /// Hands a queue its settings in force, through its log (never blocking the caller).
     fn configure_queue(&self, h: &QueueHandle, rec: &QueueRecord) {
-        let (h, cmd) = (h.clone(), Command::Configure(self.limits(rec)));
+        let (h, cmd) = (h.clone(), Command::Configure(Box::new(self.limits(rec))));
         tokio::spawn(async move {
             let _ = h.tx.send(Request::Cast { cmd }).await;
         });

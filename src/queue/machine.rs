@@ -117,7 +117,8 @@ pub enum Command {
     },
     /// The settings a policy controls changed (policies apply while a queue runs): takes them
     /// and, under drop-head, drops what is now over the length limits.
-    Configure(Limits),
+    /// Boxed: commands travel by value through every queue inbox, so the enum stays small.
+    Configure(Box<Limits>),
 }
 
 /// The settings of a queue that policies may change while it runs.
@@ -699,7 +700,7 @@ impl Machine for QueueMachine {
             Command::Stats => self.stats(),
             Command::Recover { drop_transient } => self.recover(drop_transient, effects),
             Command::Configure(limits) => {
-                self.config.set_limits(limits);
+                self.config.set_limits(*limits);
                 if self.config.overflow == Overflow::DropHead {
                     self.drop_over_limit(effects);
                 }

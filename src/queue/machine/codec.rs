@@ -262,7 +262,7 @@ fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
         tag::RECOVER => Command::Recover { drop_transient: r.bool()? },
         tag::EXPIRE => Command::Expire,
         tag::TOUCH => Command::Touch,
-        tag::CONFIGURE => Command::Configure(get_limits(&mut r)?),
+        tag::CONFIGURE => Command::Configure(Box::new(get_limits(&mut r)?)),
         t => return Err(CodecError(format!("unknown queue command tag {t}"))),
     };
     r.finish()?;

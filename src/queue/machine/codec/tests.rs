@@ -55,7 +55,7 @@ fn all_commands() -> Vec<Command> {
         Command::Delete { if_unused: true, if_empty: false },
         Command::Stats,
         Command::Recover { drop_transient: true },
-        Command::Configure(Limits {
+        Command::Configure(Box::new(Limits {
             message_ttl: Some(5),
             max_length: None,
             max_length_bytes: Some(1 << 40),
@@ -64,8 +64,14 @@ fn all_commands() -> Vec<Command> {
             expires: Some(60_000),
             delivery_limit: Some(3),
             consumer_timeout: None,
-        }),
+        })),
     ]
+}
+
+#[test]
+fn commands_stay_small() {
+    // Every publish moves a command through a queue inbox by value.
+    assert!(std::mem::size_of::<Command>() <= 64, "{}", std::mem::size_of::<Command>());
 }
 
 #[test]

@@ -55,6 +55,8 @@ pub(super) struct Connection {
     pub(super) registered: Registered,
     /// Counters of the exchanges this connection published to, by name.
     pub(super) exchange_stats: HashMap<String, Arc<Counters>>,
+    /// The exchange last published to, and its counters.
+    pub(super) last_exchange: Option<(String, Arc<Counters>)>,
     /// Message counts of this batch, for the shared counters.
     pub(super) tally: Tally,
     /// Firehose copies to hand to their queues after this batch.
@@ -127,6 +129,7 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         blocked: false,
         registered,
         exchange_stats: HashMap::new(),
+        last_exchange: None,
         traces: Vec::new(),
         tally: Tally::default(),
     };

@@ -208,7 +208,7 @@ impl Connection {
         if tracing {
             self.trace_publish(ch, &msg, &handles);
         }
-        self.count_exchange(&msg.exchange, Stat::PublishIn);
+        self.count_exchange(&msg.exchange, !handles.is_empty());
         self.count(None, Stat::Publish, 1);
         if handles.is_empty() {
             if mandatory {
@@ -227,7 +227,6 @@ impl Connection {
                 cs.outstanding.insert(seq, handles.len() as u32);
             }
         }
-        self.count_exchange(&msg.exchange, Stat::PublishOut);
         for h in &handles {
             self.tally.add(&h.stats, Stat::Publish, 1);
             let confirm = seq.map(|seq| ConfirmTo { sink: self.sink.clone(), channel: ChannelId(ch), seq });

@@ -33,7 +33,7 @@ pub mod clients;
 mod delays;
 mod topology;
 
-pub use topology::Topology;
+pub use topology::{Routed, Topology};
 
 /// The metadata group's storage group id.
 const META_GROUP: GroupId = GroupId(0);
@@ -76,8 +76,6 @@ pub struct Node {
     clients: Arc<clients::Clients>,
     /// Node-wide message counters.
     stats: Arc<Counters>,
-    /// Message counters per exchange: (vhost, name) -> counters.
-    exchange_stats: Mutex<HashMap<(String, String), Arc<Counters>>>,
     me: Weak<Node>,
 }
 
@@ -185,7 +183,6 @@ impl Node {
             started: std::time::Instant::now(),
             clients: Arc::default(),
             stats: Arc::default(),
-            exchange_stats: Mutex::default(),
             me: me.clone(),
         });
         tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx));
@@ -482,19 +479,7 @@ impl Node {
         &self.stats
     }
 
-    /// The message counters of an exchange (created on first use).
-    pub fn exchange_stats(&self, vhost: &str, exchange: &str) -> Arc<Counters> {
-        let mut m = self.exchange_stats.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry((vhost.to_owned(), exchange.to_owned())).or_default().clone()
-    }
-
-    /// The message counters of an exchange, if it has any.
-    pub fn exchange_stats_of(&self, vhost: &str, exchange: &str) -> Option<Arc<Counters>> {
-        let m = self.exchange_stats.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&(vhost.to_owned(), exchange.to_owned())).cloned()
-    }
-
-    /// Samples every counter (rates), and forgets the counters of exchanges that are gone.
+    /// Samples every counter (rates).
     fn sample_stats(&self) {
         let now = std::time::Instant::now();
         self.stats.sample(now);
@@ -502,10 +487,8 @@ impl Node {
         for q in topo.queues.values() {
             q.stats.sample(now);
         }
-        let mut m = self.exchange_stats.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|(v, x), _| topo.meta.vhosts.get(v).is_some_and(|v| x.is_empty() || v.exchanges.contains_key(x)));
-        for c in m.values() {
-            c.sample(now);
+        for x in topo.meta.vhosts.values().flat_map(|v| v.exchanges.values()) {
+            x.stats.sample(now);
         }
     }
 

@@ -15,7 +15,7 @@ use crate::node::Node;
 use crate::node::clients::{Control, Io, Registered, Registration};
 use crate::queue::machine::Outcome;
 use crate::queue::{ClientEvent, ClientSink, QueueHandle};
-use crate::stats::{Counters, Tally};
+use crate::stats::Tally;
 use amq_protocol::protocol::{AMQPClass, access, basic, channel, connection};
 use bytes::BytesMut;
 use std::collections::{HashMap, VecDeque};
@@ -53,10 +53,6 @@ pub(super) struct Connection {
     blocked: bool,
     /// This connection in the node's registry (removed when dropped) and its control inbox.
     pub(super) registered: Registered,
-    /// Counters of the exchanges this connection published to, by name.
-    pub(super) exchange_stats: HashMap<String, Arc<Counters>>,
-    /// The exchange last published to, and its counters.
-    pub(super) last_exchange: Option<(String, Arc<Counters>)>,
     /// Message counts of this batch, for the shared counters.
     pub(super) tally: Tally,
     /// Firehose copies to hand to their queues after this batch.
@@ -128,8 +124,6 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         has_published: false,
         blocked: false,
         registered,
-        exchange_stats: HashMap::new(),
-        last_exchange: None,
         traces: Vec::new(),
         tally: Tally::default(),
     };

@@ -47,27 +47,4 @@ impl Connection {
             self.tally.add(&q.stats, s, n);
         }
     }
-
-    /// Counts a publish into an exchange of this connection's vhost (`publish_in`, and
-    /// `publish_out` if it reached a queue). The last exchange's counters are at hand without
-    /// a lookup: publishers mostly stay on one exchange.
-    pub(super) fn count_exchange(&mut self, exchange: &str, routed: bool) {
-        if !matches!(&self.last_exchange, Some((n, _)) if n == exchange) {
-            let c = match self.exchange_stats.get(exchange) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = self.node.exchange_stats(&self.vhost, exchange);
-                    self.exchange_stats.insert(exchange.to_owned(), c.clone());
-                    c
-                }
-            };
-            self.last_exchange = Some((exchange.to_owned(), c));
-        }
-        if let Some((_, c)) = &self.last_exchange {
-            self.tally.add(c, Stat::PublishIn, 1);
-            if routed {
-                self.tally.add(c, Stat::PublishOut, 1);
-            }
-        }
-    }
 }

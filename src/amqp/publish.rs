@@ -199,16 +199,19 @@ impl Connection {
             }
             return Ok(());
         }
-        let (handles, tracing) = {
-            let topo = self.node.topology();
-            let handles =
-                topo.targets(&self.vhost, &msg.exchange, &key_refs, msg.properties.headers().as_ref(), |_| true);
-            (handles, topo.meta.vhosts.get(&self.vhost).is_some_and(|v| v.tracing))
-        };
-        if tracing {
+        let topo = self.node.topology();
+        let routed = topo.route(&self.vhost, &msg.exchange, &key_refs, msg.properties.headers().as_ref());
+        let handles = routed.queues;
+        if let Some(x) = routed.exchange {
+            self.tally.add(x, Stat::PublishIn, 1);
+            if !handles.is_empty() {
+                self.tally.add(x, Stat::PublishOut, 1);
+            }
+        }
+        if routed.tracing {
             self.trace_publish(ch, &msg, &handles);
         }
-        self.count_exchange(&msg.exchange, !handles.is_empty());
+        drop(topo);
         self.count(None, Stat::Publish, 1);
         if handles.is_empty() {
             if mandatory {

@@ -6,6 +6,7 @@ use crate::broker::permission::Permissions;
 use crate::broker::policy::{self, Policy, Target};
 use crate::broker::router::{BindingIndex, ExchangeLookup, RoutableExchange};
 use crate::ids::ConnectionId;
+use crate::stats::Counters;
 use amq_protocol::types::FieldTable;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub struct Exchange {
     /// A delayed exchange's store of held messages: its storage group (allocated by the
     /// metadata machine, never reused). `None` for an ordinary exchange.
     pub delay_group: Option<u64>,
+    /// Message counters (`publish_in`, `publish_out`): observations, not state. Never encoded
+    /// nor read by the machine; a changed copy of the record shares them, a new exchange
+    /// starts from zero.
+    pub stats: Arc<Counters>,
 }
 
 impl Exchange {
@@ -59,6 +64,7 @@ impl Exchange {
             policy: None,
             bindings: BindingIndex::default(),
             delay_group: None,
+            stats: Arc::default(),
         }
     }
 

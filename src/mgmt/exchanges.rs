@@ -45,10 +45,8 @@ fn internal_name(name: &str) -> &str {
     if name == DEFAULT { "" } else { name }
 }
 
-fn exchange_json(node: &Api, vhost: &str, x: &Exchange) -> Value {
-    let message_stats = node
-        .exchange_stats_of(vhost, &x.name)
-        .map_or_else(|| json!({}), |c| super::rates::message_stats(&c, Stat::EXCHANGE));
+fn exchange_json(vhost: &str, x: &Exchange) -> Value {
+    let message_stats = super::rates::message_stats(&x.stats, Stat::EXCHANGE);
     json!({
         "name": x.name,
         "vhost": vhost,
@@ -65,7 +63,7 @@ fn exchange_json(node: &Api, vhost: &str, x: &Exchange) -> Value {
 fn listing(node: &Api, user: &User, only: Option<&str>) -> Result<Json<Value>, ApiError> {
     let topo = node.topology();
     let vhosts = user.vhosts(&topo, only)?;
-    Ok(Json(vhosts.iter().flat_map(|v| v.exchanges.values().map(|x| exchange_json(node, &v.name, x))).collect()))
+    Ok(Json(vhosts.iter().flat_map(|v| v.exchanges.values().map(|x| exchange_json(&v.name, x))).collect()))
 }
 
 async fn list_all(State(node): State<Api>, user: User) -> Result<Json<Value>, ApiError> {
@@ -95,7 +93,7 @@ async fn show(
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let x = exchange(&node, &user, &vhost, &name)?;
-    Ok(Json(exchange_json(&node, &vhost, &x)))
+    Ok(Json(exchange_json(&vhost, &x)))
 }
 
 /// Declares an exchange (201) or checks an existing one is equivalent (204).

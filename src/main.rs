@@ -19,28 +19,7 @@ enum Cmd {
     /// Run a broker node.
     Server(ServerArgs),
     /// Administer a node (rabbitmqctl's command names).
-    Ctl(CtlArgs),
-}
-
-#[derive(Parser, Debug)]
-struct CtlArgs {
-    /// The node's AMQP address.
-    #[arg(long, env = "WARREN_AMQP_ADDR", default_value = "127.0.0.1:5672", global = true)]
-    amqp_addr: SocketAddr,
-    /// Seconds to wait.
-    #[arg(long, short = 't', default_value_t = 10, global = true)]
-    timeout: u64,
-    #[command(subcommand)]
-    command: CtlCmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum CtlCmd {
-    /// Check that the node accepts AMQP 0-9-1 connections (rabbitmq-diagnostics ping).
-    Ping,
-    /// Wait until the node accepts AMQP 0-9-1 connections (rabbitmqctl await_startup).
-    #[command(name = "await_startup")]
-    AwaitStartup,
+    Ctl(warren::ctl::CtlArgs),
 }
 
 /// Settings given here override the config file; each also reads a `WARREN_*` variable.
@@ -102,7 +81,12 @@ impl ServerArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `warren ctl` exits with rabbitmqctl's 64 on usage errors; the server keeps clap's 2.
+        Err(e) if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") => return warren::ctl::parse_failed(e),
+        Err(e) => e.exit(),
+    };
     let log_file = match &cli.command {
         Cmd::Server(a) => a.log_file.clone(),
         _ => None,
@@ -152,32 +136,7 @@ fn main() -> ExitCode {
             };
             rt.block_on(serve(config))
         }
-        Cmd::Ctl(args) => ctl(args),
-    }
-}
-
-fn ctl(args: CtlArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("warren ctl: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let timeout = std::time::Duration::from_secs(args.timeout);
-    let (result, ok) = match args.command {
-        CtlCmd::Ping => (rt.block_on(warren::ctl::ping(args.amqp_addr, timeout)), "Ping succeeded"),
-        CtlCmd::AwaitStartup => (rt.block_on(warren::ctl::await_startup(args.amqp_addr, timeout)), "Node is running"),
-    };
-    match result {
-        Ok(()) => {
-            println!("{ok}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("Error: {e}");
-            ExitCode::FAILURE
-        }
+        Cmd::Ctl(args) => warren::ctl::run(args),
     }
 }
 

@@ -1,0 +1,228 @@
+//! `status` (from `/api/overview` and `/api/nodes/{node}`) and `cluster_status` (from
+//! `/api/nodes`, `/api/cluster-name`, `/api/overview`): rabbitmqctl's sections, with the
+//! lines whose facts the management API carries (a field the node does not report is left
+//! out rather than guessed).
+
+use super::http::path;
+use super::output::{Formatter, print_raw, section};
+use super::{CtlError, Ctx};
+use serde_json::{Map, Value, json};
+use std::fmt::Write;
+
+type Obj = Map<String, Value>;
+
+fn text(o: &Obj, key: &str) -> Option<String> {
+    match o.get(key)? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        v => Some(v.to_string()),
+    }
+}
+
+/// Bytes as rabbitmqctl shows them: gigabytes with at most four decimals (`0.05 gb`).
+fn gb(o: &Obj, key: &str) -> Option<String> {
+    let g = (o.get(key)?.as_f64()? / 1e9 * 1e4).round() / 1e4;
+    Some(if g.fract() == 0.0 { format!("{g:.1} gb") } else { format!("{g} gb") })
+}
+
+fn list(o: &Obj, key: &str) -> Vec<String> {
+    let items = o.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
+}
+
+fn purpose(protocol: &str) -> &str {
+    match protocol {
+        "amqp" => "AMQP 0-9-1 and AMQP 1.0",
+        "amqp/ssl" => "AMQP 0-9-1 and AMQP 1.0 over TLS",
+        "clustering" => "inter-node and CLI tool communication",
+        "http" => "HTTP API",
+        "https" => "HTTP API over TLS (HTTPS)",
+        "http/prometheus" => "Prometheus exporter API over HTTP",
+        other => other,
+    }
+}
+
+/// `Interface: [::], port: 5672, protocol: amqp, purpose: ...` for each listener.
+fn listeners(overview: &Obj, with_node: bool) -> String {
+    let mut s = String::new();
+    for l in overview.get("listeners").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+        let Some(l) = l.as_object() else { continue };
+        let ip = text(l, "ip_address").unwrap_or_default();
+        let ip = if ip.contains(':') { format!("[{ip}]") } else { ip };
+        let protocol = text(l, "protocol").unwrap_or_default();
+        let port = text(l, "port").unwrap_or_default();
+        let rest = format!("port: {port}, protocol: {protocol}, purpose: {}", purpose(&protocol));
+        let _ = if with_node {
+            writeln!(s, "Node: {}, interface: {ip}, {rest}", text(l, "node").unwrap_or_default())
+        } else {
+            writeln!(s, "Interface: {ip}, {rest}")
+        };
+    }
+    s
+}
+
+fn alarms(nodes: &[&Obj]) -> String {
+    let mut s = String::new();
+    for n in nodes {
+        let name = text(n, "name").unwrap_or_default();
+        if n.get("mem_alarm") == Some(&Value::Bool(true)) {
+            let _ = writeln!(s, "Memory alarm on node {name}");
+        }
+        if n.get("disk_free_alarm") == Some(&Value::Bool(true)) {
+            let _ = writeln!(s, "Free disk space alarm on node {name}");
+        }
+    }
+    if s.is_empty() { "(none)\n".into() } else { s }
+}
+
+/// Appends `label: value` when the value is known.
+fn line(s: &mut String, label: &str, value: Option<String>) {
+    if let Some(v) = value {
+        let _ = writeln!(s, "{label}: {v}");
+    }
+}
+
+fn bullets(s: &mut String, items: &[String]) {
+    for i in items {
+        let _ = writeln!(s, " * {i}");
+    }
+}
+
+pub fn status(ctx: &Ctx) -> Result<(), CtlError> {
+    let overview = ctx.api.object(&path(&["overview"]))?;
+    let node_name = text(&overview, "node").unwrap_or_default();
+    let n = ctx.api.object(&path(&["nodes", &node_name]))?;
+    if ctx.out.formatter == Formatter::Json {
+        print_raw(&format!("{}\n", Value::Object(n)));
+        return Ok(());
+    }
+    let vhosts = ctx.api.list(&path(&["vhosts"]))?.len();
+    ctx.out.info(&format!("Status of node {node_name} ..."));
+    let totals = overview.get("object_totals").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut s = section("Runtime");
+    line(&mut s, "OS PID", text(&n, "os_pid"));
+    line(&mut s, "Uptime (seconds)", n.get("uptime").and_then(Value::as_u64).map(|ms| (ms / 1000).to_string()));
+    line(&mut s, "RabbitMQ version", text(&overview, "rabbitmq_version"));
+    if text(&overview, "product_name").is_some_and(|p| p != "RabbitMQ") {
+        line(&mut s, "Product name", text(&overview, "product_name"));
+        line(&mut s, "Product version", text(&overview, "product_version"));
+    }
+    line(&mut s, "Node name", Some(node_name.clone()));
+    line(&mut s, "Erlang configuration", text(&overview, "erlang_full_version"));
+    if let (Some(used), Some(limit)) = (text(&n, "proc_used"), text(&n, "proc_total")) {
+        line(&mut s, "Erlang processes", Some(format!("{used} used, {limit} limit")));
+    }
+    line(&mut s, "Scheduler run queue", text(&n, "run_queue"));
+    line(&mut s, "Cluster heartbeat timeout (net_ticktime)", text(&n, "net_ticktime"));
+    s.push('\n');
+    let plugins = list(&n, "enabled_plugins");
+    if !plugins.is_empty() {
+        s.push_str(&section("Plugins"));
+        s.push_str("Enabled plugins:\n\n");
+        bullets(&mut s, &plugins);
+        s.push('\n');
+    }
+    if let Some(dir) = text(&n, "db_dir") {
+        s.push_str(&section("Data directory"));
+        let _ = writeln!(s, "Node data directory: {dir}\n");
+    }
+    for (title, key) in [("Config files", "config_files"), ("Log file(s)", "log_files")] {
+        let files = list(&n, key);
+        if !files.is_empty() {
+            s.push_str(&section(title));
+            bullets(&mut s, &files);
+            s.push('\n');
+        }
+    }
+    s.push_str(&section("Alarms"));
+    s.push_str(&alarms(&[&n]));
+    s.push('\n');
+    s.push_str(&section("Memory"));
+    line(&mut s, "Total memory used", gb(&n, "mem_used"));
+    line(&mut s, "Calculation strategy", text(&n, "mem_calculation_strategy"));
+    line(&mut s, "Memory high watermark", gb(&n, "mem_limit"));
+    s.push('\n');
+    s.push_str(&section("File Descriptors"));
+    if let (Some(used), Some(limit)) = (text(&n, "fd_used"), text(&n, "fd_total")) {
+        let _ = writeln!(s, "Total: {used}, limit: {limit}");
+    }
+    if let (Some(used), Some(limit)) = (text(&n, "sockets_used"), text(&n, "sockets_total")) {
+        let _ = writeln!(s, "Sockets: {used}, limit: {limit}");
+    }
+    s.push('\n');
+    s.push_str(&section("Free Disk Space"));
+    line(&mut s, "Low free disk space watermark", gb(&n, "disk_free_limit"));
+    line(&mut s, "Free disk space", gb(&n, "disk_free"));
+    s.push('\n');
+    s.push_str(&section("Totals"));
+    line(&mut s, "Connection count", text(&totals, "connections"));
+    line(&mut s, "Queue count", text(&totals, "queues"));
+    line(&mut s, "Virtual host count", Some(vhosts.to_string()));
+    s.push('\n');
+    s.push_str(&section("Listeners"));
+    s.push_str(&listeners(&overview, false));
+    print_raw(&s);
+    Ok(())
+}
+
+pub fn cluster_status(ctx: &Ctx) -> Result<(), CtlError> {
+    let overview = ctx.api.object(&path(&["overview"]))?;
+    let nodes = ctx.api.list(&path(&["nodes"]))?;
+    let cluster = ctx.api.object(&path(&["cluster-name"]))?;
+    let nodes: Vec<&Obj> = nodes.iter().filter_map(Value::as_object).collect();
+    let cluster_name = text(&cluster, "name").unwrap_or_default();
+    if ctx.out.formatter == Formatter::Json {
+        print_raw(&format!("{}\n", json!({ "cluster_name": cluster_name, "nodes": nodes })));
+        return Ok(());
+    }
+    let node_name = text(&overview, "node").unwrap_or_default();
+    ctx.out.info(&format!("Cluster status of node {node_name} ..."));
+    let names = |f: &dyn Fn(&Obj) -> bool| -> Vec<String> {
+        nodes.iter().filter(|n| f(n)).filter_map(|n| text(n, "name")).collect()
+    };
+    let mut s = section("Basics");
+    let _ = writeln!(s, "Cluster name: {cluster_name}\n");
+    for (title, kind) in [("Disk Nodes", "disc"), ("RAM Nodes", "ram")] {
+        let members = names(&|n| n.get("type").and_then(Value::as_str) == Some(kind));
+        if !members.is_empty() {
+            s.push_str(&section(title));
+            let _ = writeln!(s, "{}\n", members.join("\n"));
+        }
+    }
+    s.push_str(&section("Running Nodes"));
+    let _ = writeln!(s, "{}\n", names(&|n| n.get("running") != Some(&Value::Bool(false))).join("\n"));
+    s.push_str(&section("Versions"));
+    let product = text(&overview, "product_name").unwrap_or_else(|| "RabbitMQ".into());
+    let version = text(&overview, "product_version").or_else(|| text(&overview, "rabbitmq_version"));
+    let erlang = text(&overview, "erlang_version").unwrap_or_default();
+    let _ = writeln!(s, "{node_name}: {product} {} on Erlang {erlang}\n", version.unwrap_or_default());
+    s.push_str(&section("Alarms"));
+    s.push_str(&alarms(&nodes));
+    s.push('\n');
+    s.push_str(&section("Network Partitions"));
+    let mut partitions = String::new();
+    for n in &nodes {
+        for other in list(n, "partitions") {
+            let _ =
+                writeln!(partitions, "Node {} cannot communicate with {other}", text(n, "name").unwrap_or_default());
+        }
+    }
+    s.push_str(if partitions.is_empty() { "(none)\n" } else { &partitions });
+    s.push('\n');
+    s.push_str(&section("Listeners"));
+    s.push_str(&listeners(&overview, true));
+    if let Some(Value::Array(flags)) = ctx.api.get_opt(&path(&["feature-flags"]))? {
+        s.push('\n');
+        s.push_str(&section("Feature flags"));
+        for f in flags.iter().filter_map(Value::as_object) {
+            let _ = writeln!(
+                s,
+                "Flag: {}, state: {}",
+                text(f, "name").unwrap_or_default(),
+                text(f, "state").unwrap_or_default()
+            );
+        }
+    }
+    print_raw(&s);
+    Ok(())
+}

@@ -19,6 +19,7 @@ mod policies;
 pub mod prometheus;
 mod queues;
 mod rates;
+mod tracer;
 mod ui;
 
 use crate::node::Node;
@@ -43,6 +44,7 @@ pub fn router(node: Api) -> Router {
         .merge(connections::routes())
         .merge(policies::routes())
         .merge(definitions::routes())
+        .merge(tracer::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn(columns::select))
         .with_state(node)
@@ -54,6 +56,7 @@ pub async fn serve(node: Api, listener: TcpListener, mut shutdown: watch::Receiv
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         tracing::error!(error = %e, "management listener failed");
     }

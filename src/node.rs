@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 pub mod clients;
 mod delays;
 mod topology;
+pub mod traces;
 
 pub use topology::{Routed, Topology};
 
@@ -76,6 +77,8 @@ pub struct Node {
     clients: Arc<clients::Clients>,
     /// Node-wide message counters.
     stats: Arc<Counters>,
+    /// Named traces into files (`rabbitmq_tracing`).
+    traces: traces::Traces,
     me: Weak<Node>,
 }
 
@@ -183,6 +186,7 @@ impl Node {
             started: std::time::Instant::now(),
             clients: Arc::default(),
             stats: Arc::default(),
+            traces: traces::Traces::default(),
             me: me.clone(),
         });
         tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx));
@@ -472,6 +476,16 @@ impl Node {
     /// The client connections.
     pub fn clients(&self) -> &Arc<clients::Clients> {
         &self.clients
+    }
+
+    /// Named traces.
+    pub fn traces(&self) -> &traces::Traces {
+        &self.traces
+    }
+
+    /// Where trace files go.
+    pub fn trace_dir(&self) -> std::path::PathBuf {
+        self.config.data_dir.join("traces")
     }
 
     /// Node-wide message counters.

@@ -163,3 +163,33 @@ async fn guest_logs_in_over_ipv4_on_a_dual_stack_listener() {
     conn.create_channel().await.unwrap();
     b.stop().await;
 }
+
+/// An address of this machine that is not loopback (the route to a documentation address;
+/// no packet is sent), if it has one.
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_uses_the_management_api_only_from_loopback() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("no non-loopback address on this machine: skipped");
+        return;
+    };
+    let b = Broker::with(|c| c.http_addr = "0.0.0.0:0".parse().unwrap()).await;
+    let port = b.running.as_ref().expect("running").http_addr.port();
+    let status = |host: String| {
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let r = agent
+                .get(&format!("http://{host}:{port}/api/whoami"))
+                .header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=");
+            r.call().map(|r| r.status().as_u16()).unwrap_or(0)
+        })
+    };
+    assert_eq!(status("127.0.0.1".into()).await.unwrap(), 200, "guest from loopback");
+    assert_eq!(status(ip.to_string()).await.unwrap(), 401, "guest from {ip}");
+    b.stop().await;
+}

@@ -240,11 +240,7 @@ impl Handshake<'_> {
     }
 }
 
-/// RabbitMQ's `loopback_users`: those users may log in only over loopback. An IPv4 client of a
-/// dual-stack listener appears as `::ffff:127.0.0.1`, which counts as loopback too.
-fn may_log_in_from(user: &str, peer: std::net::IpAddr, loopback_users: &[String]) -> bool {
-    !loopback_users.iter().any(|u| u == user) || peer.to_canonical().is_loopback()
-}
+use crate::broker::permission::may_log_in_from;
 
 /// RabbitMQ's `validate_negotiated_integer_value`: 0 from the client means "no limit", which
 /// exceeds any server limit.

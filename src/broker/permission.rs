@@ -44,6 +44,13 @@ impl Permissions {
     }
 }
 
+/// RabbitMQ's `loopback_users`: those users may log in only over loopback (to AMQP and to the
+/// management API alike). An IPv4 client of a dual-stack listener appears as
+/// `::ffff:127.0.0.1`, which counts as loopback too.
+pub fn may_log_in_from(user: &str, peer: std::net::IpAddr, loopback_users: &[String]) -> bool {
+    !loopback_users.iter().any(|u| u == user) || peer.to_canonical().is_loopback()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,14 @@
 use super::{Api, ApiError};
 use crate::broker::password;
 use crate::broker::permission::Access;
+use crate::broker::permission::may_log_in_from;
 use crate::meta::Vhost;
 use crate::node::Topology;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The authenticated user of a request.
@@ -82,11 +84,15 @@ impl FromRequestParts<Api> for User {
 
     async fn from_request_parts(parts: &mut Parts, node: &Api) -> Result<Self, ApiError> {
         let (name, pass) = basic_credentials(parts).ok_or_else(ApiError::login_failed)?;
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let topo = node.topology();
-        let user = topo.meta.users.get(&name).ok_or_else(ApiError::login_failed)?;
-        if !password::verify(&pass, &user.password_hash) {
+        let known = topo.meta.users.get(&name).filter(|u| password::verify(&pass, &u.password_hash));
+        // As RabbitMQ: `loopback_users` (guest) may use the API only from loopback too.
+        let from_here = peer.is_none_or(|p| may_log_in_from(&name, p.ip(), &node.config().loopback_users));
+        let Some(user) = known.filter(|_| from_here) else {
+            tracing::warn!(user = %name, peer = ?peer, "management API login refused");
             return Err(ApiError::login_failed());
-        }
+        };
         let user = User { name, tags: user.tags.clone() };
         if !MANAGEMENT_TAGS.iter().any(|t| user.has(t)) {
             return Err(ApiError::not_authorised("Not management user"));

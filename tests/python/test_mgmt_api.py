@@ -16,6 +16,7 @@ reimplementation easily gets wrong are called out where they are asserted:
   in RabbitMQ (an empty Erlang proplist); ``{}`` is accepted as well.
 """
 import base64
+import json
 import time
 import urllib.parse
 
@@ -1178,3 +1179,52 @@ def test_tracing(mgmt, mgmt_cleanup, broker):
     finally:
         if conn.is_open:
             conn.close()
+
+
+# --------------------------------------------------------------------------
+# named traces into files (rabbitmq_tracing)
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_trace_into_a_file(mgmt, mgmt_cleanup, connect, fmt):
+    name = uniq("trace")
+    path = mgmt.path("traces", "/", name)
+    fname = name + ".log"
+    mgmt_cleanup(mgmt.path("trace-files", fname))
+    mgmt_cleanup(path)
+    s, b = mgmt.put(path, {"format": fmt, "pattern": "#"})
+    assert s in (201, 204), (s, b)
+    s, t = mgmt.get(path)
+    assert s == 200 and (t["name"], t["vhost"], t["format"], t["pattern"]) == (name, "/", fmt, "#")
+    assert name in [x["name"] for x in mgmt.get("/api/traces")[1]]
+    conn = connect()
+    ch = conn.channel()
+    queue = ch.queue_declare(uniq("traced"), exclusive=True).method.queue
+    payload = uniq("traced-payload")
+    ch.basic_publish("", queue, payload.encode(), pika.BasicProperties(content_type="text/plain"))
+    assert get_message(ch, queue, auto_ack=True)[2] == payload.encode()
+
+    def contents():
+        s, files = mgmt.get("/api/trace-files")
+        if s != 200 or fname not in [f["name"] for f in files]:
+            return None
+        r = mgmt.request("GET", mgmt.path("trace-files", fname))
+        if r.status != 200 or r.body is None:
+            return None
+        # a one-entry json file decodes as an object; text stays text
+        text = r.body if isinstance(r.body, str) else json.dumps(r.body)
+        return text if text.count(queue) >= 2 else None
+
+    text = wait_for(contents, timeout=STATS)
+    assert text, "the published and received copies reach %s" % fname
+    if fmt == "text":
+        assert "Message published" in text and "Message received" in text
+        assert payload in text
+    else:
+        entries = [json.loads(l) for l in text.splitlines() if l.strip()]
+        mine = [e for e in entries if queue in e.get("routing_keys", []) or e.get("queue") == queue]
+        assert {e["type"] for e in mine} == {"published", "received"}
+        assert base64.b64decode(mine[0]["payload"]) == payload.encode()
+    assert mgmt.delete(path) == (204, None)
+    assert mgmt.get(path) == (404, NOT_FOUND)
+    assert mgmt.delete(mgmt.path("trace-files", fname)) == (204, None)
+    assert fname not in [f["name"] for f in mgmt.get("/api/trace-files")[1]]

@@ -74,6 +74,7 @@ async fn a_lowered_max_length_drops_the_oldest_now_and_after_a_restart() {
         publish(&ch, "", "pol-len", format!("n{i}").as_bytes()).await;
     }
     common::eventually_async(|| async { ready_count(&ch, "pol-len").await == 4 }, "4 kept").await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,6 +110,7 @@ async fn dead_lettering_and_ttl_by_policy_and_the_argument_wins() {
     common::eventually_async(|| async { ready_count(&ch, "other-dlq").await == 1 }, "to its own DLX").await;
     assert_eq!(bodies(&ch, "dlq").await, ["expires"]);
     assert_eq!(bodies(&ch, "other-dlq").await, ["expires too"]);
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,4 +132,5 @@ async fn an_alternate_exchange_by_policy() {
     set_policy(&b, "ae", "^orders$", "exchanges", table(&[("alternate-exchange", s("amq.fanout"))])).await;
     publish(&ch, "orders", "nowhere", b"caught").await;
     common::eventually_async(|| async { ready_count(&ch, "unrouted").await == 1 }, "caught by the AE").await;
+    b.stop().await;
 }

@@ -295,11 +295,12 @@ pub fn check_exchange_args(args: &FieldTable, what: &str) -> Result<(), Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use amq_protocol::types::{LongString, ShortString};
 
-    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    /// A field table from pairs (shared by the broker's tests).
+    pub(crate) fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
         let mut t = FieldTable::default();
         for (k, v) in pairs {
             t.insert(ShortString::from(*k), v.clone());

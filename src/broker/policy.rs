@@ -231,13 +231,7 @@ mod tests {
     use super::*;
     use amq_protocol::types::LongString;
 
-    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in pairs {
-            t.insert(ShortString::from(*k), v.clone());
-        }
-        t
-    }
+    use crate::broker::argument::tests::table;
 
     fn s(v: &str) -> AMQPValue {
         AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()))

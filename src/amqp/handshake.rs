@@ -63,9 +63,7 @@ pub struct Handshake<'a> {
     pub peer: SocketAddr,
 }
 
-fn s(v: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()))
-}
+use crate::broker::argument::long_string as s;
 
 fn server_properties() -> FieldTable {
     let mut caps = FieldTable::default();

@@ -16,15 +16,13 @@ use crate::queue::message::encode_header;
 use crate::queue::runner::Request;
 use crate::queue::{Message, QueueHandle};
 use amq_protocol::protocol::BasicProperties;
-use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use std::sync::Arc;
 
 /// The trace exchange every vhost has.
 pub const TRACE_EXCHANGE: &str = "amq.rabbitmq.trace";
 
-fn s(v: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()))
-}
+use crate::broker::argument::long_string as s;
 
 fn strings<'a>(v: impl IntoIterator<Item = &'a str>) -> AMQPValue {
     AMQPValue::FieldArray(FieldArray::from(v.into_iter().map(s).collect::<Vec<_>>()))
@@ -68,15 +66,6 @@ fn properties_table(p: &BasicProperties) -> FieldTable {
     t
 }
 
-/// The routing key and the `CC` header's keys of a message.
-fn routing_keys(msg: &Message) -> Vec<String> {
-    let mut keys = vec![msg.routing_key.clone()];
-    if let Some(AMQPValue::FieldArray(cc)) = msg.properties.headers().as_ref().and_then(|h| h.inner().get("CC")) {
-        keys.extend(cc.as_slice().iter().filter_map(crate::broker::argument::as_str));
-    }
-    keys
-}
-
 impl Connection {
     /// Whether this connection's vhost is traced now.
     pub(super) fn tracing(&self) -> bool {
@@ -100,7 +89,7 @@ impl Connection {
     fn trace_headers(&self, ch: u16, msg: &Message) -> FieldTable {
         let mut h = FieldTable::default();
         h.insert("exchange_name".into(), s(&msg.exchange));
-        h.insert("routing_keys".into(), strings(routing_keys(msg).iter().map(String::as_str)));
+        h.insert("routing_keys".into(), strings(msg.routing_keys().iter().map(String::as_str)));
         h.insert("properties".into(), AMQPValue::FieldTable(properties_table(&msg.properties)));
         h.insert("node".into(), s(self.node.name()));
         h.insert("vhost".into(), s(&self.vhost));

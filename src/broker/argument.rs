@@ -87,6 +87,11 @@ pub fn as_i64(v: &AMQPValue) -> Option<i64> {
     })
 }
 
+/// A long-string value (how RabbitMQ writes strings into headers and tables).
+pub fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(amq_protocol::types::LongString::from(s.as_bytes().to_vec()))
+}
+
 /// A string argument value (short or long string).
 pub fn as_str(v: &AMQPValue) -> Option<String> {
     match v {

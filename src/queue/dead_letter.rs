@@ -14,7 +14,7 @@
 use super::Message;
 use super::message::encode_header;
 use amq_protocol::protocol::BasicProperties;
-use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
 use std::collections::BTreeMap;
 
 /// Why a message left its queue for the dead-letter exchange.
@@ -48,22 +48,7 @@ pub struct Target {
     pub routing_key: Option<String>,
 }
 
-fn long(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
-}
-
-fn text(v: &AMQPValue) -> Option<String> {
-    crate::broker::argument::as_str(v)
-}
-
-/// The routing keys a message was published with: its routing key, then its `CC` keys.
-fn original_keys(msg: &Message, headers: &BTreeMap<ShortString, AMQPValue>) -> Vec<String> {
-    let mut keys = vec![msg.routing_key.clone()];
-    if let Some(AMQPValue::FieldArray(cc)) = headers.get("CC") {
-        keys.extend(cc.as_slice().iter().filter_map(text));
-    }
-    keys
-}
+use crate::broker::argument::{as_str as text, long_string as long};
 
 /// The message `queue` dead-letters to `target`, and the routing keys to publish it with.
 pub fn dead_letter(
@@ -75,7 +60,7 @@ pub fn dead_letter(
 ) -> (Message, Vec<String>) {
     let p = &msg.properties;
     let mut headers = p.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default();
-    let keys = original_keys(msg, &headers);
+    let keys = msg.routing_keys();
     let mut deaths: Vec<AMQPValue> = match headers.get("x-death") {
         Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
         _ => Vec::new(),

@@ -39,6 +39,17 @@ impl Message {
         self.body.len()
     }
 
+    /// The routing keys it was published with: its routing key, then its `CC` header's keys
+    /// (what `x-death` and firehose traces record).
+    pub fn routing_keys(&self) -> Vec<String> {
+        let mut keys = vec![self.routing_key.clone()];
+        let cc = self.properties.headers().as_ref().and_then(|h| h.inner().get("CC"));
+        if let Some(amq_protocol::types::AMQPValue::FieldArray(cc)) = cc {
+            keys.extend(cc.as_slice().iter().filter_map(crate::broker::argument::as_str));
+        }
+        keys
+    }
+
     /// The same message with the `x-delivery-count` header a quorum queue adds to a
     /// redelivery (RabbitMQ 4): how many times it came back before.
     pub fn with_delivery_count(&self, count: u16) -> Message {

@@ -52,14 +52,8 @@ async fn overview(State(node): State<Api>, user: User) -> Json<Value> {
     drop(topo);
     let conns = super::connections::visible(&node, &user, None);
     let channels: u64 = conns.iter().map(|c| c.channel_count()).sum();
-    let (mut ready, mut unacked, mut consumers) = (0u64, 0u64, 0u64);
-    for h in &handles {
-        if let Some(s) = queues::stats(h).await {
-            ready += u64::from(s.messages);
-            unacked += u64::from(s.unacked);
-            consumers += u64::from(s.consumers);
-        }
-    }
+    let t = queues::totals(&handles).await;
+    let (ready, unacked, consumers) = (t.messages, t.unacked, t.consumers);
     let name = node.name();
     let amqp = node.amqp_addr();
     let exchange_types: Vec<Value> = ["direct", "fanout", "topic", "headers", "x-delayed-message"]

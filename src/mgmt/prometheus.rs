@@ -38,15 +38,8 @@ fn label_value(v: &str) -> String {
 
 async fn metrics(State(node): State<Api>) -> impl IntoResponse {
     let handles: Vec<_> = node.topology().queues.values().cloned().collect();
-    let (mut ready, mut unacked, mut consumers, mut bytes) = (0u64, 0u64, 0u64, 0u64);
-    for h in &handles {
-        if let Some(s) = queues::stats(h).await {
-            ready += u64::from(s.messages);
-            unacked += u64::from(s.unacked);
-            consumers += u64::from(s.consumers);
-            bytes += s.bytes;
-        }
-    }
+    let t = queues::totals(&handles).await;
+    let (ready, unacked, consumers, bytes) = (t.messages, t.unacked, t.consumers, t.bytes);
     let clients = node.clients().all();
     let channels: u64 = clients.iter().map(|c| c.channel_count()).sum();
     let name = label_value(node.name());

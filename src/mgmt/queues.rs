@@ -29,11 +29,12 @@ pub fn routes() -> Router<Api> {
         .route("/api/queues/{vhost}/{name}/get", post(get_messages))
 }
 
-/// A queue's counts, as its runner answers them.
+/// A queue's counts, as its runner answers them (or their sum over queues).
+#[derive(Default)]
 pub struct Stats {
-    pub messages: u32,
-    pub unacked: u32,
-    pub consumers: u32,
+    pub messages: u64,
+    pub unacked: u64,
+    pub consumers: u64,
     pub bytes: u64,
 }
 
@@ -44,9 +45,25 @@ pub async fn call(h: &QueueHandle, cmd: Command) -> Option<Reply> {
     rx.await.ok()
 }
 
+/// The counts of these queues added up (queues that went away count nothing).
+pub async fn totals(handles: &[QueueHandle]) -> Stats {
+    let mut t = Stats::default();
+    for h in handles {
+        if let Some(s) = stats(h).await {
+            t.messages += s.messages;
+            t.unacked += s.unacked;
+            t.consumers += s.consumers;
+            t.bytes += s.bytes;
+        }
+    }
+    t
+}
+
 pub async fn stats(h: &QueueHandle) -> Option<Stats> {
     match call(h, Command::Stats).await? {
-        Reply::Stats { messages, consumers, unacked, bytes } => Some(Stats { messages, unacked, consumers, bytes }),
+        Reply::Stats { messages, consumers, unacked, bytes } => {
+            Some(Stats { messages: messages.into(), unacked: unacked.into(), consumers: consumers.into(), bytes })
+        }
         _ => None,
     }
 }
@@ -84,9 +101,9 @@ async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
         "message_stats": message_stats,
     });
     if let Value::Object(m) = &mut v {
-        rates::with_details(m, "messages", u64::from(ready + unacked));
-        rates::with_details(m, "messages_ready", u64::from(ready));
-        rates::with_details(m, "messages_unacknowledged", u64::from(unacked));
+        rates::with_details(m, "messages", ready + unacked);
+        rates::with_details(m, "messages_ready", ready);
+        rates::with_details(m, "messages_unacknowledged", unacked);
     }
     v
 }

@@ -50,9 +50,38 @@ pub fn router(node: Api) -> Router {
         .with_state(node)
 }
 
+/// RabbitMQ's routes answer the same with a trailing slash (`/api/queues/` is `/api/queues`;
+/// cowboy's dispatch ignores it): one slash at the end of an `/api/` path is dropped before
+/// routing, so every route, listing or not, has both spellings.
+async fn trim_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    let uri = req.uri();
+    let path = uri.path();
+    if path.len() > "/api/".len() && path.starts_with("/api/") && path.ends_with('/') {
+        let trimmed = &path[..path.len() - 1];
+        let rebuilt = match uri.query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(pq) = rebuilt.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = uri.clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(u) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+    req
+}
+
+/// The routes behind the path normalisation (a layer on the outer router runs before the
+/// inner one routes).
+pub fn app(node: Api) -> Router {
+    Router::new().fallback_service(router(node)).layer(axum::middleware::map_request(trim_trailing_slash))
+}
+
 /// Serves the API on `listener` until the node shuts down.
 pub async fn serve(node: Api, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let app = router(node);
+    let app = app(node);
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };

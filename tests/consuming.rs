@@ -84,32 +84,20 @@ async fn unknown_and_double_acks_are_406() {
     let b = Broker::start().await;
     let (c, ch) = b.channel().await;
     setup(&ch, "q", &["a"]).await;
+    // The error arrives asynchronously as channel.close (an ack has no reply), so it is read
+    // from the connection's events, not from whichever call happens to come next.
+    let mut errors = common::channel_errors(&c);
     ch.basic_ack(99, BasicAckOptions::default()).await.unwrap();
-    // The error arrives asynchronously as channel.close; the next call sees it.
-    expect_err(
-        ch.queue_declare(
-            "q".into(),
-            QueueDeclareOptions { passive: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await,
-        406,
-        "PRECONDITION_FAILED - unknown delivery tag 99",
-    );
+    assert_eq!(errors.next().await, (406, "PRECONDITION_FAILED - unknown delivery tag 99".into()));
     let ch = c.create_channel().await.unwrap();
     let m = get(&ch, "q", false).await.unwrap();
     ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default()).await.unwrap();
     ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default()).await.unwrap();
-    expect_err(
-        ch.queue_declare(
-            "q".into(),
-            QueueDeclareOptions { passive: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await,
-        406,
-        &format!("PRECONDITION_FAILED - unknown delivery tag {}", m.delivery.delivery_tag),
-    );
+    let text = format!("PRECONDITION_FAILED - unknown delivery tag {}", m.delivery.delivery_tag);
+    assert_eq!(errors.next().await, (406, text));
+    // The connection lives on.
+    let ch = c.create_channel().await.unwrap();
+    assert_eq!(common::ready_count(&ch, "q").await, 0);
     b.stop().await;
 }
 

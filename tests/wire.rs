@@ -11,11 +11,6 @@ use lapin::options::*;
 use lapin::types::FieldTable as LFieldTable;
 use std::time::Duration;
 
-async fn open_channel(r: &mut Raw, ch: u16) {
-    r.send_method(ch, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}))).await;
-    assert!(matches!(r.method().await, (c, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))) if c == ch));
-}
-
 /// A lapin connection opened before the abuse must still work after it.
 async fn bystander_still_works(b: &Broker, ch: &lapin::Channel) {
     let q = ch
@@ -47,7 +42,7 @@ async fn bad_frame_end_is_501_and_spares_other_connections() {
     let b = Broker::start().await;
     let (_keep, ch) = b.channel().await;
     let mut r = Raw::open(b.addr).await;
-    open_channel(&mut r, 1).await;
+    r.open_channel(1).await;
     let mut frame = common::encode(&AMQPFrame::Method(
         1,
         AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 1, global: false })),
@@ -77,7 +72,7 @@ async fn unknown_method_closes_the_connection() {
     let b = Broker::start().await;
     let (_keep, ch) = b.channel().await;
     let mut r = Raw::open(b.addr).await;
-    open_channel(&mut r, 1).await;
+    r.open_channel(1).await;
     // class 60 (basic), method 99: not in the spec.
     r.send(&[1, 0, 1, 0, 0, 0, 4, 0, 60, 0, 99, 0xCE]).await;
     let text = r.expect_connection_close(503).await;
@@ -90,7 +85,7 @@ async fn unknown_method_closes_the_connection() {
 async fn second_channel_open_is_504() {
     let b = Broker::start().await;
     let mut r = Raw::open(b.addr).await;
-    open_channel(&mut r, 1).await;
+    r.open_channel(1).await;
     r.send_method(1, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}))).await;
     assert_eq!(r.expect_connection_close(504).await, "CHANNEL_ERROR - second 'channel.open' seen");
     b.stop().await;
@@ -117,12 +112,12 @@ async fn content_out_of_order_is_505() {
     let b = Broker::start().await;
     // A body with no publish before it.
     let mut r = Raw::open(b.addr).await;
-    open_channel(&mut r, 1).await;
+    r.open_channel(1).await;
     r.send(&[3, 0, 1, 0, 0, 0, 2, b'h', b'i', 0xCE]).await;
     r.expect_connection_close(505).await;
     // A method where a content header was due.
     let mut r = Raw::open(b.addr).await;
-    open_channel(&mut r, 1).await;
+    r.open_channel(1).await;
     r.send_method(1, common::publish_method("q", false)).await;
     r.send_method(1, AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 1, global: false }))).await;
     assert_eq!(
@@ -140,7 +135,7 @@ async fn content_out_of_order_is_505() {
 async fn immediate_publish_is_540() {
     let b = Broker::start().await;
     let mut r = Raw::open(b.addr).await;
-    open_channel(&mut r, 1).await;
+    r.open_channel(1).await;
     r.send_method(1, common::publish_method("q", true)).await;
     assert_eq!(r.expect_connection_close(540).await, "NOT_IMPLEMENTED - immediate=true");
     b.stop().await;

@@ -18,7 +18,7 @@ use crate::queue::{ClientEvent, ClientSink, QueueHandle};
 use crate::stats::Tally;
 use amq_protocol::protocol::{AMQPClass, access, basic, channel, connection};
 use bytes::BytesMut;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +45,10 @@ pub(super) struct Connection {
     /// Events that arrived while the task waited on a queue; handled before reading more.
     pub(super) deferred: VecDeque<ClientEvent>,
     pub channels: HashMap<u16, Channel>,
+    /// Channels whose close crossed ours: we answered the client's `channel.close` and the
+    /// client still owes `close-ok` for ours. That late `close-ok` is ignored (RabbitMQ's
+    /// reader does the same), never taken for a frame on an unopened channel.
+    crossed_closes: HashSet<u16>,
     /// Settles to send to queues, merged per queue and outcome; sent after each batch.
     pub(super) settles: Vec<(QueueHandle, Outcome, Vec<MsgId>)>,
     /// This connection has published: resource alarms hold its reads.
@@ -120,6 +124,7 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         inbox,
         deferred: VecDeque::new(),
         channels: HashMap::new(),
+        crossed_closes: HashSet::new(),
         settles: Vec::new(),
         has_published: false,
         blocked: false,
@@ -319,6 +324,13 @@ impl Connection {
                 match (state, f.kind) {
                     (None, FRAME_METHOD) => {
                         let m = frame::decode_method(&f.payload)?;
+                        if self.crossed_closes.remove(&ch) {
+                            // The close-ok the client owes since our closes crossed (anything
+                            // else is judged as on any unopened channel).
+                            if matches!(m, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) {
+                                return Ok(Flow::Continue);
+                            }
+                        }
                         self.handle_unopened_channel(ch, m, ids_of(&f.payload))?;
                     }
                     (None, _) => {
@@ -331,9 +343,12 @@ impl Connection {
                                 self.channels.remove(&ch);
                             }
                             Ok(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
+                                // Our close and the client's crossed: both sides answer with
+                                // close-ok, and the client's answer to ours is still to come.
                                 self.out
                                     .method(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                                 self.channels.remove(&ch);
+                                self.crossed_closes.insert(ch);
                             }
                             _ => {}
                         }

@@ -30,8 +30,16 @@ fn list(o: &Obj, key: &str) -> Vec<String> {
     items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
 }
 
-fn purpose(protocol: &str) -> &str {
+/// The node is Warren (not RabbitMQ): its lines say what Warren has (no AMQP 1.0, no Erlang).
+fn is_warren(overview: &Obj) -> bool {
+    text(overview, "product_name").as_deref() == Some("Warren")
+}
+
+/// rabbitmqctl's purpose of a listener; Warren's AMQP listener speaks AMQP 0-9-1 only.
+fn purpose(protocol: &str, warren: bool) -> &str {
     match protocol {
+        "amqp" if warren => "AMQP 0-9-1",
+        "amqp/ssl" if warren => "AMQP 0-9-1 over TLS",
         "amqp" => "AMQP 0-9-1 and AMQP 1.0",
         "amqp/ssl" => "AMQP 0-9-1 and AMQP 1.0 over TLS",
         "clustering" => "inter-node and CLI tool communication",
@@ -45,13 +53,14 @@ fn purpose(protocol: &str) -> &str {
 /// `Interface: [::], port: 5672, protocol: amqp, purpose: ...` for each listener.
 fn listeners(overview: &Obj, with_node: bool) -> String {
     let mut s = String::new();
+    let warren = is_warren(overview);
     for l in overview.get("listeners").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
         let Some(l) = l.as_object() else { continue };
         let ip = text(l, "ip_address").unwrap_or_default();
         let ip = if ip.contains(':') { format!("[{ip}]") } else { ip };
         let protocol = text(l, "protocol").unwrap_or_default();
         let port = text(l, "port").unwrap_or_default();
-        let rest = format!("port: {port}, protocol: {protocol}, purpose: {}", purpose(&protocol));
+        let rest = format!("port: {port}, protocol: {protocol}, purpose: {}", purpose(&protocol, warren));
         let _ = if with_node {
             writeln!(s, "Node: {}, interface: {ip}, {rest}", text(l, "node").unwrap_or_default())
         } else {
@@ -109,7 +118,10 @@ pub fn status(ctx: &Ctx) -> Result<(), CtlError> {
     }
     line(&mut s, "Node name", Some(node_name.clone()));
     line(&mut s, "Erlang configuration", text(&overview, "erlang_full_version"));
-    if let (Some(used), Some(limit)) = (text(&n, "proc_used"), text(&n, "proc_total")) {
+    if is_warren(&overview) {
+        // Warren reports its OS threads where RabbitMQ reports Erlang processes.
+        line(&mut s, "OS threads", text(&n, "proc_used"));
+    } else if let (Some(used), Some(limit)) = (text(&n, "proc_used"), text(&n, "proc_total")) {
         line(&mut s, "Erlang processes", Some(format!("{used} used, {limit} limit")));
     }
     line(&mut s, "Scheduler run queue", text(&n, "run_queue"));
@@ -194,8 +206,13 @@ pub fn cluster_status(ctx: &Ctx) -> Result<(), CtlError> {
     s.push_str(&section("Versions"));
     let product = text(&overview, "product_name").unwrap_or_else(|| "RabbitMQ".into());
     let version = text(&overview, "product_version").or_else(|| text(&overview, "rabbitmq_version"));
-    let erlang = text(&overview, "erlang_version").unwrap_or_default();
-    let _ = writeln!(s, "{node_name}: {product} {} on Erlang {erlang}\n", version.unwrap_or_default());
+    let version = version.unwrap_or_default();
+    if is_warren(&overview) {
+        let _ = writeln!(s, "{node_name}: {product} {version}\n");
+    } else {
+        let erlang = text(&overview, "erlang_version").unwrap_or_default();
+        let _ = writeln!(s, "{node_name}: {product} {version} on Erlang {erlang}\n");
+    }
     s.push_str(&section("Alarms"));
     s.push_str(&alarms(&nodes));
     s.push('\n');

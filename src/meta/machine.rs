@@ -7,13 +7,13 @@
 
 use super::command::{MetaCommand, MetaEffect, MetaReply};
 use super::state::{Exchange, MetaState, QueueRecord, User, Vhost};
-use crate::broker::Error;
 use crate::broker::argument::{self, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE_KEYS, QueueType};
 use crate::broker::delayed;
 use crate::broker::exchange::{Destination, ExchangeKind, ExchangeType};
 use crate::broker::permission::Permissions;
 use crate::broker::policy;
 use crate::broker::router::Binding;
+use crate::broker::{Error, ReplyCode};
 use crate::ids::ConnectionId;
 use crate::raft::{ApplyMeta, Machine};
 use amq_protocol::types::FieldTable;
@@ -258,8 +258,13 @@ impl MetaMachine {
         args: FieldTable,
     ) -> Result<(), Error> {
         let v = self.vhost_mut(vhost)?;
-        Self::check_binding(v, vhost, source, &destination)?;
-        let x = v.exchanges.get_mut(source).map(Arc::make_mut).ok_or_else(|| Error::no_exchange(vhost, source))?;
+        // Unbinding is idempotent (RabbitMQ's `rabbit_binding:remove/3` only reports absent
+        // resources, never missing ones): a missing source, destination or binding is done.
+        match Self::check_binding(v, vhost, source, &destination) {
+            Err(e) if e.code == ReplyCode::NotFound => return Ok(()),
+            r => r?,
+        }
+        let Some(x) = v.exchanges.get_mut(source).map(Arc::make_mut) else { return Ok(()) };
         let kind = x.kind;
         x.bindings.remove(kind, &Binding { destination, key, args });
         let gone = x.auto_delete && x.bindings.is_empty();

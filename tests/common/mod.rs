@@ -139,6 +139,33 @@ pub fn amqp_error(e: &lapin::Error) -> (u16, String) {
     }
 }
 
+/// The errors a connection's channels are closed with, as they happen (lapin's connection
+/// events). Subscribe before the action that provokes one: an error that arrives
+/// asynchronously (after an ack or a publish) is then seen however the race with the client's
+/// next call goes.
+pub struct ChannelErrors(std::pin::Pin<Box<dyn futures_lite::Stream<Item = lapin::Event> + Send>>);
+
+pub fn channel_errors(c: &Connection) -> ChannelErrors {
+    ChannelErrors(Box::pin(c.events_listener()))
+}
+
+impl ChannelErrors {
+    /// The next channel or connection error's code and text, within 5 s.
+    pub async fn next(&mut self) -> (u16, String) {
+        use futures_lite::StreamExt;
+        let wait = async {
+            loop {
+                match self.0.next().await {
+                    Some(lapin::Event::Error(e)) => return amqp_error(&e),
+                    Some(_) => continue,
+                    None => panic!("connection events ended"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait).await.expect("a channel error within 5 s")
+    }
+}
+
 pub fn expect_err<T: std::fmt::Debug>(r: lapin::Result<T>, code: u16, text: &str) {
     let e = r.expect_err("the broker should refuse");
     let (c, t) = amqp_error(&e);
@@ -240,6 +267,13 @@ impl Raw {
         r.send_method(0, AMQPClass::Connection(connection::AMQPMethod::Open(open))).await;
         assert!(matches!(r.method().await, (0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))));
         r
+    }
+
+    /// Opens channel `ch` and expects open-ok.
+    pub async fn open_channel(&mut self, ch: u16) {
+        use amq_protocol::protocol::channel;
+        self.send_method(ch, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}))).await;
+        assert!(matches!(self.method().await, (c, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))) if c == ch));
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

@@ -122,6 +122,43 @@ fn bindings_route_and_go_with_their_queue() {
     assert!(m.state().vhosts["/"].exchanges["logs"].bindings.is_empty());
 }
 
+fn unbind(src: &str, dest: Destination, key: &str) -> MetaCommand {
+    MetaCommand::Unbind {
+        vhost: "/".into(),
+        source: src.into(),
+        destination: dest,
+        key: key.into(),
+        args: FieldTable::default(),
+    }
+}
+
+#[test]
+fn unbinding_what_is_gone_is_done_as_rabbitmq() {
+    let mut m = setup();
+    apply(&mut m, exchange("e", ExchangeKind::Direct, false));
+    apply(&mut m, queue("q", false, 1));
+    let q = || Destination::Queue("q".into());
+    let ok = |r: MetaReply| assert!(matches!(r, MetaReply::Ok), "{r:?}");
+    // No such binding, queue, exchange, source or destination: all answered as done.
+    ok(apply(&mut m, unbind("e", q(), "never-bound")).0);
+    ok(apply(&mut m, unbind("e", Destination::Queue("gone".into()), "k")).0);
+    ok(apply(&mut m, unbind("gone", q(), "k")).0);
+    ok(apply(&mut m, unbind("gone", Destination::Queue("gone".into()), "k")).0);
+    ok(apply(&mut m, unbind("e", Destination::Exchange("gone".into()), "k")).0);
+    ok(apply(&mut m, unbind("gone", Destination::Exchange("e".into()), "k")).0);
+    // The default exchange stays off limits.
+    assert_eq!(
+        refused(apply(&mut m, unbind("", Destination::Queue("gone".into()), "k")).0),
+        "ACCESS_REFUSED - operation not permitted on the default exchange"
+    );
+    // A real binding still goes, and an auto-delete exchange with it; unbinding again is done.
+    apply(&mut m, exchange("ad", ExchangeKind::Direct, true));
+    ok(apply(&mut m, bind("ad", q(), "k")).0);
+    ok(apply(&mut m, unbind("ad", q(), "k")).0);
+    assert!(!m.state().vhosts["/"].exchanges.contains_key("ad"));
+    ok(apply(&mut m, unbind("ad", q(), "k")).0);
+}
+
 #[test]
 fn auto_delete_exchange_goes_with_last_binding() {
     let mut m = setup();

@@ -52,6 +52,110 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     pub vhosts: Vec<VhostConfig>,
     pub permissions: Vec<PermissionConfig>,
+    /// This node's name, as RabbitMQ's `rabbit@<host>` [default: `warren@<hostname>`].
+    pub node_name: Option<String>,
+    /// How this node finds and joins the others (`[cluster]`).
+    pub cluster: ClusterConfig,
+}
+
+/// Clustering settings (`[cluster]` in TOML; `--peers`, `--cluster-*` flags).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The inter-node listener (RabbitMQ's distribution port is 25672).
+    pub listen_addr: SocketAddr,
+    /// The `host:port` peers dial to reach this node; by default this machine's host name and
+    /// the listener's port (or its address when it is not a wildcard).
+    pub advertise_addr: Option<String>,
+    /// The cluster addresses (`host:port`) of the initial members, the same list on every
+    /// node. Empty: a single node.
+    pub peers: Vec<String>,
+    /// Nodes of another cluster name are refused.
+    pub name: String,
+    /// The shared secret every inter-node call carries (RabbitMQ's Erlang cookie) ...
+    pub secret: Option<String>,
+    /// ... or the file it is read from.
+    pub secret_file: Option<PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: ([0, 0, 0, 0], 25672).into(),
+            advertise_addr: None,
+            peers: Vec::new(),
+            name: "warren".to_owned(),
+            secret: None,
+            secret_file: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The address peers dial to reach this node.
+    pub fn advertised(&self) -> String {
+        match &self.advertise_addr {
+            Some(a) => a.clone(),
+            None if self.listen_addr.ip().is_unspecified() => format!("{}:{}", hostname(), self.listen_addr.port()),
+            None => self.listen_addr.to_string(),
+        }
+    }
+
+    /// The cluster secret: the setting, else the file's content (surrounding whitespace
+    /// trimmed, as an Erlang cookie file's trailing newline).
+    pub fn secret(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(s) = &self.secret {
+            return Ok(Some(s.trim().to_owned()));
+        }
+        let Some(path) = &self.secret_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        Ok(Some(text.trim().to_owned()))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return invalid(format!("cluster name '{}' must be letters, digits, '-', '_' or '.'", self.name));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in self.peers.iter().chain(self.advertise_addr.as_ref()) {
+            if !is_host_port(p) {
+                return invalid(format!("cluster address '{p}' is not host:port"));
+            }
+        }
+        for p in &self.peers {
+            if !seen.insert(p.as_str()) {
+                return invalid(format!("peer '{p}' is listed twice"));
+            }
+        }
+        if self.secret.is_some() && self.secret_file.is_some() {
+            return invalid("give the cluster secret or its file, not both".into());
+        }
+        match self.secret()? {
+            Some(s) if s.is_empty() => invalid("the cluster secret is empty".into()),
+            None if !self.peers.is_empty() => {
+                invalid("a cluster needs a shared secret (--cluster-secret-file or WARREN_CLUSTER_SECRET)".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `host:port` with a non-empty host and a port (a bracketed IPv6 address is a host).
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+/// The machine's host name, or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -111,6 +215,8 @@ impl Default for Config {
             users: Vec::new(),
             vhosts: Vec::new(),
             permissions: Vec::new(),
+            node_name: None,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -135,6 +241,11 @@ impl Config {
                 .map(|total| (total as f64 * self.memory_high_watermark) as u64)
                 .unwrap_or(u64::MAX),
         }
+    }
+
+    /// This node's name: the setting, or `warren@<hostname>`.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| format!("warren@{}", hostname()))
     }
 
     /// Reads a TOML file over the defaults.
@@ -164,6 +275,12 @@ impl Config {
         if self.channel_max == 0 {
             return Err(ConfigError::Invalid("channel_max must be at least 1".into()));
         }
+        if let Some(n) = &self.node_name {
+            if n.is_empty() || n.contains(char::is_whitespace) {
+                return Err(ConfigError::Invalid(format!("node name '{n}' must be non-empty, without spaces")));
+            }
+        }
+        self.cluster.validate()?;
         for u in &self.users {
             if u.password.is_none() && u.password_hash.is_none() {
                 return Err(ConfigError::Invalid(format!("user '{}' needs a password or a password_hash", u.name)));
@@ -214,5 +331,37 @@ mod tests {
         assert!(toml::from_str::<Config>("amqp_adr = \"x\"").is_err());
         let bad = Config { frame_max: 100, ..Config::default() };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn cluster_settings_parse_and_are_checked() {
+        let c: Config = toml::from_str(
+            r#"
+            node_name = "warren@a"
+            [cluster]
+            peers = ["a:25672", "b:25672", "[::1]:25672"]
+            name = "prod"
+            secret = "s3cret\n"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.node_name(), "warren@a");
+        assert_eq!(c.cluster.secret().unwrap().as_deref(), Some("s3cret"));
+        assert!(c.cluster.advertised().ends_with(":25672"));
+        let refused = |f: fn(&mut ClusterConfig)| {
+            let mut c = Config::default();
+            f(&mut c.cluster);
+            c.validate().is_err()
+        };
+        assert!(refused(|c| c.peers = vec!["a:25672".into()]), "peers without a secret");
+        assert!(refused(|c| c.peers = vec!["a".into()]), "no port");
+        assert!(refused(|c| c.name = "a b".into()));
+        assert!(refused(|c| {
+            c.secret = Some("x".into());
+            c.peers = vec!["a:1".into(), "a:1".into()]
+        }));
+        assert!(refused(|c| c.secret = Some(" ".into())), "empty secret");
+        assert!(Config::default().validate().is_ok());
     }
 }

@@ -26,5 +26,6 @@ pub mod mgmt;
 pub mod node;
 pub mod queue;
 pub mod raft;
+pub mod server;
 pub mod stats;
 pub mod storage;

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use warren::config::Config;
-use warren::node::Node;
 
 #[derive(Parser, Debug)]
 #[command(name = "warren", version, about = "A clustered, replicated AMQP 0-9-1 message broker")]
@@ -49,6 +48,29 @@ struct ServerArgs {
     /// Proposed heartbeat interval in seconds [default: 60].
     #[arg(long, env = "WARREN_HEARTBEAT")]
     heartbeat: Option<u16>,
+    /// This node's name [default: warren@<hostname>].
+    #[arg(long, env = "WARREN_NODE_NAME")]
+    node_name: Option<String>,
+    /// Inter-node listener address [default: 0.0.0.0:25672].
+    #[arg(long, env = "WARREN_CLUSTER_ADDR")]
+    cluster_addr: Option<SocketAddr>,
+    /// The host:port peers dial to reach this node [default: <hostname>:<cluster port>].
+    #[arg(long, env = "WARREN_ADVERTISE_ADDR")]
+    advertise_addr: Option<String>,
+    /// Cluster addresses (host:port) of the initial members, comma-separated, the same list on
+    /// every node.
+    #[arg(long, env = "WARREN_PEERS", value_delimiter = ',')]
+    peers: Option<Vec<String>>,
+    /// Nodes of another cluster name are refused [default: warren].
+    #[arg(long, env = "WARREN_CLUSTER_NAME")]
+    cluster_name: Option<String>,
+    /// File holding the shared cluster secret (RabbitMQ's Erlang cookie).
+    #[arg(long, env = "WARREN_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// The shared cluster secret itself (only from the environment, never on a command line
+    /// that `ps` shows).
+    #[arg(skip = std::env::var("WARREN_CLUSTER_SECRET").ok())]
+    cluster_secret: Option<String>,
 }
 
 impl ServerArgs {
@@ -74,6 +96,28 @@ impl ServerArgs {
         }
         if let Some(v) = self.heartbeat {
             c.heartbeat = v;
+        }
+        if let Some(v) = self.node_name {
+            c.node_name = Some(v);
+        }
+        if let Some(v) = self.cluster_addr {
+            c.cluster.listen_addr = v;
+        }
+        if let Some(v) = self.advertise_addr {
+            c.cluster.advertise_addr = Some(v);
+        }
+        if let Some(v) = self.peers {
+            c.cluster.peers = v.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+        }
+        if let Some(v) = self.cluster_name {
+            c.cluster.name = v;
+        }
+        // A secret given here replaces either form from the file.
+        if let Some(v) = self.cluster_secret_file {
+            (c.cluster.secret, c.cluster.secret_file) = (None, Some(v));
+        }
+        if let Some(v) = self.cluster_secret {
+            (c.cluster.secret, c.cluster.secret_file) = (Some(v), None);
         }
         c.validate().map_err(|e| e.to_string())?;
         Ok(c)
@@ -141,7 +185,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    let running = match Node::start(config).await {
+    let running = match warren::server::start(config).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e}");

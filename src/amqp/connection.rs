@@ -232,7 +232,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = shutdown_requested(&mut shutdown) => {
+                _ = crate::node::stopped(&mut shutdown) => {
                     return Some(AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
                 }
                 ev = self.inbox.recv() => {
@@ -516,13 +516,4 @@ fn ids_of(payload: &[u8]) -> (u16, u16) {
         return (0, 0);
     }
     (u16::from_be_bytes([payload[0], payload[1]]), u16::from_be_bytes([payload[2], payload[3]]))
-}
-
-/// Resolves once the node asks everyone to stop.
-pub async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }

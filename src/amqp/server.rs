@@ -1,7 +1,7 @@
 //! The AMQP listener: accepts sockets and runs one connection task per client.
 
 use super::connection;
-use crate::node::Node;
+use crate::node::{Node, stopped};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -30,9 +30,4 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     drop(listener);
     // Connections see the same signal and close with 320; give them a bounded time.
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while conns.join_next().await.is_some() {} }).await;
-}
-
-/// Resolves once the node asks everyone to stop.
-pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    super::connection::shutdown_requested(rx).await
 }

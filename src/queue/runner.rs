@@ -19,6 +19,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
+mod store;
+
+pub use super::handle::{ConfirmTo, QueueHandle, Request};
+pub use store::Backend;
+use store::Store;
+
 /// Capacity of a queue's request channel.
 const INBOX: usize = 4096;
 /// Most requests proposed per batch.
@@ -26,68 +32,6 @@ const BATCH: usize = 512;
 /// A durable queue idle this long takes a snapshot, so its log (and the disk) shrinks to what
 /// its live messages need without waiting for more traffic.
 const IDLE_SNAPSHOT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Where a publisher wants its confirm.
-#[derive(Debug)]
-pub struct ConfirmTo {
-    pub sink: ClientSink,
-    pub channel: ChannelId,
-    pub seq: u64,
-}
-
-#[derive(Debug)]
-pub enum Request {
-    Publish {
-        msg: Arc<Message>,
-        confirm: Option<ConfirmTo>,
-    },
-    Consume {
-        spec: ConsumerSpec,
-        sink: ClientSink,
-        reply: oneshot::Sender<Reply>,
-    },
-    Call {
-        cmd: Command,
-        reply: oneshot::Sender<Reply>,
-    },
-    /// A command whose reply nobody waits for (settles, cancels on close).
-    Cast {
-        cmd: Command,
-    },
-}
-
-/// A cheap, cloneable address of a running queue.
-///
-/// A queue has two inboxes. Settles and cancels use `ctl`, which the runner drains first:
-/// they never wait behind a backlog of publishes, so a consumer's credit comes back at once
-/// (with a single FIFO, prefetch-bound consumers starved behind fast publishers). Reordering
-/// is harmless for them: a settle names a message already applied, and a cancel is only sent
-/// after its consume was answered. Everything whose order matters (publish, get, consume,
-/// purge, delete, stats) goes through `tx`, in the order the connection sent it.
-#[derive(Clone, Debug)]
-pub struct QueueHandle {
-    pub key: Arc<QueueKey>,
-    pub tx: mpsc::Sender<Request>,
-    pub ctl: mpsc::Sender<Request>,
-    /// Message counters of this queue (`message_stats`), bumped by the connections.
-    pub stats: Arc<Counters>,
-}
-
-impl QueueHandle {
-    pub fn same_queue(&self, other: &QueueHandle) -> bool {
-        self.tx.same_channel(&other.tx)
-    }
-
-    /// The inbox a request belongs in.
-    pub fn inbox_for(&self, req: &Request) -> &mpsc::Sender<Request> {
-        match req {
-            Request::Cast { cmd: Command::Settle { .. } | Command::Cancel { .. } | Command::Credit { .. } } => {
-                &self.ctl
-            }
-            _ => &self.tx,
-        }
-    }
-}
 
 /// Called when an auto-delete queue loses its last consumer.
 pub type AutoDelete = Arc<dyn Fn(QueueKey) + Send + Sync>;
@@ -112,70 +56,6 @@ struct ConsumerSink {
     channel: ChannelId,
     tag: Arc<str>,
     no_ack: bool,
-}
-
-/// Where a queue's machine lives.
-pub enum Backend {
-    /// In memory (transient queues): applied synchronously.
-    Memory,
-    /// Replicated through openraft with its log in this storage group (durable queues). The
-    /// runner opens (and after a restart recovers) the group before serving requests.
-    Durable(GroupLog),
-}
-
-enum Store {
-    Memory(Group<QueueMachine>),
-    Durable(Arc<DurableGroup<QueueMachine>>, GroupLog),
-}
-
-impl Store {
-    /// Proposes a batch; replies and effects come back in order.
-    async fn propose(&mut self, now: u64, cmds: Vec<Command>) -> Result<Vec<(Reply, Vec<Effect>)>, GroupError> {
-        match self {
-            Store::Memory(g) => Ok(cmds
-                .into_iter()
-                .map(|c| {
-                    let mut fx = Vec::new();
-                    let r = g.propose(now, c, &mut fx);
-                    (r, fx)
-                })
-                .collect()),
-            Store::Durable(g, _) => g.propose_many(now, cmds).await,
-        }
-    }
-
-    /// Reads back messages whose bodies the machine keeps only in the log (by id = log
-    /// index), in the order asked; `None` for one that cannot be read (logged).
-    fn load(&self, key: &QueueKey, ids: &[MsgId]) -> Vec<Option<Arc<Message>>> {
-        let Store::Durable(g, _) = self else {
-            return vec![None; ids.len()];
-        };
-        let indexes: Vec<u64> = ids.iter().map(|i| i.0).collect();
-        match g.read_commands(&indexes) {
-            Ok(cmds) => ids
-                .iter()
-                .zip(cmds)
-                .map(|(id, c)| match c {
-                    Some(Command::Enqueue { msg }) => Some(msg),
-                    _ => {
-                        tracing::error!(queue = %key, id = id.0, "a message's log entry is missing");
-                        None
-                    }
-                })
-                .collect(),
-            Err(e) => {
-                tracing::error!(queue = %key, error = %e, "cannot read messages back from the log");
-                vec![None; ids.len()]
-            }
-        }
-    }
-
-    fn read<T>(&self, f: impl FnOnce(&QueueMachine) -> T) -> T {
-        match self {
-            Store::Memory(g) => f(g.state()),
-            Store::Durable(g, _) => g.read(f),
-        }
-    }
 }
 
 /// Starts a runner for a queue and returns its handle at once (a durable queue's group opens

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren::config::Config;
-use warren::node::{Node, Running};
+use warren::server::{self, Running};
 
 pub struct Broker {
     pub running: Option<Running>,
@@ -43,7 +43,7 @@ impl Broker {
             ..Config::default()
         };
         f(&mut c);
-        let running = Node::start(c).await.expect("broker starts");
+        let running = server::start(c).await.expect("broker starts");
         let addr = running.amqp_addr;
         Self { running: Some(running), addr, dir: Some(dir) }
     }

@@ -1,0 +1,92 @@
+//! Start-up: the vhosts, users and permissions of the configuration and of a new database
+//! (RabbitMQ creates `guest` with a new database only), then every recovered queue; and the
+//! removal of data no queue owns any more.
+
+use super::{META_GROUP, Node, StartError};
+use crate::broker::password;
+use crate::meta::{MetaCommand, MetaReply, QueueRecord};
+use std::sync::Arc;
+
+impl Node {
+    pub(super) async fn bootstrap(&self) -> Result<(), StartError> {
+        let c = &self.config;
+        let fresh = self.meta.read(|m| m.state().users.is_empty() && m.state().vhosts.is_empty());
+        let mut cmds = vec![MetaCommand::AddVhost { name: "/".into() }];
+        cmds.extend(c.vhosts.iter().map(|v| MetaCommand::AddVhost { name: v.name.clone() }));
+        // As RabbitMQ: guest is created with a new database, not again at every start.
+        if fresh && c.default_user && !c.users.iter().any(|u| u.name == "guest") {
+            cmds.push(MetaCommand::PutUser {
+                name: "guest".into(),
+                password_hash: password::hash("guest", rand::random()),
+                tags: vec!["administrator".into()],
+            });
+            cmds.push(MetaCommand::SetPermissions {
+                vhost: "/".into(),
+                user: "guest".into(),
+                configure: ".*".into(),
+                write: ".*".into(),
+                read: ".*".into(),
+            });
+        }
+        for u in &c.users {
+            let password_hash = match (&u.password_hash, &u.password) {
+                (Some(h), _) => h.clone(),
+                (None, Some(p)) => password::hash(p, rand::random()),
+                (None, None) => return Err(StartError::Bootstrap(format!("user '{}' has no password", u.name))),
+            };
+            cmds.push(MetaCommand::PutUser { name: u.name.clone(), password_hash, tags: u.tags.clone() });
+        }
+        for p in &c.permissions {
+            cmds.push(MetaCommand::SetPermissions {
+                vhost: p.vhost.clone(),
+                user: p.user.clone(),
+                configure: p.configure.clone(),
+                write: p.write.clone(),
+                read: p.read.clone(),
+            });
+        }
+        // Connections of before are gone: their exclusive queues go, and transient queues.
+        cmds.push(MetaCommand::NodeStarted);
+        for cmd in cmds {
+            if let MetaReply::Refused(e) = self.propose_meta(cmd).await {
+                return Err(StartError::Bootstrap(e.reply_text()));
+            }
+        }
+        // Every queue left is durable: run it, recovering its log.
+        let records: Vec<Arc<QueueRecord>> =
+            self.meta.read(|m| m.state().vhosts.values().flat_map(|v| v.queues.values().cloned()).collect());
+        let n = records.len();
+        self.remove_orphan_groups(&records);
+        for rec in records {
+            self.start_queue(&rec, true);
+        }
+        self.publish_topology();
+        if !fresh {
+            tracing::info!(queues = n, "recovered metadata and queues");
+        }
+        Ok(())
+    }
+
+    /// Removes the data of groups no queue owns any more (the node stopped between a queue's
+    /// delete and the removal of its data), so their disk space comes back.
+    fn remove_orphan_groups(&self, records: &[Arc<QueueRecord>]) {
+        let delay_groups: Vec<u64> = self.meta.read(|m| {
+            m.state().vhosts.values().flat_map(|v| v.exchanges.values().filter_map(|x| x.delay_group)).collect()
+        });
+        let owned: std::collections::HashSet<u64> =
+            records.iter().filter(|r| r.durable).map(|r| r.group).chain(delay_groups).chain([META_GROUP.0]).collect();
+        let stored = match self.storage.groups() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list stored groups; orphans stay");
+                return;
+            }
+        };
+        for id in stored.into_iter().filter(|g| !owned.contains(&g.0)) {
+            match self.storage.group(id).destroy() {
+                Ok(()) => tracing::info!(group = id.0, "removed the data of a deleted queue"),
+                Err(e) => tracing::warn!(group = id.0, error = %e, "cannot remove an orphan group"),
+            }
+        }
+    }
+}

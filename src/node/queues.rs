@@ -1,0 +1,151 @@
+//! The queues this node runs: starting their runners from metadata records, handing them the
+//! settings policies put in force, carrying out metadata effects in log order, publishing the
+//! routing snapshot, and what runners ask of the node (auto-delete, dead-letter routing).
+
+use super::{DEFAULT_DELIVERY_LIMIT, Node, Topology};
+use crate::broker::argument::QueueType;
+use crate::ids::QueueKey;
+use crate::meta::{MetaCommand, MetaEffect, QueueRecord};
+use crate::queue::machine::{Command, Limits, QueueConfig};
+use crate::queue::runner::{AutoDelete, Backend, DeadLetterRouter, Hooks, Request};
+use crate::queue::{self, Message, QueueHandle};
+use crate::storage::GroupId;
+use std::sync::Arc;
+
+impl Node {
+    /// Starts the runner of a queue (its durable group opens and recovers in the runner).
+    pub(super) fn start_queue(&self, rec: &QueueRecord, recovering: bool) {
+        let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+        let a = &rec.effective;
+        let mut config = QueueConfig {
+            auto_delete: rec.auto_delete,
+            single_active_consumer: a.single_active_consumer,
+            max_priority: a.max_priority.filter(|&p| p > 0),
+            dedup: a.deduplication.then(|| queue::machine::dedup::Window {
+                size: a.cache_size.unwrap_or(queue::machine::dedup::DEFAULT_CACHE_SIZE),
+                ttl: a.cache_ttl,
+            }),
+            ..QueueConfig::new(key.clone())
+        };
+        config.set_limits(self.limits(rec));
+        let backend =
+            if rec.durable { Backend::Durable(self.storage.group(GroupId(rec.group))) } else { Backend::Memory };
+        // After a restart classic queues lose their transient messages; quorum queues keep all.
+        let recover = recovering.then_some(rec.parsed.queue_type == QueueType::Classic);
+        let handle = queue::spawn(config, backend, recover, self.queue_hooks());
+        if recovering {
+            // The recovered state has the settings of when it stopped; policies may differ now.
+            self.configure_queue(&handle, rec);
+        }
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
+    }
+
+    /// The settings in force of a queue that policies may change (arguments with the
+    /// policy applied; node defaults for what neither sets).
+    fn limits(&self, rec: &QueueRecord) -> Limits {
+        let a = &rec.effective;
+        Limits {
+            message_ttl: a.message_ttl,
+            max_length: a.max_length,
+            max_length_bytes: a.max_length_bytes,
+            overflow: a.overflow,
+            expires: a.expires,
+            consumer_timeout: Some(a.consumer_timeout.unwrap_or(self.config.consumer_timeout)).filter(|&t| t > 0),
+            // Quorum queues count deliveries, with RabbitMQ 4's default limit of 20; classic
+            // queues ignore `x-delivery-limit`, as RabbitMQ's do.
+            delivery_limit: (a.queue_type == QueueType::Quorum)
+                .then(|| a.delivery_limit.map_or(DEFAULT_DELIVERY_LIMIT, |l| l.min(u64::from(u32::MAX)) as u32)),
+            dead_letter: a.dead_letter_exchange.clone().map(|exchange| queue::dead_letter::Target {
+                exchange,
+                routing_key: a.dead_letter_routing_key.clone(),
+            }),
+        }
+    }
+
+    /// Hands a queue its settings in force, through its log (never blocking the caller).
+    fn configure_queue(&self, h: &QueueHandle, rec: &QueueRecord) {
+        let (h, cmd) = (h.clone(), Command::Configure(Box::new(self.limits(rec))));
+        tokio::spawn(async move {
+            let _ = h.tx.send(Request::Cast { cmd }).await;
+        });
+    }
+
+    /// Carries out one metadata effect (in log order, from the metadata actor).
+    pub(super) fn apply_effect(&self, fx: MetaEffect) {
+        match fx {
+            MetaEffect::QueueCreated(rec) => {
+                tracing::info!(vhost = %rec.vhost, queue = %rec.name, durable = rec.durable, policy = ?rec.policy.as_ref().map(|p| &p.name), "queue created");
+                self.start_queue(&rec, false)
+            }
+            MetaEffect::QueueConfigured(rec) => {
+                let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+                let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+                if let Some(h) = running {
+                    tracing::info!(queue = %key, policy = ?rec.policy.as_ref().map(|p| &p.name), "queue settings changed by policy");
+                    self.configure_queue(&h, &rec);
+                }
+            }
+            MetaEffect::QueueDeleted(rec) => {
+                tracing::info!(vhost = %rec.vhost, queue = %rec.name, "queue deleted");
+                let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+                let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                match running {
+                    // Never block here: the runner may be waiting on a connection that waits on us.
+                    // The runner removes a durable queue's data once its last handle is gone.
+                    Some(h) => {
+                        tokio::spawn(async move {
+                            let cmd = Command::Delete { if_unused: false, if_empty: false };
+                            let _ = h.tx.send(Request::Cast { cmd }).await;
+                        });
+                    }
+                    // Deleted before it ever ran (at start-up): remove its data now.
+                    None if rec.durable => {
+                        if let Err(e) = self.storage.group(GroupId(rec.group)).destroy() {
+                            tracing::warn!(queue = %key, error = %e, "removing a deleted queue's data");
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    pub(super) fn publish_topology(&self) {
+        let meta = self.meta.read(|m| m.state().clone());
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let delays = self.reconcile_delays(&meta);
+        self.topology.store(Arc::new(Topology { meta, queues, delays }));
+    }
+
+    /// What queue runners ask of the node.
+    pub(super) fn queue_hooks(&self) -> Hooks {
+        Hooks { auto_delete: self.auto_deleter(), dead_letter: self.dead_letterer() }
+    }
+
+    /// Routes dead letters through their exchange to the queues bound to it (no confirms; a
+    /// missing exchange routes nowhere, as RabbitMQ). A queue the message already died in with
+    /// no rejection on the way is skipped (`dead_letter::is_cycle`).
+    fn dead_letterer(&self) -> DeadLetterRouter {
+        let me = self.me.clone();
+        Arc::new(move |vhost: &str, msg: &Message, keys: &[String]| {
+            let Some(node) = me.upgrade() else { return Vec::new() };
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            node.topology().targets(vhost, &msg.exchange, &keys, msg.properties.headers().as_ref(), |q| {
+                !queue::dead_letter::is_cycle(msg, q)
+            })
+        })
+    }
+
+    fn auto_deleter(&self) -> AutoDelete {
+        let me = self.me.clone();
+        Arc::new(move |key: QueueKey| {
+            let me = me.clone();
+            tokio::spawn(async move {
+                if let Some(node) = me.upgrade() {
+                    tracing::debug!(queue = %key, "auto-delete: last consumer gone");
+                    node.propose_meta(MetaCommand::DeleteQueue { vhost: key.vhost, name: key.name }).await;
+                }
+            });
+        })
+    }
+}

@@ -17,6 +17,7 @@
 pub mod alarm;
 pub mod amqp;
 pub mod broker;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod ctl;

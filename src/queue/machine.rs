@@ -28,7 +28,7 @@
 //! the log. [`QueueMachine::first_live_index`] tells the log how far it may be purged.
 
 use super::Message;
-use super::dead_letter::{Reason, Target};
+use super::dead_letter::Reason;
 use crate::broker::Error;
 use crate::broker::argument::Overflow;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};

@@ -8,12 +8,11 @@
 use super::Message;
 use super::dead_letter::{self, Reason};
 use super::event::{ClientEvent, ClientSink, Delivery};
-use super::machine::{Command, ConsumerSpec, Effect, Outcome, QueueConfig, QueueMachine, Reply};
+use super::machine::{Command, Effect, Outcome, QueueConfig, QueueMachine, Reply};
 use crate::broker::{Error, ReplyCode};
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
-use crate::raft::{DurableGroup, Group, GroupError, GroupOptions};
+use crate::raft::{DurableGroup, Group, GroupOptions};
 use crate::stats::Counters;
-use crate::storage::GroupLog;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

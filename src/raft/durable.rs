@@ -9,6 +9,8 @@
 
 use super::log_store::LogStore;
 use super::net::NoPeers;
+use super::peers::{Member, Peers};
+use super::transport::{NodeId, Router, Transport};
 use super::types::{Out, Payload, Warren};
 use super::{ApplyMeta, LogIndex, Machine};
 use crate::storage::{GroupLog, StateTag};
@@ -60,12 +62,23 @@ pub struct DecodeError(pub String);
 pub enum GroupError {
     #[error("raft: {0}")]
     Raft(String),
+    /// This member does not lead the group; the leader, if known, does.
+    #[error("not the leader (leader: {0:?})")]
+    NotLeader(Option<NodeId>),
     #[error("the reply had an unexpected type")]
     Reply,
 }
 
 fn raft_err(e: impl std::fmt::Display) -> GroupError {
     GroupError::Raft(e.to_string())
+}
+
+/// A refused write: not the leader (with the leader, if known), or another failure.
+fn write_err(e: openraft::errors::RaftError<C, openraft::errors::ClientWriteError<C>>) -> GroupError {
+    match e.forward_to_leader() {
+        Some(f) => GroupError::NotLeader(f.leader_id),
+        None => raft_err(e),
+    }
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -271,12 +284,35 @@ pub struct GroupOptions {
     /// How often `open` reports progress while the group recovers and elects itself (it
     /// waits as long as that takes: replaying millions of entries is not a failure).
     pub progress_every: Duration,
+    /// Heartbeat interval and election timeout range, in ms (groups of several members).
+    pub heartbeat_ms: u64,
+    pub election_ms: (u64, u64),
 }
 
 impl Default for GroupOptions {
     fn default() -> Self {
-        Self { snapshot_every: 10_000, purge_batch: 1024, progress_every: Duration::from_secs(10) }
+        Self {
+            snapshot_every: 10_000,
+            purge_batch: 1024,
+            progress_every: Duration::from_secs(10),
+            heartbeat_ms: 1000,
+            election_ms: (3000, 6000),
+        }
     }
+}
+
+/// Where a group's other members are, for a member of a group of several.
+#[derive(Clone)]
+pub struct Replication {
+    /// This member's node id.
+    pub me: NodeId,
+    /// How RPCs reach the other members.
+    pub transport: Arc<dyn Transport>,
+    /// Where RPCs for this member arrive.
+    pub router: Router,
+    /// The initial voters, when this member may create the group (every initial member is
+    /// given the same set, so concurrent initializations agree); `None`: it waits to be added.
+    pub initial: Option<std::collections::BTreeSet<NodeId>>,
 }
 
 /// The only node id of a single-member group.
@@ -289,25 +325,15 @@ pub struct DurableGroup<M: DurableMachine> {
     log: GroupLog,
     /// Set on shutdown: the purger stops.
     stopping: Arc<AtomicBool>,
+    /// Where RPCs for this member arrive (groups of several members).
+    router: Option<Router>,
 }
 
 impl<M: DurableMachine> DurableGroup<M> {
     /// Opens the group stored under `log` (creating it with `init` if it has no history),
     /// recovers its state, and waits until it leads.
     pub async fn open(log: GroupLog, init: M, opts: GroupOptions) -> Result<Self, GroupError> {
-        let config = Config {
-            cluster_name: "warren".into(),
-            heartbeat_interval: 1000,
-            election_timeout_min: 3000,
-            election_timeout_max: 6000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
-            // Purging is driven by `purge_behind` (a snapshot *and* the machine's first live
-            // index); this keeps openraft's own policy from purging anything.
-            max_in_snapshot_log_to_keep: u64::MAX,
-            purge_batch_size: opts.purge_batch,
-            ..Default::default()
-        };
-        let config = Arc::new(config.validate().map_err(raft_err)?);
+        let config = Self::config(&opts)?;
         let sm = SmAdapter::new(init, log.clone());
         let raft = Raft::new(SELF, config, NoPeers, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
         if !raft.is_initialized().await.map_err(raft_err)? {
@@ -326,7 +352,58 @@ impl<M: DurableMachine> DurableGroup<M> {
             .await?;
         let stopping = Arc::new(AtomicBool::new(false));
         tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
-        Ok(Self { raft, sm, log, stopping })
+        Ok(Self { raft, sm, log, stopping, router: None })
+    }
+
+    fn config(opts: &GroupOptions) -> Result<Arc<Config>, GroupError> {
+        let config = Config {
+            cluster_name: "warren".into(),
+            heartbeat_interval: opts.heartbeat_ms,
+            election_timeout_min: opts.election_ms.0,
+            election_timeout_max: opts.election_ms.1,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
+            // Purging is driven by `purge_behind` (a snapshot *and* the machine's first live
+            // index); this keeps openraft's own policy from purging anything.
+            max_in_snapshot_log_to_keep: u64::MAX,
+            purge_batch_size: opts.purge_batch,
+            ..Default::default()
+        };
+        Ok(Arc::new(config.validate().map_err(raft_err)?))
+    }
+
+    /// Opens this node's member of a group of several: recovers its state from `log`, takes
+    /// the RPCs addressed to it, and creates the group with the initial voters if it has no
+    /// history and may. It does not wait for a leader: proposals on a member that does not
+    /// lead answer [`GroupError::NotLeader`].
+    pub async fn open_member(log: GroupLog, init: M, opts: GroupOptions, rep: Replication) -> Result<Self, GroupError> {
+        let config = Self::config(&opts)?;
+        let sm = SmAdapter::new(init, log.clone());
+        let net = Peers { transport: rep.transport.clone(), group: log.id() };
+        let raft = Raft::new(rep.me, config, net, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
+        rep.router.register(log.id(), Arc::new(Member { raft: raft.clone() }));
+        if let Some(voters) = rep.initial {
+            if !raft.is_initialized().await.map_err(raft_err)? {
+                let members: BTreeMap<NodeId, BasicNode> =
+                    voters.into_iter().map(|n| (n, BasicNode::default())).collect();
+                // Another initial member may have created it first: the same voters, so fine.
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::debug!(group = log.id().0, error = %e, "group already initialized");
+                }
+            }
+        }
+        let stopping = Arc::new(AtomicBool::new(false));
+        tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
+        Ok(Self { raft, sm, log, stopping, router: Some(rep.router) })
+    }
+
+    /// The member that leads, as this member knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// The index of the last entry this member applied.
+    pub fn applied_index(&self) -> u64 {
+        self.raft.metrics().borrow_watched().last_applied.as_ref().map_or(0, |l| l.index)
     }
 
     /// Reads back the commands of applied entries still in the log (a queue's message bodies),
@@ -340,7 +417,7 @@ impl<M: DurableMachine> DurableGroup<M> {
     /// and effects.
     pub async fn propose(&self, now_ms: u64, cmd: M::Command) -> Result<(M::Reply, Vec<M::Effect>), GroupError> {
         let payload = Payload { now_ms, cmd: M::encode_command(&cmd).into() };
-        let resp = self.raft.client_write(payload).await.map_err(raft_err)?;
+        let resp = self.raft.client_write(payload).await.map_err(write_err)?;
         let any = resp.data.inner.ok_or(GroupError::Reply)?;
         any.downcast::<(M::Reply, Vec<M::Effect>)>().map(|b| *b).map_err(|_| GroupError::Reply)
     }
@@ -357,7 +434,7 @@ impl<M: DurableMachine> DurableGroup<M> {
         let mut stream = self.raft.client_write_many(payloads.collect::<Vec<_>>()).await.map_err(raft_err)?;
         let mut out = Vec::with_capacity(n);
         while let Some(r) = stream.try_next().await.map_err(raft_err)? {
-            let resp = r.map_err(raft_err)?;
+            let resp = r.map_err(|f| GroupError::NotLeader(f.leader_id))?;
             let any = resp.response.inner.ok_or(GroupError::Reply)?;
             out.push(*any.downcast::<(M::Reply, Vec<M::Effect>)>().map_err(|_| GroupError::Reply)?);
         }
@@ -398,6 +475,9 @@ impl<M: DurableMachine> DurableGroup<M> {
     }
 
     pub async fn shutdown(&self) -> Result<(), GroupError> {
+        if let Some(r) = &self.router {
+            r.unregister(self.log.id());
+        }
         self.stopping.store(true, Ordering::Relaxed);
         self.sm.snapshotted.notify_one();
         self.raft.shutdown().await.map_err(raft_err)

@@ -10,7 +10,9 @@ pub mod durable;
 mod group;
 pub mod log_store;
 mod net;
+mod peers;
+pub mod transport;
 pub mod types;
 
-pub use durable::{DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions};
+pub use durable::{DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions, Replication};
 pub use group::{ApplyMeta, Group, LogIndex, Machine};

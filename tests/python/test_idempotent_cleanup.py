@@ -18,7 +18,7 @@ import pytest
 
 import amqp_raw as raw
 from amqp_raw import shortstr, short, octet, table
-from conftest import uniq, get_message, channel_error
+from conftest import uniq, get_message, wait_for
 from mgmt import q
 
 # ---------------------------------------------------------------- queue.unbind
@@ -66,11 +66,24 @@ def test_unbind_after_the_auto_delete_queue_went_away(conn, ch):
     ch.queue_bind(qn, ex, routing_key="a.#")
     tag = ch.basic_consume(qn, lambda *a: None)
     ch.basic_cancel(tag)
-    # the queue is gone now (auto-delete), and with it the last binding of the
-    # auto-delete exchange, so the exchange is gone too
-    assert channel_error(conn.channel().queue_declare, qn, passive=True)[0] == 404
+    # The queue goes (auto-delete), and with it the last binding of the auto-delete
+    # exchange, so the exchange goes too. Both brokers do this just after cancel-ok
+    # (RabbitMQ's queue process replies, then stops), so wait for it.
+    assert wait_for(lambda: gone(conn, "queue_declare", qn)), "auto-delete queue still there"
+    assert wait_for(lambda: gone(conn, "exchange_declare", ex)), "auto-delete exchange still there"
     ch.queue_unbind(qn, ex, routing_key="a.#")
-    assert channel_error(conn.channel().exchange_declare, ex, passive=True)[0] == 404
+
+
+def gone(conn, declare, name):
+    """Whether a passive declare of `name` answers 404 (on a channel of its own)."""
+    c = conn.channel()
+    try:
+        getattr(c, declare)(name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 404, e
+        return True
+    c.close()
+    return False
 
 
 def test_unbind_from_the_default_exchange_is_still_refused(ch):

@@ -168,3 +168,5 @@ async fn snapshots_wait_until_the_log_outweighs_the_state() {
     assert!((1..=16).contains(&built), "{built} snapshots for 400 entries");
     g.shutdown().await.unwrap();
 }
+
+mod members;

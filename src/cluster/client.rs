@@ -1,0 +1,97 @@
+//! The client side: a [`Transport`] over one lazily connected HTTP/2 channel per peer.
+
+use super::auth::Credentials;
+use super::pb::cluster_client::ClusterClient;
+use super::pb::{RaftRequest, raft_reply::Outcome};
+use super::service::{MAX_MESSAGE, kind_to_pb};
+use crate::raft::transport::{NodeId, RpcKind, Transport, TransportError};
+use crate::storage::GroupId;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long one Raft call may take before the peer counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Raft RPCs to the peers over gRPC.
+#[derive(Clone)]
+pub struct GrpcTransport {
+    creds: Credentials,
+    /// Peer id → its cluster address (`host:port`).
+    addrs: Arc<Mutex<HashMap<NodeId, String>>>,
+    /// One channel per peer (tonic multiplexes every call over it).
+    channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
+}
+
+impl GrpcTransport {
+    pub fn new(creds: Credentials) -> Self {
+        Self { creds, addrs: Arc::default(), channels: Arc::default() }
+    }
+
+    /// Where a peer is (a changed address drops the old channel).
+    pub fn set_peer(&self, id: NodeId, addr: String) {
+        let old = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, addr.clone());
+        if old.as_deref() != Some(addr.as_str()) {
+            self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
+    }
+
+    fn channel(&self, id: NodeId) -> Result<Channel, TransportError> {
+        if let Some(c) = self.channels.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(c.clone());
+        }
+        let addr = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+        let unreachable = |reason: String| TransportError::Unreachable { node: id, reason };
+        let addr = addr.ok_or_else(|| unreachable("address unknown".into()))?;
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| unreachable(format!("bad address {addr}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(id, channel.clone());
+        Ok(channel)
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn call(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        kind: RpcKind,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        let channel = self.channel(target);
+        let creds = self.creds.clone();
+        Box::pin(async move {
+            let mut client = ClusterClient::new(channel?)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
+            let mut req =
+                tonic::Request::new(RaftRequest { target, group: group.0, kind: kind_to_pb(kind) as i32, body });
+            creds.attach(&mut req);
+            let unreachable = |reason: String| TransportError::Unreachable { node: target, reason };
+            match client.raft(req).await {
+                Ok(r) => match r.into_inner().outcome {
+                    Some(Outcome::Body(b)) => Ok(b),
+                    Some(Outcome::NoGroup(g)) => Err(TransportError::NoGroup { node: target, group: g }),
+                    Some(Outcome::Malformed(m)) => Err(TransportError::Malformed(m)),
+                    None => Err(TransportError::Malformed("empty reply".into())),
+                },
+                Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                    tracing::warn!(peer = target, reason = %s.message(), "refused by a peer: check the cluster name and secret");
+                    Err(unreachable(format!("refused: {}", s.message())))
+                }
+                Err(s) => Err(unreachable(s.message().to_owned())),
+            }
+        })
+    }
+}

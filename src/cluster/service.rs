@@ -1,0 +1,88 @@
+//! The server side: the `Cluster` service on `--cluster-addr`, handing Raft RPCs to this
+//! node's [`Router`].
+
+use super::auth::Credentials;
+use super::pb::cluster_server::{Cluster, ClusterServer};
+use super::pb::{self, HelloReply, HelloRequest, RaftReply, RaftRequest, raft_reply::Outcome};
+use crate::raft::transport::{Router, RpcKind, TransportError};
+use crate::storage::GroupId;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+/// Who this node is, for `Hello`.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub name: String,
+    pub id: u64,
+}
+
+struct Service {
+    router: Router,
+    me: Identity,
+}
+
+pub(super) fn kind_from_pb(k: i32) -> Option<RpcKind> {
+    match pb::RaftKind::try_from(k).ok()? {
+        pb::RaftKind::Vote => Some(RpcKind::Vote),
+        pb::RaftKind::Append => Some(RpcKind::Append),
+        pb::RaftKind::Snapshot => Some(RpcKind::Snapshot),
+    }
+}
+
+pub(super) fn kind_to_pb(k: RpcKind) -> pb::RaftKind {
+    match k {
+        RpcKind::Vote => pb::RaftKind::Vote,
+        RpcKind::Append => pb::RaftKind::Append,
+        RpcKind::Snapshot => pb::RaftKind::Snapshot,
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for Service {
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let r = req.into_inner();
+        tracing::debug!(peer = %r.node_name, id = r.node_id, addr = %r.advertise_addr, "hello");
+        Ok(Response::new(HelloReply { node_name: self.me.name.clone(), node_id: self.me.id }))
+    }
+
+    async fn raft(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let r = req.into_inner();
+        if r.target != self.me.id {
+            return Err(Status::failed_precondition(format!("this is node {}, not {}", self.me.id, r.target)));
+        }
+        let Some(kind) = kind_from_pb(r.kind) else {
+            return Ok(Response::new(RaftReply { outcome: Some(Outcome::Malformed(format!("kind {}", r.kind))) }));
+        };
+        let outcome = match self.router.handle(GroupId(r.group), kind, r.body).await {
+            Ok(body) => Outcome::Body(body),
+            Err(TransportError::NoGroup { group, .. }) => Outcome::NoGroup(group),
+            Err(e) => Outcome::Malformed(e.to_string()),
+        };
+        Ok(Response::new(RaftReply { outcome: Some(outcome) }))
+    }
+}
+
+/// Largest message accepted or sent (a whole snapshot travels in one for now).
+pub(super) const MAX_MESSAGE: usize = 512 << 20;
+
+/// Serves the cluster service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    me: Identity,
+    creds: Credentials,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let server = ClusterServer::new(Service { router, me })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let svc = tonic::service::interceptor::InterceptedService::new(server, move |req: Request<()>| {
+        creds.check(&req)?;
+        Ok(req)
+    });
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,160 @@
+//! openraft's network for a group with several members, over a [`Transport`]; and the other
+//! direction, the [`Handler`] that feeds arriving RPCs to the local member.
+//!
+//! Snapshots go whole in one call for now (`RpcKind::Snapshot`); sending them in chunks is the
+//! cluster transport's to do, under this same call.
+
+use super::transport::{Handler, NodeId, RpcKind, Transport, TransportError};
+use super::types::Warren;
+use crate::storage::GroupId;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::errors::{Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, OptionalSend, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::io::{self, Cursor};
+use std::sync::Arc;
+
+type C = Warren;
+
+fn encode<T: Serialize>(v: &T) -> Result<Bytes, TransportError> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .map(Bytes::from)
+        .map_err(|e| TransportError::Malformed(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, TransportError> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| TransportError::Malformed(e.to_string()))
+}
+
+fn unreachable(e: &TransportError) -> Unreachable<C> {
+    Unreachable::new(&io::Error::new(io::ErrorKind::NotConnected, e.to_string()))
+}
+
+/// What a transport failure means to openraft: back off (unreachable) or retry (malformed).
+fn rpc_error<E: std::error::Error>(e: TransportError) -> RPCError<C, E> {
+    match e {
+        TransportError::Malformed(_) => RPCError::Network(NetworkError::new(&e)),
+        _ => RPCError::Unreachable(unreachable(&e)),
+    }
+}
+
+/// The network of one group: a client per peer, all over one transport.
+#[derive(Clone)]
+pub(crate) struct Peers {
+    pub transport: Arc<dyn Transport>,
+    pub group: GroupId,
+}
+
+impl RaftNetworkFactory<C> for Peers {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> PeerClient {
+        PeerClient { transport: self.transport.clone(), group: self.group, target }
+    }
+}
+
+/// One member's view of one peer.
+pub(crate) struct PeerClient {
+    transport: Arc<dyn Transport>,
+    group: GroupId,
+    target: NodeId,
+}
+
+impl PeerClient {
+    /// One round trip; the remote side's answer is `Result<Resp, Err>` as it encoded it.
+    async fn round_trip<Req: Serialize, Resp: DeserializeOwned, Err: DeserializeOwned>(
+        &self,
+        kind: RpcKind,
+        req: &Req,
+    ) -> Result<Result<Resp, Err>, TransportError> {
+        let body = encode(req)?;
+        let answer = self.transport.call(self.target, self.group, kind, body).await?;
+        decode(&answer)
+    }
+}
+
+impl RaftNetworkV2<C> for PeerClient {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<C>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        match self.round_trip::<_, _, RaftError<C>>(RpcKind::Append, &req).await {
+            Ok(Ok(r)) => Ok(r),
+            // The peer's member stopped (a fatal error there): unreachable until it is back.
+            Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(rpc_error(e)),
+        }
+    }
+
+    async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        match self.round_trip::<_, _, RaftError<C>>(RpcKind::Vote, &req).await {
+            Ok(Ok(r)) => Ok(r),
+            // The peer's member stopped (a fatal error there): unreachable until it is back.
+            Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(rpc_error(e)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, Self::SnapshotData>,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        match self.round_trip::<_, _, Fatal<C>>(RpcKind::Snapshot, &req).await {
+            Ok(Ok(r)) => Ok(r),
+            // The peer's member stopped: as good as unreachable until it is back.
+            Ok(Err(e)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+            Err(TransportError::Malformed(m)) => {
+                Err(StreamingError::Network(NetworkError::new(&TransportError::Malformed(m))))
+            }
+            Err(e) => Err(StreamingError::Unreachable(unreachable(&e))),
+        }
+    }
+}
+
+/// Feeds arriving RPCs to a local member.
+pub(crate) struct Member<SM: RaftStateMachine<C, SnapshotData = Cursor<Vec<u8>>>> {
+    pub raft: Raft<C, SM>,
+}
+
+impl<SM> Handler for Member<SM>
+where
+    SM: RaftStateMachine<C, SnapshotData = Cursor<Vec<u8>>> + Send + Sync + 'static,
+{
+    fn handle(&self, kind: RpcKind, body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            match kind {
+                RpcKind::Append => {
+                    let req: AppendEntriesRequest<C> = decode(&body)?;
+                    encode(&raft.append_entries(req).await)
+                }
+                RpcKind::Vote => {
+                    let req: VoteRequest<C> = decode(&body)?;
+                    encode(&raft.vote(req).await)
+                }
+                RpcKind::Snapshot => {
+                    let (vote, meta, data): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) = decode(&body)?;
+                    let snapshot = SnapshotOf::<C, Cursor<Vec<u8>>> { meta, snapshot: Cursor::new(data) };
+                    encode(&raft.install_full_snapshot(vote, snapshot).await)
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! The byte-level seam between Raft groups and the network.
+//!
+//! Groups of several members talk through a [`Transport`]: one call carries one Raft RPC of one
+//! group (vote, append entries, full snapshot) to one node, as bytes. Whoever owns the network
+//! (the gRPC service in `cluster/`, or [`Loopback`] in tests) implements it, and hands what
+//! arrives to the receiving node's [`Router`], which finds the group by id. So openraft's types
+//! stay in `raft/`: the network only moves bytes addressed by (node, group, kind), and one
+//! connection per peer can carry every group's traffic.
+//!
+//! Payloads are openraft's own request and response types, serde-encoded with bincode (the
+//! reference gRPC example carries them the same way, `../shared/reference/build.md`).
+
+use crate::storage::GroupId;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// A node's id in every group it is a member of.
+pub type NodeId = u64;
+
+/// Which Raft RPC a call carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RpcKind {
+    Vote,
+    Append,
+    /// A whole snapshot (its metadata and state) with the sender's vote.
+    Snapshot,
+}
+
+/// A call that did not come back with an answer from the group.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The node cannot be reached (down, cut off, refused us).
+    #[error("node {node} unreachable: {reason}")]
+    Unreachable { node: NodeId, reason: String },
+    /// The node answered that it has no member of this group (not created there yet, or gone).
+    #[error("node {node} has no group {group}")]
+    NoGroup { node: NodeId, group: u64 },
+    /// The bytes did not decode (a different version, or corruption).
+    #[error("malformed raft message: {0}")]
+    Malformed(String),
+}
+
+/// Moves one Raft RPC to a node and brings its answer back.
+pub trait Transport: Send + Sync + 'static {
+    fn call(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        kind: RpcKind,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, TransportError>>;
+}
+
+/// Where a group takes the RPCs addressed to it.
+pub(crate) trait Handler: Send + Sync + 'static {
+    fn handle(&self, kind: RpcKind, body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>>;
+}
+
+/// The groups of one node that take RPCs, by id.
+#[derive(Clone, Default)]
+pub struct Router {
+    me: NodeId,
+    groups: Arc<Mutex<HashMap<GroupId, Arc<dyn Handler>>>>,
+}
+
+impl Router {
+    pub fn new(me: NodeId) -> Self {
+        Self { me, groups: Arc::default() }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub(crate) fn register(&self, group: GroupId, h: Arc<dyn Handler>) {
+        self.lock().insert(group, h);
+    }
+
+    pub(crate) fn unregister(&self, group: GroupId) {
+        self.lock().remove(&group);
+    }
+
+    /// Hands an arriving RPC to its group; answers the encoded response.
+    pub fn handle(
+        &self,
+        group: GroupId,
+        kind: RpcKind,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        match self.lock().get(&group).cloned() {
+            Some(h) => h.handle(kind, body),
+            None => {
+                let err = TransportError::NoGroup { node: self.me, group: group.0 };
+                Box::pin(async move { Err(err) })
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Arc<dyn Handler>>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Nodes in one process joined by direct calls, with links that can be cut: the in-process
+/// cluster of tests (architecture test layer 5). A cut link fails both ways, as a partition.
+#[derive(Clone, Default)]
+pub struct Loopback {
+    inner: Arc<Mutex<LoopbackState>>,
+}
+
+#[derive(Default)]
+struct LoopbackState {
+    routers: HashMap<NodeId, Router>,
+    /// Nodes cut off from every other node.
+    isolated: HashSet<NodeId>,
+}
+
+impl Loopback {
+    /// Adds a node; returns the transport its groups send with.
+    pub fn join(&self, router: Router) -> Arc<dyn Transport> {
+        let me = router.me();
+        self.lock().routers.insert(me, router);
+        Arc::new(LoopbackPort { me, net: self.clone() })
+    }
+
+    /// Cuts a node off from all others (or heals it).
+    pub fn isolate(&self, node: NodeId, cut: bool) {
+        let mut s = self.lock();
+        if cut {
+            s.isolated.insert(node);
+        } else {
+            s.isolated.remove(&node);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LoopbackState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct LoopbackPort {
+    me: NodeId,
+    net: Loopback,
+}
+
+impl Transport for LoopbackPort {
+    fn call(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        kind: RpcKind,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        let s = self.net.lock();
+        let cut = s.isolated.contains(&self.me) || s.isolated.contains(&target);
+        match s.routers.get(&target) {
+            Some(r) if !cut => r.handle(group, kind, body),
+            _ => {
+                let err = TransportError::Unreachable { node: target, reason: "link cut".into() };
+                Box::pin(async move { Err(err) })
+            }
+        }
+    }
+}

@@ -5,15 +5,38 @@
 
 use std::fmt;
 
-/// A client connection on this node. Assigned by the node when the socket is accepted.
+/// A client connection. Assigned by the node when the socket is accepted: the node's id less
+/// one in the top 24 bits, a counter below ([`NODE_SHIFT`]), so ids are unique cluster-wide
+/// without coordination and a single node's (node 1) are the plain counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u64);
+
+/// Where the node part of a connection or consumer id starts.
+pub const NODE_SHIFT: u32 = 40;
+
+/// The first id a node hands out in a space tagged with its node id (1-based).
+pub fn node_base(node: u64) -> u64 {
+    node.saturating_sub(1) << NODE_SHIFT
+}
+
+impl ConnectionId {
+    /// The id of no connection on `node` (operations of the management API there).
+    pub fn none_on(node: u64) -> Self {
+        Self(node_base(node))
+    }
+
+    /// The node the connection is (or was) on.
+    pub fn node(self) -> u64 {
+        (self.0 >> NODE_SHIFT) + 1
+    }
+}
 
 /// An AMQP channel number within one connection (1..=channel_max).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChannelId(pub u16);
 
-/// A consumer registered on a queue; unique per node.
+/// A consumer registered on a queue; unique cluster-wide (tagged with its node as
+/// [`ConnectionId`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConsumerId(pub u64);
 

@@ -9,10 +9,11 @@
 
 use crate::alarm::{Alarms, ThresholdAlarm};
 use crate::config::Config;
-use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
+use crate::ids::{self, ChannelId, ConnectionId, ConsumerId, QueueKey};
 use crate::meta::MetaMachine;
+use crate::meta::QueueRecord;
 use crate::queue::{ClientSink, QueueHandle};
-use crate::raft::{DurableGroup, GroupOptions};
+use crate::raft::{DurableGroup, GroupOptions, Replication};
 use crate::stats::Counters;
 use crate::storage::{GroupId, Storage};
 use arc_swap::ArcSwap;
@@ -44,6 +45,10 @@ const MEMORY_CHECK: Duration = Duration::from_secs(1);
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// Metadata proposals waiting for the actor before proposers wait.
 const META_INBOX: usize = 1024;
+/// The metadata group's heartbeat and election timeouts in a cluster (ms): it is one group,
+/// so ordinary Raft timers cost nothing and fail over in about a second.
+const META_HEARTBEAT_MS: u64 = 250;
+const META_ELECTION_MS: (u64, u64) = (1000, 1500);
 
 use meta_actor::{MetaRequest, meta_actor};
 
@@ -55,6 +60,12 @@ pub struct Node {
     meta_tx: mpsc::Sender<MetaRequest>,
     /// Running queues; changed only by the metadata actor (and shutdown), never across an await.
     queues: Mutex<HashMap<QueueKey, QueueHandle>>,
+    /// The record each running queue was started (or last configured) from.
+    running_records: Mutex<HashMap<QueueKey, Arc<QueueRecord>>>,
+    /// This node's id in its cluster (1 for a single node).
+    id: u64,
+    /// Links to the home nodes of the queues this node serves but does not run (a cluster).
+    remote: Option<Arc<crate::queue::remote::Remote>>,
     /// Running stores of delayed exchanges; changed only when the snapshot is published.
     delays: Mutex<delays::Running>,
     topology: ArcSwap<Topology>,
@@ -107,16 +118,28 @@ pub fn now_ms() -> u64 {
 impl Node {
     /// Opens a node: opens storage, recovers metadata and queues, applies the config's users
     /// and vhosts, and starts the alarm checks. `amqp_addr` is the address its AMQP listener
-    /// (started above the node, in [`crate::server`]) accepts clients on.
-    pub async fn open(config: Config, amqp_addr: SocketAddr) -> Result<Arc<Node>, StartError> {
+    /// (started above the node, in [`crate::server`]) accepts clients on. With `cluster`, the
+    /// metadata group is this node's member of the cluster's (its peers are reached through
+    /// the transport given; [`crate::server`] serves the other direction).
+    pub async fn open(
+        config: Config,
+        amqp_addr: SocketAddr,
+        cluster: Option<Replication>,
+    ) -> Result<Arc<Node>, StartError> {
         config.validate()?;
         let storage = Storage::open(&config.data_dir)?;
-        let meta = DurableGroup::open(
-            storage.group(META_GROUP),
-            MetaMachine::default(),
-            GroupOptions { snapshot_every: 1000, ..Default::default() },
-        )
-        .await
+        let id = cluster.as_ref().map_or(1, |c| c.me);
+        let remote = cluster.as_ref().map(|c| crate::queue::remote::Remote::new(c.transport.clone()));
+        let router = cluster.as_ref().map(|c| c.router.clone());
+        let opts = GroupOptions { snapshot_every: 1000, ..Default::default() };
+        let log = storage.group(META_GROUP);
+        let meta = match cluster {
+            None => DurableGroup::open(log, MetaMachine::default(), opts).await,
+            Some(rep) => {
+                let opts = GroupOptions { heartbeat_ms: META_HEARTBEAT_MS, election_ms: META_ELECTION_MS, ..opts };
+                DurableGroup::open_member(log, MetaMachine::default(), opts, rep).await
+            }
+        }
         .map_err(|e| StartError::Meta(e.to_string()))?;
         let meta = Arc::new(meta);
         let (meta_tx, meta_rx) = mpsc::channel(META_INBOX);
@@ -130,10 +153,13 @@ impl Node {
             meta,
             meta_tx,
             queues: Mutex::new(HashMap::new()),
+            running_records: Mutex::default(),
+            id,
+            remote,
             delays: Mutex::new(HashMap::new()),
             topology: ArcSwap::from_pointee(Topology::default()),
-            next_connection: AtomicU64::new(1),
-            next_consumer: AtomicU64::new(1),
+            next_connection: AtomicU64::new(ids::node_base(id) + 1),
+            next_consumer: AtomicU64::new(ids::node_base(id) + 1),
             direct_reply: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
             alarms,
@@ -148,7 +174,10 @@ impl Node {
             traces: traces::Traces::default(),
             me: me.clone(),
         });
-        tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx));
+        if let Some(router) = router {
+            router.set_acceptor(crate::queue::remote::acceptor(node.home_queues()));
+        }
+        tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx, node.meta.applied_watch()));
         node.bootstrap().await?;
         node.memory.check();
         node.disk.check();
@@ -179,6 +208,7 @@ impl Node {
             let _ = t.await;
         }
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.running_records.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.delays.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.topology.store(Arc::new(Topology::default()));
         self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -198,6 +228,17 @@ impl Node {
     /// The node's name, as RabbitMQ's `rabbit@<host>`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This node's id in its cluster (1 for a single node).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The connection id that stands for no connection on this node (what the management
+    /// API declares and gets with).
+    pub fn no_connection(&self) -> ConnectionId {
+        ConnectionId::none_on(self.id)
     }
 
     pub fn amqp_addr(&self) -> SocketAddr {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use warren::cluster::{Credentials, GrpcTransport, Identity, serve};
-use warren::meta::{MetaCommand, MetaMachine};
+use warren::meta::{MetaCommand, MetaMachine, MetaReply};
 use warren::raft::transport::{Router, RpcKind, Transport, TransportError};
-use warren::raft::{DurableGroup, GroupError, GroupOptions, Replication};
+use warren::raft::{DurableGroup, GroupOptions, Replication};
 use warren::storage::{GroupId, Storage};
 
 const GROUP: GroupId = GroupId(0);
@@ -48,7 +48,7 @@ async fn three() -> (Vec<TestNode>, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let router = Router::new(me);
-        let transport = GrpcTransport::new(creds.clone());
+        let transport = GrpcTransport::new(me, creds.clone());
         for (j, a) in addrs.iter().enumerate() {
             transport.set_peer(j as u64 + 1, a.clone());
         }
@@ -119,13 +119,17 @@ async fn three_nodes_replicate_over_grpc_and_survive_the_leader() {
     add_vhost(&nodes, leader, "v1").await;
     all_have(&nodes, &["v1"]).await;
     let follower = (1..=3).find(|&i| i != leader).unwrap();
-    let on_follower = nodes[follower as usize - 1]
-        .as_ref()
-        .unwrap()
-        .group
-        .propose(0, MetaCommand::AddVhost { name: "x".into() })
-        .await;
-    assert!(matches!(on_follower, Err(GroupError::NotLeader(Some(l))) if l == leader), "{on_follower:?}");
+    // A follower's proposal goes to the leader over gRPC; its reply comes back encoded, and
+    // the follower has applied it when the call returns.
+    let f = &nodes[follower as usize - 1].as_ref().unwrap().group;
+    let (reply, _) = f.propose(0, MetaCommand::AddVhost { name: "x".into() }).await.unwrap();
+    assert!(matches!(reply, MetaReply::Ok), "{reply:?}");
+    assert!(f.read(|m| m.state().vhosts.contains_key("x")), "read-your-writes on the follower");
+    let (refused, _) = f.propose(0, MetaCommand::DeleteVhost { name: "nope".into() }).await.unwrap();
+    match refused {
+        MetaReply::Refused(e) => assert_eq!(e.reply_text(), "NOT_FOUND - no vhost 'nope'"),
+        other => panic!("{other:?}"),
+    }
     // The leader's node stops (its server too): the other two elect a new one and go on.
     stop(nodes[leader as usize - 1].take().unwrap()).await;
     let new = agreed_leader(&nodes).await;
@@ -141,7 +145,7 @@ async fn three_nodes_replicate_over_grpc_and_survive_the_leader() {
 async fn another_secret_or_cluster_name_is_refused() {
     let (nodes, addrs) = three().await;
     for wrong in [Credentials::new("test", "guess"), Credentials::new("other", "secret")] {
-        let t = GrpcTransport::new(wrong);
+        let t = GrpcTransport::new(9, wrong);
         t.set_peer(1, addrs[0].clone());
         match t.call(1, GROUP, RpcKind::Vote, bytes::Bytes::new()).await {
             Err(TransportError::Unreachable { reason, .. }) => assert!(reason.starts_with("refused"), "{reason}"),
@@ -149,7 +153,7 @@ async fn another_secret_or_cluster_name_is_refused() {
         }
     }
     // The right credentials reach the group (the empty body does not decode, but it arrived).
-    let t = GrpcTransport::new(Credentials::new("test", "secret"));
+    let t = GrpcTransport::new(9, Credentials::new("test", "secret"));
     t.set_peer(1, addrs[0].clone());
     assert!(matches!(t.call(1, GROUP, RpcKind::Vote, bytes::Bytes::new()).await, Err(TransportError::Malformed(_))));
     for n in nodes {

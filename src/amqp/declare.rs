@@ -206,8 +206,10 @@ impl Connection {
                 let q = self.resolve_queue(ch, p.queue.as_str())?;
                 self.check_access(Access::Read, "queue", &q)?;
                 let h = self.queue_handle(&q)?;
-                let Reply::Purged(n) = self.call(&h, Command::Purge).await? else {
-                    return Err(crate::broker::Error::no_queue(&self.vhost, &q).into());
+                let n = match self.call(&h, Command::Purge).await? {
+                    Reply::Purged(n) => n,
+                    Reply::Refused(e) => return Err(e.into()),
+                    _ => return Err(crate::broker::Error::no_queue(&self.vhost, &q).into()),
                 };
                 if !p.nowait {
                     self.out.method(ch, AMQPClass::Queue(M::PurgeOk(queue::PurgeOk { message_count: n })));
@@ -342,6 +344,8 @@ impl Connection {
         }
         match self.call(h, Command::Stats).await? {
             Reply::Stats { messages, consumers, .. } => Ok((messages, consumers)),
+            // A remote queue whose home node is down (`queue/remote/`).
+            Reply::Refused(e) => Err(e.into()),
             _ => Ok((0, 0)),
         }
     }

@@ -63,6 +63,32 @@ impl ReplyCode {
     pub fn code(self) -> u16 {
         self as u16
     }
+
+    /// The reply code with this number, if AMQP 0-9-1 has one.
+    pub fn from_code(code: u16) -> Option<Self> {
+        use ReplyCode::*;
+        const ALL: [ReplyCode; 18] = [
+            ContentTooLarge,
+            NoRoute,
+            NoConsumers,
+            ConnectionForced,
+            InvalidPath,
+            AccessRefused,
+            NotFound,
+            ResourceLocked,
+            PreconditionFailed,
+            FrameError,
+            SyntaxError,
+            CommandInvalid,
+            ChannelError,
+            UnexpectedFrame,
+            ResourceError,
+            NotAllowed,
+            NotImplemented,
+            InternalError,
+        ];
+        ALL.into_iter().find(|c| c.code() == code)
+    }
 }
 
 /// A refusal by the domain: an error code plus RabbitMQ-worded detail.
@@ -70,6 +96,20 @@ impl ReplyCode {
 pub struct Error {
     pub code: ReplyCode,
     pub detail: String,
+}
+
+impl Error {
+    /// Writes the error (code and detail) for a reply that travels between nodes.
+    pub fn put(&self, w: &mut crate::codec::Writer) {
+        w.u16(self.code as u16).str(&self.detail);
+    }
+
+    /// Reads an error written by [`Error::put`].
+    pub fn get(r: &mut crate::codec::Reader) -> std::result::Result<Error, crate::codec::CodecError> {
+        let code = r.u16()?;
+        let code = ReplyCode::from_code(code).ok_or_else(|| crate::codec::CodecError(format!("reply code {code}")))?;
+        Ok(Error::new(code, r.str()?))
+    }
 }
 
 impl fmt::Display for Error {

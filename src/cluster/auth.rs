@@ -9,6 +9,24 @@ use tonic::{Request, Status};
 
 const NAME_KEY: &str = "x-warren-cluster";
 const PROOF_KEY: &str = "x-warren-proof";
+/// The calling node's id, on streams (whose frames do not say who sent them).
+const NODE_KEY: &str = "x-warren-node";
+
+/// Adds the calling node's id to an outgoing call.
+pub fn attach_node<T>(req: &mut Request<T>, me: u64) {
+    if let Ok(v) = MetadataValue::try_from(me.to_string()) {
+        req.metadata_mut().insert(NODE_KEY, v);
+    }
+}
+
+/// The calling node's id, from an incoming call.
+pub fn caller<T>(req: &Request<T>) -> Result<u64, Status> {
+    req.metadata()
+        .get(NODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Status::invalid_argument("the call does not say which node makes it"))
+}
 
 /// A cluster's name and the proof of its secret.
 #[derive(Clone)]

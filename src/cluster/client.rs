@@ -2,9 +2,9 @@
 
 use super::auth::Credentials;
 use super::pb::cluster_client::ClusterClient;
-use super::pb::{RaftRequest, raft_reply::Outcome};
+use super::pb::{Frame, RaftRequest, raft_reply::Outcome};
 use super::service::{MAX_MESSAGE, kind_to_pb};
-use crate::raft::transport::{NodeId, RpcKind, Transport, TransportError};
+use crate::raft::transport::{Duplex, NodeId, RpcKind, Transport, TransportError};
 use crate::storage::GroupId;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -21,6 +21,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Raft RPCs to the peers over gRPC.
 #[derive(Clone)]
 pub struct GrpcTransport {
+    /// This node's id (streams say who opens them).
+    me: NodeId,
     creds: Credentials,
     /// Peer id → its cluster address (`host:port`).
     addrs: Arc<Mutex<HashMap<NodeId, String>>>,
@@ -29,8 +31,8 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    pub fn new(creds: Credentials) -> Self {
-        Self { creds, addrs: Arc::default(), channels: Arc::default() }
+    pub fn new(me: NodeId, creds: Credentials) -> Self {
+        Self { me, creds, addrs: Arc::default(), channels: Arc::default() }
     }
 
     /// Where a peer is (a changed address drops the old channel).
@@ -46,10 +48,10 @@ impl GrpcTransport {
             return Ok(c.clone());
         }
         let addr = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-        let unreachable = |reason: String| TransportError::Unreachable { node: id, reason };
-        let addr = addr.ok_or_else(|| unreachable("address unknown".into()))?;
+        let not_connected = |reason: String| TransportError::NotConnected { node: id, reason };
+        let addr = addr.ok_or_else(|| not_connected("address unknown".into()))?;
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| unreachable(format!("bad address {addr}: {e}")))?
+            .map_err(|e| not_connected(format!("bad address {addr}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true)
@@ -78,7 +80,6 @@ impl Transport for GrpcTransport {
             let mut req =
                 tonic::Request::new(RaftRequest { target, group: group.0, kind: kind_to_pb(kind) as i32, body });
             creds.attach(&mut req);
-            let unreachable = |reason: String| TransportError::Unreachable { node: target, reason };
             match client.raft(req).await {
                 Ok(r) => match r.into_inner().outcome {
                     Some(Outcome::Body(b)) => Ok(b),
@@ -86,12 +87,60 @@ impl Transport for GrpcTransport {
                     Some(Outcome::Malformed(m)) => Err(TransportError::Malformed(m)),
                     None => Err(TransportError::Malformed("empty reply".into())),
                 },
-                Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                    tracing::warn!(peer = target, reason = %s.message(), "refused by a peer: check the cluster name and secret");
-                    Err(unreachable(format!("refused: {}", s.message())))
-                }
-                Err(s) => Err(unreachable(s.message().to_owned())),
+                Err(s) => Err(failed(target, s)),
             }
         })
+    }
+
+    fn open(&self, target: NodeId) -> BoxFuture<'static, Result<Duplex, TransportError>> {
+        let channel = self.channel(target);
+        let (creds, me) = (self.creds.clone(), self.me);
+        Box::pin(async move {
+            let mut client = ClusterClient::new(channel?)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
+            let (ours, theirs) = Duplex::pair();
+            let Duplex { tx: inbound, rx: outbound } = ours;
+            let outbound =
+                tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(outbound), |body| Frame {
+                    body,
+                });
+            let mut req = tonic::Request::new(outbound);
+            creds.attach(&mut req);
+            super::auth::attach_node(&mut req, me);
+            let mut frames = client.stream(req).await.map_err(|s| failed(target, s))?.into_inner();
+            tokio::spawn(async move {
+                loop {
+                    match frames.message().await {
+                        Ok(Some(f)) => {
+                            if inbound.send(f.body).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(s) => {
+                            tracing::debug!(peer = target, reason = %s.message(), "stream to a peer ended");
+                            break;
+                        }
+                    }
+                }
+            });
+            Ok(theirs)
+        })
+    }
+}
+
+/// What a failed call says about the peer.
+fn failed(target: NodeId, s: tonic::Status) -> TransportError {
+    match s.code() {
+        tonic::Code::Unauthenticated => {
+            tracing::warn!(peer = target, reason = %s.message(), "refused by a peer: check the cluster name and secret");
+            TransportError::Unreachable { node: target, reason: format!("refused: {}", s.message()) }
+        }
+        // tonic's words when the connection could not be made: nothing was sent.
+        tonic::Code::Unavailable if s.message().contains("connect") => {
+            TransportError::NotConnected { node: target, reason: s.message().to_owned() }
+        }
+        _ => TransportError::Unreachable { node: target, reason: s.message().to_owned() },
     }
 }

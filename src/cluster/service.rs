@@ -3,8 +3,8 @@
 
 use super::auth::Credentials;
 use super::pb::cluster_server::{Cluster, ClusterServer};
-use super::pb::{self, HelloReply, HelloRequest, RaftReply, RaftRequest, raft_reply::Outcome};
-use crate::raft::transport::{Router, RpcKind, TransportError};
+use super::pb::{self, Frame, HelloReply, HelloRequest, RaftReply, RaftRequest, raft_reply::Outcome};
+use crate::raft::transport::{Duplex, Router, RpcKind, TransportError};
 use crate::storage::GroupId;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -26,6 +26,7 @@ pub(super) fn kind_from_pb(k: i32) -> Option<RpcKind> {
         pb::RaftKind::Vote => Some(RpcKind::Vote),
         pb::RaftKind::Append => Some(RpcKind::Append),
         pb::RaftKind::Snapshot => Some(RpcKind::Snapshot),
+        pb::RaftKind::Propose => Some(RpcKind::Propose),
     }
 }
 
@@ -34,11 +35,35 @@ pub(super) fn kind_to_pb(k: RpcKind) -> pb::RaftKind {
         RpcKind::Vote => pb::RaftKind::Vote,
         RpcKind::Append => pb::RaftKind::Append,
         RpcKind::Snapshot => pb::RaftKind::Snapshot,
+        RpcKind::Propose => pb::RaftKind::Propose,
     }
 }
 
+type Frames = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Frame, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl Cluster for Service {
+    type StreamStream = Frames;
+
+    async fn stream(&self, req: Request<tonic::Streaming<Frame>>) -> Result<Response<Frames>, Status> {
+        let from = super::auth::caller(&req)?;
+        let mut frames = req.into_inner();
+        let (ours, theirs) = Duplex::pair();
+        self.router.accept(from, theirs).map_err(|e| Status::unavailable(e.to_string()))?;
+        let Duplex { tx: inbound, rx: outbound } = ours;
+        tokio::spawn(async move {
+            while let Ok(Some(f)) = frames.message().await {
+                if inbound.send(f.body).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let out = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(outbound), |body| {
+            Ok(Frame { body })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
         let r = req.into_inner();
         tracing::debug!(peer = %r.node_name, id = r.node_id, addr = %r.advertise_addr, "hello");

@@ -71,9 +71,12 @@ pub enum MetaCommand {
     ConnectionClosed {
         connection: ConnectionId,
     },
-    /// The node (re)started: no connection of before exists, so exclusive queues go, and so
-    /// do non-durable queues (RabbitMQ loses transient queues on restart).
-    NodeStarted,
+    /// A node (re)started: no connection it had before exists, so the exclusive queues of its
+    /// connections go, and so do the non-durable queues it ran (RabbitMQ loses transient
+    /// queues on restart).
+    NodeStarted {
+        node: u64,
+    },
     /// A user goes, with their permissions in every vhost.
     DeleteUser {
         name: String,

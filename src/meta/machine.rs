@@ -199,6 +199,7 @@ impl MetaMachine {
             policy,
             effective,
             group,
+            home: connection.node(),
         });
         v.queues.insert(name, record.clone());
         effects.push(MetaEffect::QueueCreated(record));
@@ -367,8 +368,11 @@ impl Machine for MetaMachine {
                 self.delete_queues_where(|q| q.exclusive_owner == Some(connection), effects);
                 Ok(())
             }
-            MetaCommand::NodeStarted => {
-                self.delete_queues_where(|q| !q.durable || q.exclusive_owner.is_some(), effects);
+            MetaCommand::NodeStarted { node } => {
+                let gone = |q: &QueueRecord| {
+                    (q.home == node && !q.durable) || q.exclusive_owner.is_some_and(|c| c.node() == node)
+                };
+                self.delete_queues_where(gone, effects);
                 Ok(())
             }
             MetaCommand::DeleteUser { name } => {

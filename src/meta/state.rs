@@ -102,6 +102,8 @@ pub struct QueueRecord {
     /// The storage group holding this queue's log (allocated by the metadata machine, never
     /// reused).
     pub group: u64,
+    /// The node that runs the queue: the declaring connection's (1 for a single node).
+    pub home: u64,
 }
 
 #[derive(Clone, Debug, Default)]

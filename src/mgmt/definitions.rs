@@ -13,7 +13,6 @@ use super::json::{self, Body};
 use super::overview::RABBITMQ_VERSION;
 use super::{Api, ApiError, policies};
 use crate::broker::exchange::{Destination, ExchangeType};
-use crate::ids::ConnectionId;
 use crate::meta::{MetaCommand, MetaReply, MetaState, Vhost};
 use axum::Json;
 use axum::Router;
@@ -226,7 +225,7 @@ async fn import(node: &Api, doc: &Value, only: Option<&str>) -> Result<(), ApiEr
             exclusive: false,
             auto_delete: q.flag("auto_delete", false)?,
             args: q.arguments()?,
-            connection: ConnectionId(0),
+            connection: node.no_connection(),
         });
     }
     for b in items(doc, "bindings") {

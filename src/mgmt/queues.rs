@@ -5,7 +5,7 @@ use super::auth::User;
 use super::json::{self, Body};
 use super::{Api, ApiError, admin::propose, rates};
 use crate::broker::permission::Access;
-use crate::ids::{ChannelId, ConnectionId, QueueKey};
+use crate::ids::{ChannelId, QueueKey};
 use crate::meta::{MetaCommand, QueueRecord};
 use crate::queue::runner::Request;
 use crate::queue::{Command, Holder, Outcome, QueueHandle, Reply};
@@ -173,7 +173,7 @@ async fn put(
         exclusive: false,
         auto_delete: body.flag("auto_delete", false)?,
         args: body.arguments()?,
-        connection: ConnectionId(0),
+        connection: node.no_connection(),
     };
     match node.propose_meta(cmd).await {
         crate::meta::MetaReply::QueueDeclared { created: true } => Ok(StatusCode::CREATED),
@@ -250,7 +250,7 @@ async fn get_messages(
     };
     let truncate = body.get("truncate").and_then(Value::as_u64).map(|t| t as usize);
     let h = handle(&node, &vhost, &name)?;
-    let holder = Holder::Get(ConnectionId(0), ChannelId(0));
+    let holder = Holder::Get(node.no_connection(), ChannelId(0));
     let mut out = Vec::new();
     let mut taken = Vec::new();
     for _ in 0..count {

@@ -41,7 +41,7 @@ const TRACE_QUEUE_MAX: i64 = 100_000;
 /// Largest trace file the API returns (read bigger ones on disk).
 const MAX_READ: u64 = 64 << 20;
 /// Pseudo connection ids owning trace queues (counting down from the top, never a client's).
-static NEXT_OWNER: AtomicU64 = AtomicU64::new(u64::MAX);
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(0);
 
 pub fn routes() -> Router<Api> {
     Router::new()
@@ -117,7 +117,8 @@ async fn put(
         Some(v) => Some(v.as_u64().ok_or_else(|| ApiError::bad_request("max_payload_bytes must be an integer"))?),
     };
     let existed = stop(&node, &vhost, &name).await?;
-    let owner = ConnectionId(NEXT_OWNER.fetch_sub(1, Ordering::Relaxed));
+    // Counting down from the top of this node's id space, so the queue's home is this node.
+    let owner = ConnectionId(crate::ids::node_base(node.id() + 1) - 1 - NEXT_OWNER.fetch_add(1, Ordering::Relaxed));
     let queue = format!("amq.tracer.{name}");
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(TRACE_QUEUE_MAX));

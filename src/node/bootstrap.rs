@@ -3,15 +3,24 @@
 //! removal of data no queue owns any more.
 
 use super::{META_GROUP, Node, StartError};
-use crate::broker::password;
+use crate::broker::{ReplyCode, password};
 use crate::meta::{MetaCommand, MetaReply, QueueRecord};
 use std::sync::Arc;
+
+/// How long a cluster member waits at start-up for a majority of its cluster (RabbitMQ waits
+/// 10 × 30 s for its peers' tables).
+const CLUSTER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Node {
     pub(super) async fn bootstrap(&self) -> Result<(), StartError> {
         let c = &self.config;
-        let fresh = self.meta.read(|m| m.state().users.is_empty() && m.state().vhosts.is_empty());
-        let mut cmds = vec![MetaCommand::AddVhost { name: "/".into() }];
+        let empty_here = self.meta.read(|m| m.state().users.is_empty() && m.state().vhosts.is_empty());
+        // The default vhost first, also as a barrier: once it is applied here, so is whatever
+        // the cluster committed before it; so in a new cluster only the first node to get here
+        // creates guest.
+        self.barrier().await?;
+        let fresh = empty_here && self.meta.read(|m| m.state().users.is_empty());
+        let mut cmds = Vec::new();
         cmds.extend(c.vhosts.iter().map(|v| MetaCommand::AddVhost { name: v.name.clone() }));
         // As RabbitMQ: guest is created with a new database, not again at every start.
         if fresh && c.default_user && !c.users.iter().any(|u| u.name == "guest") {
@@ -45,26 +54,48 @@ impl Node {
                 read: p.read.clone(),
             });
         }
-        // Connections of before are gone: their exclusive queues go, and transient queues.
-        cmds.push(MetaCommand::NodeStarted);
+        // This node's connections of before are gone: their exclusive queues go, and the
+        // transient queues it ran.
+        cmds.push(MetaCommand::NodeStarted { node: self.id });
         for cmd in cmds {
             if let MetaReply::Refused(e) = self.propose_meta(cmd).await {
                 return Err(StartError::Bootstrap(e.reply_text()));
             }
         }
-        // Every queue left is durable: run it, recovering its log.
-        let records: Vec<Arc<QueueRecord>> =
-            self.meta.read(|m| m.state().vhosts.values().flat_map(|v| v.queues.values().cloned()).collect());
+        // Every queue of this node left is durable: run it, recovering its log.
+        let me = self.id;
+        let records: Vec<Arc<QueueRecord>> = self.meta.read(|m| {
+            m.state().vhosts.values().flat_map(|v| v.queues.values()).filter(|q| q.home == me).cloned().collect()
+        });
         let n = records.len();
         self.remove_orphan_groups(&records);
         for rec in records {
             self.start_queue(&rec, true);
         }
+        // And, in a cluster, proxies to the other nodes' queues.
+        self.reconcile_queues();
         self.publish_topology();
         if !fresh {
             tracing::info!(queues = n, "recovered metadata and queues");
         }
         Ok(())
+    }
+
+    /// Proposes the default vhost until it is applied. A single node answers at once; a
+    /// member of a cluster waits (up to [`CLUSTER_PATIENCE`], as RabbitMQ waits for its peers
+    /// at boot) until a majority is up and has elected a leader.
+    async fn barrier(&self) -> Result<(), StartError> {
+        let deadline = std::time::Instant::now() + CLUSTER_PATIENCE;
+        loop {
+            match self.propose_meta(MetaCommand::AddVhost { name: "/".into() }).await {
+                MetaReply::Refused(e) if e.code == ReplyCode::InternalError && std::time::Instant::now() < deadline => {
+                    tracing::info!(reason = %e.detail, "waiting for a majority of the cluster");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                MetaReply::Refused(e) => return Err(StartError::Bootstrap(e.reply_text())),
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Removes the data of groups no queue owns any more (the node stopped between a queue's

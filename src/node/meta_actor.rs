@@ -5,6 +5,7 @@
 use super::{Node, now_ms};
 use crate::broker::{Error, ReplyCode};
 use crate::meta::{MetaCommand, MetaReply};
+use crate::raft::AppliedWatch;
 use std::sync::Weak;
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,28 +24,45 @@ impl Node {
     }
 }
 
-/// Proposes metadata commands in batches, carries out their effects in log order, publishes
-/// the snapshot, then answers.
-pub(super) async fn meta_actor(node: Weak<Node>, mut rx: mpsc::Receiver<MetaRequest>) {
+/// Proposes metadata commands in batches, then brings the running queues and the routing
+/// snapshot in line with the metadata before answering; and does the same whenever entries
+/// proposed elsewhere (another node of the cluster) are applied. Effects are not used: each
+/// node acts on its own applied state ([`Node::reconcile_queues`]).
+pub(super) async fn meta_actor(node: Weak<Node>, mut rx: mpsc::Receiver<MetaRequest>, mut applied: AppliedWatch) {
     let mut batch = Vec::with_capacity(64);
-    while rx.recv_many(&mut batch, 64).await > 0 {
-        let Some(node) = node.upgrade() else { return };
-        let (cmds, replies): (Vec<MetaCommand>, Vec<oneshot::Sender<MetaReply>>) = batch.drain(..).unzip();
-        match node.meta.propose_many(now_ms(), cmds).await {
-            Ok(results) => {
-                let mut answers = Vec::with_capacity(results.len());
-                for (reply, effects) in results {
-                    for fx in effects {
-                        node.apply_effect(fx);
-                    }
-                    answers.push(reply);
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    return;
                 }
+                let Some(node) = node.upgrade() else { return };
+                let (cmds, replies): (Vec<MetaCommand>, Vec<oneshot::Sender<MetaReply>>) = batch.drain(..).unzip();
+                let answers: Vec<MetaReply> = match node.meta.propose_many(now_ms(), cmds).await {
+                    Ok(results) => results.into_iter().map(|(reply, _effects)| reply).collect(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "metadata proposal failed");
+                        let text = format!("metadata store unavailable: {e}");
+                        replies.iter().map(|_| MetaReply::Refused(Error::new(ReplyCode::InternalError, text.clone()))).collect()
+                    }
+                };
+                seen = seen.max(node.meta.applied_index());
+                node.reconcile_queues();
                 node.publish_topology();
                 for (tx, reply) in replies.into_iter().zip(answers) {
                     let _ = tx.send(reply);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "metadata proposal failed"),
+            index = applied.changed() => {
+                let Some(index) = index else { return };
+                let Some(node) = node.upgrade() else { return };
+                if index > seen {
+                    seen = index;
+                    node.reconcile_queues();
+                    node.publish_topology();
+                }
+            }
         }
     }
 }

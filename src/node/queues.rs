@@ -1,20 +1,22 @@
-//! The queues this node runs: starting their runners from metadata records, handing them the
-//! settings policies put in force, carrying out metadata effects in log order, publishing the
-//! routing snapshot, and what runners ask of the node (auto-delete, dead-letter routing).
+//! The queues this node runs: starting and stopping their runners as the metadata records
+//! say (a reconciler, whoever changed the metadata), handing them the settings policies put
+//! in force, publishing the routing snapshot, and what runners ask of the node (auto-delete,
+//! dead-letter routing).
 
 use super::{DEFAULT_DELIVERY_LIMIT, Node, Topology};
 use crate::broker::argument::QueueType;
 use crate::ids::QueueKey;
-use crate::meta::{MetaCommand, MetaEffect, QueueRecord};
+use crate::meta::{MetaCommand, QueueRecord};
 use crate::queue::machine::{Command, Limits, QueueConfig};
 use crate::queue::runner::{AutoDelete, Backend, DeadLetterRouter, Hooks, Request};
 use crate::queue::{self, Message, QueueHandle};
 use crate::storage::GroupId;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 impl Node {
     /// Starts the runner of a queue (its durable group opens and recovers in the runner).
-    pub(super) fn start_queue(&self, rec: &QueueRecord, recovering: bool) {
+    pub(super) fn start_queue(&self, rec: &Arc<QueueRecord>, recovering: bool) {
         let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
         let a = &rec.effective;
         let mut config = QueueConfig {
@@ -37,7 +39,31 @@ impl Node {
             // The recovered state has the settings of when it stopped; policies may differ now.
             self.configure_queue(&handle, rec);
         }
+        self.running_records.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), rec.clone());
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
+    }
+
+    /// Serves a queue whose home is another node through a proxy to it.
+    fn start_proxy(&self, rec: &Arc<QueueRecord>) {
+        let Some(remote) = &self.remote else { return };
+        let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+        let handle = remote.proxy(rec.home, key.clone());
+        self.running_records.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), rec.clone());
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
+    }
+
+    /// The queues this node is home to, by key, for the sessions of other nodes' proxies
+    /// (never a proxy: a request goes at most one hop).
+    pub(super) fn home_queues(&self) -> crate::queue::remote::Resolve {
+        let me = self.me.clone();
+        Arc::new(move |key: &QueueKey| {
+            let node = me.upgrade()?;
+            let home = node.running_records.lock().unwrap_or_else(|p| p.into_inner()).get(key).map(|r| r.home);
+            if home != Some(node.id) {
+                return None;
+            }
+            node.queues.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        })
     }
 
     /// The settings in force of a queue that policies may change (arguments with the
@@ -70,43 +96,76 @@ impl Node {
         });
     }
 
-    /// Carries out one metadata effect (in log order, from the metadata actor).
-    pub(super) fn apply_effect(&self, fx: MetaEffect) {
-        match fx {
-            MetaEffect::QueueCreated(rec) => {
-                tracing::info!(vhost = %rec.vhost, queue = %rec.name, durable = rec.durable, policy = ?rec.policy.as_ref().map(|p| &p.name), "queue created");
-                self.start_queue(&rec, false)
+    /// Brings the running queues in line with the metadata this node has applied: starts the
+    /// queues it is home to and does not run (and, in a cluster, proxies to the others'),
+    /// stops those that went (or were replaced by a new queue of the same name: another
+    /// storage group), and hands changed settings in force to the rest. Called by the
+    /// metadata actor after every change, whoever proposed it, so one path serves a single
+    /// node and a cluster.
+    pub(super) fn reconcile_queues(&self) {
+        let me = self.id;
+        let everywhere = self.remote.is_some();
+        let wanted: HashMap<QueueKey, Arc<QueueRecord>> = self.meta.read(|m| {
+            m.state()
+                .vhosts
+                .values()
+                .flat_map(|v| v.queues.values())
+                .filter(|q| q.home == me || everywhere)
+                .map(|q| (QueueKey::new(q.vhost.clone(), q.name.clone()), q.clone()))
+                .collect()
+        });
+        let started = self.running_records.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let same = |a: &QueueRecord, b: &QueueRecord| a.group == b.group && a.home == b.home;
+        for (key, old) in &started {
+            if wanted.get(key).is_none_or(|r| !same(r, old)) {
+                self.stop_queue(key, old);
             }
-            MetaEffect::QueueConfigured(rec) => {
-                let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
-                let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
-                if let Some(h) = running {
-                    tracing::info!(queue = %key, policy = ?rec.policy.as_ref().map(|p| &p.name), "queue settings changed by policy");
-                    self.configure_queue(&h, &rec);
-                }
-            }
-            MetaEffect::QueueDeleted(rec) => {
-                tracing::info!(vhost = %rec.vhost, queue = %rec.name, "queue deleted");
-                let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
-                let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-                match running {
-                    // Never block here: the runner may be waiting on a connection that waits on us.
-                    // The runner removes a durable queue's data once its last handle is gone.
-                    Some(h) => {
-                        tokio::spawn(async move {
-                            let cmd = Command::Delete { if_unused: false, if_empty: false };
-                            let _ = h.tx.send(Request::Cast { cmd }).await;
-                        });
-                    }
-                    // Deleted before it ever ran (at start-up): remove its data now.
-                    None if rec.durable => {
-                        if let Err(e) = self.storage.group(GroupId(rec.group)).destroy() {
-                            tracing::warn!(queue = %key, error = %e, "removing a deleted queue's data");
+        }
+        for (key, rec) in wanted {
+            match started.get(&key) {
+                Some(old) if same(old, &rec) => {
+                    if old.effective != rec.effective && rec.home == me {
+                        let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+                        if let Some(h) = running {
+                            tracing::info!(queue = %key, policy = ?rec.policy.as_ref().map(|p| &p.name), "queue settings changed by policy");
+                            self.configure_queue(&h, &rec);
                         }
                     }
-                    None => {}
+                    self.running_records.lock().unwrap_or_else(|p| p.into_inner()).insert(key, rec);
+                }
+                _ if rec.home != me => self.start_proxy(&rec),
+                _ => {
+                    tracing::info!(vhost = %rec.vhost, queue = %rec.name, durable = rec.durable, policy = ?rec.policy.as_ref().map(|p| &p.name), "queue created");
+                    self.start_queue(&rec, false);
                 }
             }
+        }
+    }
+
+    /// Stops a queue that went; the runner removes a durable queue's data once its last
+    /// handle is gone.
+    fn stop_queue(&self, key: &QueueKey, rec: &QueueRecord) {
+        self.running_records.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        if rec.home != self.id {
+            // A proxy: the home deletes the queue; the proxy ends with its last handle.
+            return;
+        }
+        tracing::info!(vhost = %rec.vhost, queue = %rec.name, "queue deleted");
+        match running {
+            // Never block here: the runner may be waiting on a connection that waits on us.
+            Some(h) => {
+                tokio::spawn(async move {
+                    let cmd = Command::Delete { if_unused: false, if_empty: false };
+                    let _ = h.tx.send(Request::Cast { cmd }).await;
+                });
+            }
+            None if rec.durable => {
+                if let Err(e) = self.storage.group(GroupId(rec.group)).destroy() {
+                    tracing::warn!(queue = %key, error = %e, "removing a deleted queue's data");
+                }
+            }
+            None => {}
         }
     }
 

@@ -11,6 +11,7 @@ pub mod event;
 pub mod handle;
 pub mod machine;
 pub mod message;
+pub mod remote;
 pub mod runner;
 
 pub use event::{ClientEvent, ClientSink, Delivery};

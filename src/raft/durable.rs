@@ -7,24 +7,22 @@
 //! the last snapshot and re-applies the log; entries replayed that way have no proposer, so
 //! their effects are dropped (a machine rebuilds what it needs from its state).
 
+use super::Machine;
+use super::forward::{Answer, Refusal};
 use super::log_store::LogStore;
 use super::net::NoPeers;
-use super::peers::{Member, Peers};
-use super::transport::{NodeId, Router, Transport};
-use super::types::{Out, Payload, Warren};
-use super::{ApplyMeta, LogIndex, Machine};
-use crate::storage::{GroupLog, StateTag};
-use futures::{Stream, TryStreamExt};
-use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use super::peers::{Member, Peers, decode, encode};
+use super::transport::{NodeId, Router, RpcKind, Transport};
+use super::types::{Payload, Warren};
+use crate::storage::GroupLog;
+use futures::TryStreamExt;
 use openraft::async_runtime::WatchReceiver;
-use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{BasicNode, Config, EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, ServerState, SnapshotPolicy};
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use std::collections::BTreeMap;
-use std::io::{self, Cursor};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-use tokio::sync::Notify;
+use std::time::{Duration, Instant};
 
 type C = Warren;
 
@@ -52,6 +50,16 @@ pub trait DurableMachine:
     fn first_live_index(&self) -> Option<u64> {
         None
     }
+
+    /// A reply's encoding, for proposals forwarded from another node (`raft/forward.rs`);
+    /// `None`: this machine's replies do not travel, so its proposals are made at the leader.
+    fn encode_reply(_reply: &Self::Reply) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decode_reply(_bytes: &bytes::Bytes) -> Result<Self::Reply, DecodeError> {
+        Err(DecodeError("this machine's replies do not travel".into()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +73,9 @@ pub enum GroupError {
     /// This member does not lead the group; the leader, if known, does.
     #[error("not the leader (leader: {0:?})")]
     NotLeader(Option<NodeId>),
+    /// The leader could not be reached: nothing was written.
+    #[error("cannot reach the leader: {0}")]
+    LeaderUnreachable(String),
     #[error("the reply had an unexpected type")]
     Reply,
 }
@@ -81,197 +92,8 @@ fn write_err(e: openraft::errors::RaftError<C, openraft::errors::ClientWriteErro
     }
 }
 
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
-
-struct SmState<M> {
-    machine: M,
-    applied: Option<LogIdOf<C>>,
-    membership: StoredMembershipOf<C>,
-    /// Entries applied since the last snapshot (built or installed).
-    since_snapshot: u64,
-    /// Snapshots built (for tests and metrics).
-    snapshots_built: u64,
-    /// Index of the last snapshot built or installed.
-    snapshot_index: Option<u64>,
-}
-
-/// openraft's state machine around a Warren machine.
-pub(crate) struct SmAdapter<M> {
-    state: Arc<Mutex<SmState<M>>>,
-    log: GroupLog,
-    /// Woken after each snapshot (the group's purger waits on it).
-    snapshotted: Arc<Notify>,
-}
-
-impl<M> Clone for SmAdapter<M> {
-    fn clone(&self) -> Self {
-        Self { state: self.state.clone(), log: self.log.clone(), snapshotted: self.snapshotted.clone() }
-    }
-}
-
-impl<M> SmAdapter<M> {
-    /// A fresh adapter for `machine`, keeping its snapshots beside `log`.
-    pub(crate) fn new(machine: M, log: GroupLog) -> Self {
-        let state = SmState {
-            machine,
-            applied: None,
-            membership: Default::default(),
-            since_snapshot: 0,
-            snapshots_built: 0,
-            snapshot_index: None,
-        };
-        Self { state: Arc::new(Mutex::new(state)), log, snapshotted: Arc::new(Notify::new()) }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, SmState<M>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Entries applied per lock of the machine.
-const APPLY_CHUNK: usize = 1024;
-
-/// A stored snapshot: openraft's meta plus the machine's encoded state.
-fn encode_snapshot(meta: &SnapshotMetaOf<C>, state: &[u8]) -> io::Result<Vec<u8>> {
-    bincode::serde::encode_to_vec((meta, state), bincode::config::standard()).map_err(invalid)
-}
-
-fn decode_snapshot(b: &[u8]) -> io::Result<(SnapshotMetaOf<C>, Vec<u8>)> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard()).map(|(v, _)| v).map_err(invalid)
-}
-
-impl<M: DurableMachine> RaftSnapshotBuilder<C> for SmAdapter<M> {
-    type SnapshotData = Cursor<Vec<u8>>;
-
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Cursor<Vec<u8>>>, io::Error> {
-        let (meta, data) = {
-            let mut s = self.lock();
-            s.since_snapshot = 0;
-            s.snapshots_built += 1;
-            let meta = SnapshotMetaOf::<C> { last_log_id: s.applied.clone(), last_membership: s.membership.clone() };
-            s.snapshot_index = s.applied.as_ref().map(|l| l.index);
-            (meta, s.machine.encode_state())
-        };
-        self.log.save_state(StateTag::Snapshot, &encode_snapshot(&meta, &data)?).map_err(io::Error::other)?;
-        self.snapshotted.notify_one();
-        Ok(SnapshotOf::<C, Cursor<Vec<u8>>> { meta, snapshot: Cursor::new(data) })
-    }
-}
-
-impl<M: DurableMachine> SmAdapter<M> {
-    /// Applies committed entries and answers their proposers (if any, in this process).
-    fn apply_chunk(&self, batch: &mut Vec<EntryResponder<C>>) -> Result<(), io::Error> {
-        let mut replies = Vec::with_capacity(batch.len());
-        {
-            let mut s = self.lock();
-            for (entry, responder) in batch.drain(..) {
-                let out = match &entry.payload {
-                    EntryPayload::Blank => Out::default(),
-                    EntryPayload::Membership(m) => {
-                        s.membership = StoredMembershipOf::<C>::new(Some(entry.log_id.clone()), m.clone());
-                        Out::default()
-                    }
-                    EntryPayload::Normal(p) => {
-                        // A command this build cannot read stops the group (fail-stop), never skips.
-                        let cmd = M::decode_command(&p.cmd).map_err(invalid)?;
-                        let meta = ApplyMeta { index: LogIndex(entry.log_id.index), now_ms: p.now_ms };
-                        let mut effects = Vec::new();
-                        let reply = s.machine.apply(meta, cmd, &mut effects);
-                        if responder.is_some() {
-                            Out { inner: Some(Box::new((reply, effects))) }
-                        } else {
-                            Out::default()
-                        }
-                    }
-                };
-                s.applied = Some(entry.log_id.clone());
-                s.since_snapshot += 1;
-                replies.push((responder, out));
-            }
-        }
-        for (responder, out) in replies {
-            if let Some(r) = responder {
-                r.send(out);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<M: DurableMachine> RaftStateMachine<C> for SmAdapter<M> {
-    type SnapshotData = Cursor<Vec<u8>>;
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
-        let s = self.lock();
-        Ok((s.applied.clone(), s.membership.clone()))
-    }
-
-    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where
-        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
-    {
-        // In chunks, collected first (a std mutex guard is never held across an await): after a
-        // restart the stream is the whole log behind the snapshot.
-        let mut batch = Vec::new();
-        let mut done = false;
-        while !done {
-            while batch.len() < APPLY_CHUNK {
-                match entries.try_next().await? {
-                    Some(item) => batch.push(item),
-                    None => {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-            self.apply_chunk(&mut batch)?;
-        }
-        Ok(())
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMetaOf<C>,
-        snapshot: Self::SnapshotData,
-    ) -> Result<(), io::Error> {
-        let data = bytes::Bytes::from(snapshot.into_inner());
-        let machine = M::decode_state(&data).map_err(invalid)?;
-        self.log.save_state(StateTag::Snapshot, &encode_snapshot(meta, &data)?).map_err(io::Error::other)?;
-        let mut s = self.lock();
-        s.machine = machine;
-        s.since_snapshot = 0;
-        s.applied = meta.last_log_id.clone();
-        s.snapshot_index = s.applied.as_ref().map(|l| l.index);
-        s.membership = meta.last_membership.clone();
-        self.snapshotted.notify_one();
-        Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Self::SnapshotData>>, io::Error> {
-        match self.log.read_state(StateTag::Snapshot).map_err(io::Error::other)? {
-            Some(b) => {
-                let (meta, data) = decode_snapshot(&b)?;
-                Ok(Some(SnapshotOf::<C, Cursor<Vec<u8>>> { meta, snapshot: Cursor::new(data) }))
-            }
-            None => Ok(None),
-        }
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
-    }
-
-    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
-        let defer = {
-            let s = self.lock();
-            !force && s.since_snapshot < s.machine.state_weight()
-        };
-        (!defer).then(|| self.clone())
-    }
-}
+mod adapter;
+pub(crate) use adapter::SmAdapter;
 
 /// Tuning of a durable group.
 #[derive(Clone, Debug)]
@@ -325,8 +147,33 @@ pub struct DurableGroup<M: DurableMachine> {
     log: GroupLog,
     /// Set on shutdown: the purger stops.
     stopping: Arc<AtomicBool>,
-    /// Where RPCs for this member arrive (groups of several members).
+    /// This member's node id.
+    me: NodeId,
+    /// Where RPCs for this member arrive, and how proposals reach the leader (groups of
+    /// several members).
     router: Option<Router>,
+    transport: Option<Arc<dyn Transport>>,
+}
+
+/// How long a proposal waits for a leader to be elected (or to become known) before it fails.
+const LEADER_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a proposal waits before it tries an unreachable leader again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long the origin of a forwarded proposal waits to apply what the leader committed.
+const APPLY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Tells when a group's applied index moves (entries proposed anywhere).
+pub struct AppliedWatch {
+    rx: openraft::alias::WatchReceiverOf<C, openraft::metrics::RaftDataMetrics<C>>,
+}
+
+impl AppliedWatch {
+    /// Waits until more entries were applied; the applied index then, or `None` once the
+    /// group stopped.
+    pub async fn changed(&mut self) -> Option<u64> {
+        self.rx.changed().await.ok()?;
+        Some(self.rx.borrow_watched().last_applied.as_ref().map_or(0, |l| l.index))
+    }
 }
 
 impl<M: DurableMachine> DurableGroup<M> {
@@ -352,7 +199,7 @@ impl<M: DurableMachine> DurableGroup<M> {
             .await?;
         let stopping = Arc::new(AtomicBool::new(false));
         tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
-        Ok(Self { raft, sm, log, stopping, router: None })
+        Ok(Self { raft, sm, log, stopping, me: SELF, router: None, transport: None })
     }
 
     fn config(opts: &GroupOptions) -> Result<Arc<Config>, GroupError> {
@@ -380,7 +227,7 @@ impl<M: DurableMachine> DurableGroup<M> {
         let sm = SmAdapter::new(init, log.clone());
         let net = Peers { transport: rep.transport.clone(), group: log.id() };
         let raft = Raft::new(rep.me, config, net, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
-        rep.router.register(log.id(), Arc::new(Member { raft: raft.clone() }));
+        rep.router.register(log.id(), Arc::new(Member::<M> { raft: raft.clone() }));
         if let Some(voters) = rep.initial {
             if !raft.is_initialized().await.map_err(raft_err)? {
                 let members: BTreeMap<NodeId, BasicNode> =
@@ -393,7 +240,13 @@ impl<M: DurableMachine> DurableGroup<M> {
         }
         let stopping = Arc::new(AtomicBool::new(false));
         tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
-        Ok(Self { raft, sm, log, stopping, router: Some(rep.router) })
+        let (me, transport) = (rep.me, Some(rep.transport));
+        Ok(Self { raft, sm, log, stopping, me, router: Some(rep.router), transport })
+    }
+
+    /// Tells when entries are applied, whoever proposed them.
+    pub fn applied_watch(&self) -> AppliedWatch {
+        AppliedWatch { rx: self.raft.data_metrics() }
     }
 
     /// The member that leads, as this member knows it.
@@ -416,6 +269,9 @@ impl<M: DurableMachine> DurableGroup<M> {
     /// Proposes a command; returns once it is durable and applied, with the machine's reply
     /// and effects.
     pub async fn propose(&self, now_ms: u64, cmd: M::Command) -> Result<(M::Reply, Vec<M::Effect>), GroupError> {
+        if self.transport.is_some() {
+            return self.propose_many(now_ms, vec![cmd]).await?.pop().ok_or(GroupError::Reply);
+        }
         let payload = Payload { now_ms, cmd: M::encode_command(&cmd).into() };
         let resp = self.raft.client_write(payload).await.map_err(write_err)?;
         let any = resp.data.inner.ok_or(GroupError::Reply)?;
@@ -423,15 +279,80 @@ impl<M: DurableMachine> DurableGroup<M> {
     }
 
     /// Proposes commands as one batch (one message to openraft, typically one fsync); returns
-    /// each reply and its effects, in order.
+    /// each reply and its effects, in order. On a member that does not lead, the batch goes
+    /// to the leader (`raft/forward.rs`): the replies come back, the effects stay there, and
+    /// this returns once this member applied the batch too. Without a leader it waits up to
+    /// [`LEADER_PATIENCE`] for one.
     pub async fn propose_many(
         &self,
         now_ms: u64,
         cmds: Vec<M::Command>,
     ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
-        let n = cmds.len();
-        let payloads = cmds.iter().map(|c| Payload { now_ms, cmd: M::encode_command(c).into() });
-        let mut stream = self.raft.client_write_many(payloads.collect::<Vec<_>>()).await.map_err(raft_err)?;
+        let payloads: Vec<Payload> =
+            cmds.iter().map(|c| Payload { now_ms, cmd: M::encode_command(c).into() }).collect();
+        let Some(transport) = &self.transport else { return self.propose_here(payloads).await };
+        let deadline = Instant::now() + LEADER_PATIENCE;
+        loop {
+            let attempt = match self.leader() {
+                Some(l) if l == self.me => self.propose_here(payloads.clone()).await,
+                Some(l) => self.forward(transport.as_ref(), l, payloads.clone()).await,
+                None => Err(GroupError::NotLeader(None)),
+            };
+            match attempt {
+                // Nothing was written: wait for a (new) leader and try again.
+                Err(GroupError::NotLeader(seen)) if Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let changed = |m: &openraft::RaftMetrics<C>| m.current_leader.is_some() && m.current_leader != seen;
+                    if self.raft.wait(Some(left)).metrics(changed, "a leader").await.is_err() {
+                        return Err(GroupError::NotLeader(None));
+                    }
+                }
+                // Nothing was sent: the leader is down (a new one is elected within an
+                // election timeout) or its connection is being made; try again shortly.
+                Err(GroupError::LeaderUnreachable(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends proposals to the leader; once it answers, waits until this member applied them.
+    async fn forward(
+        &self,
+        transport: &dyn Transport,
+        leader: NodeId,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
+        let body = encode(&payloads).map_err(raft_err)?;
+        let answer = match transport.call(leader, self.log.id(), RpcKind::Propose, body).await {
+            Ok(a) => a,
+            Err(e @ super::transport::TransportError::NotConnected { .. }) => {
+                return Err(GroupError::LeaderUnreachable(e.to_string()));
+            }
+            Err(e) => return Err(raft_err(e)),
+        };
+        let answered = match decode::<Answer>(&answer).map_err(raft_err)? {
+            Ok(a) => a,
+            Err(Refusal::NotLeader(l)) => return Err(GroupError::NotLeader(l)),
+            Err(Refusal::Failed(m)) => return Err(GroupError::Raft(format!("at the leader: {m}"))),
+        };
+        let last = answered.iter().map(|(i, _)| *i).max();
+        self.raft
+            .wait(Some(APPLY_PATIENCE))
+            .applied_index_at_least(last, "forwarded proposals applied")
+            .await
+            .map_err(raft_err)?;
+        answered
+            .into_iter()
+            .map(|(_, r)| M::decode_reply(&bytes::Bytes::from(r)).map(|r| (r, Vec::new())).map_err(raft_err))
+            .collect()
+    }
+
+    /// Proposes on this member (leading, or a single member).
+    async fn propose_here(&self, payloads: Vec<Payload>) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
+        let n = payloads.len();
+        let mut stream = self.raft.client_write_many(payloads).await.map_err(raft_err)?;
         let mut out = Vec::with_capacity(n);
         while let Some(r) = stream.try_next().await.map_err(raft_err)? {
             let resp = r.map_err(|f| GroupError::NotLeader(f.leader_id))?;

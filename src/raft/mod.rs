@@ -7,6 +7,7 @@
 //! (only this module will import openraft), and callers do not change.
 
 pub mod durable;
+mod forward;
 mod group;
 pub mod log_store;
 mod net;
@@ -14,5 +15,5 @@ mod peers;
 pub mod transport;
 pub mod types;
 
-pub use durable::{DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions, Replication};
+pub use durable::{AppliedWatch, DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions, Replication};
 pub use group::{ApplyMeta, Group, LogIndex, Machine};

@@ -4,8 +4,10 @@
 //! Snapshots go whole in one call for now (`RpcKind::Snapshot`); sending them in chunks is the
 //! cluster transport's to do, under this same call.
 
+use super::durable::{DurableMachine, SmAdapter};
+use super::forward;
 use super::transport::{Handler, NodeId, RpcKind, Transport, TransportError};
-use super::types::Warren;
+use super::types::{Payload, Warren};
 use crate::storage::GroupId;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -14,7 +16,6 @@ use openraft::errors::{Fatal, NetworkError, RPCError, RaftError, ReplicationClos
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, OptionalSend, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,13 +25,13 @@ use std::sync::Arc;
 
 type C = Warren;
 
-fn encode<T: Serialize>(v: &T) -> Result<Bytes, TransportError> {
+pub(super) fn encode<T: Serialize>(v: &T) -> Result<Bytes, TransportError> {
     bincode::serde::encode_to_vec(v, bincode::config::standard())
         .map(Bytes::from)
         .map_err(|e| TransportError::Malformed(e.to_string()))
 }
 
-fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, TransportError> {
+pub(super) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, TransportError> {
     bincode::serde::decode_from_slice(b, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|e| TransportError::Malformed(e.to_string()))
@@ -128,15 +129,12 @@ impl RaftNetworkV2<C> for PeerClient {
     }
 }
 
-/// Feeds arriving RPCs to a local member.
-pub(crate) struct Member<SM: RaftStateMachine<C, SnapshotData = Cursor<Vec<u8>>>> {
-    pub raft: Raft<C, SM>,
+/// Feeds arriving RPCs to a local member of a group of `M`.
+pub(crate) struct Member<M: DurableMachine> {
+    pub raft: Raft<C, SmAdapter<M>>,
 }
 
-impl<SM> Handler for Member<SM>
-where
-    SM: RaftStateMachine<C, SnapshotData = Cursor<Vec<u8>>> + Send + Sync + 'static,
-{
+impl<M: DurableMachine> Handler for Member<M> {
     fn handle(&self, kind: RpcKind, body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>> {
         let raft = self.raft.clone();
         Box::pin(async move {
@@ -153,6 +151,10 @@ where
                     let (vote, meta, data): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) = decode(&body)?;
                     let snapshot = SnapshotOf::<C, Cursor<Vec<u8>>> { meta, snapshot: Cursor::new(data) };
                     encode(&raft.install_full_snapshot(vote, snapshot).await)
+                }
+                RpcKind::Propose => {
+                    let payloads: Vec<Payload> = decode(&body)?;
+                    encode(&forward::propose_here::<M, _>(&raft, payloads).await)
                 }
             }
         })

@@ -9,6 +9,10 @@
 //!
 //! Payloads are openraft's own request and response types, serde-encoded with bincode (the
 //! reference gRPC example carries them the same way, `../shared/reference/build.md`).
+//!
+//! Beside calls, a transport opens [`Duplex`] streams of frames to a node, for Warren's own
+//! long-lived node-to-node traffic (remote queues, `queue/remote/`); the receiving node's
+//! router hands each arriving stream to its acceptor.
 
 use crate::storage::GroupId;
 use bytes::Bytes;
@@ -27,14 +31,19 @@ pub enum RpcKind {
     Append,
     /// A whole snapshot (its metadata and state) with the sender's vote.
     Snapshot,
+    /// Proposals forwarded to the leader (`raft/forward.rs`).
+    Propose,
 }
 
 /// A call that did not come back with an answer from the group.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
-    /// The node cannot be reached (down, cut off, refused us).
+    /// The node cannot be reached (down, cut off, refused us); the call may have arrived.
     #[error("node {node} unreachable: {reason}")]
     Unreachable { node: NodeId, reason: String },
+    /// No connection to the node could be made: the call never left this node.
+    #[error("cannot connect to node {node}: {reason}")]
+    NotConnected { node: NodeId, reason: String },
     /// The node answered that it has no member of this group (not created there yet, or gone).
     #[error("node {node} has no group {group}")]
     NoGroup { node: NodeId, group: u64 },
@@ -43,7 +52,30 @@ pub enum TransportError {
     Malformed(String),
 }
 
-/// Moves one Raft RPC to a node and brings its answer back.
+/// Frames buffered each way on a duplex stream (then the sender waits: back-pressure).
+pub const DUPLEX_FRAMES: usize = 256;
+
+/// One end of a stream of frames between two nodes. Either side ends it by dropping its end;
+/// a broken link ends it too (`rx` yields `None`, sends fail).
+#[derive(Debug)]
+pub struct Duplex {
+    pub tx: tokio::sync::mpsc::Sender<Bytes>,
+    pub rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl Duplex {
+    /// Two joined ends.
+    pub fn pair() -> (Duplex, Duplex) {
+        let (a_tx, a_rx) = tokio::sync::mpsc::channel(DUPLEX_FRAMES);
+        let (b_tx, b_rx) = tokio::sync::mpsc::channel(DUPLEX_FRAMES);
+        (Duplex { tx: a_tx, rx: b_rx }, Duplex { tx: b_tx, rx: a_rx })
+    }
+}
+
+/// Takes the streams other nodes open to this one: (the opening node, its stream).
+pub type Acceptor = Arc<dyn Fn(NodeId, Duplex) + Send + Sync>;
+
+/// Moves one Raft RPC to a node and brings its answer back; opens streams to nodes.
 pub trait Transport: Send + Sync + 'static {
     fn call(
         &self,
@@ -52,6 +84,9 @@ pub trait Transport: Send + Sync + 'static {
         kind: RpcKind,
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, TransportError>>;
+
+    /// Opens a stream of frames to `target`'s acceptor.
+    fn open(&self, target: NodeId) -> BoxFuture<'static, Result<Duplex, TransportError>>;
 }
 
 /// Where a group takes the RPCs addressed to it.
@@ -64,11 +99,29 @@ pub(crate) trait Handler: Send + Sync + 'static {
 pub struct Router {
     me: NodeId,
     groups: Arc<Mutex<HashMap<GroupId, Arc<dyn Handler>>>>,
+    acceptor: Arc<Mutex<Option<Acceptor>>>,
 }
 
 impl Router {
     pub fn new(me: NodeId) -> Self {
-        Self { me, groups: Arc::default() }
+        Self { me, groups: Arc::default(), acceptor: Arc::default() }
+    }
+
+    /// Who takes the streams other nodes open to this one.
+    pub fn set_acceptor(&self, a: Acceptor) {
+        *self.acceptor.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
+    }
+
+    /// Hands a stream `from` opened to the acceptor (refused while there is none).
+    pub fn accept(&self, from: NodeId, d: Duplex) -> Result<(), TransportError> {
+        let a = self.acceptor.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match a {
+            Some(a) => {
+                a(from, d);
+                Ok(())
+            }
+            None => Err(TransportError::Unreachable { node: self.me, reason: "not accepting streams yet".into() }),
+        }
     }
 
     /// This node's id.
@@ -160,9 +213,23 @@ impl Transport for LoopbackPort {
         match s.routers.get(&target) {
             Some(r) if !cut => r.handle(group, kind, body),
             _ => {
-                let err = TransportError::Unreachable { node: target, reason: "link cut".into() };
+                let err = TransportError::NotConnected { node: target, reason: "link cut".into() };
                 Box::pin(async move { Err(err) })
             }
         }
+    }
+
+    /// A stream that stays open across a later cut (tests cut links, not streams, so far).
+    fn open(&self, target: NodeId) -> BoxFuture<'static, Result<Duplex, TransportError>> {
+        let s = self.net.lock();
+        let cut = s.isolated.contains(&self.me) || s.isolated.contains(&target);
+        let result = match s.routers.get(&target) {
+            Some(r) if !cut => {
+                let (ours, theirs) = Duplex::pair();
+                r.accept(self.me, theirs).map(|()| ours)
+            }
+            _ => Err(TransportError::NotConnected { node: target, reason: "link cut".into() }),
+        };
+        Box::pin(async move { result })
     }
 }

@@ -15,8 +15,8 @@ use bytes::Bytes;
 
 const VERSION: u8 = 1;
 /// Version of the state encoding (2: vhost metadata and policies after each vhost's
-/// exchanges). Version 1 is still read.
-const STATE_VERSION: u8 = 2;
+/// exchanges; 3: each queue's home node after its group). Versions 1 and 2 are still read.
+const STATE_VERSION: u8 = 3;
 
 mod tag {
     pub const ADD_VHOST: u8 = 1;
@@ -36,6 +36,8 @@ mod tag {
     pub const UPDATE_VHOST: u8 = 15;
     pub const SET_POLICY: u8 = 16;
     pub const CLEAR_POLICY: u8 = 17;
+    /// `NodeStarted` of a node of a cluster (`NODE_STARTED` was node 1's, the only one).
+    pub const NODE_STARTED_ON: u8 = 18;
 }
 
 fn put_opt_str(w: &mut Writer, s: Option<&str>) {
@@ -151,8 +153,11 @@ fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::ConnectionClosed { connection } => {
             w.u8(tag::CONNECTION_CLOSED).u64(connection.0);
         }
-        MetaCommand::NodeStarted => {
+        MetaCommand::NodeStarted { node: 1 } => {
             w.u8(tag::NODE_STARTED);
+        }
+        MetaCommand::NodeStarted { node } => {
+            w.u8(tag::NODE_STARTED_ON).u64(*node);
         }
         MetaCommand::DeleteUser { name } => {
             w.u8(tag::DELETE_USER).str(name);
@@ -234,7 +239,8 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
             }
         }
         tag::CONNECTION_CLOSED => MetaCommand::ConnectionClosed { connection: ConnectionId(r.u64()?) },
-        tag::NODE_STARTED => MetaCommand::NodeStarted,
+        tag::NODE_STARTED => MetaCommand::NodeStarted { node: 1 },
+        tag::NODE_STARTED_ON => MetaCommand::NodeStarted { node: r.u64()? },
         tag::DELETE_USER => MetaCommand::DeleteUser { name: r.str()? },
         tag::DELETE_VHOST => MetaCommand::DeleteVhost { name: r.str()? },
         tag::CLEAR_PERMISSIONS => MetaCommand::ClearPermissions { vhost: r.str()?, user: r.str()? },
@@ -286,7 +292,7 @@ fn encode_state(s: &MetaState) -> Vec<u8> {
                 None => w.u8(0),
             };
             put_table(&mut w, &q.args);
-            w.u64(q.group);
+            w.u64(q.group).u64(q.home);
         }
         w.u32(v.exchanges.len() as u32);
         for x in v.exchanges.values() {
@@ -318,8 +324,8 @@ fn encode_state(s: &MetaState) -> Vec<u8> {
 fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
     let mut r = Reader::new(bytes.clone());
     let v = r.u8()?;
-    if v != 1 && v != STATE_VERSION {
-        return Err(CodecError(format!("metadata state version {v}, this build reads 1 and {STATE_VERSION}")));
+    if !(1..=STATE_VERSION).contains(&v) {
+        return Err(CodecError(format!("metadata state version {v}, this build reads 1 to {STATE_VERSION}")));
     }
     let mut state = MetaState { next_group: r.u64()?, ..Default::default() };
     for _ in 0..r.u32()? {
@@ -342,6 +348,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
             };
             let args = get_table(&mut r)?;
             let group = r.u64()?;
+            let home = if v >= 3 { r.u64()? } else { 1 };
             let parsed =
                 parse_queue_args(&args, &queue_what(&vh.name, &name)).map_err(|e| CodecError(e.reply_text()))?;
             let rec = QueueRecord {
@@ -350,6 +357,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
                 durable,
                 exclusive_owner,
                 group,
+                home,
                 auto_delete,
                 args,
                 effective: parsed.clone(),
@@ -392,7 +400,43 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
     Ok(MetaMachine { state })
 }
 
+/// A reply, for a proposal forwarded from another node (not stored: no version byte).
+fn encode_reply(reply: &MetaReply) -> Vec<u8> {
+    let mut w = Writer::new();
+    match reply {
+        MetaReply::Ok => {
+            w.u8(0);
+        }
+        MetaReply::QueueDeclared { created } => {
+            w.u8(1).bool(*created);
+        }
+        MetaReply::Refused(e) => {
+            w.u8(2);
+            e.put(&mut w);
+        }
+    }
+    w.buf
+}
+
+fn decode_reply(bytes: &Bytes) -> Result<MetaReply, CodecError> {
+    let mut r = Reader::new(bytes.clone());
+    let reply = match r.u8()? {
+        0 => MetaReply::Ok,
+        1 => MetaReply::QueueDeclared { created: r.bool()? },
+        2 => MetaReply::Refused(Error::get(&mut r)?),
+        t => return Err(CodecError(format!("reply tag {t}"))),
+    };
+    r.finish()?;
+    Ok(reply)
+}
+
 impl DurableMachine for MetaMachine {
+    fn encode_reply(reply: &MetaReply) -> Option<Vec<u8>> {
+        Some(encode_reply(reply))
+    }
+    fn decode_reply(bytes: &Bytes) -> Result<MetaReply, DecodeError> {
+        decode_reply(bytes).map_err(|e| DecodeError(e.0))
+    }
     fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
         encode_command(cmd)
     }

@@ -199,7 +199,7 @@ fn queues_get_distinct_groups_and_node_start_removes_transient_ones() {
     unique.dedup();
     assert_eq!(unique.len(), 3, "distinct groups {groups:?}");
     assert!(groups.iter().all(|g| *g >= 1), "group 0 is the metadata group");
-    let (_, fx) = apply(&mut m, MetaCommand::NodeStarted);
+    let (_, fx) = apply(&mut m, MetaCommand::NodeStarted { node: 1 });
     let gone: Vec<&str> = fx
         .iter()
         .map(|e| match e {
@@ -213,4 +213,19 @@ fn queues_get_distinct_groups_and_node_start_removes_transient_ones() {
     apply(&mut m, queue("t2", false, 2));
     let g = m.state().vhosts["/"].queues["t2"].group;
     assert!(!groups.contains(&g));
+}
+
+#[test]
+fn a_node_start_removes_only_that_nodes_transient_and_exclusive_queues() {
+    let mut m = setup();
+    let on_node_2 = crate::ids::node_base(2) | 5;
+    apply(&mut m, queue("t1", false, 1));
+    apply(&mut m, queue("x1", true, 1));
+    apply(&mut m, queue("t2", false, on_node_2));
+    apply(&mut m, queue("x2", true, on_node_2));
+    let q = &m.state().vhosts["/"].queues;
+    assert_eq!((q["t1"].home, q["t2"].home), (1, 2), "a queue's home is its declaring connection's node");
+    apply(&mut m, MetaCommand::NodeStarted { node: 2 });
+    let left: Vec<&str> = m.state().vhosts["/"].queues.keys().map(String::as_str).collect();
+    assert_eq!(left, vec!["t1", "x1"]);
 }

@@ -180,7 +180,7 @@ fn get_entry(r: &mut Reader) -> Result<Entry, CodecError> {
     Ok(Entry { id, msg: None, size, returns, persistent, expires: r.u64()?, priority: r.u8()? })
 }
 
-fn encode_command(cmd: &Command) -> Vec<u8> {
+pub(crate) fn encode_command(cmd: &Command) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(VERSION);
     match cmd {
@@ -235,7 +235,7 @@ fn encode_command(cmd: &Command) -> Vec<u8> {
     w.buf
 }
 
-fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
+pub(crate) fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
     let mut r = Reader::new(bytes.clone());
     let v = r.u8()?;
     if v != VERSION {
@@ -367,7 +367,21 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     Ok(m)
 }
 
+mod reply;
+pub(crate) use reply::{get_reply, put_reply};
+
 impl DurableMachine for QueueMachine {
+    fn encode_reply(reply: &Reply) -> Option<Vec<u8>> {
+        let mut w = Writer::new();
+        put_reply(&mut w, reply);
+        Some(w.buf)
+    }
+    fn decode_reply(bytes: &Bytes) -> Result<Reply, DecodeError> {
+        let mut r = Reader::new(bytes.clone());
+        let reply = get_reply(&mut r).map_err(err)?;
+        r.finish().map_err(err)?;
+        Ok(reply)
+    }
     fn encode_command(cmd: &Command) -> Vec<u8> {
         encode_command(cmd)
     }

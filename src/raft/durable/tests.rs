@@ -2,6 +2,7 @@
 //! from snapshots, shared fsyncs.
 
 use super::*;
+use crate::raft::ApplyMeta;
 use crate::storage::{GroupId, Storage};
 
 /// Keeps every number it was given; replies with their running total.
@@ -26,6 +27,12 @@ impl DurableMachine for Tally {
     }
     fn decode_command(b: &bytes::Bytes) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(b[..].try_into().map_err(|_| DecodeError(format!("{} bytes", b.len())))?))
+    }
+    fn encode_reply(total: &u64) -> Option<Vec<u8>> {
+        Some(Self::encode_command(total))
+    }
+    fn decode_reply(b: &bytes::Bytes) -> Result<u64, DecodeError> {
+        Self::decode_command(b)
     }
     fn encode_state(&self) -> Vec<u8> {
         self.0.iter().flat_map(|n| n.to_be_bytes()).collect()

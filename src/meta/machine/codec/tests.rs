@@ -134,7 +134,8 @@ fn every_command_round_trips() {
         args: table(&[("n", AMQPValue::LongInt(1))]),
     });
     all.push(MetaCommand::ConnectionClosed { connection: ConnectionId(u64::MAX) });
-    all.push(MetaCommand::NodeStarted);
+    all.push(MetaCommand::NodeStarted { node: 1 });
+    all.push(MetaCommand::NodeStarted { node: 3 });
     all.push(MetaCommand::DeleteUser { name: "alice".into() });
     all.push(MetaCommand::DeleteVhost { name: "other".into() });
     all.push(MetaCommand::ClearPermissions { vhost: "/".into(), user: "alice".into() });

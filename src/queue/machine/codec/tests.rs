@@ -8,7 +8,7 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// A message as a publisher would send it: real content-header bytes with properties.
-fn message(body: &str) -> Arc<Message> {
+pub(super) fn message(body: &str) -> Arc<Message> {
     let mut headers = FieldTable::default();
     headers.insert("k".into(), AMQPValue::LongString("v".into()));
     let properties =

@@ -70,7 +70,7 @@ async fn stop(members: Vec<Member3>) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn three_members_agree_and_followers_refuse_writes() {
+async fn three_members_agree_and_a_followers_proposals_go_to_the_leader() {
     let net = Loopback::default();
     let members = three(&net, 10_000).await;
     let leader = agreed_leader(&members, &[1, 2, 3]).await;
@@ -80,10 +80,15 @@ async fn three_members_agree_and_followers_refuse_writes() {
     }
     converged(&members, &[1, 2, 3], &(1..=10).collect::<Vec<_>>()).await;
     let follower = (1..=3).find(|&i| i != leader).unwrap();
-    match members[follower as usize - 1].group.propose(0, 99).await {
-        Err(GroupError::NotLeader(l)) => assert_eq!(l, Some(leader)),
-        other => panic!("a follower took a write: {other:?}"),
-    }
+    // Forwarded to the leader; the reply comes back, and the follower has applied it by then.
+    let f = &members[follower as usize - 1].group;
+    let (total, effects) = f.propose(0, 99).await.unwrap();
+    assert_eq!(total, 55 + 99);
+    assert!(effects.is_empty(), "effects stay where the entry was proposed");
+    assert_eq!(f.read(|m| m.0.last().copied()), Some(99), "read-your-writes on the follower");
+    let batch = f.propose_many(0, vec![1, 2]).await.unwrap();
+    assert_eq!(batch.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![155, 157]);
+    converged(&members, &[1, 2, 3], &(1..=10).chain([99, 1, 2]).collect::<Vec<_>>()).await;
     stop(members).await;
 }
 

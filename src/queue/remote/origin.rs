@@ -1,0 +1,421 @@
+//! The origin side of remote queues: a queue whose home is another node is, here, an
+//! ordinary [`QueueHandle`] whose requests a small task hands to the link to that node.
+//!
+//! One link per home node (one stream, opened when first needed, opened again after it
+//! breaks) carries every queue's requests up and their answers and events down. The link
+//! remembers what waits for an answer (replies, confirms, consume-oks) and which connection
+//! each remote consumer belongs to, so deliveries and cancels reach the right sink and a
+//! settle goes back through the proxy's own handle. When the link breaks, callers get an
+//! error (`NOT_FOUND`, "home node … is down or inaccessible", RabbitMQ's words), publishes
+//! waiting for a confirm are nacked, and consumers get `basic.cancel` — the home requeues
+//! what they held.
+
+use super::frame::{Down, Up, UpOp};
+use crate::broker::{Error, ReplyCode};
+use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
+use crate::queue::event::{ClientEvent, ClientSink};
+use crate::queue::handle::{ConfirmTo, QueueHandle, Request};
+use crate::queue::machine::{Command, Outcome, Reply};
+use crate::raft::transport::{Duplex, NodeId, Transport};
+use crate::stats::Counters;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Capacity of a proxy's inboxes (as a runner's).
+const INBOX: usize = 4096;
+/// Requests waiting for a link at most (then proxies wait).
+const LINK_INBOX: usize = 1024;
+/// After a failed attempt to reach a home node, requests fail at once for this long instead
+/// of each trying again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// The links of this node to the homes of the queues it proxies.
+pub struct Remote {
+    transport: Arc<dyn Transport>,
+    links: Mutex<HashMap<NodeId, mpsc::Sender<ToLink>>>,
+}
+
+/// A proxy's own handle, held weakly (a proxy ends when its last handle is gone).
+#[derive(Clone)]
+struct ProxyRef {
+    key: Arc<QueueKey>,
+    tx: mpsc::WeakSender<Request>,
+    ctl: mpsc::WeakSender<Request>,
+    stats: Arc<Counters>,
+}
+
+impl ProxyRef {
+    fn upgrade(&self) -> Option<QueueHandle> {
+        Some(QueueHandle {
+            key: self.key.clone(),
+            tx: self.tx.upgrade()?,
+            ctl: self.ctl.upgrade()?,
+            stats: self.stats.clone(),
+        })
+    }
+}
+
+struct ToLink {
+    queue: ProxyRef,
+    req: Request,
+}
+
+impl Remote {
+    pub fn new(transport: Arc<dyn Transport>) -> Arc<Self> {
+        Arc::new(Self { transport, links: Mutex::default() })
+    }
+
+    /// A handle to `key`, whose home is node `home`.
+    pub fn proxy(&self, home: NodeId, key: QueueKey) -> QueueHandle {
+        let link = self.link(home);
+        let (tx, rx) = mpsc::channel(INBOX);
+        let (ctl, ctl_rx) = mpsc::channel(INBOX);
+        let handle = QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default() };
+        let me = ProxyRef {
+            key: handle.key.clone(),
+            tx: handle.tx.downgrade(),
+            ctl: handle.ctl.downgrade(),
+            stats: handle.stats.clone(),
+        };
+        tokio::spawn(forward(rx, ctl_rx, link, me));
+        handle
+    }
+
+    fn link(&self, home: NodeId) -> mpsc::Sender<ToLink> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = links.get(&home).filter(|l| !l.is_closed()) {
+            return l.clone();
+        }
+        let (tx, rx) = mpsc::channel(LINK_INBOX);
+        tokio::spawn(Link::new(home, self.transport.clone()).run(rx));
+        links.insert(home, tx.clone());
+        tx
+    }
+}
+
+/// Moves a proxy's requests to its link, settles first (as a runner drains its `ctl` first).
+async fn forward(
+    mut rx: mpsc::Receiver<Request>,
+    mut ctl: mpsc::Receiver<Request>,
+    link: mpsc::Sender<ToLink>,
+    me: ProxyRef,
+) {
+    loop {
+        let req = tokio::select! {
+            biased;
+            Some(r) = ctl.recv() => r,
+            Some(r) = rx.recv() => r,
+            else => break,
+        };
+        if link.send(ToLink { queue: me.clone(), req }).await.is_err() {
+            break;
+        }
+    }
+}
+
+enum Pending {
+    Reply(Arc<QueueKey>, oneshot::Sender<Reply>),
+    Consume(Arc<QueueKey>, oneshot::Sender<Reply>, ConsumerId),
+    Confirm(ConfirmTo),
+}
+
+struct Consumer {
+    conn: ConnectionId,
+    channel: ChannelId,
+    tag: Arc<str>,
+}
+
+/// One link to one home node.
+struct Link {
+    home: NodeId,
+    transport: Arc<dyn Transport>,
+    stream: Option<Duplex>,
+    /// When reaching the home last failed.
+    failed_at: Option<Instant>,
+    next_req: u64,
+    pending: HashMap<u64, Pending>,
+    consumers: HashMap<ConsumerId, Consumer>,
+    by_tag: HashMap<(ConnectionId, ChannelId, Arc<str>), ConsumerId>,
+    sinks: HashMap<ConnectionId, ClientSink>,
+    queues: HashMap<QueueKey, ProxyRef>,
+    /// Frames to send before the next request (settles of deliveries that found no sink).
+    backlog: VecDeque<Bytes>,
+}
+
+/// The next frame from the home, or never while there is no stream.
+async fn next_down(stream: &mut Option<Duplex>) -> Option<Bytes> {
+    match stream {
+        Some(d) => d.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Link {
+    fn new(home: NodeId, transport: Arc<dyn Transport>) -> Self {
+        Self {
+            home,
+            transport,
+            stream: None,
+            failed_at: None,
+            next_req: 0,
+            pending: HashMap::new(),
+            consumers: HashMap::new(),
+            by_tag: HashMap::new(),
+            sinks: HashMap::new(),
+            queues: HashMap::new(),
+            backlog: VecDeque::new(),
+        }
+    }
+
+    async fn run(mut self, mut inbox: mpsc::Receiver<ToLink>) {
+        loop {
+            while let Some(frame) = self.backlog.pop_front() {
+                self.send(frame).await;
+            }
+            tokio::select! {
+                m = inbox.recv() => match m {
+                    Some(m) => self.up(m).await,
+                    None => break,
+                },
+                f = next_down(&mut self.stream) => match f {
+                    Some(f) => self.down(f).await,
+                    None => self.broken("the home node closed the link").await,
+                },
+            }
+        }
+    }
+
+    fn unavailable(&self, key: &QueueKey) -> Reply {
+        Reply::Refused(Error::new(
+            ReplyCode::NotFound,
+            format!("home node {} of queue '{}' in vhost '{}' is down or inaccessible", self.home, key.name, key.vhost),
+        ))
+    }
+
+    /// Takes a proxy's request: notes what waits for an answer, then sends it up.
+    async fn up(&mut self, m: ToLink) {
+        let ToLink { queue, req } = m;
+        let key = queue.key.clone();
+        self.queues.entry((*key).clone()).or_insert(queue);
+        if !self.connect().await {
+            return self.refuse(key, req).await;
+        }
+        let (op, cmd) = match req {
+            Request::Publish { msg, confirm } => {
+                let confirm = confirm.map(|c| self.wait(Pending::Confirm(c)));
+                (UpOp::Publish { confirm }, Command::Enqueue { msg })
+            }
+            Request::Consume { spec, sink, reply } => {
+                let c = Consumer { conn: spec.connection, channel: spec.channel, tag: spec.tag.clone() };
+                self.by_tag.insert((c.conn, c.channel, c.tag.clone()), spec.id);
+                self.consumers.insert(spec.id, c);
+                self.sinks.insert(spec.connection, sink);
+                let req = self.wait(Pending::Consume(key.clone(), reply, spec.id));
+                (UpOp::Consume { req }, Command::Consume(spec))
+            }
+            Request::Call { cmd, reply } => (UpOp::Call { req: self.wait(Pending::Reply(key.clone(), reply)) }, cmd),
+            Request::Cast { cmd } => {
+                if let Command::Cancel { consumer } = &cmd {
+                    self.forget(*consumer);
+                }
+                (UpOp::Cast, cmd)
+            }
+        };
+        self.send(Up { key: (*key).clone(), op, cmd }.encode()).await;
+    }
+
+    fn wait(&mut self, p: Pending) -> u64 {
+        self.next_req += 1;
+        self.pending.insert(self.next_req, p);
+        self.next_req
+    }
+
+    fn forget(&mut self, consumer: ConsumerId) {
+        if let Some(c) = self.consumers.remove(&consumer) {
+            self.by_tag.remove(&(c.conn, c.channel, c.tag));
+            if !self.consumers.values().any(|o| o.conn == c.conn) {
+                self.sinks.remove(&c.conn);
+            }
+        }
+    }
+
+    /// Opens the stream if there is none; false if the home cannot be reached.
+    async fn connect(&mut self) -> bool {
+        if self.stream.is_some() {
+            return true;
+        }
+        if self.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+            return false;
+        }
+        match self.transport.open(self.home).await {
+            Ok(d) => {
+                tracing::debug!(home = self.home, "remote-queue link opened");
+                self.stream = Some(d);
+                self.failed_at = None;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(home = self.home, error = %e, "cannot reach a queue's home node");
+                self.failed_at = Some(Instant::now());
+                false
+            }
+        }
+    }
+
+    /// Answers a request that cannot go up.
+    async fn refuse(&mut self, key: Arc<QueueKey>, req: Request) {
+        match req {
+            Request::Publish { confirm: Some(c), .. } => nack(c).await,
+            Request::Consume { reply, .. } | Request::Call { reply, .. } => {
+                let _ = reply.send(self.unavailable(&key));
+            }
+            Request::Publish { confirm: None, .. } | Request::Cast { .. } => {}
+        }
+    }
+
+    /// Sends a frame up, taking frames coming down meanwhile (the home may be waiting for
+    /// room to send them before it reads more).
+    async fn send(&mut self, frame: Bytes) {
+        let Some(tx) = self.stream.as_ref().map(|d| d.tx.clone()) else { return };
+        let send = tx.send(frame);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                r = &mut send => {
+                    if r.is_err() {
+                        self.broken("the link to the home node broke").await;
+                    }
+                    return;
+                }
+                f = next_down(&mut self.stream) => match f {
+                    Some(f) => self.down(f).await,
+                    None => {
+                        self.broken("the home node closed the link").await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Takes a frame from the home.
+    async fn down(&mut self, frame: Bytes) {
+        let down = match Down::decode(frame) {
+            Ok(d) => d,
+            Err(e) => return self.broken(&format!("unreadable frame from the home node: {e}")).await,
+        };
+        match down {
+            Down::Reply { req, reply } => match self.pending.remove(&req) {
+                Some(Pending::Reply(_, tx)) => {
+                    let _ = tx.send(reply);
+                }
+                Some(Pending::Consume(_, tx, id)) => {
+                    if !matches!(reply, Reply::Consumed) {
+                        self.forget(id);
+                    }
+                    let _ = tx.send(reply);
+                }
+                Some(p @ Pending::Confirm(_)) => {
+                    self.pending.insert(req, p);
+                }
+                None => {}
+            },
+            Down::Confirms { reqs, ok } => {
+                let mut groups: Vec<(ClientSink, ChannelId, Vec<u64>)> = Vec::new();
+                for req in reqs {
+                    let Some(Pending::Confirm(c)) = self.pending.remove(&req) else { continue };
+                    match groups.last_mut() {
+                        Some((s, ch, seqs)) if *ch == c.channel && s.same_channel(&c.sink) => seqs.push(c.seq),
+                        _ => groups.push((c.sink, c.channel, vec![c.seq])),
+                    }
+                }
+                for (sink, channel, seqs) in groups {
+                    let _ = sink.send(ClientEvent::Confirms { channel, seqs, ok }).await;
+                }
+            }
+            Down::Deliveries { conn, channel, key, items } => {
+                let queue = self.queues.get(&key).and_then(ProxyRef::upgrade);
+                let sink = self.sinks.get(&conn).cloned();
+                let lost: Vec<(Arc<str>, crate::ids::MsgId, bool)> =
+                    items.iter().map(|d| (d.consumer_tag.clone(), d.id, d.no_ack)).collect();
+                let delivered = match (queue, sink) {
+                    (Some(queue), Some(sink)) => {
+                        sink.send(ClientEvent::Deliveries { channel, queue, items }).await.is_ok()
+                    }
+                    _ => false,
+                };
+                if !delivered {
+                    self.lost(conn, channel, &key, lost);
+                }
+            }
+            Down::Cancelled { conn, channel, tag } => {
+                if let Some(id) = self.by_tag.get(&(conn, channel, tag.clone())).copied() {
+                    self.forget(id);
+                }
+                if let Some(sink) = self.sinks.get(&conn) {
+                    let _ = sink.send(ClientEvent::ConsumerCancelled { channel, consumer_tag: tag }).await;
+                }
+            }
+            Down::AckTimeout { conn, channel, timeout_ms } => {
+                if let Some(sink) = self.sinks.get(&conn) {
+                    let _ = sink.send(ClientEvent::AckTimeout { channel, timeout_ms }).await;
+                }
+            }
+        }
+    }
+
+    /// Deliveries whose connection is gone: cancel their consumers and requeue the messages.
+    fn lost(
+        &mut self,
+        conn: ConnectionId,
+        channel: ChannelId,
+        key: &QueueKey,
+        items: Vec<(Arc<str>, crate::ids::MsgId, bool)>,
+    ) {
+        let mut ids = Vec::new();
+        for (tag, id, no_ack) in items {
+            if let Some(consumer) = self.by_tag.get(&(conn, channel, tag)).copied() {
+                self.forget(consumer);
+                self.backlog
+                    .push_back(Up { key: key.clone(), op: UpOp::Cast, cmd: Command::Cancel { consumer } }.encode());
+            }
+            if !no_ack {
+                ids.push(id);
+            }
+        }
+        if !ids.is_empty() {
+            let cmd = Command::Settle { ids, outcome: Outcome::Requeue };
+            self.backlog.push_back(Up { key: key.clone(), op: UpOp::Cast, cmd }.encode());
+        }
+    }
+
+    /// The stream is gone: fail what waits and cancel the consumers (the home requeues what
+    /// they held); the next request opens a new stream.
+    async fn broken(&mut self, why: &str) {
+        tracing::warn!(home = self.home, reason = why, consumers = self.consumers.len(), "remote-queue link lost");
+        self.stream = None;
+        self.backlog.clear();
+        for (_, p) in std::mem::take(&mut self.pending) {
+            match p {
+                Pending::Reply(key, tx) | Pending::Consume(key, tx, _) => {
+                    let _ = tx.send(self.unavailable(&key));
+                }
+                Pending::Confirm(c) => nack(c).await,
+            }
+        }
+        self.by_tag.clear();
+        let sinks = std::mem::take(&mut self.sinks);
+        for (_, c) in std::mem::take(&mut self.consumers) {
+            if let Some(sink) = sinks.get(&c.conn) {
+                let _ = sink.send(ClientEvent::ConsumerCancelled { channel: c.channel, consumer_tag: c.tag }).await;
+            }
+        }
+    }
+}
+
+async fn nack(c: ConfirmTo) {
+    let _ = c.sink.send(ClientEvent::Confirms { channel: c.channel, seqs: vec![c.seq], ok: false }).await;
+}

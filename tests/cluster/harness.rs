@@ -1,0 +1,128 @@
+//! Real `warren` processes forming a cluster on loopback: each node has its own data
+//! directory, log file and ports; nodes are started, killed with SIGKILL and restarted for
+//! real. Every process is killed and reaped when the cluster is dropped, so a failing test
+//! leaves nothing behind.
+
+use lapin::{Connection, ConnectionProperties};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The secret every node of a test cluster shares.
+pub const SECRET: &str = "test-cluster-secret";
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+pub struct Spec {
+    pub name: String,
+    pub amqp: SocketAddr,
+    pub http: SocketAddr,
+    pub prometheus: SocketAddr,
+    pub cluster: SocketAddr,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    pub nodes: Vec<Spec>,
+    procs: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    /// `n` nodes' settings (nothing started yet).
+    pub fn new(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = (1..=n)
+            .map(|i| Spec {
+                name: format!("warren@n{i}"),
+                amqp: free_addr(),
+                http: free_addr(),
+                prometheus: free_addr(),
+                cluster: free_addr(),
+                data: dir.path().join(format!("n{i}")),
+                log: dir.path().join(format!("n{i}.log")),
+            })
+            .collect();
+        Self { _dir: dir, nodes, procs: (0..n).map(|_| None).collect() }
+    }
+
+    fn peers(&self) -> String {
+        self.nodes.iter().map(|n| n.cluster.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Starts node `i` (0-based); returns at once.
+    pub fn start(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["server", "--node-name", &n.name, "--data-dir", n.data.to_str().unwrap()])
+            .args(["--amqp-addr", &n.amqp.to_string(), "--http-addr", &n.http.to_string()])
+            .args(["--prometheus-addr", &n.prometheus.to_string(), "--cluster-addr", &n.cluster.to_string()])
+            .args(["--peers", &self.peers()])
+            .env("WARREN_CLUSTER_SECRET", SECRET)
+            .env_remove("WARREN_PEERS")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start warren");
+        self.procs[i] = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until node `i` serves AMQP (it has joined the cluster and bootstrapped).
+    pub async fn await_up(&self, i: usize) {
+        let n = &self.nodes[i];
+        if let Err(e) = warren::ctl::await_startup(n.amqp, Duration::from_secs(60)).await {
+            panic!("{} did not come up: {e}\n{}", n.name, self.log(i));
+        }
+    }
+
+    pub async fn connect(&self, i: usize) -> Connection {
+        self.connect_as(i, "guest", "guest").await
+    }
+
+    pub async fn connect_as(&self, i: usize, user: &str, pass: &str) -> Connection {
+        self.await_up(i).await;
+        let uri = format!("amqp://{user}:{pass}@{}/%2f", self.nodes[i].amqp);
+        Connection::connect(&uri, ConnectionProperties::default()).await.expect("connect")
+    }
+
+    /// Runs `warren ctl` against node `i`'s management API.
+    pub async fn ctl(&self, i: usize, args: &[&str]) -> Output {
+        let mut all = vec!["ctl".to_owned(), "--http-addr".into(), self.nodes[i].http.to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_warren")).args(&all).output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Node `i`'s log so far (for failure messages).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -29,6 +29,7 @@ mod bootstrap;
 pub mod clients;
 mod delays;
 mod meta_actor;
+pub mod peers;
 mod queues;
 mod topology;
 pub mod traces;
@@ -66,6 +67,8 @@ pub struct Node {
     id: u64,
     /// Links to the home nodes of the queues this node serves but does not run (a cluster).
     remote: Option<Arc<crate::queue::remote::Remote>>,
+    /// The other members, as this node sees them (a cluster).
+    peers: Option<Arc<peers::Peers>>,
     /// Running stores of delayed exchanges; changed only when the snapshot is published.
     delays: Mutex<delays::Running>,
     topology: ArcSwap<Topology>,
@@ -131,6 +134,10 @@ impl Node {
         let id = cluster.as_ref().map_or(1, |c| c.me);
         let remote = cluster.as_ref().map(|c| crate::queue::remote::Remote::new(c.transport.clone()));
         let router = cluster.as_ref().map(|c| c.router.clone());
+        let peers = cluster.as_ref().map(|c| {
+            let me = crate::raft::transport::Hello { name: config.node_name(), id };
+            peers::Peers::new(c.transport.clone(), me, c.initial.iter().flatten().copied())
+        });
         let opts = GroupOptions { snapshot_every: 1000, ..Default::default() };
         let log = storage.group(META_GROUP);
         let meta = match cluster {
@@ -156,6 +163,7 @@ impl Node {
             running_records: Mutex::default(),
             id,
             remote,
+            peers,
             delays: Mutex::new(HashMap::new()),
             topology: ArcSwap::from_pointee(Topology::default()),
             next_connection: AtomicU64::new(ids::node_base(id) + 1),
@@ -190,6 +198,10 @@ impl Node {
         let sampler =
             tokio::spawn(every(Arc::downgrade(&node), STATS_INTERVAL, node.shutdown_signal(), Node::sample_stats));
         node.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([monitor, sampler]);
+        if let Some(p) = &node.peers {
+            let watcher = tokio::spawn(p.clone().watch(node.shutdown_signal()));
+            node.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(watcher);
+        }
         Ok(node)
     }
 
@@ -318,6 +330,19 @@ impl Node {
         for x in topo.meta.vhosts.values().flat_map(|v| v.exchanges.values()) {
             x.stats.sample(now);
         }
+    }
+
+    /// The name of cluster node `id` (as it last said; `node N` if it never answered).
+    pub fn name_of(&self, id: u64) -> String {
+        if id == self.id {
+            return self.name.clone();
+        }
+        self.peers.as_ref().and_then(|p| p.name(id)).unwrap_or_else(|| format!("node {id}"))
+    }
+
+    /// The other members of this node's cluster (none for a single node).
+    pub fn cluster_peers(&self) -> Vec<peers::PeerState> {
+        self.peers.as_ref().map(|p| p.list()).unwrap_or_default()
     }
 
     pub fn next_connection_id(&self) -> ConnectionId {

@@ -46,9 +46,14 @@ impl Running {
             let _ = t.await;
         }
         self.node.stop().await;
-        if let Some((stop, served)) = self.cluster {
+        if let Some((stop, mut served)) = self.cluster {
             stop.send_replace(true);
-            let _ = served.await;
+            // Other nodes' streams (remote queues) never end by themselves: a graceful stop
+            // waits for them only briefly, then cuts them (their nodes see the link break).
+            if tokio::time::timeout(std::time::Duration::from_secs(1), &mut served).await.is_err() {
+                served.abort();
+                let _ = served.await;
+            }
         }
     }
 }

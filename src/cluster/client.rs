@@ -2,9 +2,9 @@
 
 use super::auth::Credentials;
 use super::pb::cluster_client::ClusterClient;
-use super::pb::{Frame, RaftRequest, raft_reply::Outcome};
+use super::pb::{Frame, HelloRequest, RaftRequest, raft_reply::Outcome};
 use super::service::{MAX_MESSAGE, kind_to_pb};
-use crate::raft::transport::{Duplex, NodeId, RpcKind, Transport, TransportError};
+use crate::raft::transport::{Duplex, Hello, NodeId, RpcKind, Transport, TransportError};
 use crate::storage::GroupId;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -89,6 +89,19 @@ impl Transport for GrpcTransport {
                 },
                 Err(s) => Err(failed(target, s)),
             }
+        })
+    }
+
+    fn hello(&self, target: NodeId, me: &Hello) -> BoxFuture<'static, Result<Hello, TransportError>> {
+        let channel = self.channel(target);
+        let creds = self.creds.clone();
+        let body = HelloRequest { node_name: me.name.clone(), node_id: me.id, advertise_addr: String::new() };
+        Box::pin(async move {
+            let mut client = ClusterClient::new(channel?);
+            let mut req = tonic::Request::new(body);
+            creds.attach(&mut req);
+            let r = client.hello(req).await.map_err(|s| failed(target, s))?.into_inner();
+            Ok(Hello { name: r.node_name, id: r.node_id })
         })
     }
 

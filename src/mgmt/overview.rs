@@ -32,8 +32,15 @@ async fn whoami(user: User) -> Json<Value> {
     Json(json!({ "name": user.name, "tags": user.tags }))
 }
 
+/// A cluster's configured name (`--cluster-name`); a single node's is its node name, as
+/// RabbitMQ names a cluster after its first node.
+fn cluster_name_of(node: &Api) -> String {
+    let c = &node.config().cluster;
+    if c.peers.is_empty() { node.name().to_owned() } else { c.name.clone() }
+}
+
 async fn cluster_name(State(node): State<Api>, _user: User) -> Json<Value> {
-    Json(json!({ "name": node.name() }))
+    Json(json!({ "name": cluster_name_of(&node) }))
 }
 
 async fn overview(State(node): State<Api>, user: User) -> Json<Value> {
@@ -66,7 +73,7 @@ async fn overview(State(node): State<Api>, user: User) -> Json<Value> {
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "erlang_version": "none (Rust)",
-        "cluster_name": name,
+        "cluster_name": cluster_name_of(&node),
         "node": name,
         "rates_mode": "basic",
         "exchange_types": exchange_types,
@@ -117,15 +124,31 @@ fn node_json(node: &Api) -> Value {
     })
 }
 
+/// Another member of the cluster, as this node sees it (what it measures of itself stays
+/// on that node: ask its own `/api/nodes/{name}`).
+fn peer_json(p: &crate::node::peers::PeerState) -> Value {
+    json!({
+        "name": p.name.clone().unwrap_or_else(|| format!("node {} (never answered)", p.id)),
+        "type": "disc",
+        "running": p.running,
+        "partitions": [],
+    })
+}
+
 async fn nodes(State(node): State<Api>, _user: User) -> Json<Value> {
-    Json(json!([node_json(&node)]))
+    let mut all = vec![node_json(&node)];
+    all.extend(node.cluster_peers().iter().map(peer_json));
+    Json(Value::Array(all))
 }
 
 async fn node(State(node): State<Api>, _user: User, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    if name != node.name() {
-        return Err(ApiError::not_found());
+    if name == node.name() {
+        return Ok(Json(node_json(&node)));
     }
-    Ok(Json(node_json(&node)))
+    match node.cluster_peers().iter().find(|p| p.name.as_deref() == Some(name.as_str())) {
+        Some(p) => Ok(Json(peer_json(p))),
+        None => Err(ApiError::not_found()),
+    }
 }
 
 async fn alarms(State(node): State<Api>, _user: User) -> Response {

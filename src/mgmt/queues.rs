@@ -75,7 +75,8 @@ async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
         Some(h) => stats(h).await,
         None => None,
     };
-    let (ready, unacked, consumers, bytes) = s.map_or((0, 0, 0, 0), |s| (s.messages, s.unacked, s.consumers, s.bytes));
+    let (ready, unacked, consumers, bytes) =
+        s.as_ref().map_or((0, 0, 0, 0), |s| (s.messages, s.unacked, s.consumers, s.bytes));
     let consumer_details = if details {
         let conns = node.clients().all().into_iter().filter(|c| c.vhost == rec.vhost).collect::<Vec<_>>();
         super::connections::consumers_json(node, &conns, Some(&rec.name)).await
@@ -91,8 +92,13 @@ async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
         "exclusive": rec.exclusive_owner.is_some(),
         "arguments": json::table(&rec.args),
         "type": rec.parsed.queue_type.as_str(),
-        "node": node.name(),
-        "state": if h.is_some() { "running" } else { "stopped" },
+        // Where it runs (its home); a remote queue whose home does not answer is down.
+        "node": node.name_of(rec.home),
+        "state": match (&h, &s) {
+            (Some(_), Some(_)) => "running",
+            (Some(_), None) => "down",
+            (None, _) => "stopped",
+        },
         "policy": rec.policy.as_ref().map(|p| p.name.clone()),
         "effective_policy_definition": rec.policy.as_ref().map_or_else(|| json!({}), |p| json::table(&p.definition)),
         "consumers": consumers,

@@ -72,6 +72,13 @@ impl Duplex {
     }
 }
 
+/// Who a node says it is (the answer to a hello: formation, liveness, names in listings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub name: String,
+    pub id: NodeId,
+}
+
 /// Takes the streams other nodes open to this one: (the opening node, its stream).
 pub type Acceptor = Arc<dyn Fn(NodeId, Duplex) + Send + Sync>;
 
@@ -87,6 +94,9 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Opens a stream of frames to `target`'s acceptor.
     fn open(&self, target: NodeId) -> BoxFuture<'static, Result<Duplex, TransportError>>;
+
+    /// Says who this node is to `target` and hears who it is (liveness, names).
+    fn hello(&self, target: NodeId, me: &Hello) -> BoxFuture<'static, Result<Hello, TransportError>>;
 }
 
 /// Where a group takes the RPCs addressed to it.
@@ -217,6 +227,17 @@ impl Transport for LoopbackPort {
                 Box::pin(async move { Err(err) })
             }
         }
+    }
+
+    /// In-process nodes have no names: the answer is the id alone.
+    fn hello(&self, target: NodeId, _me: &Hello) -> BoxFuture<'static, Result<Hello, TransportError>> {
+        let s = self.net.lock();
+        let cut = s.isolated.contains(&self.me) || s.isolated.contains(&target);
+        let result = match s.routers.contains_key(&target) {
+            true if !cut => Ok(Hello { name: String::new(), id: target }),
+            _ => Err(TransportError::NotConnected { node: target, reason: "link cut".into() }),
+        };
+        Box::pin(async move { result })
     }
 
     /// A stream that stays open across a later cut (tests cut links, not streams, so far).

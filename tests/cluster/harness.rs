@@ -86,6 +86,23 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM (a graceful stop), then waits up to `within` for the process to exit; panics
+    /// (with its log) if it does not.
+    pub fn terminate(&mut self, i: usize, within: Duration) {
+        let Some(mut c) = self.procs[i].take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!("{} did not stop within {within:?} of SIGTERM\n{}", self.nodes[i].name, self.log(i));
+    }
+
     /// Waits until node `i` serves AMQP (it has joined the cluster and bootstrapped).
     pub async fn await_up(&self, i: usize) {
         let n = &self.nodes[i];

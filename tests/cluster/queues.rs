@@ -115,6 +115,23 @@ async fn a_queue_is_served_by_every_node_and_its_homes_death_loses_nothing_confi
         "{refused}"
     );
 
+    // What an operator sees on node 2: the dead node is not running, the queue is down there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = c.ctl(1, &["--formatter", "json", "cluster_status"]).await;
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cluster_status json");
+        let nodes = status["nodes"].as_array().expect("nodes").clone();
+        assert_eq!(nodes.len(), 3, "{status}");
+        let dead = nodes.iter().find(|n| n["name"] == c.nodes[0].name.as_str());
+        if dead.is_some_and(|n| n["running"] == false) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node 1 still shown running: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = c.ctl(1, &["-s", "list_queues", "name", "node", "state"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("jobs\t{}\tdown\n", c.nodes[0].name));
+
     // Back: the 9 are there (requeued), redelivered to a consumer on node 2.
     c.start(0);
     c.await_up(0).await;
@@ -131,4 +148,7 @@ async fn a_queue_is_served_by_every_node_and_its_homes_death_loses_nothing_confi
     ch1b.basic_cancel("c2".into(), Default::default()).await.unwrap();
     assert_eq!(ch2b.queue_delete("jobs".into(), QueueDeleteOptions::default()).await.unwrap(), 0);
     until(&c, 0, "jobs", "the queue gone", |r| r.as_ref().is_err_and(|e| e.starts_with("404"))).await;
+    // A graceful stop of the home ends the other nodes' streams to it, not waits for them.
+    drop((_c0, _c1, _c1b, _c2, _c2b));
+    c.terminate(0, Duration::from_secs(10));
 }

@@ -309,6 +309,7 @@ function pageOverview(main) {
   main.append(h('h1', {}, 'Overview'), slot);
   return async () => {
     const o = await api('GET', '/overview');
+    const nodes = await api('GET', '/nodes');
     const t = o.object_totals || {};
     const q = o.queue_totals || {};
     slot.replaceChildren(
@@ -318,6 +319,7 @@ function pageOverview(main) {
         ['RabbitMQ version', o.rabbitmq_version, 'overview-rabbitmq-version'],
         ['Management version', o.management_version], ['Erlang', o.erlang_version],
       ])),
+      section('Nodes', dataTable('nodes-table', nodeCols, nodes, (n) => ({ class: n.running ? null : 'down' }))),
       section('Totals', h('div', { class: 'tiles' },
         ['connections', 'channels', 'exchanges', 'queues', 'consumers'].map((k) =>
           tile(k[0].toUpperCase() + k.slice(1), num(t[k] || 0), 'total-' + k)))),
@@ -333,10 +335,22 @@ function pageOverview(main) {
   };
 }
 
+const mib = (n) => (typeof n === 'number' ? `${(n / 1048576).toFixed(0)} MiB` : '');
+const ago = (ms) => (typeof ms === 'number' ? `${Math.floor(ms / 3600000)}h ${Math.floor(ms / 60000) % 60}m ${Math.floor(ms / 1000) % 60}s` : '');
+const nodeCols = [
+  { key: 'name', label: 'Name', get: (n) => n.name },
+  { key: 'running', label: 'State', get: (n) => (n.running ? 'running' : 'down') },
+  { key: 'uptime', label: 'Uptime', get: (n) => ago(n.uptime) },
+  { key: 'memory', label: 'Memory', num: true, get: (n) => mib(n.mem_used) },
+  { key: 'disk', label: 'Disk free', num: true, get: (n) => mib(n.disk_free) },
+  { key: 'alarms', label: 'Alarms', get: (n) => [n.mem_alarm && 'memory', n.disk_free_alarm && 'disk'].filter(Boolean).join(', ') },
+];
+
 const queueCols = [
   { key: 'vhost', label: 'Virtual host', get: (q) => q.vhost },
   { key: 'name', label: 'Name', get: (q) => h('a', { href: `#/queues/${enc(q.vhost)}/${enc(q.name)}` }, q.name) },
   { key: 'type', label: 'Type', get: (q) => q.type || '' },
+  { key: 'node', label: 'Node', get: (q) => q.node || '' },
   { key: 'features', label: 'Features', get: features },
   { key: 'state', label: 'State', get: (q) => q.state || '' },
   { key: 'ready', label: 'Ready', num: true, get: (q) => num(q.messages_ready) },

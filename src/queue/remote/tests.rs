@@ -9,7 +9,7 @@ use crate::queue::handle::{ConfirmTo, QueueHandle, Request};
 use crate::queue::machine::{Command, ConsumerSpec, Holder, Outcome, QueueConfig, Reply};
 use crate::queue::runner::{Backend, Hooks};
 use crate::queue::{Message, spawn};
-use crate::raft::transport::{Duplex, Loopback, NodeId, Router, RpcKind, Transport, TransportError};
+use crate::raft::transport::{Duplex, Hello, Loopback, NodeId, Router, RpcKind, Transport, TransportError};
 use crate::storage::GroupId;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -60,6 +60,10 @@ async fn relay(a: Duplex, b: Duplex, mut cut: watch::Receiver<u64>) {
 impl Transport for Breakable {
     fn call(&self, t: NodeId, g: GroupId, k: RpcKind, b: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>> {
         self.inner.call(t, g, k, b)
+    }
+
+    fn hello(&self, target: NodeId, me: &Hello) -> BoxFuture<'static, Result<Hello, TransportError>> {
+        self.inner.hello(target, me)
     }
 
     fn open(&self, target: NodeId) -> BoxFuture<'static, Result<Duplex, TransportError>> {

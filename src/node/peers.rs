@@ -1,0 +1,90 @@
+//! The other members of this node's cluster as this node sees them: their names and whether
+//! they answer a hello (asked every second), for `/api/nodes`, `cluster_status` and the web
+//! UI's nodes table (RabbitMQ lists every cluster node there, `running: false` for one that is
+//! down).
+
+use crate::raft::transport::{Hello, NodeId, Transport};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How often each peer is asked, and how long an answer may take.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// What this node knows of one peer.
+#[derive(Clone, Debug)]
+pub struct PeerState {
+    pub id: NodeId,
+    /// Its node name, once it answered.
+    pub name: Option<String>,
+    pub running: bool,
+    /// Since when it has been running or not.
+    pub since: Instant,
+}
+
+pub struct Peers {
+    transport: Arc<dyn Transport>,
+    me: Hello,
+    state: Mutex<BTreeMap<NodeId, PeerState>>,
+}
+
+impl Peers {
+    pub fn new(transport: Arc<dyn Transport>, me: Hello, members: impl IntoIterator<Item = NodeId>) -> Arc<Self> {
+        let now = Instant::now();
+        let state = members
+            .into_iter()
+            .filter(|&id| id != me.id)
+            .map(|id| (id, PeerState { id, name: None, running: false, since: now }))
+            .collect();
+        Arc::new(Self { transport, me, state: Mutex::new(state) })
+    }
+
+    pub fn list(&self) -> Vec<PeerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// The name of node `id`, if it ever answered.
+    pub fn name(&self, id: NodeId) -> Option<String> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).get(&id).and_then(|p| p.name.clone())
+    }
+
+    /// Asks every peer at once; notes (and logs) who went up or down.
+    async fn check(&self) {
+        let ids: Vec<NodeId> = self.state.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        let asks = ids.iter().map(|&id| {
+            let ask = self.transport.hello(id, &self.me);
+            async move { (id, tokio::time::timeout(EVERY, ask).await.ok().and_then(Result::ok)) }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, answer) in answers {
+            let Some(p) = state.get_mut(&id) else { continue };
+            let running = answer.as_ref().is_some_and(|h| h.id == id);
+            if let Some(h) = answer.filter(|h| h.id == id && !h.name.is_empty()) {
+                p.name = Some(h.name);
+            }
+            if running != p.running {
+                p.running = running;
+                p.since = Instant::now();
+                let name = p.name.clone().unwrap_or_default();
+                if running {
+                    tracing::info!(peer = id, %name, "cluster node up");
+                } else {
+                    tracing::warn!(peer = id, %name, "cluster node down");
+                }
+            }
+        }
+    }
+
+    /// Asks every second until shutdown.
+    pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            self.check().await;
+            tokio::select! {
+                _ = tokio::time::sleep(EVERY) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}

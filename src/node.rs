@@ -132,11 +132,15 @@ impl Node {
         config.validate()?;
         let storage = Storage::open(&config.data_dir)?;
         let id = cluster.as_ref().map_or(1, |c| c.me);
-        let remote = cluster.as_ref().map(|c| crate::queue::remote::Remote::new(c.transport.clone()));
         let router = cluster.as_ref().map(|c| c.router.clone());
         let peers = cluster.as_ref().map(|c| {
             let me = crate::raft::transport::Hello { name: config.node_name(), id };
             peers::Peers::new(c.transport.clone(), me, c.initial.iter().flatten().copied())
+        });
+        let remote = cluster.as_ref().zip(peers.clone()).map(|(c, p)| {
+            let name_of: crate::queue::remote::origin::NameOf =
+                Arc::new(move |id| p.name(id).unwrap_or_else(|| format!("node {id}")));
+            crate::queue::remote::Remote::new(c.transport.clone(), name_of)
         });
         let opts = GroupOptions { snapshot_every: 1000, ..Default::default() };
         let log = storage.group(META_GROUP);

@@ -32,9 +32,13 @@ const LINK_INBOX: usize = 1024;
 /// of each trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
+/// The name of a node, for what clients are told.
+pub type NameOf = Arc<dyn Fn(NodeId) -> String + Send + Sync>;
+
 /// The links of this node to the homes of the queues it proxies.
 pub struct Remote {
     transport: Arc<dyn Transport>,
+    name_of: NameOf,
     links: Mutex<HashMap<NodeId, mpsc::Sender<ToLink>>>,
 }
 
@@ -64,8 +68,8 @@ struct ToLink {
 }
 
 impl Remote {
-    pub fn new(transport: Arc<dyn Transport>) -> Arc<Self> {
-        Arc::new(Self { transport, links: Mutex::default() })
+    pub fn new(transport: Arc<dyn Transport>, name_of: NameOf) -> Arc<Self> {
+        Arc::new(Self { transport, name_of, links: Mutex::default() })
     }
 
     /// A handle to `key`, whose home is node `home`.
@@ -90,7 +94,7 @@ impl Remote {
             return l.clone();
         }
         let (tx, rx) = mpsc::channel(LINK_INBOX);
-        tokio::spawn(Link::new(home, self.transport.clone()).run(rx));
+        tokio::spawn(Link::new(home, self.transport.clone(), self.name_of.clone()).run(rx));
         links.insert(home, tx.clone());
         tx
     }
@@ -132,6 +136,7 @@ struct Consumer {
 struct Link {
     home: NodeId,
     transport: Arc<dyn Transport>,
+    name_of: NameOf,
     stream: Option<Duplex>,
     /// When reaching the home last failed.
     failed_at: Option<Instant>,
@@ -154,10 +159,11 @@ async fn next_down(stream: &mut Option<Duplex>) -> Option<Bytes> {
 }
 
 impl Link {
-    fn new(home: NodeId, transport: Arc<dyn Transport>) -> Self {
+    fn new(home: NodeId, transport: Arc<dyn Transport>, name_of: NameOf) -> Self {
         Self {
             home,
             transport,
+            name_of,
             stream: None,
             failed_at: None,
             next_req: 0,
@@ -191,7 +197,12 @@ impl Link {
     fn unavailable(&self, key: &QueueKey) -> Reply {
         Reply::Refused(Error::new(
             ReplyCode::NotFound,
-            format!("home node {} of queue '{}' in vhost '{}' is down or inaccessible", self.home, key.name, key.vhost),
+            format!(
+                "home node '{}' of queue '{}' in vhost '{}' is down or inaccessible",
+                (self.name_of)(self.home),
+                key.name,
+                key.vhost
+            ),
         ))
     }
 

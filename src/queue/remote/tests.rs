@@ -27,6 +27,10 @@ fn message(body: &str) -> Arc<Message> {
     })
 }
 
+fn names() -> origin::NameOf {
+    Arc::new(|id| format!("warren@n{id}"))
+}
+
 fn hooks() -> Hooks {
     Hooks { auto_delete: Arc::new(|_| {}), dead_letter: Arc::new(|_, _, _| Vec::new()) }
 }
@@ -94,7 +98,7 @@ fn setup() -> Setup {
     r1.set_acceptor(acceptor(Arc::new(move |k: &QueueKey| (k.name == "q").then(|| served.clone()))));
     loopback.join(r1);
     let net = Breakable { inner: loopback.join(Router::new(2)), cut: watch::channel(0).0 };
-    let remote = Remote::new(Arc::new(net.clone()));
+    let remote = Remote::new(Arc::new(net.clone()), names());
     let proxy = remote.proxy(1, key);
     Setup { home, proxy, net, _remote: remote }
 }
@@ -236,11 +240,14 @@ async fn a_broken_link_cancels_remote_consumers_and_the_home_requeues_what_they_
 #[tokio::test]
 async fn an_unreachable_home_refuses_with_rabbitmqs_words_and_nacks() {
     let loopback = Loopback::default();
-    let remote = Remote::new(loopback.join(Router::new(2)));
+    let remote = Remote::new(loopback.join(Router::new(2)), names());
     let proxy = remote.proxy(1, QueueKey::new("/", "q"));
     match call(&proxy, Command::Stats).await {
         Reply::Refused(e) => {
-            assert_eq!(e.to_string(), "NOT_FOUND - home node 1 of queue 'q' in vhost '/' is down or inaccessible")
+            assert_eq!(
+                e.to_string(),
+                "NOT_FOUND - home node 'warren@n1' of queue 'q' in vhost '/' is down or inaccessible"
+            )
         }
         r => panic!("expected a refusal, got {r:?}"),
     }

@@ -63,6 +63,11 @@ pub struct Node {
     queues: Mutex<HashMap<QueueKey, QueueHandle>>,
     /// The record each running queue was started (or last configured) from.
     running_records: Mutex<HashMap<QueueKey, Arc<QueueRecord>>>,
+    /// Set once start-up has recovered this node's queues: the reconciler waits for it (or it
+    /// would start them a second time, without their recovery, on the same storage group).
+    recovered: std::sync::atomic::AtomicBool,
+    /// Held while reconciling, so the metadata actor and start-up never reconcile at once.
+    reconciling: Mutex<()>,
     /// This node's id in its cluster (1 for a single node).
     id: u64,
     /// Links to the home nodes of the queues this node serves but does not run (a cluster).
@@ -165,6 +170,8 @@ impl Node {
             meta_tx,
             queues: Mutex::new(HashMap::new()),
             running_records: Mutex::default(),
+            recovered: Default::default(),
+            reconciling: Mutex::new(()),
             id,
             remote,
             peers,

@@ -72,7 +72,9 @@ impl Node {
         for rec in records {
             self.start_queue(&rec, true);
         }
-        // And, in a cluster, proxies to the other nodes' queues.
+        // From now on the reconciler runs the queues; it catches up with whatever changed
+        // meanwhile (and, in a cluster, starts proxies to the other nodes' queues).
+        self.recovered.store(true, std::sync::atomic::Ordering::Release);
         self.reconcile_queues();
         self.publish_topology();
         if !fresh {

@@ -18,6 +18,12 @@ impl Node {
     /// Starts the runner of a queue (its durable group opens and recovers in the runner).
     pub(super) fn start_queue(&self, rec: &Arc<QueueRecord>, recovering: bool) {
         let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+        let running = self.running_records.lock().unwrap_or_else(|p| p.into_inner()).get(&key).map(|r| r.group);
+        if running == Some(rec.group) {
+            // Two runners must never share a storage group.
+            tracing::error!(queue = %key, "queue already running: not started again");
+            return;
+        }
         let a = &rec.effective;
         let mut config = QueueConfig {
             auto_delete: rec.auto_delete,
@@ -103,6 +109,10 @@ impl Node {
     /// metadata actor after every change, whoever proposed it, so one path serves a single
     /// node and a cluster.
     pub(super) fn reconcile_queues(&self) {
+        if !self.recovered.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let _one_at_a_time = self.reconciling.lock().unwrap_or_else(|p| p.into_inner());
         let me = self.id;
         let everywhere = self.remote.is_some();
         let wanted: HashMap<QueueKey, Arc<QueueRecord>> = self.meta.read(|m| {

@@ -143,8 +143,7 @@ impl Node {
             peers::Peers::new(c.transport.clone(), me, c.initial.iter().flatten().copied())
         });
         let remote = cluster.as_ref().zip(peers.clone()).map(|(c, p)| {
-            let name_of: crate::queue::remote::origin::NameOf =
-                Arc::new(move |id| p.name(id).unwrap_or_else(|| format!("node {id}")));
+            let name_of: crate::queue::remote::origin::NameOf = Arc::new(move |id| p.name(id));
             crate::queue::remote::Remote::new(c.transport.clone(), name_of)
         });
         let opts = GroupOptions { snapshot_every: 1000, ..Default::default() };
@@ -348,7 +347,7 @@ impl Node {
         if id == self.id {
             return self.name.clone();
         }
-        self.peers.as_ref().and_then(|p| p.name(id)).unwrap_or_else(|| format!("node {id}"))
+        self.peers.as_ref().map_or_else(|| format!("node {id}"), |p| p.name(id))
     }
 
     /// The other members of this node's cluster (none for a single node).

@@ -121,23 +121,8 @@ impl Transport for GrpcTransport {
             let mut req = tonic::Request::new(outbound);
             creds.attach(&mut req);
             super::auth::attach_node(&mut req, me);
-            let mut frames = client.stream(req).await.map_err(|s| failed(target, s))?.into_inner();
-            tokio::spawn(async move {
-                loop {
-                    match frames.message().await {
-                        Ok(Some(f)) => {
-                            if inbound.send(f.body).await.is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(s) => {
-                            tracing::debug!(peer = target, reason = %s.message(), "stream to a peer ended");
-                            break;
-                        }
-                    }
-                }
-            });
+            let frames = client.stream(req).await.map_err(|s| failed(target, s))?.into_inner();
+            super::service::pump(frames, inbound, target);
             Ok(theirs)
         })
     }

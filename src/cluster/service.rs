@@ -39,6 +39,27 @@ pub(super) fn kind_to_pb(k: RpcKind) -> pb::RaftKind {
     }
 }
 
+/// Moves the frames arriving on a stream from `peer` to this node's end of it, until either
+/// side ends.
+pub(super) fn pump(mut frames: tonic::Streaming<Frame>, inbound: tokio::sync::mpsc::Sender<bytes::Bytes>, peer: u64) {
+    tokio::spawn(async move {
+        loop {
+            match frames.message().await {
+                Ok(Some(f)) => {
+                    if inbound.send(f.body).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(s) => {
+                    tracing::debug!(peer, reason = %s.message(), "a stream between nodes ended");
+                    break;
+                }
+            }
+        }
+    });
+}
+
 type Frames = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -47,17 +68,11 @@ impl Cluster for Service {
 
     async fn stream(&self, req: Request<tonic::Streaming<Frame>>) -> Result<Response<Frames>, Status> {
         let from = super::auth::caller(&req)?;
-        let mut frames = req.into_inner();
+        let frames = req.into_inner();
         let (ours, theirs) = Duplex::pair();
         self.router.accept(from, theirs).map_err(|e| Status::unavailable(e.to_string()))?;
         let Duplex { tx: inbound, rx: outbound } = ours;
-        tokio::spawn(async move {
-            while let Ok(Some(f)) = frames.message().await {
-                if inbound.send(f.body).await.is_err() {
-                    break;
-                }
-            }
-        });
+        pump(frames, inbound, from);
         let out = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(outbound), |body| {
             Ok(Frame { body })
         });

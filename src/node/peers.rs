@@ -6,7 +6,7 @@
 use crate::raft::transport::{Hello, NodeId, Transport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// How often each peer is asked, and how long an answer may take.
@@ -19,8 +19,6 @@ pub struct PeerState {
     /// Its node name, once it answered.
     pub name: Option<String>,
     pub running: bool,
-    /// Since when it has been running or not.
-    pub since: Instant,
 }
 
 pub struct Peers {
@@ -31,11 +29,10 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(transport: Arc<dyn Transport>, me: Hello, members: impl IntoIterator<Item = NodeId>) -> Arc<Self> {
-        let now = Instant::now();
         let state = members
             .into_iter()
             .filter(|&id| id != me.id)
-            .map(|id| (id, PeerState { id, name: None, running: false, since: now }))
+            .map(|id| (id, PeerState { id, name: None, running: false }))
             .collect();
         Arc::new(Self { transport, me, state: Mutex::new(state) })
     }
@@ -44,9 +41,10 @@ impl Peers {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// The name of node `id`, if it ever answered.
-    pub fn name(&self, id: NodeId) -> Option<String> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).get(&id).and_then(|p| p.name.clone())
+    /// The name of node `id` as it last said (`node N` if it never answered).
+    pub fn name(&self, id: NodeId) -> String {
+        let known = self.state.lock().unwrap_or_else(|p| p.into_inner()).get(&id).and_then(|p| p.name.clone());
+        known.unwrap_or_else(|| format!("node {id}"))
     }
 
     /// Asks every peer at once; notes (and logs) who went up or down.
@@ -66,7 +64,6 @@ impl Peers {
             }
             if running != p.running {
                 p.running = running;
-                p.since = Instant::now();
                 let name = p.name.clone().unwrap_or_default();
                 if running {
                     tracing::info!(peer = id, %name, "cluster node up");

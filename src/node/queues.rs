@@ -45,6 +45,11 @@ impl Node {
             // The recovered state has the settings of when it stopped; policies may differ now.
             self.configure_queue(&handle, rec);
         }
+        self.track(key, rec, handle);
+    }
+
+    /// Notes a started queue (a runner or a proxy) and the record it was started from.
+    fn track(&self, key: QueueKey, rec: &Arc<QueueRecord>, handle: QueueHandle) {
         self.running_records.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), rec.clone());
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
     }
@@ -54,8 +59,7 @@ impl Node {
         let Some(remote) = &self.remote else { return };
         let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
         let handle = remote.proxy(rec.home, key.clone());
-        self.running_records.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), rec.clone());
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
+        self.track(key, rec, handle);
     }
 
     /// The queues this node is home to, by key, for the sessions of other nodes' proxies

@@ -92,6 +92,38 @@ fn write_err(e: openraft::errors::RaftError<C, openraft::errors::ClientWriteErro
     }
 }
 
+/// Proposes payloads on a member's Raft and returns, per entry, its log index with the
+/// machine's reply and effects (those reach only a proposer in this process). `NotLeader`
+/// only when nothing was written: a refusal after some entries were written is a failure,
+/// never a reason to propose the batch again.
+pub(crate) async fn write_many<M, SM>(
+    raft: &Raft<C, SM>,
+    payloads: Vec<Payload>,
+) -> Result<Vec<(u64, (M::Reply, Vec<M::Effect>))>, GroupError>
+where
+    M: DurableMachine,
+    SM: RaftStateMachine<C>,
+{
+    let n = payloads.len();
+    let mut stream = raft.client_write_many(payloads).await.map_err(raft_err)?;
+    let mut out = Vec::with_capacity(n);
+    while let Some(r) = stream.try_next().await.map_err(raft_err)? {
+        let resp = r.map_err(|f| {
+            if out.is_empty() {
+                GroupError::NotLeader(f.leader_id)
+            } else {
+                GroupError::Raft("leadership lost mid-batch".into())
+            }
+        })?;
+        let any = resp.response.inner.ok_or(GroupError::Reply)?;
+        out.push((resp.log_id.index, *any.downcast::<(M::Reply, Vec<M::Effect>)>().map_err(|_| GroupError::Reply)?));
+    }
+    if out.len() != n {
+        return Err(GroupError::Raft(format!("{} of {n} proposals answered", out.len())));
+    }
+    Ok(out)
+}
+
 mod adapter;
 pub(crate) use adapter::SmAdapter;
 
@@ -351,18 +383,7 @@ impl<M: DurableMachine> DurableGroup<M> {
 
     /// Proposes on this member (leading, or a single member).
     async fn propose_here(&self, payloads: Vec<Payload>) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
-        let n = payloads.len();
-        let mut stream = self.raft.client_write_many(payloads).await.map_err(raft_err)?;
-        let mut out = Vec::with_capacity(n);
-        while let Some(r) = stream.try_next().await.map_err(raft_err)? {
-            let resp = r.map_err(|f| GroupError::NotLeader(f.leader_id))?;
-            let any = resp.response.inner.ok_or(GroupError::Reply)?;
-            out.push(*any.downcast::<(M::Reply, Vec<M::Effect>)>().map_err(|_| GroupError::Reply)?);
-        }
-        if out.len() != n {
-            return Err(GroupError::Raft(format!("{} of {n} proposals answered", out.len())));
-        }
-        Ok(out)
+        Ok(write_many::<M, _>(&self.raft, payloads).await?.into_iter().map(|(_, out)| out).collect())
     }
 
     /// Reads the applied state (local, not through the log).

@@ -10,10 +10,9 @@
 //! A refusal with `NotLeader` means nothing was written, so the origin may try again at the
 //! new leader; any other failure is ambiguous (the entry may yet commit) and is returned.
 
-use super::durable::DurableMachine;
+use super::durable::{DurableMachine, GroupError, write_many};
 use super::transport::NodeId;
 use super::types::{Payload, Warren};
-use futures::TryStreamExt;
 use openraft::Raft;
 use openraft::storage::RaftStateMachine;
 use serde::{Deserialize, Serialize};
@@ -38,22 +37,16 @@ where
     M: DurableMachine,
     SM: RaftStateMachine<C>,
 {
-    let failed = |e: &dyn std::fmt::Display| Refusal::Failed(e.to_string());
-    let n = payloads.len();
-    let mut stream = raft.client_write_many(payloads).await.map_err(|e| failed(&e))?;
-    let mut out = Vec::with_capacity(n);
-    while let Some(r) = stream.try_next().await.map_err(|e| failed(&e))? {
-        let resp = r.map_err(|f| {
-            if out.is_empty() { Refusal::NotLeader(f.leader_id) } else { failed(&"leadership lost mid-batch") }
-        })?;
-        let any = resp.response.inner.ok_or_else(|| failed(&"no reply"))?;
-        let (reply, _effects) =
-            *any.downcast::<(M::Reply, Vec<M::Effect>)>().map_err(|_| failed(&"unexpected reply type"))?;
-        let bytes = M::encode_reply(&reply).ok_or_else(|| failed(&"this group's replies cannot be forwarded"))?;
-        out.push((resp.log_id.index, bytes));
-    }
-    if out.len() != n {
-        return Err(Refusal::Failed(format!("{} of {n} proposals answered", out.len())));
-    }
-    Ok(out)
+    let written = write_many::<M, SM>(raft, payloads).await.map_err(|e| match e {
+        GroupError::NotLeader(l) => Refusal::NotLeader(l),
+        e => Refusal::Failed(e.to_string()),
+    })?;
+    written
+        .into_iter()
+        .map(|(index, (reply, _effects))| {
+            M::encode_reply(&reply)
+                .map(|bytes| (index, bytes))
+                .ok_or_else(|| Refusal::Failed("this group's replies cannot be forwarded".into()))
+        })
+        .collect()
 }

@@ -210,6 +210,15 @@ struct LoopbackPort {
     net: Loopback,
 }
 
+impl LoopbackPort {
+    /// The target's router, unless either end is cut off.
+    fn reachable(&self, target: NodeId) -> Option<Router> {
+        let s = self.net.lock();
+        let cut = s.isolated.contains(&self.me) || s.isolated.contains(&target);
+        s.routers.get(&target).filter(|_| !cut).cloned()
+    }
+}
+
 impl Transport for LoopbackPort {
     fn call(
         &self,
@@ -218,11 +227,9 @@ impl Transport for LoopbackPort {
         kind: RpcKind,
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
-        let s = self.net.lock();
-        let cut = s.isolated.contains(&self.me) || s.isolated.contains(&target);
-        match s.routers.get(&target) {
-            Some(r) if !cut => r.handle(group, kind, body),
-            _ => {
+        match self.reachable(target) {
+            Some(r) => r.handle(group, kind, body),
+            None => {
                 let err = TransportError::NotConnected { node: target, reason: "link cut".into() };
                 Box::pin(async move { Err(err) })
             }
@@ -231,25 +238,21 @@ impl Transport for LoopbackPort {
 
     /// In-process nodes have no names: the answer is the id alone.
     fn hello(&self, target: NodeId, _me: &Hello) -> BoxFuture<'static, Result<Hello, TransportError>> {
-        let s = self.net.lock();
-        let cut = s.isolated.contains(&self.me) || s.isolated.contains(&target);
-        let result = match s.routers.contains_key(&target) {
-            true if !cut => Ok(Hello { name: String::new(), id: target }),
-            _ => Err(TransportError::NotConnected { node: target, reason: "link cut".into() }),
+        let result = match self.reachable(target) {
+            Some(_) => Ok(Hello { name: String::new(), id: target }),
+            None => Err(TransportError::NotConnected { node: target, reason: "link cut".into() }),
         };
         Box::pin(async move { result })
     }
 
     /// A stream that stays open across a later cut (tests cut links, not streams, so far).
     fn open(&self, target: NodeId) -> BoxFuture<'static, Result<Duplex, TransportError>> {
-        let s = self.net.lock();
-        let cut = s.isolated.contains(&self.me) || s.isolated.contains(&target);
-        let result = match s.routers.get(&target) {
-            Some(r) if !cut => {
+        let result = match self.reachable(target) {
+            Some(r) => {
                 let (ours, theirs) = Duplex::pair();
                 r.accept(self.me, theirs).map(|()| ours)
             }
-            _ => Err(TransportError::NotConnected { node: target, reason: "link cut".into() }),
+            None => Err(TransportError::NotConnected { node: target, reason: "link cut".into() }),
         };
         Box::pin(async move { result })
     }

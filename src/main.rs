@@ -135,7 +135,8 @@ fn main() -> ExitCode {
         Cmd::Server(a) => a.log_file.clone(),
         _ => None,
     };
-    let filter = || tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        || tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
     let file =
         match log_file.map(|p| std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| (p, e))) {
             Some(Ok(f)) => Some(f),

@@ -30,6 +30,7 @@ pub mod clients;
 mod delays;
 mod meta_actor;
 pub mod peers;
+mod placement;
 mod queues;
 mod topology;
 pub mod traces;
@@ -70,8 +71,13 @@ pub struct Node {
     reconciling: Mutex<()>,
     /// This node's id in its cluster (1 for a single node).
     id: u64,
-    /// Links to the home nodes of the queues this node serves but does not run (a cluster).
+    /// Links to the home nodes of the queues this node serves but does not run, and to the
+    /// leaders of replicated queues (a cluster).
     remote: Option<Arc<crate::queue::remote::Remote>>,
+    /// How this node's members of replicated queues reach the others (a cluster).
+    replication: Option<Replication>,
+    /// The runners of this node's members of replicated queues (`queues` holds their fronts).
+    replicas: Mutex<HashMap<QueueKey, QueueHandle>>,
     /// The other members, as this node sees them (a cluster).
     peers: Option<Arc<peers::Peers>>,
     /// Running stores of delayed exchanges; changed only when the snapshot is published.
@@ -143,9 +149,11 @@ impl Node {
             peers::Peers::new(c.transport.clone(), me, c.initial.iter().flatten().copied())
         });
         let remote = cluster.as_ref().zip(peers.clone()).map(|(c, p)| {
+            let down = p.down();
             let name_of: crate::queue::remote::origin::NameOf = Arc::new(move |id| p.name(id));
-            crate::queue::remote::Remote::new(c.transport.clone(), name_of)
+            crate::queue::remote::Remote::new(c.transport.clone(), name_of, id, down)
         });
+        let replication = cluster.clone();
         let opts = GroupOptions { snapshot_every: 1000, ..Default::default() };
         let log = storage.group(META_GROUP);
         let meta = match cluster {
@@ -173,6 +181,8 @@ impl Node {
             reconciling: Mutex::new(()),
             id,
             remote,
+            replication,
+            replicas: Mutex::default(),
             peers,
             delays: Mutex::new(HashMap::new()),
             topology: ArcSwap::from_pointee(Topology::default()),
@@ -230,6 +240,7 @@ impl Node {
             let _ = t.await;
         }
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.running_records.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.delays.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.topology.store(Arc::new(Topology::default()));

@@ -317,6 +317,7 @@ impl Connection {
                     auto_delete: d.auto_delete,
                     args,
                     connection: self.id,
+                    members: Vec::new(),
                 })
                 .await?;
             match reply {

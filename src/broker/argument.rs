@@ -193,6 +193,23 @@ pub struct QueueArgs {
     pub dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
     pub dead_letter_routing_key: Option<String>,
+    /// `x-quorum-initial-group-size`: replicas of a quorum queue (default 3, capped by the
+    /// cluster's size).
+    pub initial_group_size: Option<u64>,
+    /// `x-queue-leader-locator`: where a quorum queue's first leader goes.
+    pub leader_locator: LeaderLocator,
+}
+
+/// Where a new quorum queue's leader goes (`x-queue-leader-locator`, RabbitMQ's
+/// `queue_leader_locator`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LeaderLocator {
+    /// On the node of the declaring client.
+    #[default]
+    ClientLocal,
+    /// On the node leading the fewest queues (`balanced`; RabbitMQ 3.10's `least-leaders`
+    /// and `random` are read as it).
+    Balanced,
 }
 
 fn invalid(key: &str, what: &str, why: String) -> Error {
@@ -231,6 +248,8 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
         cache_ttl: None,
         dead_letter_exchange: None,
         dead_letter_routing_key: None,
+        initial_group_size: None,
+        leader_locator: LeaderLocator::ClientLocal,
     };
     for (key, v) in args.inner() {
         let key = key.as_str();
@@ -262,6 +281,18 @@ pub fn parse_queue_args(args: &FieldTable, what: &str) -> Result<QueueArgs, Erro
             },
             "x-cache-size" => out.cache_size = Some(non_negative(key, what, v)? as u64),
             "x-cache-ttl" => out.cache_ttl = Some(non_negative(key, what, v)? as u64),
+            "x-quorum-initial-group-size" => match non_negative(key, what, v)? {
+                0 => return Err(invalid(key, what, "{value_zero,0}".into())),
+                n => out.initial_group_size = Some(n as u64),
+            },
+            "x-queue-leader-locator" => match as_str(v).as_deref() {
+                Some("client-local") => out.leader_locator = LeaderLocator::ClientLocal,
+                Some("balanced" | "least-leaders" | "random") => out.leader_locator = LeaderLocator::Balanced,
+                Some(other) => {
+                    return Err(invalid(key, what, format!("\"unsupported queue leader locator '{other}'\"")));
+                }
+                None => return Err(wrong_type(key, what, v)),
+            },
             "x-expires" => match non_negative(key, what, v)? {
                 0 => return Err(invalid(key, what, "{value_zero,0}".into())),
                 n => out.expires = Some(n as u64),

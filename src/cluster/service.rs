@@ -27,6 +27,7 @@ pub(super) fn kind_from_pb(k: i32) -> Option<RpcKind> {
         pb::RaftKind::Append => Some(RpcKind::Append),
         pb::RaftKind::Snapshot => Some(RpcKind::Snapshot),
         pb::RaftKind::Propose => Some(RpcKind::Propose),
+        pb::RaftKind::Leader => Some(RpcKind::Leader),
     }
 }
 
@@ -36,6 +37,7 @@ pub(super) fn kind_to_pb(k: RpcKind) -> pb::RaftKind {
         RpcKind::Append => pb::RaftKind::Append,
         RpcKind::Snapshot => pb::RaftKind::Snapshot,
         RpcKind::Propose => pb::RaftKind::Propose,
+        RpcKind::Leader => pb::RaftKind::Leader,
     }
 }
 

@@ -48,6 +48,10 @@ pub enum MetaCommand {
         args: FieldTable,
         /// The connection declaring it (owner if exclusive; checked against an existing owner).
         connection: ConnectionId,
+        /// The nodes to hold a quorum queue's replicas, the preferred first leader first, as
+        /// the proposing node placed them (`node/placement.rs`); empty on a single node, and
+        /// ignored for any other queue type or an existing queue.
+        members: Vec<u64>,
     },
     DeleteQueue {
         vhost: String,

@@ -35,6 +35,16 @@ pub struct MetaMachine {
     state: MetaState,
 }
 
+/// A queue declaration's properties (`MetaCommand::DeclareQueue` less the vhost and name).
+struct Declare {
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    args: FieldTable,
+    connection: ConnectionId,
+    members: Vec<u64>,
+}
+
 fn queue_what(vhost: &str, name: &str) -> String {
     format!("queue '{name}' in vhost '{vhost}'")
 }
@@ -142,13 +152,10 @@ impl MetaMachine {
         &mut self,
         vhost: &str,
         name: String,
-        durable: bool,
-        exclusive: bool,
-        auto_delete: bool,
-        args: FieldTable,
-        connection: ConnectionId,
+        d: Declare,
         effects: &mut Vec<MetaEffect>,
     ) -> Result<bool, Error> {
+        let Declare { durable, exclusive, auto_delete, args, connection, members } = d;
         let what = queue_what(vhost, &name);
         let v = self.vhost_mut(vhost)?;
         if let Some(q) = v.queues.get(&name) {
@@ -184,6 +191,7 @@ impl MetaMachine {
                 return Err(invalid("non-durable"));
             }
         }
+        let parsed_is_quorum = parsed.queue_type == QueueType::Quorum;
         let group = self.next_group();
         let v = self.vhost_mut(vhost)?;
         let policy = policy::select(v.policies.values(), &name, policy::Target::Queue(parsed.queue_type)).cloned();
@@ -199,7 +207,10 @@ impl MetaMachine {
             policy,
             effective,
             group,
-            home: connection.node(),
+            // A quorum queue placed on several nodes is replicated; its first member is the
+            // one preferred to lead first.
+            home: members.first().copied().filter(|_| parsed_is_quorum).unwrap_or(connection.node()),
+            members: if parsed_is_quorum { members } else { Vec::new() },
         });
         v.queues.insert(name, record.clone());
         effects.push(MetaEffect::QueueCreated(record));
@@ -342,17 +353,9 @@ impl Machine for MetaMachine {
                 self.declare_exchange(&vhost, name, kind, durable, auto_delete, internal, args)
             }
             MetaCommand::DeleteExchange { vhost, name, if_unused } => self.delete_exchange(&vhost, &name, if_unused),
-            MetaCommand::DeclareQueue { vhost, name, durable, exclusive, auto_delete, args, connection } => {
-                return match self.declare_queue(
-                    &vhost,
-                    name,
-                    durable,
-                    exclusive,
-                    auto_delete,
-                    args,
-                    connection,
-                    effects,
-                ) {
+            MetaCommand::DeclareQueue { vhost, name, durable, exclusive, auto_delete, args, connection, members } => {
+                let declare = Declare { durable, exclusive, auto_delete, args, connection, members };
+                return match self.declare_queue(&vhost, name, declare, effects) {
                     Ok(created) => MetaReply::QueueDeclared { created },
                     Err(e) => MetaReply::Refused(e),
                 };

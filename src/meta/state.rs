@@ -102,8 +102,19 @@ pub struct QueueRecord {
     /// The storage group holding this queue's log (allocated by the metadata machine, never
     /// reused).
     pub group: u64,
-    /// The node that runs the queue: the declaring connection's (1 for a single node).
+    /// The node that runs the queue: the declaring connection's (1 for a single node). For a
+    /// replicated queue, the member preferred as its first leader.
     pub home: u64,
+    /// The nodes holding a replica of a replicated (quorum) queue in a cluster, the preferred
+    /// first leader first; empty for a queue that lives on `home` alone.
+    pub members: Vec<u64>,
+}
+
+impl QueueRecord {
+    /// Whether the queue is a Raft group over several nodes' members.
+    pub fn replicated(&self) -> bool {
+        !self.members.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -226,6 +226,7 @@ async fn import(node: &Api, doc: &Value, only: Option<&str>) -> Result<(), ApiEr
             auto_delete: q.flag("auto_delete", false)?,
             args: q.arguments()?,
             connection: node.no_connection(),
+            members: Vec::new(),
         });
     }
     for b in items(doc, "bindings") {

@@ -180,6 +180,7 @@ async fn put(
         auto_delete: body.flag("auto_delete", false)?,
         args: body.arguments()?,
         connection: node.no_connection(),
+        members: Vec::new(),
     };
     match node.propose_meta(cmd).await {
         crate::meta::MetaReply::QueueDeclared { created: true } => Ok(StatusCode::CREATED),

@@ -130,6 +130,7 @@ async fn put(
         auto_delete: false,
         args,
         connection: owner,
+        members: Vec::new(),
     };
     propose(&node, declare).await?;
     let bind = MetaCommand::Bind {

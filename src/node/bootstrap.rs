@@ -62,15 +62,22 @@ impl Node {
                 return Err(StartError::Bootstrap(e.reply_text()));
             }
         }
-        // Every queue of this node left is durable: run it, recovering its log.
+        // Every queue of this node left is durable: run it, recovering its log. (Replicated
+        // queues it holds a member of start with the reconciler below.)
         let me = self.id;
         let records: Vec<Arc<QueueRecord>> = self.meta.read(|m| {
-            m.state().vhosts.values().flat_map(|v| v.queues.values()).filter(|q| q.home == me).cloned().collect()
+            m.state()
+                .vhosts
+                .values()
+                .flat_map(|v| v.queues.values())
+                .filter(|q| q.members.contains(&me) || (q.home == me && !q.replicated()))
+                .cloned()
+                .collect()
         });
         let n = records.len();
         self.remove_orphan_groups(&records);
-        for rec in records {
-            self.start_queue(&rec, true);
+        for rec in records.iter().filter(|r| !r.replicated()) {
+            self.start_queue(rec, true);
         }
         // From now on the reconciler runs the queues; it catches up with whatever changed
         // meanwhile (and, in a cluster, starts proxies to the other nodes' queues).

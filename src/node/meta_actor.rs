@@ -14,7 +14,8 @@ pub(super) type MetaRequest = (MetaCommand, oneshot::Sender<MetaReply>);
 impl Node {
     /// Proposes a metadata command; answers once it is durable, applied, its effects carried
     /// out and the new routing snapshot published.
-    pub async fn propose_meta(&self, cmd: MetaCommand) -> MetaReply {
+    pub async fn propose_meta(&self, mut cmd: MetaCommand) -> MetaReply {
+        self.place(&mut cmd);
         let unavailable = || MetaReply::Refused(Error::new(ReplyCode::InternalError, "metadata store unavailable"));
         let (tx, rx) = oneshot::channel();
         if self.meta_tx.send((cmd, tx)).await.is_err() {

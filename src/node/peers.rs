@@ -4,7 +4,7 @@
 //! down).
 
 use crate::raft::transport::{Hello, NodeId, Transport};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,6 +25,8 @@ pub struct Peers {
     transport: Arc<dyn Transport>,
     me: Hello,
     state: Mutex<BTreeMap<NodeId, PeerState>>,
+    /// The peers that did not answer their last hello (a peer not asked yet is not down).
+    down: watch::Sender<BTreeSet<NodeId>>,
 }
 
 impl Peers {
@@ -34,7 +36,21 @@ impl Peers {
             .filter(|&id| id != me.id)
             .map(|id| (id, PeerState { id, name: None, running: false }))
             .collect();
-        Arc::new(Self { transport, me, state: Mutex::new(state) })
+        Arc::new(Self { transport, me, state: Mutex::new(state), down: watch::channel(BTreeSet::new()).0 })
+    }
+
+    /// The peers found down, as that changes (replicated queues elect a new leader when
+    /// theirs is among them, `queue/runner/lead.rs`).
+    pub fn down(&self) -> watch::Receiver<BTreeSet<NodeId>> {
+        self.down.subscribe()
+    }
+
+    /// Every member's id, this node's included.
+    pub fn members(&self) -> Vec<NodeId> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<NodeId> = state.keys().copied().chain([self.me.id]).collect();
+        ids.sort_unstable();
+        ids
     }
 
     pub fn list(&self) -> Vec<PeerState> {
@@ -56,6 +72,9 @@ impl Peers {
         });
         let answers = futures::future::join_all(asks).await;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let down: BTreeSet<NodeId> =
+            answers.iter().filter(|(id, a)| a.as_ref().is_none_or(|h| h.id != *id)).map(|(id, _)| *id).collect();
+        self.down.send_if_modified(|old| std::mem::replace(old, down.clone()) != down);
         for (id, answer) in answers {
             let Some(p) = state.get_mut(&id) else { continue };
             let running = answer.as_ref().is_some_and(|h| h.id == id);

@@ -8,22 +8,17 @@ use crate::broker::argument::QueueType;
 use crate::ids::QueueKey;
 use crate::meta::{MetaCommand, QueueRecord};
 use crate::queue::machine::{Command, Limits, QueueConfig};
-use crate::queue::runner::{AutoDelete, Backend, DeadLetterRouter, Hooks, Request};
+use crate::queue::remote::{FrontInboxes, Member};
+use crate::queue::runner::{AutoDelete, Backend, DeadLetterRouter, Hooks, Replica, Request};
 use crate::queue::{self, Message, QueueHandle};
+use crate::raft::Leadership;
 use crate::storage::GroupId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 impl Node {
-    /// Starts the runner of a queue (its durable group opens and recovers in the runner).
-    pub(super) fn start_queue(&self, rec: &Arc<QueueRecord>, recovering: bool) {
-        let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
-        let running = self.running_records.lock().unwrap_or_else(|p| p.into_inner()).get(&key).map(|r| r.group);
-        if running == Some(rec.group) {
-            // Two runners must never share a storage group.
-            tracing::error!(queue = %key, "queue already running: not started again");
-            return;
-        }
+    /// The settings a queue's machine starts with.
+    fn queue_config(&self, key: QueueKey, rec: &QueueRecord) -> QueueConfig {
         let a = &rec.effective;
         let mut config = QueueConfig {
             auto_delete: rec.auto_delete,
@@ -33,9 +28,28 @@ impl Node {
                 size: a.cache_size.unwrap_or(queue::machine::dedup::DEFAULT_CACHE_SIZE),
                 ttl: a.cache_ttl,
             }),
-            ..QueueConfig::new(key.clone())
+            ..QueueConfig::new(key)
         };
         config.set_limits(self.limits(rec));
+        config
+    }
+
+    /// Whether a runner already uses this queue's storage group (two must never share one).
+    fn already_running(&self, key: &QueueKey, rec: &QueueRecord) -> bool {
+        let running = self.running_records.lock().unwrap_or_else(|p| p.into_inner()).get(key).map(|r| r.group);
+        if running == Some(rec.group) {
+            tracing::error!(queue = %key, "queue already running: not started again");
+        }
+        running == Some(rec.group)
+    }
+
+    /// Starts the runner of a queue (its durable group opens and recovers in the runner).
+    pub(super) fn start_queue(&self, rec: &Arc<QueueRecord>, recovering: bool) {
+        let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+        if self.already_running(&key, rec) {
+            return;
+        }
+        let config = self.queue_config(key.clone(), rec);
         let backend =
             if rec.durable { Backend::Durable(self.storage.group(GroupId(rec.group))) } else { Backend::Memory };
         // After a restart classic queues lose their transient messages; quorum queues keep all.
@@ -54,6 +68,39 @@ impl Node {
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, handle);
     }
 
+    /// Serves a replicated queue on this node: its front (the handle clients use, sending each
+    /// request to the leader) and, on a member node, this node's member's runner.
+    fn start_replicated(&self, rec: &Arc<QueueRecord>) {
+        let (Some(remote), Some(rep)) = (&self.remote, &self.replication) else { return };
+        let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+        if self.already_running(&key, rec) {
+            return;
+        }
+        let inboxes = FrontInboxes::new(key.clone());
+        let member = rec.members.contains(&self.id).then(|| {
+            let none = Leadership { leader: None, term: 0, leading: false };
+            let (leadership, watched) = tokio::sync::watch::channel(none);
+            let replica = Replica {
+                rep: rep.clone(),
+                members: rec.members.clone(),
+                down: self
+                    .peers
+                    .as_ref()
+                    .map(|p| p.down())
+                    .unwrap_or_else(|| tokio::sync::watch::channel(Default::default()).1),
+                front: inboxes.handle().downgrade(),
+                leadership,
+            };
+            let log = self.storage.group(GroupId(rec.group));
+            let config = self.queue_config(key.clone(), rec);
+            let runner = queue::spawn(config, Backend::Replicated(log, Box::new(replica)), None, self.queue_hooks());
+            self.replicas.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), runner.clone());
+            Member { runner, leadership: watched }
+        });
+        let front = remote.serve_front(inboxes, GroupId(rec.group), rec.members.clone(), member);
+        self.track(key, rec, front);
+    }
+
     /// Serves a queue whose home is another node through a proxy to it.
     fn start_proxy(&self, rec: &Arc<QueueRecord>) {
         let Some(remote) = &self.remote else { return };
@@ -62,17 +109,21 @@ impl Node {
         self.track(key, rec, handle);
     }
 
-    /// The queues this node is home to, by key, for the sessions of other nodes' proxies
-    /// (never a proxy: a request goes at most one hop).
+    /// The queues this node is home to, by key, for the sessions of other nodes' proxies and
+    /// fronts: a runner, never a proxy or front, so a request goes at most one hop; a
+    /// replicated queue's member runner (it serves while it leads) says so.
     pub(super) fn home_queues(&self) -> crate::queue::remote::Resolve {
         let me = self.me.clone();
         Arc::new(move |key: &QueueKey| {
             let node = me.upgrade()?;
-            let home = node.running_records.lock().unwrap_or_else(|p| p.into_inner()).get(key).map(|r| r.home);
-            if home != Some(node.id) {
+            if let Some(r) = node.replicas.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+                return Some((r.clone(), true));
+            }
+            let rec = node.running_records.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()?;
+            if rec.home != node.id || rec.replicated() {
                 return None;
             }
-            node.queues.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+            node.queues.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned().map(|h| (h, false))
         })
     }
 
@@ -98,12 +149,17 @@ impl Node {
         }
     }
 
-    /// Hands a queue its settings in force, through its log (never blocking the caller).
+    /// Hands a queue its settings in force, through its log (never blocking the caller). It
+    /// is in the queue's inbox before the change is answered, so what the client sends next
+    /// comes after it (only a full inbox defers it to a task).
     fn configure_queue(&self, h: &QueueHandle, rec: &QueueRecord) {
-        let (h, cmd) = (h.clone(), Command::Configure(Box::new(self.limits(rec))));
-        tokio::spawn(async move {
-            let _ = h.tx.send(Request::Cast { cmd }).await;
-        });
+        let req = Request::Cast { cmd: Command::Configure(Box::new(self.limits(rec))) };
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(req)) = h.tx.try_send(req) {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let _ = h.tx.send(req).await;
+            });
+        }
     }
 
     /// Brings the running queues in line with the metadata this node has applied: starts the
@@ -129,7 +185,7 @@ impl Node {
                 .collect()
         });
         let started = self.running_records.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let same = |a: &QueueRecord, b: &QueueRecord| a.group == b.group && a.home == b.home;
+        let same = |a: &QueueRecord, b: &QueueRecord| a.group == b.group && a.home == b.home && a.members == b.members;
         for (key, old) in &started {
             if wanted.get(key).is_none_or(|r| !same(r, old)) {
                 self.stop_queue(key, old);
@@ -138,7 +194,8 @@ impl Node {
         for (key, rec) in wanted {
             match started.get(&key) {
                 Some(old) if same(old, &rec) => {
-                    if old.effective != rec.effective && rec.home == me {
+                    // A replicated queue's settings go to its leader from each member node.
+                    if old.effective != rec.effective && (rec.home == me || rec.members.contains(&me)) {
                         let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
                         if let Some(h) = running {
                             tracing::info!(queue = %key, policy = ?rec.policy.as_ref().map(|p| &p.name), "queue settings changed by policy");
@@ -146,6 +203,12 @@ impl Node {
                         }
                     }
                     self.running_records.lock().unwrap_or_else(|p| p.into_inner()).insert(key, rec);
+                }
+                _ if rec.replicated() => {
+                    if rec.members.contains(&me) {
+                        tracing::info!(vhost = %rec.vhost, queue = %rec.name, members = ?rec.members, "replicated queue member started");
+                    }
+                    self.start_replicated(&rec);
                 }
                 _ if rec.home != me => self.start_proxy(&rec),
                 _ => {
@@ -161,6 +224,19 @@ impl Node {
     fn stop_queue(&self, key: &QueueKey, rec: &QueueRecord) {
         self.running_records.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        if rec.replicated() {
+            // The member's runner deletes the queue if it leads, and retires (its data goes
+            // when it stops) if it does not.
+            let replica = self.replicas.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            if let Some(h) = replica {
+                tracing::info!(vhost = %rec.vhost, queue = %rec.name, "replicated queue member deleted");
+                tokio::spawn(async move {
+                    let cmd = Command::Delete { if_unused: false, if_empty: false };
+                    let _ = h.tx.send(Request::Cast { cmd }).await;
+                });
+            }
+            return;
+        }
         if rec.home != self.id {
             // A proxy: the home deletes the queue; the proxy ends with its last handle.
             return;

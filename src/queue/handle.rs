@@ -35,6 +35,14 @@ pub enum Request {
     Cast {
         cmd: Command,
     },
+    /// A consumer registered before a leader change (or a broken link) reaches the leader of
+    /// its replicated queue again through `sink` (`Command::Attach`): answered with
+    /// `Reply::Attached` (naming it if the queue no longer knows it).
+    Attach {
+        spec: ConsumerSpec,
+        sink: ClientSink,
+        reply: oneshot::Sender<Reply>,
+    },
 }
 
 /// A cheap, cloneable address of a running queue.
@@ -59,6 +67,16 @@ impl QueueHandle {
         self.tx.same_channel(&other.tx)
     }
 
+    /// A handle that does not keep the queue's task alive.
+    pub fn downgrade(&self) -> WeakQueueHandle {
+        WeakQueueHandle {
+            key: self.key.clone(),
+            tx: self.tx.downgrade(),
+            ctl: self.ctl.downgrade(),
+            stats: self.stats.clone(),
+        }
+    }
+
     /// The inbox a request belongs in.
     pub fn inbox_for(&self, req: &Request) -> &mpsc::Sender<Request> {
         match req {
@@ -67,5 +85,27 @@ impl QueueHandle {
             }
             _ => &self.tx,
         }
+    }
+}
+
+/// A [`QueueHandle`] that does not keep its task alive (a task holding its own address, or a
+/// runner delivering on behalf of the handle clients use).
+#[derive(Clone, Debug)]
+pub struct WeakQueueHandle {
+    pub key: Arc<QueueKey>,
+    tx: mpsc::WeakSender<Request>,
+    ctl: mpsc::WeakSender<Request>,
+    stats: Arc<Counters>,
+}
+
+impl WeakQueueHandle {
+    /// The handle, while the task still runs.
+    pub fn upgrade(&self) -> Option<QueueHandle> {
+        Some(QueueHandle {
+            key: self.key.clone(),
+            tx: self.tx.upgrade()?,
+            ctl: self.ctl.upgrade()?,
+            stats: self.stats.clone(),
+        })
     }
 }

@@ -33,7 +33,7 @@ use crate::broker::Error;
 use crate::broker::argument::Overflow;
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
 use crate::raft::{ApplyMeta, Machine};
-pub use command::{Command, ConsumerSpec, Effect, Got, Holder, Limits, Outcome, Reply};
+pub use command::{Command, ConsumerSpec, DETACHED_GRACE_MS, Effect, Got, Holder, Limits, Outcome, Reply};
 pub use config::QueueConfig;
 use ready::Ready;
 use std::collections::{BTreeMap, VecDeque};
@@ -80,12 +80,15 @@ struct Consumer {
     in_flight: u32,
     /// Remaining granted credit, in credit mode.
     credit: Option<u32>,
+    /// Since when (ms) the consumer waits to be attached again after a leader change or a
+    /// broken link (`failover.rs`); nothing is delivered to it meanwhile.
+    detached_since: Option<u64>,
 }
 
 impl Consumer {
     fn has_credit(&self) -> bool {
         let window = self.spec.no_ack || self.spec.prefetch == 0 || self.in_flight < self.spec.prefetch;
-        window && self.credit.is_none_or(|c| c > 0)
+        window && self.credit.is_none_or(|c| c > 0) && self.detached_since.is_none()
     }
 }
 
@@ -234,7 +237,9 @@ impl QueueMachine {
     /// among equals starting at the cursor. With single active consumer, only the first.
     fn pick_consumer(&self) -> Option<usize> {
         if self.config.single_active_consumer {
-            return self.consumers.first().filter(|c| c.has_credit()).map(|_| 0);
+            // The earliest registered consumer that is attached is the active one.
+            let active = self.consumers.iter().position(|c| c.detached_since.is_none())?;
+            return self.consumers[active].has_credit().then_some(active);
         }
         let n = self.consumers.len();
         let best = self.consumers.iter().filter(|c| c.has_credit()).map(|c| c.spec.priority).max()?;
@@ -301,7 +306,7 @@ impl QueueMachine {
         }
         self.had_consumer = true;
         let credit = spec.credit;
-        self.consumers.push(Consumer { spec, in_flight: 0, credit });
+        self.consumers.push(Consumer { spec, in_flight: 0, credit, detached_since: None });
         Reply::Consumed
     }
 
@@ -454,6 +459,7 @@ impl Machine for QueueMachine {
                 Reply::Purged(n)
             }
             Command::Expire => {
+                self.cancel_detached(effects);
                 if self.queue_expiry().is_some_and(|t| t <= meta.now_ms) {
                     effects.push(Effect::AutoDelete);
                 }
@@ -474,6 +480,9 @@ impl Machine for QueueMachine {
                 }
                 Reply::Settled(0)
             }
+            Command::Failover => self.failover(effects),
+            Command::Attach { consumers } => self.attach(&consumers),
+            Command::Detach { consumers } => self.detach(&consumers, effects),
         };
         self.dispatch(effects);
         // What could not be delivered at once and has no time left (TTL 0) goes now.
@@ -487,6 +496,7 @@ pub(crate) mod codec;
 mod command;
 mod config;
 pub mod dedup;
+mod failover;
 mod lifecycle;
 mod ready;
 #[cfg(test)]

@@ -4,23 +4,31 @@
 //! each batch: deliveries grouped per consumer, confirms grouped per publisher channel. The
 //! runner awaits a full connection inbox (back-pressure), but connections never block on a
 //! runner without draining their own inbox, so the two can never wait on each other.
+//!
+//! A replicated queue has a runner on each member node; only the one whose member leads
+//! serves (`lead.rs`), the others keep their replica and refuse with `Reply::NotLeader`.
 
 use super::Message;
-use super::dead_letter::{self, Reason};
-use super::event::{ClientEvent, ClientSink, Delivery};
-use super::machine::{Command, Effect, Outcome, QueueConfig, QueueMachine, Reply};
+use super::event::{ClientEvent, ClientSink};
+use super::handle::WeakQueueHandle;
+use super::machine::{Command, QueueConfig, QueueMachine, Reply};
 use crate::broker::{Error, ReplyCode};
-use crate::ids::{ChannelId, ConnectionId, ConsumerId, MsgId, QueueKey};
-use crate::raft::{DurableGroup, Group, GroupOptions};
-use crate::stats::Counters;
-use std::collections::{BTreeMap, HashMap};
+use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
+use crate::raft::{DurableGroup, Group, GroupError, GroupOptions};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
+mod effects;
+mod forward;
+mod lead;
 mod store;
 
 pub use super::handle::{ConfirmTo, QueueHandle, Request};
+pub use forward::forward_confirmed;
+use lead::Lead;
+pub use lead::Replica;
 pub use store::Backend;
 use store::Store;
 
@@ -39,8 +47,15 @@ pub type AutoDelete = Arc<dyn Fn(QueueKey) + Send + Sync>;
 /// exchange) and the routing keys, the queues to hand it to.
 pub type DeadLetterRouter = Arc<dyn Fn(&str, &Message, &[String]) -> Vec<QueueHandle> + Send + Sync>;
 
-/// Dead letters waiting for the forwarder at most (then the runner waits: back-pressure).
-const DEAD_LETTERS: usize = 1024;
+/// How long a replicated queue's leader waits for a majority to take a batch before it
+/// answers what waits as failed (nacks): a leader cut off from the others never confirms.
+pub(super) const PROPOSE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The options of a replicated queue's group: supervised (no heartbeats or elections of its
+/// own, `lead.rs`); a member refuses votes for a second after it last heard from its leader.
+fn replicated_options() -> GroupOptions {
+    GroupOptions { supervised: true, heartbeat_ms: 250, election_ms: (800, 1000), ..GroupOptions::default() }
+}
 
 /// What a runner asks of the node.
 #[derive(Clone)]
@@ -64,39 +79,58 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
     let (ctl, ctl_rx) = mpsc::channel(INBOX);
     let key = Arc::new(config.key.clone());
     let handle = QueueHandle { key, tx, ctl, stats: Arc::default() };
-    let me = (handle.tx.downgrade(), handle.ctl.downgrade());
-    let stats = handle.stats.clone();
+    let own = handle.downgrade();
     let key = handle.key.clone();
     let touch = config.expires.is_some();
     // The runner holds only weak senders to itself, so it stops once every handle is gone.
     tokio::spawn(async move {
-        let store = match backend {
-            Backend::Memory => Store::Memory(Group::new(QueueMachine::new(config))),
+        let (store, lead, deliver_as) = match backend {
+            Backend::Memory => (Store::Memory(Group::new(QueueMachine::new(config))), None, own),
             Backend::Durable(log) => {
                 match DurableGroup::open(log.clone(), QueueMachine::durable(config), GroupOptions::default()).await {
-                    Ok(g) => Store::Durable(Arc::new(g), log),
+                    Ok(g) => (Store::Durable(Arc::new(g), log), None, own),
                     Err(e) => {
                         tracing::error!(queue = %key, error = %e, "cannot open the queue's log: queue unavailable");
                         return;
                     }
                 }
             }
+            Backend::Replicated(log, replica) => {
+                // The preferred leader creates the group (openraft elects it at once); the
+                // others wait to hear from it, or create it at their turn if it is down.
+                let mut rep = replica.rep.clone();
+                let preferred = replica.members.first() == Some(&rep.me);
+                rep.initial = preferred.then(|| replica.members.iter().copied().collect());
+                let init = QueueMachine::durable(config);
+                match DurableGroup::open_member(log.clone(), init, replicated_options(), rep).await {
+                    Ok(g) => {
+                        let lead = Lead::new(&g, &replica, key.clone());
+                        (Store::Durable(Arc::new(g), log), Some(lead), replica.front.clone())
+                    }
+                    Err(e) => {
+                        tracing::error!(queue = %key, error = %e, "cannot open the queue's replica: queue unavailable here");
+                        return;
+                    }
+                }
+            }
         };
         let dead_letters = std::sync::OnceLock::new();
-        let mut runner = Runner { store, sinks: HashMap::new(), key, me, stats, hooks, dead_letters };
+        let mut runner = Runner { store, sinks: HashMap::new(), key, deliver_as, hooks, dead_letters, retired: false };
         // After a restart no consumer of before is connected any more; and a queue's
-        // `x-expires` counts from its start (RabbitMQ restarts it with the queue).
+        // `x-expires` counts from its start (RabbitMQ restarts it with the queue). A
+        // replicated queue's new leader takes over instead (`Command::Failover`).
         let start: Vec<Command> = recover
             .map(|drop_transient| Command::Recover { drop_transient })
             .into_iter()
             .chain(touch.then_some(Command::Touch))
+            .filter(|_| lead.is_none())
             .collect();
         if !start.is_empty() {
             if let Err(e) = runner.store.propose(now_ms(), start).await {
                 tracing::error!(queue = %runner.key, error = %e, "recovery failed");
             }
         }
-        runner.run(rx, ctl_rx).await;
+        runner.run(rx, ctl_rx, lead).await;
     });
     handle
 }
@@ -105,27 +139,24 @@ struct Runner {
     store: Store,
     sinks: HashMap<ConsumerId, ConsumerSink>,
     key: Arc<QueueKey>,
-    me: (mpsc::WeakSender<Request>, mpsc::WeakSender<Request>),
-    stats: Arc<Counters>,
+    /// The handle deliveries carry (settles go there): the runner's own, or a replicated
+    /// queue's front on this node.
+    deliver_as: WeakQueueHandle,
     hooks: Hooks,
-    /// Where dead letters go (`x-dead-letter-exchange`), and the forwarder that hands them to
-    /// their queues, in order, without the runner waiting on another queue's inbox.
-    /// The dead-letter forwarder, started with the first dead letter.
+    /// The dead-letter forwarder (hands dead letters to their queues, in order, without the
+    /// runner waiting on another queue's inbox), started with the first dead letter.
     dead_letters: std::sync::OnceLock<mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)>>,
+    /// A replicated queue's member told to delete the queue while it did not lead: the queue
+    /// is gone, so its data goes when the runner stops.
+    retired: bool,
 }
 
-/// The task that delivers a queue's dead letters to their target queues, in order.
-fn spawn_forwarder() -> mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)> {
-    let (tx, mut rx) = mpsc::channel::<(Vec<QueueHandle>, Arc<Message>)>(DEAD_LETTERS);
-    tokio::spawn(async move {
-        while let Some((targets, msg)) = rx.recv().await {
-            for h in targets {
-                // A queue deleted meanwhile simply does not take it.
-                let _ = h.tx.send(Request::Publish { msg: msg.clone(), confirm: None }).await;
-            }
-        }
-    });
-    tx
+/// The next leadership event of a replicated queue's member; never for other queues.
+async fn lead_event(lead: &mut Option<Lead>) -> lead::Event {
+    match lead {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How long until `at` (ms since the epoch), and one more millisecond, so that it has passed.
@@ -142,18 +173,25 @@ enum Post {
     Confirm(Option<ConfirmTo>),
     Consume(ConsumerId, oneshot::Sender<Reply>),
     Reply(oneshot::Sender<Reply>),
+    /// A consumer attached again (its sink is dropped if the queue no longer knows it).
+    Attach(ConsumerId, oneshot::Sender<Reply>),
     /// Answered from the applied state, after the batch (reads stay out of the log).
     Stats(oneshot::Sender<Reply>),
     Nothing,
 }
 
 impl Runner {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut ctl_rx: mpsc::Receiver<Request>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        mut ctl_rx: mpsc::Receiver<Request>,
+        mut lead: Option<Lead>,
+    ) {
         let mut batch = Vec::with_capacity(BATCH);
         let (mut rx_open, mut ctl_open) = (true, true);
         let mut snapshot_due = false;
         // When the head message (or the queue) expires: the queue proposes `Expire` then.
-        let mut next_expiry: Option<u64> = self.store.read(|m| m.next_expiry());
+        let mut next_expiry: Option<u64> = self.next_expiry(&lead);
         loop {
             // Settles first, then whatever arrives.
             while batch.len() < BATCH {
@@ -165,6 +203,13 @@ impl Runner {
             if batch.is_empty() {
                 tokio::select! {
                     biased;
+                    ev = lead_event(&mut lead), if lead.is_some() && (rx_open || ctl_open) => {
+                        if let Some(l) = lead.as_mut() {
+                            self.on_lead_event(ev, l).await;
+                        }
+                        next_expiry = self.next_expiry(&lead);
+                        continue;
+                    }
                     r = ctl_rx.recv(), if ctl_open => match r {
                         Some(r) => batch.push(r),
                         None => ctl_open = false,
@@ -183,15 +228,31 @@ impl Runner {
                     continue;
                 }
             }
-            self.serve_batch(now_ms(), &mut batch).await;
+            self.serve_batch(now_ms(), &mut batch, &mut lead).await;
             snapshot_due = matches!(self.store, Store::Durable(..));
-            next_expiry = self.store.read(|m| m.next_expiry());
+            next_expiry = self.next_expiry(&lead);
         }
         self.stop().await;
     }
 
+    /// When to propose `Expire` next: never for a replicated queue's member that does not
+    /// serve (its leader keeps time).
+    fn next_expiry(&self, lead: &Option<Lead>) -> Option<u64> {
+        if lead.as_ref().is_some_and(|l| l.serving.is_none()) {
+            return None;
+        }
+        self.store.read(|m| m.next_expiry())
+    }
+
     /// Proposes a batch of requests, then answers them in order and carries out the effects.
-    async fn serve_batch(&mut self, now: u64, batch: &mut Vec<Request>) {
+    async fn serve_batch(&mut self, now: u64, batch: &mut Vec<Request>, lead: &mut Option<Lead>) {
+        if let Some(l) = lead.as_mut() {
+            if !self.sync_leadership(l).await {
+                let hint = l.hint();
+                return self.refuse(batch, hint).await;
+            }
+        }
+        let replicated = lead.is_some();
         let mut cmds = Vec::with_capacity(batch.len());
         let mut posts = Vec::with_capacity(batch.len());
         for req in batch.drain(..) {
@@ -200,18 +261,16 @@ impl Runner {
                     cmds.push(Command::Enqueue { msg });
                     posts.push(Post::Confirm(confirm));
                 }
+                // Register the sink first: the consume (or attach) itself may dispatch to it.
                 Request::Consume { spec, sink, reply } => {
-                    // Register the sink first: the consume itself may dispatch to it.
-                    let entry = ConsumerSink {
-                        sink,
-                        connection: spec.connection,
-                        channel: spec.channel,
-                        tag: spec.tag.clone(),
-                        no_ack: spec.no_ack,
-                    };
-                    self.sinks.insert(spec.id, entry);
+                    self.register(&spec, sink);
                     posts.push(Post::Consume(spec.id, reply));
                     cmds.push(Command::Consume(spec));
+                }
+                Request::Attach { spec, sink, reply } => {
+                    self.register(&spec, sink);
+                    posts.push(Post::Attach(spec.id, reply));
+                    cmds.push(Command::Attach { consumers: vec![spec.id] });
                 }
                 Request::Call { cmd: Command::Stats, reply } => posts.push(Post::Stats(reply)),
                 Request::Call { cmd, reply } => {
@@ -227,12 +286,18 @@ impl Runner {
                 }
             }
         }
-        let results = match self.store.propose(now, cmds).await {
+        let results = match self.propose(now, cmds, replicated).await {
             Ok(r) => r,
             Err(e) => {
-                // Nothing was applied: publishers get a nack, callers an error (their reply
-                // channel closes), consumers registered for this batch are dropped.
+                // Not applied (or not known to be): publishers get a nack, callers an error
+                // (their reply channel closes; `NotLeader` when leadership moved meanwhile, so
+                // they may go to the new leader), consumers registered for this batch are
+                // dropped.
                 tracing::error!(queue = %self.key, error = %e, "proposal failed");
+                let moved = match e {
+                    GroupError::NotLeader(l) => Some(l),
+                    _ => None,
+                };
                 for post in posts {
                     match post {
                         Post::Confirm(Some(c)) => {
@@ -241,8 +306,16 @@ impl Runner {
                                 .send(ClientEvent::Confirms { channel: c.channel, seqs: vec![c.seq], ok: false })
                                 .await;
                         }
-                        Post::Consume(id, _) => {
+                        Post::Consume(id, tx) | Post::Attach(id, tx) => {
                             self.sinks.remove(&id);
+                            if let Some(l) = moved {
+                                let _ = tx.send(Reply::NotLeader(l));
+                            }
+                        }
+                        Post::Reply(tx) | Post::Stats(tx) => {
+                            if let Some(l) = moved {
+                                let _ = tx.send(Reply::NotLeader(l));
+                            }
                         }
                         _ => {}
                     }
@@ -280,24 +353,31 @@ impl Runner {
                 Post::Reply(tx) => {
                     let _ = tx.send(self.with_body(reply));
                 }
+                Post::Attach(id, tx) => {
+                    if matches!(&reply, Reply::Attached(missing) if missing.contains(&id)) {
+                        self.sinks.remove(&id);
+                    }
+                    let _ = tx.send(reply);
+                }
                 Post::Confirm(None) | Post::Stats(_) | Post::Nothing => {}
             }
         }
         for (sink, channel, ok, seqs) in confirms {
             let _ = sink.send(ClientEvent::Confirms { channel, seqs, ok }).await;
         }
-        // Carrying out effects may need follow-up commands (deliveries to a connection that
-        // is gone are requeued); loop until quiet.
-        while !effects.is_empty() {
-            let followups = self.execute(&mut effects).await;
-            if followups.is_empty() {
-                break;
-            }
-            match self.store.propose(now, followups).await {
-                Ok(results) => effects.extend(results.into_iter().flat_map(|(_, fx)| fx)),
-                Err(e) => tracing::error!(queue = %self.key, error = %e, "requeue after a lost delivery failed"),
-            }
-        }
+        self.carry_out(now, effects).await;
+    }
+
+    /// Notes where a consumer's deliveries go.
+    fn register(&mut self, spec: &super::machine::ConsumerSpec, sink: ClientSink) {
+        let entry = ConsumerSink {
+            sink,
+            connection: spec.connection,
+            channel: spec.channel,
+            tag: spec.tag.clone(),
+            no_ack: spec.no_ack,
+        };
+        self.sinks.insert(spec.id, entry);
     }
 
     async fn idle_snapshot(&self) {
@@ -332,7 +412,7 @@ impl Runner {
     /// its data (group ids are never reused).
     async fn stop(self) {
         if let Store::Durable(g, log) = self.store {
-            let deleted = g.read(|m| m.is_deleted());
+            let deleted = self.retired || g.read(|m| m.is_deleted());
             if let Err(e) = g.shutdown().await {
                 tracing::warn!(queue = %self.key, error = %e, "stopping the queue's group");
             }
@@ -343,153 +423,4 @@ impl Runner {
             }
         }
     }
-
-    /// Republishes a message to the queue's dead-letter exchange, with its death recorded.
-    async fn dead_letter(&self, msg: &Message, reason: Reason) {
-        // The target in force now (a policy may have changed it).
-        let Some(target) = self.store.read(|m| m.config().dead_letter.clone()) else { return };
-        let (out, keys) = dead_letter::dead_letter(msg, &self.key.name, reason, &target, now_ms() / 1000);
-        let targets = (self.hooks.dead_letter)(&self.key.vhost, &out, &keys);
-        if !targets.is_empty() {
-            let fwd = self.dead_letters.get_or_init(spawn_forwarder);
-            let _ = fwd.send((targets, Arc::new(out))).await;
-        }
-    }
-
-    /// Reads back, in one batch, the bodies the machine did not hold of deliveries (to
-    /// consumers still connected) and dead letters.
-    fn load_bodies(&self, effects: &[Effect]) -> HashMap<MsgId, Arc<Message>> {
-        let ids: Vec<MsgId> = effects
-            .iter()
-            .filter_map(|fx| match fx {
-                Effect::Deliver { consumer, id, msg: None, .. } if self.sinks.contains_key(consumer) => Some(*id),
-                Effect::DeadLetter { id, msg: None, .. } => Some(*id),
-                _ => None,
-            })
-            .collect();
-        if ids.is_empty() {
-            return HashMap::new();
-        }
-        let msgs = self.store.load(&self.key, &ids);
-        ids.into_iter().zip(msgs).filter_map(|(id, m)| Some((id, m?))).collect()
-    }
-
-    /// Carries out effects; returns the commands needed for deliveries that could not be made
-    /// (the connection is gone): cancel the consumer and requeue its messages.
-    async fn execute(&mut self, effects: &mut Vec<Effect>) -> Vec<Command> {
-        // Per channel, in dispatch order: two consumers on one channel see strict
-        // round-robin on the wire, as RabbitMQ delivers them.
-        let mut per_channel: BTreeMap<(ConnectionId, ChannelId), (ClientSink, Vec<(ConsumerId, Delivery)>)> =
-            BTreeMap::new();
-        let mut lost: Vec<(ConsumerId, Vec<MsgId>)> = Vec::new();
-        let mut unreadable = Vec::new();
-        let mut loaded = self.load_bodies(effects);
-        for fx in effects.drain(..) {
-            match fx {
-                Effect::Deliver { consumer, id, msg, redelivered, delivery_count } => {
-                    let Some(s) = self.sinks.get(&consumer) else {
-                        lost.push((consumer, vec![id]));
-                        continue;
-                    };
-                    let Some(msg) = msg.or_else(|| loaded.remove(&id)) else {
-                        unreadable.push(id);
-                        continue;
-                    };
-                    let msg = match delivery_count {
-                        Some(n) => Arc::new(msg.with_delivery_count(n)),
-                        None => msg,
-                    };
-                    let d = Delivery { consumer_tag: s.tag.clone(), id, msg, redelivered, no_ack: s.no_ack };
-                    per_channel
-                        .entry((s.connection, s.channel))
-                        .or_insert_with(|| (s.sink.clone(), Vec::new()))
-                        .1
-                        .push((consumer, d));
-                }
-                Effect::ConsumerCancelled { consumer } => {
-                    if let Some(s) = self.sinks.remove(&consumer) {
-                        let ev = ClientEvent::ConsumerCancelled { channel: s.channel, consumer_tag: s.tag };
-                        let _ = s.sink.send(ev).await;
-                    }
-                }
-                Effect::AutoDelete => (self.hooks.auto_delete)((*self.key).clone()),
-                Effect::AckTimeout { consumer, timeout_ms } => {
-                    if let Some(s) = self.sinks.get(&consumer) {
-                        let _ = s.sink.send(ClientEvent::AckTimeout { channel: s.channel, timeout_ms }).await;
-                    }
-                }
-                Effect::DeadLetter { id, msg, reason } => match msg.or_else(|| loaded.remove(&id)) {
-                    Some(msg) => self.dead_letter(&msg, reason).await,
-                    None => tracing::error!(queue = %self.key, id = id.0, "a dead letter's body is gone; dropped"),
-                },
-            }
-        }
-        let me = match (self.me.0.upgrade(), self.me.1.upgrade()) {
-            (Some(tx), Some(ctl)) => Some(QueueHandle { key: self.key.clone(), tx, ctl, stats: self.stats.clone() }),
-            _ => None,
-        };
-        for ((_, channel), (sink, items)) in per_channel {
-            let Some(me) = me.as_ref() else { continue };
-            let owners: Vec<(ConsumerId, MsgId, bool)> = items.iter().map(|(c, d)| (*c, d.id, d.no_ack)).collect();
-            let items = items.into_iter().map(|(_, d)| d).collect();
-            if sink.send(ClientEvent::Deliveries { channel, queue: me.clone(), items }).await.is_err() {
-                for (consumer, id, no_ack) in owners {
-                    let pos = match lost.iter().position(|(c, _)| *c == consumer) {
-                        Some(p) => p,
-                        None => {
-                            lost.push((consumer, Vec::new()));
-                            lost.len() - 1
-                        }
-                    };
-                    if !no_ack {
-                        lost[pos].1.push(id);
-                    }
-                }
-            }
-        }
-        let mut followups = Vec::new();
-        if !unreadable.is_empty() {
-            // Storage lost them (logged by `load`): drop them rather than retry forever.
-            followups.push(Command::Settle { ids: unreadable, outcome: Outcome::Discard });
-        }
-        for (consumer, ids) in lost {
-            self.sinks.remove(&consumer);
-            followups.push(Command::Cancel { consumer });
-            followups.push(Command::Settle { ids, outcome: Outcome::Requeue });
-        }
-        followups
-    }
-}
-
-/// Confirms buffered while forwarding with [`forward_confirmed`].
-const FORWARD_CONFIRMS: usize = 1024;
-
-/// Hands each message to its queues with a confirm request and returns once every queue has
-/// confirmed (or refused, or gone away). A delay store forgets a message only after that;
-/// the management API's publish answers only then.
-pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) {
-    if items.is_empty() {
-        return;
-    }
-    let (sink, mut confirms) = mpsc::channel::<ClientEvent>(FORWARD_CONFIRMS);
-    let mut seq = 0;
-    for (targets, msg) in items {
-        for h in targets {
-            seq += 1;
-            let confirm = Some(ConfirmTo { sink: sink.clone(), channel: ChannelId(0), seq });
-            let send = h.tx.send(Request::Publish { msg: msg.clone(), confirm });
-            tokio::pin!(send);
-            // Drain confirms while waiting for room, so a queue blocked on our confirm
-            // channel never waits on us while we wait on its inbox.
-            loop {
-                tokio::select! {
-                    _ = &mut send => break,
-                    Some(_) = confirms.recv() => {}
-                }
-            }
-        }
-    }
-    // Every pending confirm holds a sender; once all are answered or dropped, this ends.
-    drop(sink);
-    while confirms.recv().await.is_some() {}
 }

@@ -8,11 +8,10 @@
 //! their effects are dropped (a machine rebuilds what it needs from its state).
 
 use super::Machine;
-use super::forward::{Answer, Refusal};
 use super::log_store::LogStore;
 use super::net::NoPeers;
-use super::peers::{Member, Peers, decode, encode};
-use super::transport::{NodeId, Router, RpcKind, Transport};
+use super::peers::{Member, Peers};
+use super::transport::{NodeId, Router, Transport};
 use super::types::{Payload, Warren};
 use crate::storage::GroupLog;
 use futures::TryStreamExt;
@@ -22,7 +21,7 @@ use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type C = Warren;
 
@@ -125,7 +124,10 @@ where
 }
 
 mod adapter;
+mod propose;
+mod watch;
 pub(crate) use adapter::SmAdapter;
+pub use watch::{AppliedWatch, Leadership, LeadershipWatch};
 
 /// Tuning of a durable group.
 #[derive(Clone, Debug)]
@@ -141,6 +143,12 @@ pub struct GroupOptions {
     /// Heartbeat interval and election timeout range, in ms (groups of several members).
     pub heartbeat_ms: u64,
     pub election_ms: (u64, u64),
+    /// Heartbeats and elections are driven from outside (queue groups): the leader sends no
+    /// heartbeats and a follower never starts an election by itself, so an idle group costs
+    /// nothing; the node calls [`DurableGroup::elect`] when the leader's node is down. A
+    /// member still refuses votes for `election_ms.1` after it last heard from its leader
+    /// (openraft's leader lease).
+    pub supervised: bool,
 }
 
 impl Default for GroupOptions {
@@ -151,6 +159,7 @@ impl Default for GroupOptions {
             progress_every: Duration::from_secs(10),
             heartbeat_ms: 1000,
             election_ms: (3000, 6000),
+            supervised: false,
         }
     }
 }
@@ -187,32 +196,11 @@ pub struct DurableGroup<M: DurableMachine> {
     transport: Option<Arc<dyn Transport>>,
 }
 
-/// How long a proposal waits for a leader to be elected (or to become known) before it fails.
-const LEADER_PATIENCE: Duration = Duration::from_secs(10);
-/// How long a proposal waits before it tries an unreachable leader again.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// How long the origin of a forwarded proposal waits to apply what the leader committed.
-const APPLY_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Tells when a group's applied index moves (entries proposed anywhere).
-pub struct AppliedWatch {
-    rx: openraft::alias::WatchReceiverOf<C, openraft::metrics::RaftDataMetrics<C>>,
-}
-
-impl AppliedWatch {
-    /// Waits until more entries were applied; the applied index then, or `None` once the
-    /// group stopped.
-    pub async fn changed(&mut self) -> Option<u64> {
-        self.rx.changed().await.ok()?;
-        Some(self.rx.borrow_watched().last_applied.as_ref().map_or(0, |l| l.index))
-    }
-}
-
 impl<M: DurableMachine> DurableGroup<M> {
     /// Opens the group stored under `log` (creating it with `init` if it has no history),
     /// recovers its state, and waits until it leads.
     pub async fn open(log: GroupLog, init: M, opts: GroupOptions) -> Result<Self, GroupError> {
-        let config = Self::config(&opts)?;
+        let config = Self::config(&opts, false)?;
         let sm = SmAdapter::new(init, log.clone());
         let raft = Raft::new(SELF, config, NoPeers, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
         if !raft.is_initialized().await.map_err(raft_err)? {
@@ -234,9 +222,14 @@ impl<M: DurableMachine> DurableGroup<M> {
         Ok(Self { raft, sm, log, stopping, me: SELF, router: None, transport: None })
     }
 
-    fn config(opts: &GroupOptions) -> Result<Arc<Config>, GroupError> {
+    fn config(opts: &GroupOptions, members: bool) -> Result<Arc<Config>, GroupError> {
         let config = Config {
             cluster_name: "warren".into(),
+            enable_heartbeat: !opts.supervised,
+            enable_elect: !opts.supervised,
+            // A member of several must win an election after a restart (its applied state is
+            // rebuilt from its snapshot; the committed index is not stored).
+            enable_leader_restore: members.then_some(false),
             heartbeat_interval: opts.heartbeat_ms,
             election_timeout_min: opts.election_ms.0,
             election_timeout_max: opts.election_ms.1,
@@ -255,7 +248,7 @@ impl<M: DurableMachine> DurableGroup<M> {
     /// history and may. It does not wait for a leader: proposals on a member that does not
     /// lead answer [`GroupError::NotLeader`].
     pub async fn open_member(log: GroupLog, init: M, opts: GroupOptions, rep: Replication) -> Result<Self, GroupError> {
-        let config = Self::config(&opts)?;
+        let config = Self::config(&opts, true)?;
         let sm = SmAdapter::new(init, log.clone());
         let net = Peers { transport: rep.transport.clone(), group: log.id() };
         let raft = Raft::new(rep.me, config, net, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
@@ -286,6 +279,26 @@ impl<M: DurableMachine> DurableGroup<M> {
         self.raft.metrics().borrow_watched().current_leader
     }
 
+    /// Who leads, as this member sees it, as it changes.
+    pub fn leadership(&self) -> LeadershipWatch {
+        LeadershipWatch { rx: self.raft.server_metrics() }
+    }
+
+    /// Asks this member to stand for election now (a supervised group whose leader is gone). A
+    /// pre-vote comes first, so a leader the other members still hear from is not disturbed.
+    /// A member that has no history yet creates the group with `voters` instead (openraft
+    /// then elects it: every member creating it gives the same voters, so they agree).
+    pub async fn elect(&self, voters: &std::collections::BTreeSet<NodeId>) -> Result<(), GroupError> {
+        if !self.raft.is_initialized().await.map_err(raft_err)? {
+            let members: BTreeMap<NodeId, BasicNode> = voters.iter().map(|&n| (n, BasicNode::default())).collect();
+            if let Err(e) = self.raft.initialize(members).await {
+                tracing::debug!(group = self.log.id().0, error = %e, "group already initialized");
+            }
+            return Ok(());
+        }
+        self.raft.trigger().elect(true).await.map_err(raft_err)
+    }
+
     /// The index of the last entry this member applied.
     pub fn applied_index(&self) -> u64 {
         self.raft.metrics().borrow_watched().last_applied.as_ref().map_or(0, |l| l.index)
@@ -296,94 +309,6 @@ impl<M: DurableMachine> DurableGroup<M> {
     pub fn read_commands(&self, indexes: &[u64]) -> Result<Vec<Option<M::Command>>, GroupError> {
         let payloads = LogStore::new(self.log.clone()).payloads_at(indexes).map_err(raft_err)?;
         payloads.into_iter().map(|p| p.map(|p| M::decode_command(&p.cmd).map_err(raft_err)).transpose()).collect()
-    }
-
-    /// Proposes a command; returns once it is durable and applied, with the machine's reply
-    /// and effects.
-    pub async fn propose(&self, now_ms: u64, cmd: M::Command) -> Result<(M::Reply, Vec<M::Effect>), GroupError> {
-        if self.transport.is_some() {
-            return self.propose_many(now_ms, vec![cmd]).await?.pop().ok_or(GroupError::Reply);
-        }
-        let payload = Payload { now_ms, cmd: M::encode_command(&cmd).into() };
-        let resp = self.raft.client_write(payload).await.map_err(write_err)?;
-        let any = resp.data.inner.ok_or(GroupError::Reply)?;
-        any.downcast::<(M::Reply, Vec<M::Effect>)>().map(|b| *b).map_err(|_| GroupError::Reply)
-    }
-
-    /// Proposes commands as one batch (one message to openraft, typically one fsync); returns
-    /// each reply and its effects, in order. On a member that does not lead, the batch goes
-    /// to the leader (`raft/forward.rs`): the replies come back, the effects stay there, and
-    /// this returns once this member applied the batch too. Without a leader it waits up to
-    /// [`LEADER_PATIENCE`] for one.
-    pub async fn propose_many(
-        &self,
-        now_ms: u64,
-        cmds: Vec<M::Command>,
-    ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
-        let payloads: Vec<Payload> =
-            cmds.iter().map(|c| Payload { now_ms, cmd: M::encode_command(c).into() }).collect();
-        let Some(transport) = &self.transport else { return self.propose_here(payloads).await };
-        let deadline = Instant::now() + LEADER_PATIENCE;
-        loop {
-            let attempt = match self.leader() {
-                Some(l) if l == self.me => self.propose_here(payloads.clone()).await,
-                Some(l) => self.forward(transport.as_ref(), l, payloads.clone()).await,
-                None => Err(GroupError::NotLeader(None)),
-            };
-            match attempt {
-                // Nothing was written: wait for a (new) leader and try again.
-                Err(GroupError::NotLeader(seen)) if Instant::now() < deadline => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let changed = |m: &openraft::RaftMetrics<C>| m.current_leader.is_some() && m.current_leader != seen;
-                    if self.raft.wait(Some(left)).metrics(changed, "a leader").await.is_err() {
-                        return Err(GroupError::NotLeader(None));
-                    }
-                }
-                // Nothing was sent: the leader is down (a new one is elected within an
-                // election timeout) or its connection is being made; try again shortly.
-                Err(GroupError::LeaderUnreachable(_)) if Instant::now() < deadline => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                r => return r,
-            }
-        }
-    }
-
-    /// Sends proposals to the leader; once it answers, waits until this member applied them.
-    async fn forward(
-        &self,
-        transport: &dyn Transport,
-        leader: NodeId,
-        payloads: Vec<Payload>,
-    ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
-        let body = encode(&payloads).map_err(raft_err)?;
-        let answer = match transport.call(leader, self.log.id(), RpcKind::Propose, body).await {
-            Ok(a) => a,
-            Err(e @ super::transport::TransportError::NotConnected { .. }) => {
-                return Err(GroupError::LeaderUnreachable(e.to_string()));
-            }
-            Err(e) => return Err(raft_err(e)),
-        };
-        let answered = match decode::<Answer>(&answer).map_err(raft_err)? {
-            Ok(a) => a,
-            Err(Refusal::NotLeader(l)) => return Err(GroupError::NotLeader(l)),
-            Err(Refusal::Failed(m)) => return Err(GroupError::Raft(format!("at the leader: {m}"))),
-        };
-        let last = answered.iter().map(|(i, _)| *i).max();
-        self.raft
-            .wait(Some(APPLY_PATIENCE))
-            .applied_index_at_least(last, "forwarded proposals applied")
-            .await
-            .map_err(raft_err)?;
-        answered
-            .into_iter()
-            .map(|(_, r)| M::decode_reply(&bytes::Bytes::from(r)).map(|r| (r, Vec::new())).map_err(raft_err))
-            .collect()
-    }
-
-    /// Proposes on this member (leading, or a single member).
-    async fn propose_here(&self, payloads: Vec<Payload>) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
-        Ok(write_many::<M, _>(&self.raft, payloads).await?.into_iter().map(|(_, out)| out).collect())
     }
 
     /// Reads the applied state (local, not through the log).

@@ -12,8 +12,12 @@ mod group;
 pub mod log_store;
 mod net;
 mod peers;
+pub use peers::ask_leader;
 pub mod transport;
 pub mod types;
 
-pub use durable::{AppliedWatch, DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions, Replication};
+pub use durable::{
+    AppliedWatch, DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions, Leadership, LeadershipWatch,
+    Replication,
+};
 pub use group::{ApplyMeta, Group, LogIndex, Machine};

@@ -12,6 +12,7 @@ use crate::storage::GroupId;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
@@ -129,6 +130,16 @@ impl RaftNetworkV2<C> for PeerClient {
     }
 }
 
+/// Asks node `target` who leads `group`, as its member sees it.
+pub async fn ask_leader(
+    transport: &dyn Transport,
+    target: NodeId,
+    group: GroupId,
+) -> Result<Option<NodeId>, TransportError> {
+    let answer = transport.call(target, group, RpcKind::Leader, Bytes::new()).await?;
+    decode(&answer)
+}
+
 /// Feeds arriving RPCs to a local member of a group of `M`.
 pub(crate) struct Member<M: DurableMachine> {
     pub raft: Raft<C, SmAdapter<M>>,
@@ -156,6 +167,7 @@ impl<M: DurableMachine> Handler for Member<M> {
                     let payloads: Vec<Payload> = decode(&body)?;
                     encode(&forward::propose_here::<M, _>(&raft, payloads).await)
                 }
+                RpcKind::Leader => encode(&raft.server_metrics().borrow_watched().current_leader),
             }
         })
     }

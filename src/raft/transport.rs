@@ -33,6 +33,9 @@ pub enum RpcKind {
     Snapshot,
     /// Proposals forwarded to the leader (`raft/forward.rs`).
     Propose,
+    /// Who leads the group, as the member asked sees it (an empty body; answers an
+    /// `Option<NodeId>`): how a node that is not a member finds a queue's leader.
+    Leader,
 }
 
 /// A call that did not come back with an answer from the group.

@@ -141,5 +141,11 @@ impl Drop for Cluster {
         for i in 0..self.procs.len() {
             self.kill(i);
         }
+        // A failing test shows what the nodes said (the directory goes with the cluster).
+        if std::thread::panicking() || std::env::var_os("WARREN_TEST_LOGS").is_some() {
+            for (i, n) in self.nodes.iter().enumerate() {
+                eprintln!("===== {} log =====\n{}", n.name, self.log(i));
+            }
+        }
     }
 }

@@ -6,11 +6,12 @@
 
 mod harness;
 mod queues;
+mod quorum;
 
 use harness::Cluster;
-use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions};
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, ExchangeKind};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::time::Duration;
 
@@ -32,6 +33,31 @@ async fn exists(c: &Cluster, i: usize, name: &str) -> bool {
     let found = ch.exchange_declare(name.into(), ExchangeKind::Direct, opts, FieldTable::default()).await.is_ok();
     let _ = conn.close(200, "bye".into()).await;
     found
+}
+
+/// A passive declare on node `i`: its message count, or the refusal's code and text.
+pub async fn passive(c: &Cluster, i: usize, queue: &str) -> Result<u32, String> {
+    let (conn, ch) = channel(c, i).await;
+    let opts = QueueDeclareOptions { passive: true, ..Default::default() };
+    let r = ch.queue_declare(queue.into(), opts, FieldTable::default()).await;
+    let _ = conn.close(200, "bye".into()).await;
+    r.map(|q| q.message_count()).map_err(|e| reply_text(&e))
+}
+
+/// Publishes `bodies` persistent with confirms; every one must be acked.
+pub async fn publish_confirmed(ch: &Channel, queue: &str, bodies: impl Iterator<Item = String>) {
+    let props = BasicProperties::default().with_delivery_mode(2);
+    let mut pending = Vec::new();
+    for b in bodies {
+        let c = ch
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), b.as_bytes(), props.clone())
+            .await
+            .unwrap();
+        pending.push(c);
+    }
+    for c in pending {
+        assert!(c.await.unwrap().is_ack(), "a publish to a remote queue was nacked");
+    }
 }
 
 fn reply_text(e: &lapin::Error) -> String {

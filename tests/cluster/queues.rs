@@ -4,27 +4,18 @@
 //! get 404 "home node … is down or inaccessible"; once it is back, every message that was
 //! confirmed and not acked is there again.
 
-use super::{channel, reply_text};
+use super::{channel, passive, publish_confirmed};
 use futures::StreamExt;
 use harness::Cluster;
+use lapin::Channel;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel};
 use std::time::Duration;
 
 use super::harness;
-
-/// A passive declare on node `i`: its message count, or the refusal's code and text.
-async fn passive(c: &Cluster, i: usize, queue: &str) -> Result<u32, String> {
-    let (conn, ch) = channel(c, i).await;
-    let opts = QueueDeclareOptions { passive: true, ..Default::default() };
-    let r = ch.queue_declare(queue.into(), opts, FieldTable::default()).await;
-    let _ = conn.close(200, "bye".into()).await;
-    r.map(|q| q.message_count()).map_err(|e| reply_text(&e))
-}
 
 /// Waits until a passive declare on node `i` satisfies `ok`.
 async fn until(c: &Cluster, i: usize, queue: &str, what: &str, ok: impl Fn(&Result<u32, String>) -> bool) {
@@ -36,22 +27,6 @@ async fn until(c: &Cluster, i: usize, queue: &str, what: &str, ok: impl Fn(&Resu
         }
         assert!(tokio::time::Instant::now() < deadline, "node {} never saw {what} (last: {r:?})", i + 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Publishes `bodies` persistent with confirms; every one must be acked.
-async fn publish_confirmed(ch: &Channel, queue: &str, bodies: impl Iterator<Item = String>) {
-    let props = BasicProperties::default().with_delivery_mode(2);
-    let mut pending = Vec::new();
-    for b in bodies {
-        let c = ch
-            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), b.as_bytes(), props.clone())
-            .await
-            .unwrap();
-        pending.push(c);
-    }
-    for c in pending {
-        assert!(c.await.unwrap().is_ack(), "a publish to a remote queue was nacked");
     }
 }
 

@@ -15,8 +15,9 @@ use bytes::Bytes;
 
 const VERSION: u8 = 1;
 /// Version of the state encoding (2: vhost metadata and policies after each vhost's
-/// exchanges; 3: each queue's home node after its group). Versions 1 and 2 are still read.
-const STATE_VERSION: u8 = 3;
+/// exchanges; 3: each queue's home node after its group; 4: a replicated queue's members
+/// after its home). Versions 1 to 3 are still read.
+const STATE_VERSION: u8 = 4;
 
 mod tag {
     pub const ADD_VHOST: u8 = 1;
@@ -38,6 +39,24 @@ mod tag {
     pub const CLEAR_POLICY: u8 = 17;
     /// `NodeStarted` of a node of a cluster (`NODE_STARTED` was node 1's, the only one).
     pub const NODE_STARTED_ON: u8 = 18;
+    /// `DeclareQueue` with the members of a replicated queue (`DECLARE_QUEUE` has none).
+    pub const DECLARE_QUEUE_ON: u8 = 19;
+}
+
+fn put_nodes(w: &mut Writer, nodes: &[u64]) {
+    w.u32(nodes.len() as u32);
+    for n in nodes {
+        w.u64(*n);
+    }
+}
+
+fn get_nodes(r: &mut Reader) -> Result<Vec<u64>, CodecError> {
+    let n = r.u32()? as usize;
+    let mut nodes = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        nodes.push(r.u64()?);
+    }
+    Ok(nodes)
 }
 
 fn put_opt_str(w: &mut Writer, s: Option<&str>) {
@@ -135,10 +154,14 @@ fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::DeleteExchange { vhost, name, if_unused } => {
             w.u8(tag::DELETE_EXCHANGE).str(vhost).str(name).bool(*if_unused);
         }
-        MetaCommand::DeclareQueue { vhost, name, durable, exclusive, auto_delete, args, connection } => {
-            w.u8(tag::DECLARE_QUEUE).str(vhost).str(name).bool(*durable).bool(*exclusive).bool(*auto_delete);
+        MetaCommand::DeclareQueue { vhost, name, durable, exclusive, auto_delete, args, connection, members } => {
+            let tag = if members.is_empty() { tag::DECLARE_QUEUE } else { tag::DECLARE_QUEUE_ON };
+            w.u8(tag).str(vhost).str(name).bool(*durable).bool(*exclusive).bool(*auto_delete);
             put_table(&mut w, args);
             w.u64(connection.0);
+            if !members.is_empty() {
+                put_nodes(&mut w, members);
+            }
         }
         MetaCommand::DeleteQueue { vhost, name } => {
             w.u8(tag::DELETE_QUEUE).str(vhost).str(name);
@@ -219,7 +242,7 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
             args: get_table(&mut r)?,
         },
         tag::DELETE_EXCHANGE => MetaCommand::DeleteExchange { vhost: r.str()?, name: r.str()?, if_unused: r.bool()? },
-        tag::DECLARE_QUEUE => MetaCommand::DeclareQueue {
+        t @ (tag::DECLARE_QUEUE | tag::DECLARE_QUEUE_ON) => MetaCommand::DeclareQueue {
             vhost: r.str()?,
             name: r.str()?,
             durable: r.bool()?,
@@ -227,6 +250,7 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
             auto_delete: r.bool()?,
             args: get_table(&mut r)?,
             connection: ConnectionId(r.u64()?),
+            members: if t == tag::DECLARE_QUEUE_ON { get_nodes(&mut r)? } else { Vec::new() },
         },
         tag::DELETE_QUEUE => MetaCommand::DeleteQueue { vhost: r.str()?, name: r.str()? },
         t @ (tag::BIND | tag::UNBIND) => {
@@ -293,6 +317,7 @@ fn encode_state(s: &MetaState) -> Vec<u8> {
             };
             put_table(&mut w, &q.args);
             w.u64(q.group).u64(q.home);
+            put_nodes(&mut w, &q.members);
         }
         w.u32(v.exchanges.len() as u32);
         for x in v.exchanges.values() {
@@ -349,6 +374,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
             let args = get_table(&mut r)?;
             let group = r.u64()?;
             let home = if v >= 3 { r.u64()? } else { 1 };
+            let members = if v >= 4 { get_nodes(&mut r)? } else { Vec::new() };
             let parsed =
                 parse_queue_args(&args, &queue_what(&vh.name, &name)).map_err(|e| CodecError(e.reply_text()))?;
             let rec = QueueRecord {
@@ -358,6 +384,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
                 exclusive_owner,
                 group,
                 home,
+                members,
                 auto_delete,
                 args,
                 effective: parsed.clone(),

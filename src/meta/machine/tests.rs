@@ -25,6 +25,7 @@ fn queue(name: &str, exclusive: bool, conn: u64) -> MetaCommand {
         auto_delete: false,
         args: FieldTable::default(),
         connection: ConnectionId(conn),
+        members: Vec::new(),
     }
 }
 

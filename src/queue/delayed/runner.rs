@@ -169,7 +169,7 @@ impl Runner {
                     deleted = true;
                 }
                 // A store is not a queue: nothing else is addressed to it.
-                Request::Call { reply, .. } | Request::Consume { reply, .. } => {
+                Request::Call { reply, .. } | Request::Consume { reply, .. } | Request::Attach { reply, .. } => {
                     let _ = reply.send(Reply::Refused(crate::broker::Error::not_found("not a queue")));
                 }
                 Request::Cast { .. } => {}

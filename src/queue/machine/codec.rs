@@ -19,8 +19,9 @@ use bytes::Bytes;
 
 /// Version of the command encoding.
 const VERSION: u8 = 1;
-/// Version of the state encoding (2: messages by reference to their log entry).
-const STATE_VERSION: u8 = 2;
+/// Version of the state encoding (2: messages by reference to their log entry; 3: since when
+/// each consumer is detached, after its credit). Version 2 is still read.
+const STATE_VERSION: u8 = 3;
 
 mod tag {
     pub const ENQUEUE: u8 = 1;
@@ -36,6 +37,25 @@ mod tag {
     pub const EXPIRE: u8 = 11;
     pub const TOUCH: u8 = 12;
     pub const CONFIGURE: u8 = 13;
+    pub const FAILOVER: u8 = 14;
+    pub const ATTACH: u8 = 15;
+    pub const DETACH: u8 = 16;
+}
+
+fn put_consumers(w: &mut Writer, ids: &[ConsumerId]) {
+    w.u32(ids.len() as u32);
+    for id in ids {
+        w.u64(id.0);
+    }
+}
+
+fn get_consumers(r: &mut Reader) -> Result<Vec<ConsumerId>, CodecError> {
+    let n = r.u32()? as usize;
+    let mut ids = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        ids.push(ConsumerId(r.u64()?));
+    }
+    Ok(ids)
 }
 
 fn put_target(w: &mut Writer, t: &Option<Target>) {
@@ -231,6 +251,17 @@ pub(crate) fn encode_command(cmd: &Command) -> Vec<u8> {
             w.u8(tag::CONFIGURE);
             put_limits(&mut w, l);
         }
+        Command::Failover => {
+            w.u8(tag::FAILOVER);
+        }
+        Command::Attach { consumers } => {
+            w.u8(tag::ATTACH);
+            put_consumers(&mut w, consumers);
+        }
+        Command::Detach { consumers } => {
+            w.u8(tag::DETACH);
+            put_consumers(&mut w, consumers);
+        }
     }
     w.buf
 }
@@ -263,6 +294,9 @@ pub(crate) fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
         tag::EXPIRE => Command::Expire,
         tag::TOUCH => Command::Touch,
         tag::CONFIGURE => Command::Configure(Box::new(get_limits(&mut r)?)),
+        tag::FAILOVER => Command::Failover,
+        tag::ATTACH => Command::Attach { consumers: get_consumers(&mut r)? },
+        tag::DETACH => Command::Detach { consumers: get_consumers(&mut r)? },
         t => return Err(CodecError(format!("unknown queue command tag {t}"))),
     };
     r.finish()?;
@@ -297,7 +331,7 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
     w.u32(m.consumers.len() as u32);
     for c in &m.consumers {
         put_spec(&mut w, &c.spec);
-        w.u32(c.in_flight).opt_u32(c.credit);
+        w.u32(c.in_flight).opt_u32(c.credit).opt_u64(c.detached_since);
     }
     w.u64(m.cursor as u64).bool(m.had_consumer).bool(m.deleted).u64(m.last_used);
     w.u32(m.ack_deadlines.len() as u32);
@@ -314,8 +348,8 @@ fn encode_state(m: &QueueMachine) -> Vec<u8> {
 fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     let mut r = Reader::new(bytes.clone());
     let v = r.u8()?;
-    if v != STATE_VERSION {
-        return Err(CodecError(format!("queue state version {v}, this build reads {STATE_VERSION}")));
+    if !(2..=STATE_VERSION).contains(&v) {
+        return Err(CodecError(format!("queue state version {v}, this build reads 2 to {STATE_VERSION}")));
     }
     let config = QueueConfig {
         key: QueueKey::new(r.str()?, r.str()?),
@@ -349,7 +383,9 @@ fn decode_state(bytes: &Bytes) -> Result<QueueMachine, CodecError> {
     }
     for _ in 0..r.u32()? {
         let spec = get_spec(&mut r)?;
-        m.consumers.push(Consumer { spec, in_flight: r.u32()?, credit: r.opt_u32()? });
+        let (in_flight, credit) = (r.u32()?, r.opt_u32()?);
+        let detached_since = if v >= 3 { r.opt_u64()? } else { None };
+        m.consumers.push(Consumer { spec, in_flight, credit, detached_since });
     }
     m.cursor = r.u64()? as usize;
     m.had_consumer = r.bool()?;

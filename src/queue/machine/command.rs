@@ -92,7 +92,28 @@ pub enum Command {
     /// and, under drop-head, drops what is now over the length limits.
     /// Boxed: commands travel by value through every queue inbox, so the enum stays small.
     Configure(Box<Limits>),
+    /// A new leader of a replicated queue took over (`failover.rs`): no consumer's connection
+    /// is known to it yet, and deliveries the old leader decided may never have left it. Every
+    /// unacked message goes back (redelivered) and every consumer waits, detached, to be
+    /// attached again through its node; one not attached within [`DETACHED_GRACE_MS`] is
+    /// cancelled (RabbitMQ requeues a failed leader's deliveries the same way).
+    Failover,
+    /// These consumers' connections reach the leader again (their node re-attached them after
+    /// a leader change): deliveries to them resume. Answered with the ones the queue no
+    /// longer knows ([`Reply::Attached`]).
+    Attach {
+        consumers: Vec<ConsumerId>,
+    },
+    /// The link to these consumers' node broke: their unacked messages go back (redelivered)
+    /// and they wait, detached, for their node to attach them again.
+    Detach {
+        consumers: Vec<ConsumerId>,
+    },
 }
+
+/// How long a detached consumer (`Command::Failover`, `Command::Detach`) is kept for its node
+/// to attach it again before it is cancelled (ms).
+pub const DETACHED_GRACE_MS: u64 = 30_000;
 
 /// The settings of a queue that policies may change while it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +143,11 @@ pub enum Reply {
     Got(Option<Got>),
     Purged(u32),
     Deleted(u32),
+    /// Consumers of an `Attach` the queue does not know (cancelled meanwhile).
+    Attached(Vec<ConsumerId>),
+    /// Not applied: this member of a replicated queue does not lead it (the leader it knows,
+    /// if any). The request may go to the leader instead.
+    NotLeader(Option<u64>),
     Stats {
         messages: u32,
         consumers: u32,

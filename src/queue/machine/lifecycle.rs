@@ -30,7 +30,7 @@ impl QueueMachine {
     pub fn next_expiry(&self) -> Option<u64> {
         let head = self.head().map(|e| e.expires).filter(|&t| t != NEVER);
         let ack = self.ack_deadlines.front().map(|(t, _)| *t);
-        head.into_iter().chain(self.queue_expiry()).chain(ack).min()
+        head.into_iter().chain(self.queue_expiry()).chain(ack).chain(self.detached_expiry()).min()
     }
 
     /// Drops deadlines of deliveries no longer unacked from the front.

@@ -29,6 +29,11 @@ pub(super) enum UpOp {
     },
     /// Nobody waits (settles, cancels, credit).
     Cast,
+    /// `cmd` is the `Consume` of a consumer registered before (a replicated queue's leader
+    /// changed): it is attached again; answered with a `Down::Reply`.
+    Attach {
+        req: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -74,6 +79,7 @@ fn op_parts(op: &UpOp) -> (u8, u64) {
         UpOp::Consume { req } => (2, *req),
         UpOp::Call { req } => (3, *req),
         UpOp::Cast => (4, 0),
+        UpOp::Attach { req } => (5, *req),
     }
 }
 
@@ -96,6 +102,7 @@ impl Up {
             2 => UpOp::Consume { req },
             3 => UpOp::Call { req },
             4 => UpOp::Cast,
+            5 => UpOp::Attach { req },
             t => return Err(CodecError(format!("up op {t}"))),
         };
         let key = QueueKey::new(r.str()?, r.str()?);

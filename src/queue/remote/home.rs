@@ -7,7 +7,8 @@
 //! registered and which messages it handed out unacked, so that when the stream ends (the
 //! origin node died or was cut off) it cancels those consumers and requeues those messages,
 //! as a closing channel does (RabbitMQ requeues a dead node's consumers' messages the same
-//! way).
+//! way). A replicated queue's consumers are detached instead of cancelled (`Command::Detach`):
+//! their node may attach them again, to this leader or the next.
 
 use super::frame::{Down, Up, UpOp};
 use crate::broker::{Error, ReplyCode};
@@ -24,8 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Events buffered per origin connection before its queues wait (back-pressure).
 const EVENTS: usize = 256;
 
-/// Finds the queue this node is home to by key.
-pub type Resolve = Arc<dyn Fn(&QueueKey) -> Option<QueueHandle> + Send + Sync>;
+/// Finds the queue this node is home to by key: its runner, and whether it is replicated
+/// (this node's member of it, which serves only while it leads).
+pub type Resolve = Arc<dyn Fn(&QueueKey) -> Option<(QueueHandle, bool)> + Send + Sync>;
 
 /// Takes the streams other nodes open and serves each in a session.
 pub fn acceptor(resolve: Resolve) -> Acceptor {
@@ -87,13 +89,23 @@ async fn session(from: NodeId, d: Duplex, resolve: Resolve) {
         (std::mem::take(&mut h.consumers), std::mem::take(&mut h.unacked))
     };
     tracing::debug!(peer = from, consumers = consumers.len(), "remote-queue link closed");
+    let mut detach: HashMap<QueueKey, Vec<ConsumerId>> = HashMap::new();
     for (consumer, c) in consumers {
-        if let Some(h) = resolve(&c.key) {
-            let _ = h.ctl.send(Request::Cast { cmd: Command::Cancel { consumer } }).await;
+        match resolve(&c.key) {
+            Some((_, true)) => detach.entry(c.key).or_default().push(consumer),
+            Some((h, false)) => {
+                let _ = h.ctl.send(Request::Cast { cmd: Command::Cancel { consumer } }).await;
+            }
+            None => {}
+        }
+    }
+    for (key, consumers) in detach {
+        if let Some((h, _)) = resolve(&key) {
+            let _ = h.ctl.send(Request::Cast { cmd: Command::Detach { consumers } }).await;
         }
     }
     for (key, ids) in unacked {
-        if let (Some(h), false) = (resolve(&key), ids.is_empty()) {
+        if let (Some((h, _)), false) = (resolve(&key), ids.is_empty()) {
             let cmd = Command::Settle { ids: ids.into_iter().collect(), outcome: Outcome::Requeue };
             let _ = h.ctl.send(Request::Cast { cmd }).await;
         }
@@ -110,7 +122,9 @@ async fn serve(
     sinks: &mut HashMap<ConnectionId, ClientSink>,
 ) {
     let Up { key, op, cmd } = up;
-    let handle = resolve(&key);
+    let resolved = resolve(&key);
+    let replicated = resolved.as_ref().is_some_and(|(_, r)| *r);
+    let handle = resolved.map(|(h, _)| h);
     match (op, cmd) {
         (UpOp::Publish { confirm }, Command::Enqueue { msg }) => {
             let confirm_to = confirm.map(|seq| ConfirmTo { sink: confirms.clone(), channel: ChannelId(0), seq });
@@ -123,7 +137,12 @@ async fn serve(
                 let _ = down.send(Down::Confirms { reqs: vec![req], ok: true }.encode()).await;
             }
         }
-        (UpOp::Consume { req }, Command::Consume(spec)) => {
+        (op @ (UpOp::Consume { .. } | UpOp::Attach { .. }), Command::Consume(spec)) => {
+            let (req, attach) = match op {
+                UpOp::Attach { req } => (req, true),
+                UpOp::Consume { req } => (req, false),
+                _ => return,
+            };
             let Some(h) = handle else {
                 let _ = down.send(Down::Reply { req, reply: not_found(&key) }.encode()).await;
                 return;
@@ -136,7 +155,12 @@ async fn serve(
             let c = Consumer { key: key.clone(), conn: spec.connection, channel: spec.channel, tag: spec.tag.clone() };
             held.lock().consumers.insert(id, c);
             let (tx, rx) = oneshot::channel();
-            if h.tx.send(Request::Consume { spec, sink: sink.clone(), reply: tx }).await.is_err() {
+            let request = if attach {
+                Request::Attach { spec, sink: sink.clone(), reply: tx }
+            } else {
+                Request::Consume { spec, sink: sink.clone(), reply: tx }
+            };
+            if h.tx.send(request).await.is_err() {
                 held.lock().consumers.remove(&id);
                 let _ = down.send(Down::Reply { req, reply: not_found(&key) }.encode()).await;
                 return;
@@ -144,15 +168,26 @@ async fn serve(
             let (down, held) = (down.clone(), held.clone());
             tokio::spawn(async move {
                 let reply = rx.await.unwrap_or_else(|_| not_found(&key));
+                let taken = match &reply {
+                    Reply::Consumed => true,
+                    Reply::Attached(missing) => !missing.contains(&id),
+                    _ => false,
+                };
                 let late = {
                     let mut held = held.lock();
-                    if !matches!(reply, Reply::Consumed) {
+                    if !taken {
                         held.consumers.remove(&id);
                     }
-                    held.closed && matches!(reply, Reply::Consumed)
+                    held.closed && taken
                 };
                 if late {
-                    let _ = h.ctl.send(Request::Cast { cmd: Command::Cancel { consumer: id } }).await;
+                    // The origin went meanwhile: as if it had gone just after.
+                    let cmd = if replicated {
+                        Command::Detach { consumers: vec![id] }
+                    } else {
+                        Command::Cancel { consumer: id }
+                    };
+                    let _ = h.ctl.send(Request::Cast { cmd }).await;
                     return;
                 }
                 let _ = down.send(Down::Reply { req, reply }.encode()).await;

@@ -5,12 +5,16 @@
 //!
 //! - [`origin`]: the proxies and one link per home node (a stream over the cluster transport).
 //! - [`home`]: the sessions serving those streams, feeding this node's runners.
+//! - [`front`]: a replicated queue's handle on each node, sending requests to its leader
+//!   wherever that is, and attaching its consumers to each new leader.
 //! - [`frame`]: what travels, in the queue machine's own encoding.
 
 mod frame;
+pub mod front;
 pub mod home;
 pub mod origin;
 
+pub use front::{FrontInboxes, Member};
 pub use home::{Resolve, acceptor};
 pub use origin::Remote;
 

@@ -8,16 +8,18 @@
 //! settle goes back through the proxy's own handle. When the link breaks, callers get an
 //! error (`NOT_FOUND`, "home node … is down or inaccessible", RabbitMQ's words), publishes
 //! waiting for a confirm are nacked, and consumers get `basic.cancel` — the home requeues
-//! what they held.
+//! what they held. A replicated queue's front (`front.rs`) uses the same links to reach its
+//! leader; for it a broken link is not the end: its consumers are not cancelled (the front
+//! attaches them to the next leader) and requests that could not go up go back to it.
 
 use super::frame::{Down, Up, UpOp};
+use super::front::{FrontEvent, FrontTx, tell};
 use crate::broker::{Error, ReplyCode};
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
 use crate::queue::event::{ClientEvent, ClientSink};
-use crate::queue::handle::{ConfirmTo, QueueHandle, Request};
+use crate::queue::handle::{ConfirmTo, QueueHandle, Request, WeakQueueHandle};
 use crate::queue::machine::{Command, Outcome, Reply};
 use crate::raft::transport::{Duplex, NodeId, Transport};
-use crate::stats::Counters;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -35,60 +37,53 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// The name of a node, for what clients are told.
 pub type NameOf = Arc<dyn Fn(NodeId) -> String + Send + Sync>;
 
-/// The links of this node to the homes of the queues it proxies.
+/// The links of this node to the homes of the queues it proxies (and to the leaders of the
+/// replicated queues its fronts serve).
 pub struct Remote {
-    transport: Arc<dyn Transport>,
+    pub(super) transport: Arc<dyn Transport>,
     name_of: NameOf,
     links: Mutex<HashMap<NodeId, mpsc::Sender<ToLink>>>,
+    /// This node's id.
+    pub(super) me: NodeId,
+    /// The nodes this node finds down, as that changes (`node/peers.rs`).
+    pub(super) down: tokio::sync::watch::Receiver<std::collections::BTreeSet<NodeId>>,
 }
 
-/// A proxy's own handle, held weakly (a proxy ends when its last handle is gone).
-#[derive(Clone)]
-struct ProxyRef {
-    key: Arc<QueueKey>,
-    tx: mpsc::WeakSender<Request>,
-    ctl: mpsc::WeakSender<Request>,
-    stats: Arc<Counters>,
+/// A request for a queue on another node, with whose it is: a proxy's or a front's handle
+/// (held weakly: it ends when its last handle is gone) and, for a front, where to tell it
+/// the link broke.
+pub(super) struct ToLink {
+    pub queue: WeakQueueHandle,
+    pub front: Option<FrontTx>,
+    pub req: Request,
 }
 
-impl ProxyRef {
-    fn upgrade(&self) -> Option<QueueHandle> {
-        Some(QueueHandle {
-            key: self.key.clone(),
-            tx: self.tx.upgrade()?,
-            ctl: self.ctl.upgrade()?,
-            stats: self.stats.clone(),
-        })
-    }
-}
-
-struct ToLink {
-    queue: ProxyRef,
-    req: Request,
+/// A proxy or front's handle and inboxes: the handle clients use, the ends its task reads.
+pub(super) fn inboxes(key: QueueKey) -> (QueueHandle, mpsc::Receiver<Request>, mpsc::Receiver<Request>) {
+    let (tx, rx) = mpsc::channel(INBOX);
+    let (ctl, ctl_rx) = mpsc::channel(INBOX);
+    (QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default() }, rx, ctl_rx)
 }
 
 impl Remote {
-    pub fn new(transport: Arc<dyn Transport>, name_of: NameOf) -> Arc<Self> {
-        Arc::new(Self { transport, name_of, links: Mutex::default() })
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        name_of: NameOf,
+        me: NodeId,
+        down: tokio::sync::watch::Receiver<std::collections::BTreeSet<NodeId>>,
+    ) -> Arc<Self> {
+        Arc::new(Self { transport, name_of, links: Mutex::default(), me, down })
     }
 
     /// A handle to `key`, whose home is node `home`.
     pub fn proxy(&self, home: NodeId, key: QueueKey) -> QueueHandle {
         let link = self.link(home);
-        let (tx, rx) = mpsc::channel(INBOX);
-        let (ctl, ctl_rx) = mpsc::channel(INBOX);
-        let handle = QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default() };
-        let me = ProxyRef {
-            key: handle.key.clone(),
-            tx: handle.tx.downgrade(),
-            ctl: handle.ctl.downgrade(),
-            stats: handle.stats.clone(),
-        };
-        tokio::spawn(forward(rx, ctl_rx, link, me));
+        let (handle, rx, ctl_rx) = inboxes(key);
+        tokio::spawn(forward(rx, ctl_rx, link, handle.downgrade()));
         handle
     }
 
-    fn link(&self, home: NodeId) -> mpsc::Sender<ToLink> {
+    pub(super) fn link(&self, home: NodeId) -> mpsc::Sender<ToLink> {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = links.get(&home).filter(|l| !l.is_closed()) {
             return l.clone();
@@ -105,7 +100,7 @@ async fn forward(
     mut rx: mpsc::Receiver<Request>,
     mut ctl: mpsc::Receiver<Request>,
     link: mpsc::Sender<ToLink>,
-    me: ProxyRef,
+    me: WeakQueueHandle,
 ) {
     loop {
         let req = tokio::select! {
@@ -114,7 +109,7 @@ async fn forward(
             Some(r) = rx.recv() => r,
             else => break,
         };
-        if link.send(ToLink { queue: me.clone(), req }).await.is_err() {
+        if link.send(ToLink { queue: me.clone(), front: None, req }).await.is_err() {
             break;
         }
     }
@@ -130,6 +125,8 @@ struct Consumer {
     conn: ConnectionId,
     channel: ChannelId,
     tag: Arc<str>,
+    /// A front's consumer (a replicated queue's): not cancelled when the link breaks.
+    front: bool,
 }
 
 /// One link to one home node.
@@ -145,7 +142,7 @@ struct Link {
     consumers: HashMap<ConsumerId, Consumer>,
     by_tag: HashMap<(ConnectionId, ChannelId, Arc<str>), ConsumerId>,
     sinks: HashMap<ConnectionId, ClientSink>,
-    queues: HashMap<QueueKey, ProxyRef>,
+    queues: HashMap<QueueKey, (WeakQueueHandle, Option<FrontTx>)>,
     /// Frames to send before the next request (settles of deliveries that found no sink).
     backlog: VecDeque<Bytes>,
 }
@@ -208,11 +205,16 @@ impl Link {
 
     /// Takes a proxy's request: notes what waits for an answer, then sends it up.
     async fn up(&mut self, m: ToLink) {
-        let ToLink { queue, req } = m;
+        let ToLink { queue, front, req } = m;
         let key = queue.key.clone();
-        self.queues.entry((*key).clone()).or_insert(queue);
+        let of_front = front.is_some();
+        self.queues.entry((*key).clone()).or_insert((queue, front.clone()));
         if !self.connect().await {
-            return self.refuse(key, req).await;
+            // A front finds the queue's leader elsewhere; a proxy's caller is told.
+            return match front {
+                Some(f) => tell(&f, FrontEvent::Bounced(self.home, req)),
+                None => self.refuse(key, req).await,
+            };
         }
         let (op, cmd) = match req {
             Request::Publish { msg, confirm } => {
@@ -220,12 +222,12 @@ impl Link {
                 (UpOp::Publish { confirm }, Command::Enqueue { msg })
             }
             Request::Consume { spec, sink, reply } => {
-                let c = Consumer { conn: spec.connection, channel: spec.channel, tag: spec.tag.clone() };
-                self.by_tag.insert((c.conn, c.channel, c.tag.clone()), spec.id);
-                self.consumers.insert(spec.id, c);
-                self.sinks.insert(spec.connection, sink);
-                let req = self.wait(Pending::Consume(key.clone(), reply, spec.id));
+                let req = self.note_consumer(&spec, sink, reply, of_front, &key);
                 (UpOp::Consume { req }, Command::Consume(spec))
+            }
+            Request::Attach { spec, sink, reply } => {
+                let req = self.note_consumer(&spec, sink, reply, of_front, &key);
+                (UpOp::Attach { req }, Command::Consume(spec))
             }
             Request::Call { cmd, reply } => (UpOp::Call { req: self.wait(Pending::Reply(key.clone(), reply)) }, cmd),
             Request::Cast { cmd } => {
@@ -236,6 +238,23 @@ impl Link {
             }
         };
         self.send(Up { key: (*key).clone(), op, cmd }.encode()).await;
+    }
+
+    /// Notes a consumer going up (its deliveries come down to `sink`); returns the id of the
+    /// request its answer comes with.
+    fn note_consumer(
+        &mut self,
+        spec: &crate::queue::machine::ConsumerSpec,
+        sink: ClientSink,
+        reply: oneshot::Sender<Reply>,
+        front: bool,
+        key: &Arc<QueueKey>,
+    ) -> u64 {
+        let c = Consumer { conn: spec.connection, channel: spec.channel, tag: spec.tag.clone(), front };
+        self.by_tag.insert((c.conn, c.channel, c.tag.clone()), spec.id);
+        self.consumers.insert(spec.id, c);
+        self.sinks.insert(spec.connection, sink);
+        self.wait(Pending::Consume(key.clone(), reply, spec.id))
     }
 
     fn wait(&mut self, p: Pending) -> u64 {
@@ -280,7 +299,7 @@ impl Link {
     async fn refuse(&mut self, key: Arc<QueueKey>, req: Request) {
         match req {
             Request::Publish { confirm: Some(c), .. } => nack(c).await,
-            Request::Consume { reply, .. } | Request::Call { reply, .. } => {
+            Request::Consume { reply, .. } | Request::Call { reply, .. } | Request::Attach { reply, .. } => {
                 let _ = reply.send(self.unavailable(&key));
             }
             Request::Publish { confirm: None, .. } | Request::Cast { .. } => {}
@@ -324,7 +343,12 @@ impl Link {
                     let _ = tx.send(reply);
                 }
                 Some(Pending::Consume(_, tx, id)) => {
-                    if !matches!(reply, Reply::Consumed) {
+                    let gone = match &reply {
+                        Reply::Consumed => false,
+                        Reply::Attached(missing) => missing.contains(&id),
+                        _ => true,
+                    };
+                    if gone {
                         self.forget(id);
                     }
                     let _ = tx.send(reply);
@@ -348,7 +372,7 @@ impl Link {
                 }
             }
             Down::Deliveries { conn, channel, key, items } => {
-                let queue = self.queues.get(&key).and_then(ProxyRef::upgrade);
+                let queue = self.queues.get(&key).and_then(|(q, _)| q.upgrade());
                 let sink = self.sinks.get(&conn).cloned();
                 let lost: Vec<(Arc<str>, crate::ids::MsgId, bool)> =
                     items.iter().map(|d| (d.consumer_tag.clone(), d.id, d.no_ack)).collect();
@@ -403,8 +427,9 @@ impl Link {
         }
     }
 
-    /// The stream is gone: fail what waits and cancel the consumers (the home requeues what
-    /// they held); the next request opens a new stream.
+    /// The stream is gone: fail what waits and cancel the consumers of proxied queues (the
+    /// home requeues what they held); fronts are told instead (they attach their consumers to
+    /// the queue's next leader). The next request opens a new stream.
     async fn broken(&mut self, why: &str) {
         tracing::warn!(home = self.home, reason = why, consumers = self.consumers.len(), "remote-queue link lost");
         self.stream = None;
@@ -419,7 +444,15 @@ impl Link {
         }
         self.by_tag.clear();
         let sinks = std::mem::take(&mut self.sinks);
-        for (_, c) in std::mem::take(&mut self.consumers) {
+        let consumers = std::mem::take(&mut self.consumers);
+        let fronts: Vec<FrontTx> = self.queues.values().filter_map(|(_, f)| f.clone()).collect();
+        for f in fronts {
+            tell(&f, FrontEvent::LinkLost(self.home));
+        }
+        for (_, c) in consumers {
+            if c.front {
+                continue;
+            }
             if let Some(sink) = sinks.get(&c.conn) {
                 let _ = sink.send(ClientEvent::ConsumerCancelled { channel: c.channel, consumer_tag: c.tag }).await;
             }

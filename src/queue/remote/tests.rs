@@ -95,10 +95,10 @@ fn setup() -> Setup {
     let loopback = Loopback::default();
     let r1 = Router::new(1);
     let served = home.clone();
-    r1.set_acceptor(acceptor(Arc::new(move |k: &QueueKey| (k.name == "q").then(|| served.clone()))));
+    r1.set_acceptor(acceptor(Arc::new(move |k: &QueueKey| (k.name == "q").then(|| (served.clone(), false)))));
     loopback.join(r1);
     let net = Breakable { inner: loopback.join(Router::new(2)), cut: watch::channel(0).0 };
-    let remote = Remote::new(Arc::new(net.clone()), names());
+    let remote = Remote::new(Arc::new(net.clone()), names(), 2, watch::channel(Default::default()).1);
     let proxy = remote.proxy(1, key);
     Setup { home, proxy, net, _remote: remote }
 }
@@ -240,7 +240,7 @@ async fn a_broken_link_cancels_remote_consumers_and_the_home_requeues_what_they_
 #[tokio::test]
 async fn an_unreachable_home_refuses_with_rabbitmqs_words_and_nacks() {
     let loopback = Loopback::default();
-    let remote = Remote::new(loopback.join(Router::new(2)), names());
+    let remote = Remote::new(loopback.join(Router::new(2)), names(), 2, watch::channel(Default::default()).1);
     let proxy = remote.proxy(1, QueueKey::new("/", "q"));
     match call(&proxy, Command::Stats).await {
         Reply::Refused(e) => {

@@ -1,5 +1,6 @@
 //! Where a queue's machine lives: in memory (transient queues) or in an openraft group whose
-//! log is in RocksDB (durable queues), and how message bodies are read back from that log.
+//! log is in RocksDB (durable queues; replicated queues have members on several nodes), and
+//! how message bodies are read back from that log.
 
 use super::super::Message;
 use super::super::machine::{Command, Effect, QueueMachine, Reply};
@@ -15,6 +16,8 @@ pub enum Backend {
     /// Replicated through openraft with its log in this storage group (durable queues). The
     /// runner opens (and after a restart recovers) the group before serving requests.
     Durable(GroupLog),
+    /// This node's member of a replicated queue's group (`super::lead`).
+    Replicated(GroupLog, Box<super::lead::Replica>),
 }
 
 pub(super) enum Store {
@@ -38,7 +41,8 @@ impl Store {
                     (r, fx)
                 })
                 .collect()),
-            Store::Durable(g, _) => g.propose_many(now, cmds).await,
+            // Never forwarded: effects (deliveries) are carried out where the batch is proposed.
+            Store::Durable(g, _) => g.propose_local(now, cmds).await,
         }
     }
 

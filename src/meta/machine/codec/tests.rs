@@ -28,6 +28,7 @@ fn script() -> Vec<MetaCommand> {
         auto_delete: false,
         args: table(&[("x-max-length", AMQPValue::LongInt(10)), ("x-custom", s("kept"))]),
         connection: ConnectionId(7),
+        members: Vec::new(),
     };
     let x = |n: &str, kind: ExchangeKind, ad: bool, args: FieldTable| MetaCommand::DeclareExchange {
         vhost: v(),
@@ -48,6 +49,16 @@ fn script() -> Vec<MetaCommand> {
     vec![
         MetaCommand::AddVhost { name: v() },
         MetaCommand::AddVhost { name: "other".into() },
+        MetaCommand::DeclareQueue {
+            vhost: v(),
+            name: "replicated".into(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            args: table(&[("x-queue-type", s("quorum"))]),
+            connection: ConnectionId(2 << 40),
+            members: vec![3, 1, 2],
+        },
         MetaCommand::PutUser {
             name: "alice".into(),
             password_hash: "hash".into(),
@@ -177,6 +188,8 @@ fn restored_state_behaves_like_the_original() {
     let (a, b) = (&m.state().vhosts["/"], &copy.state().vhosts["/"]);
     assert_eq!((&b.description, &b.tags, b.tracing), (&"main".to_string(), &vec!["prod".to_string()], true));
     assert_eq!(b.queues["orders"].effective.max_length, Some(4));
+    assert_eq!((b.queues["replicated"].home, &b.queues["replicated"].members), (3, &vec![3, 1, 2]));
+    assert!(!b.queues["orders"].replicated());
     assert_eq!(b.queues["orders"].policy.as_ref().map(|p| p.name.as_str()), Some("limits"));
     assert_eq!(a.queues["orders"].effective, b.queues["orders"].effective);
     assert_eq!(b.exchanges["logs"].alternate.as_deref(), Some("ae"));
@@ -197,6 +210,7 @@ fn restored_state_behaves_like_the_original() {
             auto_delete: false,
             args: FieldTable::default(),
             connection: ConnectionId(8),
+            members: Vec::new(),
         },
         MetaCommand::DeclareExchange {
             vhost: "/".into(),

@@ -5,7 +5,7 @@
 use super::{get_message, put_message};
 use crate::broker::Error;
 use crate::codec::{CodecError, Reader, Writer};
-use crate::ids::MsgId;
+use crate::ids::{ConsumerId, MsgId};
 use crate::queue::machine::{Got, Reply};
 use std::sync::Arc;
 
@@ -64,6 +64,15 @@ pub(crate) fn put_reply(w: &mut Writer, reply: &Reply) {
             w.u8(12);
             e.put(w);
         }
+        Reply::NotLeader(leader) => {
+            w.u8(14).opt_u64(*leader);
+        }
+        Reply::Attached(missing) => {
+            w.u8(13).u32(missing.len() as u32);
+            for c in missing {
+                w.u64(c.0);
+            }
+        }
     }
 }
 
@@ -95,6 +104,15 @@ pub(crate) fn get_reply(r: &mut Reader) -> Result<Reply, CodecError> {
         10 => Reply::Deleted(r.u32()?),
         11 => Reply::Stats { messages: r.u32()?, consumers: r.u32()?, unacked: r.u32()?, bytes: r.u64()? },
         12 => Reply::Refused(Error::get(r)?),
+        14 => Reply::NotLeader(r.opt_u64()?),
+        13 => {
+            let n = r.u32()?;
+            let mut missing = Vec::with_capacity(n.min(4096) as usize);
+            for _ in 0..n {
+                missing.push(ConsumerId(r.u64()?));
+            }
+            Reply::Attached(missing)
+        }
         t => return Err(CodecError(format!("queue reply tag {t}"))),
     })
 }
@@ -131,6 +149,9 @@ mod tests {
             Reply::Deleted(1),
             Reply::Stats { messages: 1, consumers: 2, unacked: 3, bytes: 4 },
             Reply::Refused(Error::new(ReplyCode::ResourceLocked, "in use")),
+            Reply::Attached(vec![ConsumerId(3), ConsumerId(1 << 41)]),
+            Reply::NotLeader(Some(2)),
+            Reply::NotLeader(None),
         ];
         for reply in cases {
             let before = format!("{reply:?}");

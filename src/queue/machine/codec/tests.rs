@@ -65,6 +65,9 @@ fn all_commands() -> Vec<Command> {
             delivery_limit: Some(3),
             consumer_timeout: None,
         })),
+        Command::Failover,
+        Command::Attach { consumers: vec![ConsumerId(1), ConsumerId(2 << 40)] },
+        Command::Detach { consumers: vec![] },
     ]
 }
 

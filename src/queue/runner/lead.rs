@@ -1,0 +1,257 @@
+//! A runner's part in a replicated queue: this node's member of the queue's Raft group, which
+//! serves only while it leads.
+//!
+//! Queue groups are supervised (`raft::GroupOptions::supervised`): no heartbeats and no
+//! elections of their own, so an idle queue costs nothing. Instead the node's liveness view
+//! (`node/peers.rs`, a hello to every peer each second) says when the leader's node is down;
+//! then the live members stand for election in the order of the queue's member list, one
+//! step apart, so the preferred one normally wins at once. A pre-vote first keeps a member
+//! from unseating a leader the others still hear from.
+//!
+//! A member that wins takes over before it serves anything (`Command::Failover`, see
+//! `machine/failover.rs`); one that loses leadership forgets its consumers' sinks (their
+//! nodes attach them to the new leader) and refuses what still reaches it with
+//! `Reply::NotLeader`, so it never delivers or confirms on the strength of an old term.
+
+use super::store::Store;
+use super::{PROPOSE_PATIENCE, Request, now_ms};
+use crate::ids::{ConsumerId, QueueKey};
+use crate::queue::event::ClientEvent;
+use crate::queue::handle::WeakQueueHandle;
+use crate::queue::machine::{Command, Effect, QueueMachine, Reply};
+use crate::raft::transport::NodeId;
+use crate::raft::{DurableGroup, GroupError, Leadership, LeadershipWatch, Replication};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Between the live members' turns to stand for election (in member-list order).
+const TURN: Duration = Duration::from_millis(400);
+/// How long a member waits for an election it started before it tries again.
+const RETRY: Duration = Duration::from_millis(1000);
+
+/// What a runner needs to be this node's member of a replicated queue.
+pub struct Replica {
+    /// This node, the transport to the others, and the router RPCs for the group arrive at.
+    pub rep: Replication,
+    /// The group's members, the preferred leader first.
+    pub members: Vec<NodeId>,
+    /// The nodes this node finds down, as that changes.
+    pub down: watch::Receiver<BTreeSet<NodeId>>,
+    /// The handle this node's clients use for the queue (its front, `queue/remote/front.rs`):
+    /// deliveries carry it, so settles go wherever the leader is by then.
+    pub front: WeakQueueHandle,
+    /// Where the runner tells the front who leads (`leading` once this member serves).
+    pub leadership: watch::Sender<Leadership>,
+}
+
+/// What happened to the group's leadership.
+pub(super) enum Event {
+    /// The leader, the term or the liveness of the nodes changed.
+    Changed,
+    /// This member's turn to stand for election came.
+    Elect,
+}
+
+pub(super) struct Lead {
+    watch: LeadershipWatch,
+    down: watch::Receiver<BTreeSet<NodeId>>,
+    me: NodeId,
+    members: Vec<NodeId>,
+    /// The term this runner took over in; `None` while it does not serve.
+    pub(super) serving: Option<u64>,
+    elect_at: Option<Instant>,
+    key: std::sync::Arc<QueueKey>,
+    publish: watch::Sender<Leadership>,
+}
+
+impl Lead {
+    pub(super) fn new(g: &DurableGroup<QueueMachine>, r: &Replica, key: std::sync::Arc<QueueKey>) -> Self {
+        let mut lead = Self {
+            watch: g.leadership(),
+            down: r.down.clone(),
+            me: r.rep.me,
+            members: r.members.clone(),
+            serving: None,
+            elect_at: None,
+            key,
+            publish: r.leadership.clone(),
+        };
+        lead.rearm();
+        lead.publish();
+        lead
+    }
+
+    /// Tells the front who leads, `leading` only once this member serves.
+    pub(super) fn publish(&self) {
+        let l = self.current();
+        let shown = Leadership { leading: l.leading && self.serving == Some(l.term), ..l };
+        self.publish.send_if_modified(|old| std::mem::replace(old, shown) != shown);
+    }
+
+    pub(super) fn current(&self) -> Leadership {
+        self.watch.current()
+    }
+
+    /// The next thing to act on. Never resolves once the group stopped.
+    pub(super) async fn next(&mut self) -> Event {
+        let at = self.elect_at;
+        tokio::select! {
+            l = self.watch.changed() => match l {
+                Some(_) => Event::Changed,
+                None => std::future::pending().await,
+            },
+            r = self.down.changed() => match r {
+                Ok(()) => Event::Changed,
+                Err(_) => std::future::pending().await,
+            },
+            _ = tokio::time::sleep_until(at.unwrap_or_else(Instant::now)), if at.is_some() => {
+                self.elect_at = None;
+                Event::Elect
+            }
+        }
+    }
+
+    /// Whether no live leader is known: none, or one on a node this node finds down.
+    fn leaderless(&self) -> bool {
+        let l = self.current();
+        if l.leading {
+            return false;
+        }
+        let down = self.down.borrow();
+        l.leader.is_none_or(|n| n != self.me && down.contains(&n))
+    }
+
+    /// Schedules this member's turn to stand for election while the group is leaderless
+    /// (the first live member in list order at once, the next one a step later, ...), and
+    /// cancels it once a leader is known.
+    pub(super) fn rearm(&mut self) {
+        if !self.leaderless() {
+            self.elect_at = None;
+            return;
+        }
+        if self.elect_at.is_none() {
+            let down = self.down.borrow();
+            let rank = self.members.iter().filter(|n| !down.contains(n)).position(|&n| n == self.me);
+            let rank = rank.unwrap_or(self.members.len()) as u32;
+            self.elect_at = Some(Instant::now() + TURN * rank);
+        }
+    }
+
+    /// Stands for election if the group is still leaderless; tries again after [`RETRY`].
+    pub(super) async fn elect(&mut self, g: &DurableGroup<QueueMachine>) {
+        if !self.leaderless() {
+            return;
+        }
+        tracing::debug!(queue = %self.key, "no live leader: standing for election");
+        let voters = self.members.iter().copied().collect();
+        if let Err(e) = g.elect(&voters).await {
+            tracing::warn!(queue = %self.key, error = %e, "cannot stand for election");
+        }
+        self.elect_at = Some(Instant::now() + RETRY);
+    }
+
+    /// The leader to point callers at when this member does not serve.
+    pub(super) fn hint(&self) -> Option<NodeId> {
+        self.current().leader.filter(|&n| n != self.me || self.serving.is_some())
+    }
+}
+
+/// The runner's side of leadership: taking over, stepping down, refusing while it does not
+/// lead, and proposing with a bound on how long a majority may take.
+impl super::Runner {
+    pub(super) async fn on_lead_event(&mut self, ev: Event, lead: &mut Lead) {
+        match ev {
+            Event::Changed => {
+                self.sync_leadership(lead).await;
+                lead.rearm();
+            }
+            Event::Elect => {
+                if let Store::Durable(g, _) = &self.store {
+                    let g = g.clone();
+                    lead.elect(&g).await;
+                }
+            }
+        }
+    }
+
+    /// Brings this member's serving in line with its group's leadership; whether it serves.
+    /// A member that became leader takes over first: everything unacked goes back and every
+    /// consumer is detached (`Command::Failover`), then those whose sinks it still has are
+    /// attached again at once (the others' nodes attach them).
+    pub(super) async fn sync_leadership(&mut self, lead: &mut Lead) -> bool {
+        let serving = self.take_over_if_leading(lead).await;
+        lead.publish();
+        serving
+    }
+
+    pub(super) async fn take_over_if_leading(&mut self, lead: &mut Lead) -> bool {
+        let l = lead.current();
+        if !l.leading {
+            if lead.serving.take().is_some() {
+                tracing::info!(queue = %self.key, leader = ?l.leader, "no longer leads the queue");
+            }
+            return false;
+        }
+        if lead.serving == Some(l.term) {
+            return true;
+        }
+        let reachable: Vec<ConsumerId> =
+            self.sinks.iter().filter(|(_, s)| !s.sink.is_closed()).map(|(id, _)| *id).collect();
+        self.sinks.retain(|id, _| reachable.contains(id));
+        let now = now_ms();
+        let mut cmds = vec![Command::Failover];
+        if !reachable.is_empty() {
+            cmds.push(Command::Attach { consumers: reachable });
+        }
+        match self.propose(now, cmds, true).await {
+            Ok(results) => {
+                lead.serving = Some(l.term);
+                tracing::info!(queue = %self.key, term = l.term, "leads the queue");
+                let effects = results.into_iter().flat_map(|(_, fx)| fx).collect();
+                self.carry_out(now, effects).await;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(queue = %self.key, error = %e, "cannot take over as leader");
+                false
+            }
+        }
+    }
+
+    /// Proposes through the store; a replicated queue's leader waits at most
+    /// [`PROPOSE_PATIENCE`] for a majority.
+    pub(super) async fn propose(
+        &mut self,
+        now: u64,
+        cmds: Vec<Command>,
+        replicated: bool,
+    ) -> Result<Vec<(Reply, Vec<Effect>)>, GroupError> {
+        if !replicated {
+            return self.store.propose(now, cmds).await;
+        }
+        match tokio::time::timeout(PROPOSE_PATIENCE, self.store.propose(now, cmds)).await {
+            Ok(r) => r,
+            Err(_) => Err(GroupError::Raft("no majority took the batch in time".into())),
+        }
+    }
+
+    /// Answers requests this member cannot serve (it does not lead): publishers get a nack,
+    /// callers `NotLeader` with the leader it knows; a delete retires the replica.
+    pub(super) async fn refuse(&mut self, batch: &mut Vec<Request>, leader: Option<u64>) {
+        for req in batch.drain(..) {
+            match req {
+                Request::Publish { confirm: Some(c), .. } => {
+                    let ev = ClientEvent::Confirms { channel: c.channel, seqs: vec![c.seq], ok: false };
+                    let _ = c.sink.send(ev).await;
+                }
+                Request::Consume { reply, .. } | Request::Call { reply, .. } | Request::Attach { reply, .. } => {
+                    let _ = reply.send(Reply::NotLeader(leader));
+                }
+                Request::Cast { cmd: Command::Delete { .. } } => self.retired = true,
+                Request::Publish { confirm: None, .. } | Request::Cast { .. } => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Proposing to a group: at this member when it leads (renewing its leader lease first if
+//! need be), forwarded to the leader for groups whose effects need not stay where they were
+//! proposed (`raft/forward.rs`), and never forwarded for the others (`propose_local`).
+
+use super::{C, DurableGroup, DurableMachine, GroupError, raft_err, write_err, write_many};
+use crate::raft::forward::{Answer, Refusal};
+use crate::raft::peers::{decode, encode};
+use crate::raft::transport::{NodeId, RpcKind, Transport};
+use crate::raft::types::Payload;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use std::time::{Duration, Instant};
+
+/// How long a proposal waits for a leader to be elected (or to become known) before it fails.
+const LEADER_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a proposal waits before it tries an unreachable leader again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long a leader whose lease ran out waits for a majority to acknowledge it again.
+const LEASE_PATIENCE: Duration = Duration::from_secs(2);
+/// How long the origin of a forwarded proposal waits to apply what the leader committed.
+const APPLY_PATIENCE: Duration = Duration::from_secs(10);
+
+impl<M: DurableMachine> DurableGroup<M> {
+    /// Proposes a command; returns once it is durable and applied, with the machine's reply
+    /// and effects.
+    pub async fn propose(&self, now_ms: u64, cmd: M::Command) -> Result<(M::Reply, Vec<M::Effect>), GroupError> {
+        if self.transport.is_some() {
+            return self.propose_many(now_ms, vec![cmd]).await?.pop().ok_or(GroupError::Reply);
+        }
+        let payload = Payload { now_ms, cmd: M::encode_command(&cmd).into() };
+        let resp = self.raft.client_write(payload).await.map_err(write_err)?;
+        let any = resp.data.inner.ok_or(GroupError::Reply)?;
+        any.downcast::<(M::Reply, Vec<M::Effect>)>().map(|b| *b).map_err(|_| GroupError::Reply)
+    }
+
+    /// Proposes commands as one batch (one message to openraft, typically one fsync); returns
+    /// each reply and its effects, in order. On a member that does not lead, the batch goes
+    /// to the leader (`raft/forward.rs`): the replies come back, the effects stay there, and
+    /// this returns once this member applied the batch too. Without a leader it waits up to
+    /// [`LEADER_PATIENCE`] for one.
+    pub async fn propose_many(
+        &self,
+        now_ms: u64,
+        cmds: Vec<M::Command>,
+    ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
+        let payloads: Vec<Payload> =
+            cmds.iter().map(|c| Payload { now_ms, cmd: M::encode_command(c).into() }).collect();
+        let Some(transport) = &self.transport else { return self.propose_here(payloads).await };
+        let deadline = Instant::now() + LEADER_PATIENCE;
+        loop {
+            let attempt = match self.leader() {
+                Some(l) if l == self.me => self.propose_here(payloads.clone()).await,
+                Some(l) => self.forward(transport.as_ref(), l, payloads.clone()).await,
+                None => Err(GroupError::NotLeader(None)),
+            };
+            match attempt {
+                // Nothing was written: wait for a (new) leader and try again.
+                Err(GroupError::NotLeader(seen)) if Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let changed = |m: &openraft::RaftMetrics<C>| m.current_leader.is_some() && m.current_leader != seen;
+                    if self.raft.wait(Some(left)).metrics(changed, "a leader").await.is_err() {
+                        return Err(GroupError::NotLeader(None));
+                    }
+                }
+                // Nothing was sent: the leader is down (a new one is elected within an
+                // election timeout) or its connection is being made; try again shortly.
+                Err(GroupError::LeaderUnreachable(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends proposals to the leader; once it answers, waits until this member applied them.
+    async fn forward(
+        &self,
+        transport: &dyn Transport,
+        leader: NodeId,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
+        let body = encode(&payloads).map_err(raft_err)?;
+        let answer = match transport.call(leader, self.log.id(), RpcKind::Propose, body).await {
+            Ok(a) => a,
+            Err(e @ crate::raft::transport::TransportError::NotConnected { .. }) => {
+                return Err(GroupError::LeaderUnreachable(e.to_string()));
+            }
+            Err(e) => return Err(raft_err(e)),
+        };
+        let answered = match decode::<Answer>(&answer).map_err(raft_err)? {
+            Ok(a) => a,
+            Err(Refusal::NotLeader(l)) => return Err(GroupError::NotLeader(l)),
+            Err(Refusal::Failed(m)) => return Err(GroupError::Raft(format!("at the leader: {m}"))),
+        };
+        let last = answered.iter().map(|(i, _)| *i).max();
+        self.raft
+            .wait(Some(APPLY_PATIENCE))
+            .applied_index_at_least(last, "forwarded proposals applied")
+            .await
+            .map_err(raft_err)?;
+        answered
+            .into_iter()
+            .map(|(_, r)| M::decode_reply(&bytes::Bytes::from(r)).map(|r| (r, Vec::new())).map_err(raft_err))
+            .collect()
+    }
+
+    /// Proposes commands as one batch on this member, never forwarded: a group whose effects
+    /// must be carried out where it was proposed (a queue's deliveries) is proposed to at its
+    /// leader only. [`GroupError::NotLeader`] when this member does not lead (nothing written).
+    pub async fn propose_local(
+        &self,
+        now_ms: u64,
+        cmds: Vec<M::Command>,
+    ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
+        let payloads = cmds.iter().map(|c| Payload { now_ms, cmd: M::encode_command(c).into() }).collect();
+        self.propose_here(payloads).await
+    }
+
+    /// Proposes on this member (leading, or a single member).
+    async fn propose_here(&self, payloads: Vec<Payload>) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
+        match write_many::<M, _>(&self.raft, payloads.clone()).await {
+            // A leader takes writes only while a majority acknowledged it within its lease
+            // (openraft's leader lease); a supervised group sends no heartbeats, so after an
+            // idle second its leader asks for one, and writes once a majority answered.
+            Err(GroupError::NotLeader(None)) if self.renew_lease().await => {
+                Ok(write_many::<M, _>(&self.raft, payloads).await?.into_iter().map(|(_, out)| out).collect())
+            }
+            r => Ok(r?.into_iter().map(|(_, out)| out).collect()),
+        }
+    }
+
+    /// On a leader: sends a heartbeat and waits (up to [`LEASE_PATIENCE`]) until a majority
+    /// answered it; whether one did.
+    async fn renew_lease(&self) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        let before = m.last_quorum_acked.clone();
+        if self.raft.trigger().heartbeat().await.is_err() {
+            return false;
+        }
+        let acked = move |m: &openraft::RaftMetrics<C>| m.last_quorum_acked.is_some() && m.last_quorum_acked != before;
+        self.raft.wait(Some(LEASE_PATIENCE)).metrics(acked, "a majority acknowledged the leader").await.is_ok()
+    }
+}

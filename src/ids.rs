@@ -7,7 +7,9 @@ use std::fmt;
 
 /// A client connection. Assigned by the node when the socket is accepted: the node's id less
 /// one in the top 24 bits, a counter below ([`NODE_SHIFT`]), so ids are unique cluster-wide
-/// without coordination and a single node's (node 1) are the plain counter.
+/// without coordination. Each start of a node counts from its own [`first_of_this_start`],
+/// so ids stay unique across restarts too (a replicated queue remembers a consumer of a node
+/// that died until that consumer's grace ends).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u64);
 
@@ -17,6 +19,13 @@ pub const NODE_SHIFT: u32 = 40;
 /// The first id a node hands out in a space tagged with its node id (1-based).
 pub fn node_base(node: u64) -> u64 {
     node.saturating_sub(1) << NODE_SHIFT
+}
+
+/// Where this start of a node begins counting ids in its space: the clock in microseconds,
+/// modulo half the space (a later start begins past every id an earlier one handed out,
+/// unless that one made more than one id per microsecond; the other half is headroom).
+pub fn first_of_this_start(node: u64, now_micros: u64) -> u64 {
+    node_base(node) + 1 + now_micros % (1 << (NODE_SHIFT - 1))
 }
 
 impl ConnectionId {

@@ -78,6 +78,8 @@ pub struct Node {
     replication: Option<Replication>,
     /// The runners of this node's members of replicated queues (`queues` holds their fronts).
     replicas: Mutex<HashMap<QueueKey, QueueHandle>>,
+    /// The leader each replicated queue's front sends to (0: none known), for listings.
+    leaders: Mutex<HashMap<QueueKey, Arc<AtomicU64>>>,
     /// The other members, as this node sees them (a cluster).
     peers: Option<Arc<peers::Peers>>,
     /// Running stores of delayed exchanges; changed only when the snapshot is published.
@@ -127,6 +129,10 @@ pub enum StartError {
 /// Milliseconds since the epoch (the time field of commands; connection start times).
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 impl Node {
@@ -183,11 +189,12 @@ impl Node {
             remote,
             replication,
             replicas: Mutex::default(),
+            leaders: Mutex::default(),
             peers,
             delays: Mutex::new(HashMap::new()),
             topology: ArcSwap::from_pointee(Topology::default()),
-            next_connection: AtomicU64::new(ids::node_base(id) + 1),
-            next_consumer: AtomicU64::new(ids::node_base(id) + 1),
+            next_connection: AtomicU64::new(ids::first_of_this_start(id, now_micros())),
+            next_consumer: AtomicU64::new(ids::first_of_this_start(id, now_micros())),
             direct_reply: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
             alarms,
@@ -359,6 +366,22 @@ impl Node {
             return self.name.clone();
         }
         self.peers.as_ref().map_or_else(|| format!("node {id}"), |p| p.name(id))
+    }
+
+    /// Where a queue runs: its leader as this node's front last found it (a replicated
+    /// queue), else its home.
+    pub fn queue_node(&self, rec: &QueueRecord) -> u64 {
+        if !rec.replicated() {
+            return rec.home;
+        }
+        let key = QueueKey::new(rec.vhost.clone(), rec.name.clone());
+        let shown = self.leaders.lock().unwrap_or_else(|p| p.into_inner()).get(&key).map(|l| l.load(Ordering::Relaxed));
+        shown.filter(|&l| l != 0).unwrap_or(rec.home)
+    }
+
+    /// Whether cluster node `id` answers (this node always does).
+    pub fn node_running(&self, id: u64) -> bool {
+        id == self.id || self.peers.as_ref().is_some_and(|p| !p.down().borrow().contains(&id))
     }
 
     /// The other members of this node's cluster (none for a single node).

@@ -28,6 +28,7 @@ pub(super) fn kind_from_pb(k: i32) -> Option<RpcKind> {
         pb::RaftKind::Snapshot => Some(RpcKind::Snapshot),
         pb::RaftKind::Propose => Some(RpcKind::Propose),
         pb::RaftKind::Leader => Some(RpcKind::Leader),
+        pb::RaftKind::PreVote => Some(RpcKind::PreVote),
     }
 }
 
@@ -38,6 +39,7 @@ pub(super) fn kind_to_pb(k: RpcKind) -> pb::RaftKind {
         RpcKind::Snapshot => pb::RaftKind::Snapshot,
         RpcKind::Propose => pb::RaftKind::Propose,
         RpcKind::Leader => pb::RaftKind::Leader,
+        RpcKind::PreVote => pb::RaftKind::PreVote,
     }
 }
 

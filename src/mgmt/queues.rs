@@ -92,8 +92,9 @@ async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
         "exclusive": rec.exclusive_owner.is_some(),
         "arguments": json::table(&rec.args),
         "type": rec.parsed.queue_type.as_str(),
-        // Where it runs (its home); a remote queue whose home does not answer is down.
-        "node": node.name_of(rec.home),
+        // Where it runs (its home, or a replicated queue's leader); a remote queue whose home
+        // does not answer is down.
+        "node": node.name_of(node.queue_node(rec)),
         "state": match (&h, &s) {
             (Some(_), Some(_)) => "running",
             (Some(_), None) => "down",
@@ -106,6 +107,13 @@ async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
         "message_bytes": bytes,
         "message_stats": message_stats,
     });
+    if let (Value::Object(m), true) = (&mut v, rec.replicated()) {
+        // RabbitMQ's quorum-queue fields: the leader, the members, and those running.
+        let names = |ids: &mut dyn Iterator<Item = &u64>| ids.map(|&n| node.name_of(n)).collect::<Vec<_>>();
+        m.insert("leader".into(), json!(node.name_of(node.queue_node(rec))));
+        m.insert("members".into(), json!(names(&mut rec.members.iter())));
+        m.insert("online".into(), json!(names(&mut rec.members.iter().filter(|&&n| node.node_running(n)))));
+    }
     if let Value::Object(m) = &mut v {
         rates::with_details(m, "messages", ready + unacked);
         rates::with_details(m, "messages_ready", ready);

@@ -97,7 +97,9 @@ impl Node {
             self.replicas.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), runner.clone());
             Member { runner, leadership: watched }
         });
-        let front = remote.serve_front(inboxes, GroupId(rec.group), rec.members.clone(), member);
+        let shown = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.leaders.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), shown.clone());
+        let front = remote.serve_front(inboxes, GroupId(rec.group), rec.members.clone(), member, shown);
         self.track(key, rec, front);
     }
 
@@ -225,6 +227,7 @@ impl Node {
         self.running_records.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         if rec.replicated() {
+            self.leaders.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
             // The member's runner deletes the queue if it leads, and retires (its data goes
             // when it stops) if it does not.
             let replica = self.replicas.lock().unwrap_or_else(|p| p.into_inner()).remove(key);

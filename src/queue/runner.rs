@@ -263,11 +263,13 @@ impl Runner {
                 }
                 // Register the sink first: the consume (or attach) itself may dispatch to it.
                 Request::Consume { spec, sink, reply } => {
+                    tracing::debug!(queue = %self.key, consumer = spec.id.0, "consume");
                     self.register(&spec, sink);
                     posts.push(Post::Consume(spec.id, reply));
                     cmds.push(Command::Consume(spec));
                 }
                 Request::Attach { spec, sink, reply } => {
+                    tracing::debug!(queue = %self.key, consumer = spec.id.0, "attach");
                     self.register(&spec, sink);
                     posts.push(Post::Attach(spec.id, reply));
                     cmds.push(Command::Attach { consumers: vec![spec.id] });
@@ -278,8 +280,13 @@ impl Runner {
                     posts.push(Post::Reply(reply));
                 }
                 Request::Cast { cmd } => {
-                    if let Command::Cancel { consumer } = &cmd {
-                        self.sinks.remove(consumer);
+                    match &cmd {
+                        Command::Cancel { consumer } => {
+                            tracing::debug!(queue = %self.key, consumer = consumer.0, "cancel");
+                            self.sinks.remove(consumer);
+                        }
+                        Command::Detach { consumers } => tracing::debug!(queue = %self.key, ?consumers, "detach"),
+                        _ => {}
                     }
                     cmds.push(cmd);
                     posts.push(Post::Nothing);

@@ -269,6 +269,11 @@ impl<M: DurableMachine> DurableGroup<M> {
         Ok(Self { raft, sm, log, stopping, me, router: Some(rep.router), transport })
     }
 
+    /// The group's id (its storage group).
+    pub fn id(&self) -> crate::storage::GroupId {
+        self.log.id()
+    }
+
     /// Tells when entries are applied, whoever proposed them.
     pub fn applied_watch(&self) -> AppliedWatch {
         AppliedWatch { rx: self.raft.data_metrics() }

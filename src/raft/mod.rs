@@ -12,7 +12,7 @@ mod group;
 pub mod log_store;
 mod net;
 mod peers;
-pub use peers::ask_leader;
+pub use peers::{ask_leader, find_leader};
 pub mod transport;
 pub mod types;
 

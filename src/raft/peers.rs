@@ -85,6 +85,18 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// A vote or pre-vote request and its answer.
+    async fn ballot(&self, kind: RpcKind, req: VoteRequest<C>) -> Result<VoteResponse<C>, RPCError<C>> {
+        match self.round_trip::<_, _, RaftError<C>>(kind, &req).await {
+            Ok(Ok(r)) => Ok(r),
+            // The peer's member stopped (a fatal error there): unreachable until it is back.
+            Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(rpc_error(e)),
+        }
+    }
+}
+
 impl RaftNetworkV2<C> for PeerClient {
     type SnapshotData = Cursor<Vec<u8>>;
 
@@ -102,12 +114,13 @@ impl RaftNetworkV2<C> for PeerClient {
     }
 
     async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
-        match self.round_trip::<_, _, RaftError<C>>(RpcKind::Vote, &req).await {
-            Ok(Ok(r)) => Ok(r),
-            // The peer's member stopped (a fatal error there): unreachable until it is back.
-            Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
-            Err(e) => Err(rpc_error(e)),
-        }
+        self.ballot(RpcKind::Vote, req).await
+    }
+
+    /// Carried for real: openraft's default grants every pre-vote, so a member with a stale
+    /// log (just restarted) would go on to real elections and unseat a working leader.
+    async fn pre_vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.ballot(RpcKind::PreVote, req).await
     }
 
     async fn full_snapshot(
@@ -140,6 +153,26 @@ pub async fn ask_leader(
     decode(&answer)
 }
 
+/// Asks the other members (`members` less `me` and those `down`) who leads `group`, one at a
+/// time; the first live leader named (a member not knowing says so, a down one is skipped).
+pub async fn find_leader(
+    transport: &dyn Transport,
+    group: GroupId,
+    members: &[NodeId],
+    me: NodeId,
+    down: &(dyn Fn(NodeId) -> bool + Sync),
+) -> Option<NodeId> {
+    for &m in members.iter().filter(|&&m| m != me && !down(m)) {
+        let ask = ask_leader(transport, m, group);
+        if let Ok(Ok(Some(l))) = tokio::time::timeout(std::time::Duration::from_secs(1), ask).await {
+            if l == me || !down(l) {
+                return Some(l);
+            }
+        }
+    }
+    None
+}
+
 /// Feeds arriving RPCs to a local member of a group of `M`.
 pub(crate) struct Member<M: DurableMachine> {
     pub raft: Raft<C, SmAdapter<M>>,
@@ -157,6 +190,10 @@ impl<M: DurableMachine> Handler for Member<M> {
                 RpcKind::Vote => {
                     let req: VoteRequest<C> = decode(&body)?;
                     encode(&raft.vote(req).await)
+                }
+                RpcKind::PreVote => {
+                    let req: VoteRequest<C> = decode(&body)?;
+                    encode(&raft.pre_vote(req).await)
                 }
                 RpcKind::Snapshot => {
                     let (vote, meta, data): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) = decode(&body)?;

@@ -28,6 +28,8 @@ pub type NodeId = u64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RpcKind {
     Vote,
+    /// Would the member grant a vote (Raft's pre-vote: no term is spent asking)?
+    PreVote,
     Append,
     /// A whole snapshot (its metadata and state) with the sender's vote.
     Snapshot,

@@ -26,6 +26,7 @@ use crate::raft::transport::NodeId;
 use crate::storage::GroupId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -36,8 +37,6 @@ const WAITING: usize = 4096;
 const WAIT_PATIENCE: Duration = Duration::from_secs(15);
 /// How often a front with no leader (and something to send) looks for one.
 const RESOLVE_EVERY: Duration = Duration::from_millis(200);
-/// How long a member asked who leads may take to answer.
-const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Events buffered for a front.
 const EVENTS: usize = 1024;
 
@@ -95,12 +94,14 @@ impl FrontInboxes {
 impl Remote {
     /// Serves a replicated queue's front (the group `group`, with these members; `member`
     /// on a member node) and returns its handle.
+    /// The front shows the leader it sends to in `shown` (0 while it knows none).
     pub fn serve_front(
         self: &Arc<Self>,
         inboxes: FrontInboxes,
         group: GroupId,
         members: Vec<NodeId>,
         member: Option<Member>,
+        shown: Arc<AtomicU64>,
     ) -> QueueHandle {
         let FrontInboxes { handle, rx, ctl } = inboxes;
         let (events, events_rx) = mpsc::channel(EVENTS);
@@ -116,6 +117,7 @@ impl Remote {
             waiting_since: None,
             consumers: HashMap::new(),
             events,
+            shown,
         };
         tokio::spawn(front.run(rx, ctl, events_rx));
         handle
@@ -136,6 +138,8 @@ struct Front {
     /// Consumers registered through this front, to attach to each new leader.
     consumers: HashMap<ConsumerId, (ConsumerSpec, ClientSink)>,
     events: FrontTx,
+    /// The leader requests go to, for listings (0: none known).
+    shown: Arc<AtomicU64>,
 }
 
 /// The next change of this node's member's leadership; never without a member.
@@ -225,33 +229,25 @@ impl Front {
         self.waiting_since.get_or_insert_with(Instant::now);
     }
 
-    /// Finds the leader: this node's member's view, or the members' answers.
+    /// Finds the leader: this node's member's view, else the members' answers (a member
+    /// learns its leader only when it hears from it, and an idle leader says nothing).
     async fn resolve(&mut self) {
-        let found = match &self.member {
-            Some(m) => {
-                let l = *m.leadership.borrow();
-                if l.leading {
-                    Some(self.remote.me)
-                } else {
-                    l.leader.filter(|&n| n != self.remote.me && !self.is_down(n))
-                }
-            }
-            None => self.ask_members().await,
+        let local = self.member.as_ref().map(|m| *m.leadership.borrow());
+        let found = match local {
+            Some(l) if l.leading => Some(self.remote.me),
+            Some(l) if l.leader.is_some_and(|n| n != self.remote.me && !self.is_down(n)) => l.leader,
+            _ if self.member.is_none() || self.busy() => self.ask_members().await,
+            _ => None,
         };
         self.set_target(found).await;
     }
 
-    /// Asks the live members who leads; the first live leader named.
+    /// Asks the other live members who leads; the first live leader named.
     async fn ask_members(&self) -> Option<NodeId> {
-        for &m in self.members.iter().filter(|&&m| !self.is_down(m)) {
-            let ask = crate::raft::ask_leader(self.remote.transport.as_ref(), m, self.group);
-            if let Ok(Ok(Some(l))) = tokio::time::timeout(ASK_TIMEOUT, ask).await {
-                if !self.is_down(l) {
-                    return Some(l);
-                }
-            }
-        }
-        None
+        crate::raft::find_leader(self.remote.transport.as_ref(), self.group, &self.members, self.remote.me, &|n| {
+            self.is_down(n)
+        })
+        .await
     }
 
     /// Points requests at `t`: attaches this front's consumers there, then sends what waited.
@@ -264,8 +260,19 @@ impl Front {
         }
         tracing::debug!(queue = %self.key, leader = ?t, "replicated queue's leader");
         self.target = t;
+        self.shown.store(t.unwrap_or(0), Ordering::Relaxed);
         let Some(t) = t else { return };
-        let consumers: Vec<(ConsumerSpec, ClientSink)> = self.consumers.values().cloned().collect();
+        // Consumers whose consume is still waiting here are not attached: it goes after.
+        let waiting: Vec<ConsumerId> = self
+            .waiting
+            .iter()
+            .filter_map(|r| match r {
+                Request::Consume { spec, .. } => Some(spec.id),
+                _ => None,
+            })
+            .collect();
+        let consumers: Vec<(ConsumerSpec, ClientSink)> =
+            self.consumers.values().filter(|(spec, _)| !waiting.contains(&spec.id)).cloned().collect();
         for (spec, sink) in consumers {
             let reply = self.watch_attach(spec.id);
             self.send(t, Request::Attach { spec, sink, reply }).await;
@@ -362,10 +369,12 @@ impl Front {
             // Looked for again at the next resolve (never at once: a member that refuses may
             // still be named leader for a moment).
             FrontEvent::Retry(req) => {
+                tracing::debug!(queue = %self.key, target = ?self.target, "refused by a member that does not lead");
                 self.target = None;
                 self.wait(req);
             }
             FrontEvent::Gone(id) => {
+                tracing::debug!(queue = %self.key, consumer = id.0, "consumer unknown to the new leader: cancelled");
                 if let Some((spec, sink)) = self.consumers.remove(&id) {
                     let ev = ClientEvent::ConsumerCancelled { channel: spec.channel, consumer_tag: spec.tag };
                     let _ = sink.send(ev).await;

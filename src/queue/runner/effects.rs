@@ -92,6 +92,7 @@ impl Runner {
                         .push((consumer, d));
                 }
                 Effect::ConsumerCancelled { consumer } => {
+                    tracing::debug!(queue = %self.key, consumer = consumer.0, "consumer cancelled by the queue");
                     if let Some(s) = self.sinks.remove(&consumer) {
                         let ev = ClientEvent::ConsumerCancelled { channel: s.channel, consumer_tag: s.tag };
                         let _ = s.sink.send(ev).await;
@@ -135,6 +136,7 @@ impl Runner {
             followups.push(Command::Settle { ids: unreadable, outcome: Outcome::Discard });
         }
         for (consumer, ids) in lost {
+            tracing::debug!(queue = %self.key, consumer = consumer.0, "deliveries found no connection: cancelled");
             self.sinks.remove(&consumer);
             followups.push(Command::Cancel { consumer });
             followups.push(Command::Settle { ids, outcome: Outcome::Requeue });

@@ -56,12 +56,15 @@ pub(super) enum Event {
 
 pub(super) struct Lead {
     watch: LeadershipWatch,
+    transport: std::sync::Arc<dyn crate::raft::transport::Transport>,
     down: watch::Receiver<BTreeSet<NodeId>>,
     me: NodeId,
     members: Vec<NodeId>,
     /// The term this runner took over in; `None` while it does not serve.
     pub(super) serving: Option<u64>,
     elect_at: Option<Instant>,
+    /// The leader another member named when this one did not know (`elect`).
+    named: Option<NodeId>,
     key: std::sync::Arc<QueueKey>,
     publish: watch::Sender<Leadership>,
 }
@@ -70,11 +73,13 @@ impl Lead {
     pub(super) fn new(g: &DurableGroup<QueueMachine>, r: &Replica, key: std::sync::Arc<QueueKey>) -> Self {
         let mut lead = Self {
             watch: g.leadership(),
+            transport: r.rep.transport.clone(),
             down: r.down.clone(),
             me: r.rep.me,
             members: r.members.clone(),
             serving: None,
             elect_at: None,
+            named: None,
             key,
             publish: r.leadership.clone(),
         };
@@ -113,14 +118,15 @@ impl Lead {
         }
     }
 
-    /// Whether no live leader is known: none, or one on a node this node finds down.
+    /// Whether no live leader is known: none (nor one another member named), or one on a
+    /// node this node finds down.
     fn leaderless(&self) -> bool {
         let l = self.current();
         if l.leading {
             return false;
         }
         let down = self.down.borrow();
-        l.leader.is_none_or(|n| n != self.me && down.contains(&n))
+        l.leader.or(self.named).is_none_or(|n| n != self.me && down.contains(&n))
     }
 
     /// Schedules this member's turn to stand for election while the group is leaderless
@@ -139,17 +145,32 @@ impl Lead {
         }
     }
 
-    /// Stands for election if the group is still leaderless; tries again after [`RETRY`].
+    /// Stands for election if the group is still leaderless; tries again after [`RETRY`]. A
+    /// member that merely has not heard from its leader (it just started, and an idle leader
+    /// says nothing) asks the others first, and stands only if none names a live leader.
     pub(super) async fn elect(&mut self, g: &DurableGroup<QueueMachine>) {
         if !self.leaderless() {
             return;
+        }
+        self.elect_at = Some(Instant::now() + RETRY);
+        if self.current().leader.is_none() {
+            let down = self.down.borrow().clone();
+            let named = crate::raft::find_leader(self.transport.as_ref(), g.id(), &self.members, self.me, &|n| {
+                down.contains(&n)
+            })
+            .await;
+            if let Some(l) = named.filter(|&l| l != self.me) {
+                // Known alive: stand only once its node goes down (a liveness change).
+                self.named = Some(l);
+                self.elect_at = None;
+                return;
+            }
         }
         tracing::debug!(queue = %self.key, "no live leader: standing for election");
         let voters = self.members.iter().copied().collect();
         if let Err(e) = g.elect(&voters).await {
             tracing::warn!(queue = %self.key, error = %e, "cannot stand for election");
         }
-        self.elect_at = Some(Instant::now() + RETRY);
     }
 
     /// The leader to point callers at when this member does not serve.

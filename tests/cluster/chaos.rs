@@ -1,0 +1,283 @@
+//! Failover under load, checked: a publisher (confirms) and a consumer (manual acks) work a
+//! quorum queue through the cluster's nodes while its leader, and sometimes a follower, is
+//! killed with SIGKILL and started again, ten times. The clients move to another node when
+//! theirs dies. At the end everything confirmed must have been delivered, nothing delivered
+//! that was never published, and no message delivered twice without `redelivered`
+//! (`checker.rs`); a consumer on a node that stayed up is never cancelled. The longest time
+//! without a confirm after a fault is printed.
+
+use super::checker::{History, check, longest_gap_after};
+use super::{harness, passive};
+use futures::StreamExt;
+use harness::Cluster;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const QUEUE: &str = "chaos";
+/// Publishes awaiting their confirm at most.
+const WINDOW: usize = 64;
+/// Faults per run.
+const FAULTS: usize = 10;
+
+/// What the clients share with the test.
+struct Shared {
+    addrs: Vec<SocketAddr>,
+    /// Whether each node is up, as the test made it.
+    alive: Vec<AtomicBool>,
+    history: Mutex<History>,
+    /// Publishers stop; then, once all is drained, consumers.
+    stop_publishing: AtomicBool,
+    stop_consuming: AtomicBool,
+    /// Times a consumer was cancelled while its node was up.
+    cancelled_while_alive: AtomicUsize,
+}
+
+impl Shared {
+    fn record(&self, f: impl FnOnce(&mut History)) {
+        f(&mut self.history.lock().unwrap());
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Option<Connection> {
+    let uri = format!("amqp://guest:guest@{addr}/%2f");
+    tokio::time::timeout(Duration::from_secs(3), Connection::connect(&uri, ConnectionProperties::default()))
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Publishes increasing integers with confirms, about two thousand a second, moving to the
+/// next node whenever its connection fails. A publish whose confirm does not come is
+/// indeterminate (never published again).
+async fn publisher(sh: Arc<Shared>, mut node: usize) {
+    let mut next: u64 = 0;
+    let props = BasicProperties::default().with_delivery_mode(2);
+    while !sh.stop_publishing.load(Ordering::Relaxed) {
+        let Some(conn) = connect(sh.addrs[node]).await else {
+            node = (node + 1) % sh.addrs.len();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(ch) = conn.create_channel().await else { continue };
+        if ch.confirm_select(ConfirmSelectOptions::default()).await.is_err() {
+            continue;
+        }
+        let mut pending = VecDeque::new();
+        let mut broken = false;
+        while !broken && !sh.stop_publishing.load(Ordering::Relaxed) {
+            next += 1;
+            let v = next;
+            sh.record(|h| {
+                h.attempted.insert(v);
+            });
+            let body = v.to_string();
+            let sent = ch
+                .basic_publish("".into(), QUEUE.into(), BasicPublishOptions::default(), body.as_bytes(), props.clone())
+                .await;
+            match sent {
+                Ok(c) => pending.push_back((v, c)),
+                Err(_) => {
+                    sh.record(|h| {
+                        h.indeterminate.insert(v);
+                    });
+                    broken = true;
+                }
+            }
+            while pending.len() >= WINDOW || (broken && !pending.is_empty()) {
+                let (v, c) = pending.pop_front().unwrap();
+                broken |= !settle(&sh, v, c).await;
+            }
+            if v % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        while let Some((v, c)) = pending.pop_front() {
+            settle(&sh, v, c).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
+        node = (node + 1) % sh.addrs.len();
+    }
+}
+
+/// Waits for one confirm; false if the channel failed.
+async fn settle(sh: &Shared, v: u64, c: lapin::PublisherConfirm) -> bool {
+    match tokio::time::timeout(Duration::from_secs(20), c).await {
+        Ok(Ok(conf)) if conf.is_ack() => {
+            let now = Instant::now();
+            sh.record(|h| {
+                h.confirmed.insert(v);
+                h.confirm_times.push(now);
+            });
+            true
+        }
+        Ok(Ok(_)) => {
+            sh.record(|h| {
+                h.indeterminate.insert(v);
+            });
+            true
+        }
+        _ => {
+            sh.record(|h| {
+                h.indeterminate.insert(v);
+            });
+            false
+        }
+    }
+}
+
+/// Consumes with manual acks (prefetch 100), moving to the next node when its connection
+/// fails; notes a cancellation while its node is up.
+async fn consumer(sh: Arc<Shared>, mut node: usize) {
+    while !sh.stop_consuming.load(Ordering::Relaxed) {
+        let Some(conn) = connect(sh.addrs[node]).await else {
+            node = (node + 1) % sh.addrs.len();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(ch) = conn.create_channel().await else { continue };
+        let _ = ch.basic_qos(100, BasicQosOptions::default()).await;
+        let opts = BasicConsumeOptions::default();
+        let Ok(mut deliveries) = ch.basic_consume(QUEUE.into(), "chaos".into(), opts, FieldTable::default()).await
+        else {
+            eprintln!("consumer: consume on node {} refused", node + 1);
+            node = (node + 1) % sh.addrs.len();
+            continue;
+        };
+        eprintln!("consumer: consuming on node {}", node + 1);
+        while !sh.stop_consuming.load(Ordering::Relaxed) {
+            match tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await {
+                Err(_) => continue,
+                Ok(Some(Ok(d))) => {
+                    let v: u64 = String::from_utf8_lossy(&d.data).parse().expect("a published integer");
+                    sh.record(|h| h.delivered.push((v, d.redelivered)));
+                    if d.ack(BasicAckOptions::default()).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(Err(_))) => break,
+                Ok(None) => {
+                    if sh.alive[node].load(Ordering::Relaxed) && conn.status().connected() {
+                        sh.cancelled_while_alive.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("consumer on node {} cancelled while its node was up", node + 1);
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
+        node = (node + 1) % sh.addrs.len();
+    }
+}
+
+/// The index of the node leading the queue, as a live node's management API tells it.
+async fn leader(c: &Cluster, alive: &[bool]) -> Option<usize> {
+    for i in (0..c.nodes.len()).filter(|&i| alive[i]) {
+        let out = c.ctl(i, &["-q", "list_queues", "name", "leader"]).await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        for line in text.lines() {
+            let mut cols = line.split('\t');
+            if cols.next() == Some(QUEUE) {
+                let name = cols.next().unwrap_or_default();
+                if let Some(i) = c.nodes.iter().position(|n| n.name == name) {
+                    return Some(i);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_the_leader_ten_times_under_load_and_lose_nothing_confirmed() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let (_c0, ch0) = super::channel(&c, 0).await;
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch0.queue_declare(QUEUE.into(), durable, args).await.unwrap();
+    drop((_c0, ch0));
+    for i in 0..3 {
+        c.await_up(i).await;
+    }
+    let sh = Arc::new(Shared {
+        addrs: c.nodes.iter().map(|n| n.amqp).collect(),
+        alive: (0..3).map(|_| AtomicBool::new(true)).collect(),
+        history: Mutex::default(),
+        stop_publishing: AtomicBool::new(false),
+        stop_consuming: AtomicBool::new(false),
+        cancelled_while_alive: AtomicUsize::new(0),
+    });
+    let publisher = tokio::spawn(publisher(sh.clone(), 1));
+    let consumer = tokio::spawn(consumer(sh.clone(), 2));
+
+    let mut faults = Vec::new();
+    let mut alive = vec![true; 3];
+    for fault in 0..FAULTS {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let lead = leader(&c, &alive).await.expect("a leader is shown");
+        // Mostly the leader; every third fault a follower.
+        let victim = if fault % 3 == 2 { (lead + 1 + fault % 2) % 3 } else { lead };
+        eprintln!("fault {}: SIGKILL node {} (leader: node {})", fault + 1, victim + 1, lead + 1);
+        sh.alive[victim].store(false, Ordering::Relaxed);
+        alive[victim] = false;
+        c.kill(victim);
+        faults.push(Instant::now());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        c.start(victim);
+        c.await_up(victim).await;
+        sh.alive[victim].store(true, Ordering::Relaxed);
+        alive[victim] = true;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sh.stop_publishing.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+
+    // Everything confirmed comes out; then the queue is empty.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = {
+            let h = sh.history.lock().unwrap();
+            let got: std::collections::BTreeSet<u64> = h.delivered.iter().map(|(v, _)| *v).collect();
+            h.confirmed.iter().filter(|v| !got.contains(v)).count()
+        };
+        if missing == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while passive(&c, 0, QUEUE).await != Ok(0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sh.stop_consuming.store(true, Ordering::Relaxed);
+    consumer.await.unwrap();
+    let left = passive(&c, 0, QUEUE).await;
+
+    let h = sh.history.lock().unwrap();
+    let verdict = check(&h);
+    if !verdict.valid() {
+        for i in 0..3 {
+            let out = c
+                .ctl(i, &["list_queues", "name", "leader", "messages_ready", "messages_unacknowledged", "consumers"])
+                .await;
+            eprintln!("node {}: {}", i + 1, String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    let gap = longest_gap_after(&faults, &h.confirm_times);
+    eprintln!("{verdict}");
+    eprintln!("longest time without a confirm after a fault: {} ms", gap.as_millis());
+    assert!(verdict.valid(), "{verdict}");
+    assert!(verdict.confirmed > 1000, "too little got through: {verdict}");
+    assert_eq!(sh.cancelled_while_alive.load(Ordering::Relaxed), 0, "a consumer on a live node was cancelled");
+    assert_eq!(left, Ok(0), "messages left in the queue after the drain");
+}

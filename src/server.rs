@@ -83,7 +83,8 @@ async fn join_cluster(
     let creds = Credentials::new(&c.name, &secret);
     let (listener, cluster_addr) = bind(c.listen_addr).await?;
     let router = Router::new(me);
-    let transport = GrpcTransport::new(me, creds.clone());
+    let source = Some(c.listen_addr.ip()).filter(|ip| !ip.is_unspecified());
+    let transport = GrpcTransport::new(me, creds.clone(), source);
     for (id, addr) in &members {
         if *id != me {
             transport.set_peer(*id, addr.clone());

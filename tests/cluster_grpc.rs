@@ -48,7 +48,7 @@ async fn three() -> (Vec<TestNode>, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let router = Router::new(me);
-        let transport = GrpcTransport::new(me, creds.clone());
+        let transport = GrpcTransport::new(me, creds.clone(), None);
         for (j, a) in addrs.iter().enumerate() {
             transport.set_peer(j as u64 + 1, a.clone());
         }
@@ -145,7 +145,7 @@ async fn three_nodes_replicate_over_grpc_and_survive_the_leader() {
 async fn another_secret_or_cluster_name_is_refused() {
     let (nodes, addrs) = three().await;
     for wrong in [Credentials::new("test", "guess"), Credentials::new("other", "secret")] {
-        let t = GrpcTransport::new(9, wrong);
+        let t = GrpcTransport::new(9, wrong, None);
         t.set_peer(1, addrs[0].clone());
         match t.call(1, GROUP, RpcKind::Vote, bytes::Bytes::new()).await {
             Err(TransportError::Unreachable { reason, .. }) => assert!(reason.starts_with("refused"), "{reason}"),
@@ -153,7 +153,7 @@ async fn another_secret_or_cluster_name_is_refused() {
         }
     }
     // The right credentials reach the group (the empty body does not decode, but it arrived).
-    let t = GrpcTransport::new(9, Credentials::new("test", "secret"));
+    let t = GrpcTransport::new(9, Credentials::new("test", "secret"), None);
     t.set_peer(1, addrs[0].clone());
     assert!(matches!(t.call(1, GROUP, RpcKind::Vote, bytes::Bytes::new()).await, Err(TransportError::Malformed(_))));
     for n in nodes {

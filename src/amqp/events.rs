@@ -19,6 +19,12 @@ impl Connection {
                 let frame_max = self.frame_max;
                 let open = self.channels.get(&channel.0).is_some_and(|c| c.state == ChannelState::Open);
                 if !open {
+                    tracing::debug!(
+                        connection = self.id.0,
+                        channel = channel.0,
+                        n = items.len(),
+                        "deliveries to a closed channel given back"
+                    );
                     for d in items.iter().filter(|d| !d.no_ack) {
                         self.settle(&queue, Outcome::Requeue, d.id);
                     }
@@ -32,6 +38,7 @@ impl Connection {
                     match c.consumers.get_mut(&*d.consumer_tag) {
                         // Cancelled meanwhile: give it back.
                         None if !d.no_ack => {
+                            tracing::debug!(connection = self.id.0, tag = %d.consumer_tag, "delivery to an unknown consumer given back");
                             self.settle(&queue, Outcome::Requeue, d.id);
                             continue;
                         }

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// Raft calls larger than this travel in chunks of this size.
+const CHUNK: usize = 4 << 20;
 /// How long one Raft call may take before the peer counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting to a peer may take.
@@ -23,6 +25,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct GrpcTransport {
     /// This node's id (streams say who opens them).
     me: NodeId,
+    /// The address this node's connections to peers come from: its cluster listener's, when
+    /// that is not a wildcard (so firewalls, and the tests' partitions, see who connects).
+    source: Option<std::net::IpAddr>,
     creds: Credentials,
     /// Peer id → its cluster address (`host:port`).
     addrs: Arc<Mutex<HashMap<NodeId, String>>>,
@@ -31,8 +36,8 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    pub fn new(me: NodeId, creds: Credentials) -> Self {
-        Self { me, creds, addrs: Arc::default(), channels: Arc::default() }
+    pub fn new(me: NodeId, creds: Credentials, source: Option<std::net::IpAddr>) -> Self {
+        Self { me, source, creds, addrs: Arc::default(), channels: Arc::default() }
     }
 
     /// Where a peer is (a changed address drops the old channel).
@@ -52,6 +57,7 @@ impl GrpcTransport {
         let addr = addr.ok_or_else(|| not_connected("address unknown".into()))?;
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| not_connected(format!("bad address {addr}: {e}")))?
+            .local_address(self.source)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true)
@@ -77,10 +83,29 @@ impl Transport for GrpcTransport {
             let mut client = ClusterClient::new(channel?)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
-            let mut req =
-                tonic::Request::new(RaftRequest { target, group: group.0, kind: kind_to_pb(kind) as i32, body });
-            creds.attach(&mut req);
-            match client.raft(req).await {
+            let kind = kind_to_pb(kind) as i32;
+            let answer = if body.len() > CHUNK {
+                // The first chunk addresses it; the others are slices of the same buffer.
+                let chunks: Vec<RaftRequest> = (0..body.len())
+                    .step_by(CHUNK)
+                    .enumerate()
+                    .map(|(n, at)| {
+                        let part = body.slice(at..(at + CHUNK).min(body.len()));
+                        match n {
+                            0 => RaftRequest { target, group: group.0, kind, body: part },
+                            _ => RaftRequest { body: part, ..Default::default() },
+                        }
+                    })
+                    .collect();
+                let mut req = tonic::Request::new(tokio_stream::iter(chunks));
+                creds.attach(&mut req);
+                client.raft_chunked(req).await
+            } else {
+                let mut req = tonic::Request::new(RaftRequest { target, group: group.0, kind, body });
+                creds.attach(&mut req);
+                client.raft(req).await
+            };
+            match answer {
                 Ok(r) => match r.into_inner().outcome {
                     Some(Outcome::Body(b)) => Ok(b),
                     Some(Outcome::NoGroup(g)) => Err(TransportError::NoGroup { node: target, group: g }),

@@ -89,6 +89,22 @@ impl Cluster for Service {
         Ok(Response::new(HelloReply { node_name: self.me.name.clone(), node_id: self.me.id }))
     }
 
+    async fn raft_chunked(&self, req: Request<tonic::Streaming<RaftRequest>>) -> Result<Response<RaftReply>, Status> {
+        let mut chunks = req.into_inner();
+        let Some(mut first) = chunks.message().await? else {
+            return Err(Status::invalid_argument("no chunks"));
+        };
+        let mut body = bytes::BytesMut::from(&first.body[..]);
+        while let Some(c) = chunks.message().await? {
+            if body.len() + c.body.len() > MAX_ASSEMBLED {
+                return Err(Status::resource_exhausted("a chunked call past its bound"));
+            }
+            body.extend_from_slice(&c.body);
+        }
+        first.body = body.freeze();
+        self.raft(Request::new(first)).await
+    }
+
     async fn raft(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let r = req.into_inner();
         if r.target != self.me.id {
@@ -106,8 +122,11 @@ impl Cluster for Service {
     }
 }
 
-/// Largest message accepted or sent (a whole snapshot travels in one for now).
+/// Largest message accepted or sent (Raft calls past 4 MiB travel in chunks, `client.rs`;
+/// a remote queue's frame holds at most a batch of deliveries).
 pub(super) const MAX_MESSAGE: usize = 512 << 20;
+/// Largest chunked call assembled (a snapshot with its queue's message bodies).
+const MAX_ASSEMBLED: usize = 8 << 30;
 
 /// Serves the cluster service on `listener` until `shutdown` resolves.
 pub async fn serve(

@@ -175,6 +175,16 @@ impl QueueMachine {
         [self.ready.first_id(), unacked].into_iter().flatten().min().map(|id| id.0)
     }
 
+    /// Every message's id (its `Enqueue`'s log index), ready or unacked.
+    pub fn live_indexes(&self) -> Vec<u64> {
+        self.ready
+            .fresh()
+            .chain(self.ready.requeued())
+            .map(|e| e.id.0)
+            .chain(self.unacked.keys().map(|id| id.0))
+            .collect()
+    }
+
     pub fn config(&self) -> &QueueConfig {
         &self.config
     }
@@ -295,6 +305,12 @@ impl QueueMachine {
     }
 
     fn consume(&mut self, spec: ConsumerSpec) -> Reply {
+        // The same consume again (sent once more after a leader change, not knowing whether
+        // the old leader took it): it stands, attached.
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.id == spec.id) {
+            c.detached_since = None;
+            return Reply::Consumed;
+        }
         let in_use = || {
             Error::access_refused(format!(
                 "queue '{}' in vhost '{}' in exclusive use",

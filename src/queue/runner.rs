@@ -115,7 +115,9 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
             }
         };
         let dead_letters = std::sync::OnceLock::new();
-        let mut runner = Runner { store, sinks: HashMap::new(), key, deliver_as, hooks, dead_letters, retired: false };
+        let fenced = lead.is_some();
+        let mut runner =
+            Runner { store, sinks: HashMap::new(), key, deliver_as, hooks, dead_letters, retired: false, fenced };
         // After a restart no consumer of before is connected any more; and a queue's
         // `x-expires` counts from its start (RabbitMQ restarts it with the queue). A
         // replicated queue's new leader takes over instead (`Command::Failover`).
@@ -149,6 +151,8 @@ struct Runner {
     /// A replicated queue's member told to delete the queue while it did not lead: the queue
     /// is gone, so its data goes when the runner stops.
     retired: bool,
+    /// A replicated queue's member: deliveries wait for leadership to be confirmed.
+    fenced: bool,
 }
 
 /// The next leadership event of a replicated queue's member; never for other queues.

@@ -50,6 +50,12 @@ pub trait DurableMachine:
         None
     }
 
+    /// The log indexes whose entries the state reads (a queue: every message's, ready or
+    /// unacked; its body is there). A snapshot sent to a member that lags carries them.
+    fn live_indexes(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// A reply's encoding, for proposals forwarded from another node (`raft/forward.rs`);
     /// `None`: this machine's replies do not travel, so its proposals are made at the leader.
     fn encode_reply(_reply: &Self::Reply) -> Option<Vec<u8>> {
@@ -250,9 +256,9 @@ impl<M: DurableMachine> DurableGroup<M> {
     pub async fn open_member(log: GroupLog, init: M, opts: GroupOptions, rep: Replication) -> Result<Self, GroupError> {
         let config = Self::config(&opts, true)?;
         let sm = SmAdapter::new(init, log.clone());
-        let net = Peers { transport: rep.transport.clone(), group: log.id() };
+        let net = Peers { transport: rep.transport.clone(), group: log.id(), kept: kept_entries::<M>(log.clone()) };
         let raft = Raft::new(rep.me, config, net, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
-        rep.router.register(log.id(), Arc::new(Member::<M> { raft: raft.clone() }));
+        rep.router.register(log.id(), Arc::new(Member::<M> { raft: raft.clone(), log: log.clone() }));
         if let Some(voters) = rep.initial {
             if !raft.is_initialized().await.map_err(raft_err)? {
                 let members: BTreeMap<NodeId, BasicNode> =
@@ -302,6 +308,11 @@ impl<M: DurableMachine> DurableGroup<M> {
             return Ok(());
         }
         self.raft.trigger().elect(true).await.map_err(raft_err)
+    }
+
+    /// The index of the last entry purged from this member's log (0: none).
+    pub fn purged_index(&self) -> u64 {
+        self.raft.metrics().borrow_watched().purged.as_ref().map_or(0, |l| l.index)
     }
 
     /// The index of the last entry this member applied.
@@ -354,6 +365,18 @@ impl<M: DurableMachine> DurableGroup<M> {
         self.sm.snapshotted.notify_one();
         self.raft.shutdown().await.map_err(raft_err)
     }
+}
+
+/// What a snapshot of `M` sent to a lagging member carries beside the state: the raw entries
+/// (from the log, or those kept beside it) of what the state still reads, up to the snapshot.
+fn kept_entries<M: DurableMachine>(log: GroupLog) -> super::peers::KeptEntries {
+    Arc::new(move |state: &[u8], upto: u64| {
+        let machine = M::decode_state(&bytes::Bytes::copy_from_slice(state))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let indexes: Vec<u64> = machine.live_indexes().into_iter().filter(|&i| i <= upto).collect();
+        let raw = log.entries_or_kept_at(&indexes).map_err(std::io::Error::other)?;
+        Ok(indexes.into_iter().zip(raw).filter_map(|(i, r)| Some((i, r?))).collect())
+    })
 }
 
 /// Waits for a condition on the group's metrics, logging its recovery progress at each
@@ -410,10 +433,16 @@ async fn purger<M: DurableMachine>(
         };
         let snapshot = m.snapshot.as_ref().map_or(0, |l| l.index);
         let purged = m.purged.as_ref().map_or(0, |l| l.index);
-        let upto = match sm.lock().machine.first_live_index() {
+        let live = sm.lock().machine.first_live_index();
+        let upto = match live {
             Some(live) => snapshot.min(live.saturating_sub(1)),
             None => snapshot,
         };
+        // Entries kept beside the log (from a snapshot this member caught up with) that no
+        // message needs any more.
+        if let Err(e) = sm.log.drop_kept_below(live.unwrap_or(snapshot + 1)) {
+            tracing::warn!(group = sm.log.id().0, error = %e, "cannot drop kept entries");
+        }
         if upto >= purged.max(asked) + batch {
             asked = upto;
             if raft.trigger().purge_log(upto).await.is_err() {

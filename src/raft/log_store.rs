@@ -73,10 +73,10 @@ impl LogStore {
 }
 
 impl LogStore {
-    /// The payloads of the entries at `indexes` (in that order), `None` where the log has no
-    /// entry or the entry carries no command.
+    /// The payloads of the entries at `indexes` (in that order), from the log or those kept
+    /// beside it (`GroupLog::keep`); `None` where there is no entry or it carries no command.
     pub fn payloads_at(&self, indexes: &[u64]) -> Result<Vec<Option<Payload>>, io::Error> {
-        let raw = self.log.entries_at(indexes).map_err(io_err)?;
+        let raw = self.log.entries_or_kept_at(indexes).map_err(io_err)?;
         raw.into_iter()
             .map(|b| match b {
                 None => Ok(None),

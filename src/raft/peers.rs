@@ -50,18 +50,23 @@ fn rpc_error<E: std::error::Error>(e: TransportError) -> RPCError<C, E> {
     }
 }
 
+/// Given a snapshot's machine state and its last index, the raw entries it still reads
+/// (`DurableMachine::live_indexes`), to send with it.
+pub(crate) type KeptEntries = Arc<dyn Fn(&[u8], u64) -> io::Result<Vec<(u64, Vec<u8>)>> + Send + Sync>;
+
 /// The network of one group: a client per peer, all over one transport.
 #[derive(Clone)]
 pub(crate) struct Peers {
     pub transport: Arc<dyn Transport>,
     pub group: GroupId,
+    pub kept: KeptEntries,
 }
 
 impl RaftNetworkFactory<C> for Peers {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> PeerClient {
-        PeerClient { transport: self.transport.clone(), group: self.group, target }
+        PeerClient { transport: self.transport.clone(), group: self.group, target, kept: self.kept.clone() }
     }
 }
 
@@ -70,6 +75,7 @@ pub(crate) struct PeerClient {
     transport: Arc<dyn Transport>,
     group: GroupId,
     target: NodeId,
+    kept: KeptEntries,
 }
 
 impl PeerClient {
@@ -130,7 +136,12 @@ impl RaftNetworkV2<C> for PeerClient {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        let state = snapshot.snapshot.into_inner();
+        let upto = snapshot.meta.last_log_id.as_ref().map_or(0, |l| l.index);
+        // The member's log will start after the snapshot: the entries the state still reads
+        // (a queue's message bodies) go with it.
+        let kept = (self.kept)(&state, upto).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let req = (vote, snapshot.meta, state, kept);
         match self.round_trip::<_, _, Fatal<C>>(RpcKind::Snapshot, &req).await {
             Ok(Ok(r)) => Ok(r),
             // The peer's member stopped: as good as unreachable until it is back.
@@ -176,11 +187,12 @@ pub async fn find_leader(
 /// Feeds arriving RPCs to a local member of a group of `M`.
 pub(crate) struct Member<M: DurableMachine> {
     pub raft: Raft<C, SmAdapter<M>>,
+    pub log: crate::storage::GroupLog,
 }
 
 impl<M: DurableMachine> Handler for Member<M> {
     fn handle(&self, kind: RpcKind, body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>> {
-        let raft = self.raft.clone();
+        let (raft, log) = (self.raft.clone(), self.log.clone());
         Box::pin(async move {
             match kind {
                 RpcKind::Append => {
@@ -196,7 +208,12 @@ impl<M: DurableMachine> Handler for Member<M> {
                     encode(&raft.pre_vote(req).await)
                 }
                 RpcKind::Snapshot => {
-                    let (vote, meta, data): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) = decode(&body)?;
+                    type Sent = (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>, Vec<(u64, Vec<u8>)>);
+                    let (vote, meta, data, kept): Sent = decode(&body)?;
+                    // Kept first: once the snapshot is in, its messages' bodies are read.
+                    if let Err(e) = log.keep(&kept) {
+                        return Err(TransportError::Malformed(format!("cannot keep the snapshot's entries: {e}")));
+                    }
                     let snapshot = SnapshotOf::<C, Cursor<Vec<u8>>> { meta, snapshot: Cursor::new(data) };
                     encode(&raft.install_full_snapshot(vote, snapshot).await)
                 }

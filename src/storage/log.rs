@@ -97,6 +97,44 @@ impl GroupLog {
             .collect()
     }
 
+    /// The entries at `indexes` from the log, or else from those kept beside it
+    /// ([`GroupLog::keep`]), in that order.
+    pub fn entries_or_kept_at(&self, indexes: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        let mut found = self.entries_at(indexes)?;
+        let missing: Vec<usize> = (0..found.len()).filter(|&i| found[i].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let db = self.db()?;
+        let cf = cf(&db, CF_SM)?;
+        let keys: Vec<[u8; 16]> = missing.iter().map(|&i| keys::log_key(self.id, indexes[i])).collect();
+        for (i, r) in missing.into_iter().zip(db.batched_multi_get_cf(cf, &keys, false)) {
+            found[i] = r.map_err(StorageError::io)?.map(|s| s.to_vec());
+        }
+        Ok(found)
+    }
+
+    /// Keeps entries beside the log (durable on return): a follower that catches up from a
+    /// snapshot starts its log after it, yet still needs the entries of the messages the
+    /// snapshot holds (their bodies), which come with the snapshot.
+    pub fn keep(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
+        let db = self.db()?;
+        let cf = cf(&db, CF_SM)?;
+        let mut batch = WriteBatch::default();
+        for (index, bytes) in entries {
+            batch.put_cf(cf, keys::log_key(self.id, *index), bytes);
+        }
+        db.write_opt(batch, &synced()).map_err(StorageError::io)
+    }
+
+    /// Forgets the kept entries below `index` (no message needs them any more).
+    pub fn drop_kept_below(&self, index: u64) -> Result<(), StorageError> {
+        let db = self.db()?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf(&db, CF_SM)?, keys::log_key(self.id, 0), keys::log_key(self.id, index));
+        db.write(batch).map_err(StorageError::io)
+    }
+
     /// The last entry, if any.
     pub fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
         let db = self.db()?;

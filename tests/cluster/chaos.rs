@@ -1,6 +1,7 @@
 //! Failover under load, checked: a publisher (confirms) and a consumer (manual acks) work a
 //! quorum queue through the cluster's nodes while its leader, and sometimes a follower, is
-//! killed with SIGKILL and started again, ten times. The clients move to another node when
+//! killed with SIGKILL and started again, ten times; or while its leader is paused with
+//! SIGSTOP for ten seconds and resumed. The clients move to another node when
 //! theirs dies. At the end everything confirmed must have been delivered, nothing delivered
 //! that was never published, and no message delivered twice without `redelivered`
 //! (`checker.rs`); a consumer on a node that stayed up is never cancelled. The longest time
@@ -27,6 +28,9 @@ const QUEUE: &str = "chaos";
 const WINDOW: usize = 64;
 /// Faults per run.
 const FAULTS: usize = 10;
+/// How long a publisher waits for a confirm (as the RabbitMQ team's Jepsen test,
+/// `waitForConfirms(5000)`): then the publish is indeterminate and it moves on.
+const CONFIRM_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What the clients share with the test.
 struct Shared {
@@ -67,10 +71,14 @@ async fn publisher(sh: Arc<Shared>, mut node: usize) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(ch) = conn.create_channel().await else { continue };
-        if ch.confirm_select(ConfirmSelectOptions::default()).await.is_err() {
+        let setup = async {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await.map(|_| ch)
+        };
+        let Ok(Ok(ch)) = tokio::time::timeout(Duration::from_secs(5), setup).await else {
+            node = (node + 1) % sh.addrs.len();
             continue;
-        }
+        };
         let mut pending = VecDeque::new();
         let mut broken = false;
         while !broken && !sh.stop_publishing.load(Ordering::Relaxed) {
@@ -94,23 +102,31 @@ async fn publisher(sh: Arc<Shared>, mut node: usize) {
             }
             while pending.len() >= WINDOW || (broken && !pending.is_empty()) {
                 let (v, c) = pending.pop_front().unwrap();
-                broken |= !settle(&sh, v, c).await;
+                // Once the channel failed, what is still pending gets no more patience.
+                let patience = if broken { Duration::ZERO } else { CONFIRM_PATIENCE };
+                broken |= !settle(&sh, v, c, patience).await;
             }
             if v % 20 == 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         while let Some((v, c)) = pending.pop_front() {
-            settle(&sh, v, c).await;
+            let patience = if broken { Duration::ZERO } else { CONFIRM_PATIENCE };
+            broken |= !settle(&sh, v, c, patience).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
         node = (node + 1) % sh.addrs.len();
     }
 }
 
-/// Waits for one confirm; false if the channel failed.
-async fn settle(sh: &Shared, v: u64, c: lapin::PublisherConfirm) -> bool {
-    match tokio::time::timeout(Duration::from_secs(20), c).await {
+/// Waits (up to `patience`) for one confirm; false if the channel failed or it did not come.
+async fn settle(sh: &Shared, v: u64, c: lapin::PublisherConfirm, patience: Duration) -> bool {
+    let mut c = std::pin::pin!(c);
+    let outcome = match futures::FutureExt::now_or_never(c.as_mut()) {
+        Some(r) => Ok(r),
+        None => tokio::time::timeout(patience, c).await,
+    };
+    match outcome {
         Ok(Ok(conf)) if conf.is_ack() => {
             let now = Instant::now();
             sh.record(|h| {
@@ -143,20 +159,32 @@ async fn consumer(sh: Arc<Shared>, mut node: usize) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(ch) = conn.create_channel().await else { continue };
-        let _ = ch.basic_qos(100, BasicQosOptions::default()).await;
-        let opts = BasicConsumeOptions::default();
-        let Ok(mut deliveries) = ch.basic_consume(QUEUE.into(), "chaos".into(), opts, FieldTable::default()).await
-        else {
-            eprintln!("consumer: consume on node {} refused", node + 1);
+        // A node that is paused answers nothing: every step is bounded.
+        let subscribe = async {
+            let ch = conn.create_channel().await?;
+            ch.basic_qos(100, BasicQosOptions::default()).await?;
+            let opts = BasicConsumeOptions::default();
+            ch.basic_consume(QUEUE.into(), "chaos".into(), opts, FieldTable::default()).await
+        };
+        let Ok(Ok(mut deliveries)) = tokio::time::timeout(Duration::from_secs(5), subscribe).await else {
+            eprintln!("consumer: consume on node {} failed", node + 1);
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
             node = (node + 1) % sh.addrs.len();
             continue;
         };
         eprintln!("consumer: consuming on node {}", node + 1);
+        let mut last = Instant::now();
         while !sh.stop_consuming.load(Ordering::Relaxed) {
             match tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await {
-                Err(_) => continue,
+                Err(_) => {
+                    if last.elapsed() > Duration::from_secs(10) {
+                        eprintln!("consumer: nothing on node {} for 10 s", node + 1);
+                        last = Instant::now();
+                    }
+                    continue;
+                }
                 Ok(Some(Ok(d))) => {
+                    last = Instant::now();
                     let v: u64 = String::from_utf8_lossy(&d.data).parse().expect("a published integer");
                     sh.record(|h| h.delivered.push((v, d.redelivered)));
                     if d.ack(BasicAckOptions::default()).await.is_err() {
@@ -178,14 +206,19 @@ async fn consumer(sh: Arc<Shared>, mut node: usize) {
     }
 }
 
-/// The index of the node leading the queue, as a live node's management API tells it.
+/// The index of the node leading the chaos queue, as a live node's management API tells it.
 async fn leader(c: &Cluster, alive: &[bool]) -> Option<usize> {
+    leader_of(c, alive, QUEUE).await
+}
+
+/// The index of the node leading `queue`, as a live node's management API tells it.
+pub async fn leader_of(c: &Cluster, alive: &[bool], queue: &str) -> Option<usize> {
     for i in (0..c.nodes.len()).filter(|&i| alive[i]) {
         let out = c.ctl(i, &["-q", "list_queues", "name", "leader"]).await;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         for line in text.lines() {
             let mut cols = line.split('\t');
-            if cols.next() == Some(QUEUE) {
+            if cols.next() == Some(queue) {
                 let name = cols.next().unwrap_or_default();
                 if let Some(i) = c.nodes.iter().position(|n| n.name == name) {
                     return Some(i);
@@ -196,88 +229,138 @@ async fn leader(c: &Cluster, alive: &[bool]) -> Option<usize> {
     None
 }
 
+/// A quorum queue with a publisher and a consumer at work on it, through the nodes.
+struct Workload {
+    sh: Arc<Shared>,
+    publisher: tokio::task::JoinHandle<()>,
+    consumer: tokio::task::JoinHandle<()>,
+    faults: Vec<Instant>,
+}
+
+impl Workload {
+    /// Declares the queue through node 1 and starts the clients (publishing through node 2,
+    /// consuming through node 3, each moving on when its node fails it).
+    async fn start(c: &Cluster) -> Self {
+        let (_c0, ch0) = super::channel(c, 0).await;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        ch0.queue_declare(QUEUE.into(), durable, args).await.unwrap();
+        drop((_c0, ch0));
+        for i in 0..c.nodes.len() {
+            c.await_up(i).await;
+        }
+        let sh = Arc::new(Shared {
+            addrs: c.nodes.iter().map(|n| n.amqp).collect(),
+            alive: c.nodes.iter().map(|_| AtomicBool::new(true)).collect(),
+            history: Mutex::default(),
+            stop_publishing: AtomicBool::new(false),
+            stop_consuming: AtomicBool::new(false),
+            cancelled_while_alive: AtomicUsize::new(0),
+        });
+        let publisher = tokio::spawn(publisher(sh.clone(), 1));
+        let consumer = tokio::spawn(consumer(sh.clone(), 2));
+        Self { sh, publisher, consumer, faults: Vec::new() }
+    }
+
+    /// Notes that node `i` is down (or up again), as the clients should know it.
+    fn set_alive(&self, i: usize, up: bool) {
+        self.sh.alive[i].store(up, Ordering::Relaxed);
+    }
+
+    fn alive(&self) -> Vec<bool> {
+        self.sh.alive.iter().map(|a| a.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Stops publishing, drains the queue, stops consuming, and checks the history.
+    async fn finish(self, c: &Cluster) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let sh = self.sh;
+        sh.stop_publishing.store(true, Ordering::Relaxed);
+        self.publisher.await.unwrap();
+        // Everything confirmed comes out; then the queue is empty.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let missing = {
+                let h = sh.history.lock().unwrap();
+                let got: std::collections::BTreeSet<u64> = h.delivered.iter().map(|(v, _)| *v).collect();
+                h.confirmed.iter().filter(|v| !got.contains(v)).count()
+            };
+            if missing == 0 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while passive(c, 0, QUEUE).await != Ok(0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        sh.stop_consuming.store(true, Ordering::Relaxed);
+        self.consumer.await.unwrap();
+        let left = passive(c, 0, QUEUE).await;
+
+        let h = sh.history.lock().unwrap();
+        let verdict = check(&h);
+        if !verdict.valid() {
+            for i in 0..c.nodes.len() {
+                let cols = ["list_queues", "name", "leader", "messages_ready", "messages_unacknowledged", "consumers"];
+                let out = c.ctl(i, &cols).await;
+                eprintln!("node {}: {}", i + 1, String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        let gap = longest_gap_after(&self.faults, &h.confirm_times);
+        eprintln!("{verdict}");
+        eprintln!("longest time without a confirm after a fault: {} ms", gap.as_millis());
+        assert!(verdict.valid(), "{verdict}");
+        assert!(verdict.confirmed > 1000, "too little got through: {verdict}");
+        assert_eq!(sh.cancelled_while_alive.load(Ordering::Relaxed), 0, "a consumer on a live node was cancelled");
+        assert_eq!(left, Ok(0), "messages left in the queue after the drain");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_the_leader_ten_times_under_load_and_lose_nothing_confirmed() {
     let mut c = Cluster::new(3);
     c.start_all();
-    let (_c0, ch0) = super::channel(&c, 0).await;
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    ch0.queue_declare(QUEUE.into(), durable, args).await.unwrap();
-    drop((_c0, ch0));
-    for i in 0..3 {
-        c.await_up(i).await;
-    }
-    let sh = Arc::new(Shared {
-        addrs: c.nodes.iter().map(|n| n.amqp).collect(),
-        alive: (0..3).map(|_| AtomicBool::new(true)).collect(),
-        history: Mutex::default(),
-        stop_publishing: AtomicBool::new(false),
-        stop_consuming: AtomicBool::new(false),
-        cancelled_while_alive: AtomicUsize::new(0),
-    });
-    let publisher = tokio::spawn(publisher(sh.clone(), 1));
-    let consumer = tokio::spawn(consumer(sh.clone(), 2));
-
-    let mut faults = Vec::new();
-    let mut alive = vec![true; 3];
+    let mut w = Workload::start(&c).await;
     for fault in 0..FAULTS {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let lead = leader(&c, &alive).await.expect("a leader is shown");
+        let lead = leader(&c, &w.alive()).await.expect("a leader is shown");
         // Mostly the leader; every third fault a follower.
         let victim = if fault % 3 == 2 { (lead + 1 + fault % 2) % 3 } else { lead };
         eprintln!("fault {}: SIGKILL node {} (leader: node {})", fault + 1, victim + 1, lead + 1);
-        sh.alive[victim].store(false, Ordering::Relaxed);
-        alive[victim] = false;
+        w.set_alive(victim, false);
         c.kill(victim);
-        faults.push(Instant::now());
+        w.faults.push(Instant::now());
         tokio::time::sleep(Duration::from_secs(3)).await;
         c.start(victim);
         c.await_up(victim).await;
-        sh.alive[victim].store(true, Ordering::Relaxed);
-        alive[victim] = true;
+        w.set_alive(victim, true);
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    sh.stop_publishing.store(true, Ordering::Relaxed);
-    publisher.await.unwrap();
+    w.finish(&c).await;
+}
 
-    // Everything confirmed comes out; then the queue is empty.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let missing = {
-            let h = sh.history.lock().unwrap();
-            let got: std::collections::BTreeSet<u64> = h.delivered.iter().map(|(v, _)| *v).collect();
-            h.confirmed.iter().filter(|v| !got.contains(v)).count()
-        };
-        if missing == 0 || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// A leader paused (SIGSTOP) for ten seconds is replaced; resumed, it has been deposed: it
+/// must not deliver what its old term decided (the new leader gave those messages back and
+/// delivers them again, redelivered) nor lose anything confirmed. Three times.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_leader_resumes_deposed_and_delivers_nothing_of_its_old_term() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let mut w = Workload::start(&c).await;
+    for fault in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let lead = leader(&c, &w.alive()).await.expect("a leader is shown");
+        eprintln!("fault {}: SIGSTOP node {} (the leader) for 10 s", fault + 1, lead + 1);
+        w.set_alive(lead, false);
+        c.pause(lead);
+        w.faults.push(Instant::now());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        c.resume(lead);
+        c.await_up(lead).await;
+        w.set_alive(lead, true);
+        let now = leader(&c, &w.alive()).await;
+        assert_ne!(now, Some(lead), "the paused node still shown leading after its pause");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while passive(&c, 0, QUEUE).await != Ok(0) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    sh.stop_consuming.store(true, Ordering::Relaxed);
-    consumer.await.unwrap();
-    let left = passive(&c, 0, QUEUE).await;
-
-    let h = sh.history.lock().unwrap();
-    let verdict = check(&h);
-    if !verdict.valid() {
-        for i in 0..3 {
-            let out = c
-                .ctl(i, &["list_queues", "name", "leader", "messages_ready", "messages_unacknowledged", "consumers"])
-                .await;
-            eprintln!("node {}: {}", i + 1, String::from_utf8_lossy(&out.stdout));
-        }
-    }
-    let gap = longest_gap_after(&faults, &h.confirm_times);
-    eprintln!("{verdict}");
-    eprintln!("longest time without a confirm after a fault: {} ms", gap.as_millis());
-    assert!(verdict.valid(), "{verdict}");
-    assert!(verdict.confirmed > 1000, "too little got through: {verdict}");
-    assert_eq!(sh.cancelled_while_alive.load(Ordering::Relaxed), 0, "a consumer on a live node was cancelled");
-    assert_eq!(left, Ok(0), "messages left in the queue after the drain");
+    w.finish(&c).await;
 }

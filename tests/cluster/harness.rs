@@ -3,6 +3,7 @@
 //! real. Every process is killed and reaped when the cluster is dropped, so a failing test
 //! leaves nothing behind.
 
+use super::netproxy::{Net, free_on, node_ip};
 use lapin::{Connection, ConnectionProperties};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ pub struct Spec {
     pub http: SocketAddr,
     pub prometheus: SocketAddr,
     pub cluster: SocketAddr,
+    /// What its peers dial: its cluster listener, or the proxy in front of it.
+    pub advertise: SocketAddr,
     pub data: PathBuf,
     pub log: PathBuf,
 }
@@ -30,6 +33,8 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
     pub nodes: Vec<Spec>,
     procs: Vec<Option<Child>>,
+    /// The proxies between the nodes, when links can be cut (`partitionable`).
+    pub net: Option<Net>,
 }
 
 impl Cluster {
@@ -37,21 +42,39 @@ impl Cluster {
     pub fn new(n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (1..=n)
-            .map(|i| Spec {
-                name: format!("warren@n{i}"),
-                amqp: free_addr(),
-                http: free_addr(),
-                prometheus: free_addr(),
-                cluster: free_addr(),
-                data: dir.path().join(format!("n{i}")),
-                log: dir.path().join(format!("n{i}.log")),
+            .map(|i| {
+                let cluster = free_addr();
+                Spec {
+                    name: format!("warren@n{i}"),
+                    amqp: free_addr(),
+                    http: free_addr(),
+                    prometheus: free_addr(),
+                    cluster,
+                    advertise: cluster,
+                    data: dir.path().join(format!("n{i}")),
+                    log: dir.path().join(format!("n{i}.log")),
+                }
             })
             .collect();
-        Self { _dir: dir, nodes, procs: (0..n).map(|_| None).collect() }
+        Self { _dir: dir, nodes, procs: (0..n).map(|_| None).collect(), net: None }
+    }
+
+    /// `n` nodes whose links can be cut (`netproxy.rs`): node `i` listens on 127.0.0.(11+i)
+    /// behind a proxy its peers dial. Call inside the test's runtime (the proxies run on it).
+    pub fn partitionable(n: usize) -> Self {
+        let mut c = Self::new(n);
+        let net = Net::new();
+        for (i, node) in c.nodes.iter_mut().enumerate() {
+            node.cluster = free_on(node_ip(i));
+            node.advertise = free_on(node_ip(i));
+            net.serve(i, node.advertise, node.cluster);
+        }
+        c.net = Some(net);
+        c
     }
 
     fn peers(&self) -> String {
-        self.nodes.iter().map(|n| n.cluster.to_string()).collect::<Vec<_>>().join(",")
+        self.nodes.iter().map(|n| n.advertise.to_string()).collect::<Vec<_>>().join(",")
     }
 
     /// Starts node `i` (0-based); returns at once.
@@ -62,7 +85,7 @@ impl Cluster {
             .args(["server", "--node-name", &n.name, "--data-dir", n.data.to_str().unwrap()])
             .args(["--amqp-addr", &n.amqp.to_string(), "--http-addr", &n.http.to_string()])
             .args(["--prometheus-addr", &n.prometheus.to_string(), "--cluster-addr", &n.cluster.to_string()])
-            .args(["--peers", &self.peers()])
+            .args(["--peers", &self.peers(), "--advertise-addr", &n.advertise.to_string()])
             .env("WARREN_CLUSTER_SECRET", SECRET)
             .env_remove("WARREN_PEERS")
             .stdout(Stdio::null())
@@ -83,6 +106,22 @@ impl Cluster {
         if let Some(mut c) = self.procs[i].take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP: the process stays, frozen (its sockets stay open).
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// SIGCONT after [`Cluster::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        if let Some(c) = &self.procs[i] {
+            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
         }
     }
 
@@ -139,6 +178,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.procs.len() {
+            self.resume(i);
             self.kill(i);
         }
         // A failing test shows what the nodes said (the directory goes with the cluster).

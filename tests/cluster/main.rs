@@ -7,6 +7,8 @@
 mod chaos;
 mod checker;
 mod harness;
+mod netproxy;
+mod partition;
 mod queues;
 mod quorum;
 

@@ -439,6 +439,9 @@ impl DurableMachine for QueueMachine {
     fn first_live_index(&self) -> Option<u64> {
         QueueMachine::first_live_index(self)
     }
+    fn live_indexes(&self) -> Vec<u64> {
+        QueueMachine::live_indexes(self)
+    }
 }
 
 #[cfg(test)]

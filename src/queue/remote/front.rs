@@ -50,18 +50,34 @@ pub(crate) enum FrontEvent {
     Retry(Request),
     /// A consumer being attached again is unknown to the queue (cancelled meanwhile).
     Gone(ConsumerId),
+    /// A consume was answered: the consumer exists at the leader.
+    Consumed(ConsumerId),
 }
 
-/// Where links tell a front what happened.
-pub(crate) type FrontTx = mpsc::Sender<FrontEvent>;
+/// What a link knows of a front: where to tell it what happened, and which node it takes
+/// for the leader.
+#[derive(Clone)]
+pub(crate) struct FrontTx {
+    events: mpsc::Sender<FrontEvent>,
+    leader: Arc<AtomicU64>,
+}
 
-/// Tells a front without ever waiting on it (a front may be waiting on the link).
-pub(crate) fn tell(front: &FrontTx, ev: FrontEvent) {
-    if let Err(mpsc::error::TrySendError::Full(ev)) = front.try_send(ev) {
-        let front = front.clone();
-        tokio::spawn(async move {
-            let _ = front.send(ev).await;
-        });
+impl FrontTx {
+    /// Tells the front without ever waiting on it (a front may be waiting on the link).
+    pub(crate) fn tell(&self, ev: FrontEvent) {
+        if let Err(mpsc::error::TrySendError::Full(ev)) = self.events.try_send(ev) {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let _ = events.send(ev).await;
+            });
+        }
+    }
+
+    /// Whether the front sends to `node` as the leader now. Deliveries from any other node
+    /// come from a leader deposed meanwhile (one that was paused or cut off): they are
+    /// dropped, as the new leader gave those messages back to the queue.
+    pub(crate) fn leads(&self, node: NodeId) -> bool {
+        self.leader.load(Ordering::Relaxed) == node
     }
 }
 
@@ -105,6 +121,7 @@ impl Remote {
     ) -> QueueHandle {
         let FrontInboxes { handle, rx, ctl } = inboxes;
         let (events, events_rx) = mpsc::channel(EVENTS);
+        let events = FrontTx { events, leader: shown };
         let front = Front {
             key: handle.key.clone(),
             group,
@@ -117,7 +134,6 @@ impl Remote {
             waiting_since: None,
             consumers: HashMap::new(),
             events,
-            shown,
         };
         tokio::spawn(front.run(rx, ctl, events_rx));
         handle
@@ -135,11 +151,11 @@ struct Front {
     target: Option<NodeId>,
     waiting: VecDeque<Request>,
     waiting_since: Option<Instant>,
-    /// Consumers registered through this front, to attach to each new leader.
-    consumers: HashMap<ConsumerId, (ConsumerSpec, ClientSink)>,
+    /// Consumers registered through this front, to attach to each new leader once their
+    /// consume was answered (`true`; until then their consume itself goes there).
+    consumers: HashMap<ConsumerId, (ConsumerSpec, ClientSink, bool)>,
+    /// Its own events, and the leader it shows (to links and listings; 0: none known).
     events: FrontTx,
-    /// The leader requests go to, for listings (0: none known).
-    shown: Arc<AtomicU64>,
 }
 
 /// The next change of this node's member's leadership; never without a member.
@@ -168,7 +184,13 @@ impl Front {
             let looking = self.target.is_none() && (self.member.is_some() || self.busy());
             tokio::select! {
                 biased;
-                Some(ev) = events.recv() => self.on_event(ev).await,
+                Some(ev) = events.recv() => {
+                    self.on_event(ev).await;
+                    // What came back goes out again at once if the leader is known.
+                    if let Some(t) = self.target {
+                        self.flush(t).await;
+                    }
+                }
                 ok = leadership_changed(&mut leadership) => {
                     if ok {
                         self.resolve().await;
@@ -206,7 +228,7 @@ impl Front {
     async fn route(&mut self, req: Request) {
         match &req {
             Request::Consume { spec, sink, .. } => {
-                self.consumers.insert(spec.id, (spec.clone(), sink.clone()));
+                self.consumers.insert(spec.id, (spec.clone(), sink.clone(), false));
             }
             Request::Cast { cmd: Command::Cancel { consumer } } => {
                 self.consumers.remove(consumer);
@@ -259,25 +281,26 @@ impl Front {
             return;
         }
         tracing::debug!(queue = %self.key, leader = ?t, "replicated queue's leader");
-        self.target = t;
-        self.shown.store(t.unwrap_or(0), Ordering::Relaxed);
+        self.point_at(t);
         let Some(t) = t else { return };
-        // Consumers whose consume is still waiting here are not attached: it goes after.
-        let waiting: Vec<ConsumerId> = self
-            .waiting
-            .iter()
-            .filter_map(|r| match r {
-                Request::Consume { spec, .. } => Some(spec.id),
-                _ => None,
-            })
+        // Only consumers whose consume was answered: the others' consume goes there itself.
+        let consumers: Vec<(ConsumerSpec, ClientSink)> = self
+            .consumers
+            .values()
+            .filter(|(_, _, taken)| *taken)
+            .map(|(spec, sink, _)| (spec.clone(), sink.clone()))
             .collect();
-        let consumers: Vec<(ConsumerSpec, ClientSink)> =
-            self.consumers.values().filter(|(spec, _)| !waiting.contains(&spec.id)).cloned().collect();
         for (spec, sink) in consumers {
             let reply = self.watch_attach(spec.id);
             self.send(t, Request::Attach { spec, sink, reply }).await;
         }
         self.flush(t).await;
+    }
+
+    /// Where requests go from now on (and what links and listings are shown).
+    fn point_at(&mut self, t: Option<NodeId>) {
+        self.target = t;
+        self.events.leader.store(t.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Sends what waited to `t`, in order, while it stays the target.
@@ -298,7 +321,7 @@ impl Front {
         tokio::spawn(async move {
             if let Ok(Reply::Attached(missing)) = rx.await {
                 if missing.contains(&id) {
-                    tell(&events, FrontEvent::Gone(id));
+                    events.tell(FrontEvent::Gone(id));
                 }
             }
         });
@@ -319,7 +342,7 @@ impl Front {
             let link = self.remote.link(t);
             let m = ToLink { queue: self.own.clone(), front: Some(self.events.clone()), req };
             if let Err(mpsc::error::SendError(m)) = link.send(m).await {
-                self.target = None;
+                self.point_at(None);
                 self.wait(m.req);
             }
         }
@@ -332,20 +355,20 @@ impl Front {
         match req {
             Request::Consume { spec, sink, reply } => {
                 let (tx, rx) = oneshot::channel();
-                let (s, k) = (spec.clone(), sink.clone());
-                tokio::spawn(answer(rx, reply, events, move |reply| Request::Consume { spec: s, sink: k, reply }));
+                let (s, k, id) = (spec.clone(), sink.clone(), Some(spec.id));
+                tokio::spawn(answer(rx, reply, events, id, move |reply| Request::Consume { spec: s, sink: k, reply }));
                 Request::Consume { spec, sink, reply: tx }
             }
             Request::Attach { spec, sink, reply } => {
                 let (tx, rx) = oneshot::channel();
                 let (s, k) = (spec.clone(), sink.clone());
-                tokio::spawn(answer(rx, reply, events, move |reply| Request::Attach { spec: s, sink: k, reply }));
+                tokio::spawn(answer(rx, reply, events, None, move |reply| Request::Attach { spec: s, sink: k, reply }));
                 Request::Attach { spec, sink, reply: tx }
             }
             Request::Call { cmd, reply } => {
                 let (tx, rx) = oneshot::channel();
                 let c = cmd.clone();
-                tokio::spawn(answer(rx, reply, events, move |reply| Request::Call { cmd: c, reply }));
+                tokio::spawn(answer(rx, reply, events, None, move |reply| Request::Call { cmd: c, reply }));
                 Request::Call { cmd, reply: tx }
             }
             other => other,
@@ -357,12 +380,12 @@ impl Front {
             FrontEvent::LinkLost(n) => {
                 if self.target == Some(n) {
                     tracing::debug!(queue = %self.key, node = n, "link to the queue's leader lost");
-                    self.target = None;
+                    self.point_at(None);
                 }
             }
             FrontEvent::Bounced(n, req) => {
                 if self.target == Some(n) {
-                    self.target = None;
+                    self.point_at(None);
                 }
                 self.wait(req);
             }
@@ -370,12 +393,17 @@ impl Front {
             // still be named leader for a moment).
             FrontEvent::Retry(req) => {
                 tracing::debug!(queue = %self.key, target = ?self.target, "refused by a member that does not lead");
-                self.target = None;
+                self.point_at(None);
                 self.wait(req);
+            }
+            FrontEvent::Consumed(id) => {
+                if let Some(c) = self.consumers.get_mut(&id) {
+                    c.2 = true;
+                }
             }
             FrontEvent::Gone(id) => {
                 tracing::debug!(queue = %self.key, consumer = id.0, "consumer unknown to the new leader: cancelled");
-                if let Some((spec, sink)) = self.consumers.remove(&id) {
+                if let Some((spec, sink, _)) = self.consumers.remove(&id) {
                     let ev = ClientEvent::ConsumerCancelled { channel: spec.channel, consumer_tag: spec.tag };
                     let _ = sink.send(ev).await;
                 }
@@ -388,7 +416,7 @@ impl Front {
         match self.target {
             Some(t) if self.is_down(t) => {
                 tracing::debug!(queue = %self.key, node = t, "the queue's leader is down");
-                self.target = None;
+                self.point_at(None);
             }
             None if self.member.is_some() || self.busy() => self.resolve().await,
             _ => {}
@@ -408,15 +436,26 @@ impl Front {
     }
 }
 
-/// Passes a reply on, or brings the request back to the front when the member asked did not
-/// lead (nothing was done there).
-async fn answer<F>(rx: oneshot::Receiver<Reply>, reply: oneshot::Sender<Reply>, events: FrontTx, again: F)
-where
+/// Passes a reply on (noting a `consumer` whose consume was taken), or brings the request
+/// back to the front when the member asked did not lead (nothing was done there).
+async fn answer<F>(
+    rx: oneshot::Receiver<Reply>,
+    reply: oneshot::Sender<Reply>,
+    events: FrontTx,
+    consumer: Option<ConsumerId>,
+    again: F,
+) where
     F: FnOnce(oneshot::Sender<Reply>) -> Request + Send + 'static,
 {
     match rx.await {
-        Ok(Reply::NotLeader(_)) => tell(&events, FrontEvent::Retry(again(reply))),
+        Ok(Reply::NotLeader(_)) => events.tell(FrontEvent::Retry(again(reply))),
         Ok(r) => {
+            match (consumer, &r) {
+                (Some(id), Reply::Consumed) => events.tell(FrontEvent::Consumed(id)),
+                // Refused: the front forgets it (the client knows it has no consumer).
+                (Some(id), Reply::Refused(_)) => events.tell(FrontEvent::Gone(id)),
+                _ => {}
+            }
             let _ = reply.send(r);
         }
         Err(_) => {}

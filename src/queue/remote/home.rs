@@ -295,11 +295,19 @@ fn confirm_sink(down: mpsc::Sender<Bytes>) -> ClientSink {
 }
 
 /// The sink of one origin connection: its events, encoded onto the stream. Once the stream
-/// is gone the sink closes, so its queues treat further deliveries as lost (requeued).
+/// is gone the sink closes (at once, not at its next event: a new leader re-attaches only
+/// consumers whose sinks are open), so its queues treat further deliveries as lost.
 fn events_sink(conn: ConnectionId, down: mpsc::Sender<Bytes>, held: Shared) -> ClientSink {
     let (tx, mut rx) = mpsc::channel::<ClientEvent>(EVENTS);
     tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
+        loop {
+            let ev = tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => ev,
+                    None => break,
+                },
+                _ = down.closed() => break,
+            };
             let frame = match ev {
                 ClientEvent::Deliveries { channel, queue, items } => {
                     let key = (*queue.key).clone();

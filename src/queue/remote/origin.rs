@@ -13,12 +13,12 @@
 //! attaches them to the next leader) and requests that could not go up go back to it.
 
 use super::frame::{Down, Up, UpOp};
-use super::front::{FrontEvent, FrontTx, tell};
+use super::front::{FrontEvent, FrontTx};
 use crate::broker::{Error, ReplyCode};
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
 use crate::queue::event::{ClientEvent, ClientSink};
 use crate::queue::handle::{ConfirmTo, QueueHandle, Request, WeakQueueHandle};
-use crate::queue::machine::{Command, Outcome, Reply};
+use crate::queue::machine::{Command, ConsumerSpec, Outcome, Reply};
 use crate::raft::transport::{Duplex, NodeId, Transport};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -89,7 +89,7 @@ impl Remote {
             return l.clone();
         }
         let (tx, rx) = mpsc::channel(LINK_INBOX);
-        tokio::spawn(Link::new(home, self.transport.clone(), self.name_of.clone()).run(rx));
+        tokio::spawn(Link::new(home, self.transport.clone(), self.name_of.clone(), self.down.clone()).run(rx));
         links.insert(home, tx.clone());
         tx
     }
@@ -116,8 +116,10 @@ async fn forward(
 }
 
 enum Pending {
-    Reply(Arc<QueueKey>, oneshot::Sender<Reply>),
-    Consume(Arc<QueueKey>, oneshot::Sender<Reply>, ConsumerId),
+    /// A call, and the command if it may be made again elsewhere (it changes nothing).
+    Reply(Arc<QueueKey>, oneshot::Sender<Reply>, Option<Command>),
+    /// A consume or attach, with what it takes to make it again elsewhere.
+    Consume(Arc<QueueKey>, oneshot::Sender<Reply>, ConsumerId, Option<(ConsumerSpec, ClientSink, bool)>),
     Confirm(ConfirmTo),
 }
 
@@ -145,6 +147,16 @@ struct Link {
     queues: HashMap<QueueKey, (WeakQueueHandle, Option<FrontTx>)>,
     /// Frames to send before the next request (settles of deliveries that found no sink).
     backlog: VecDeque<Bytes>,
+    /// The nodes this node finds down: a link to one of them is broken at once (a paused or
+    /// cut-off node keeps its TCP connections open, and writes to them just wait).
+    down: tokio::sync::watch::Receiver<std::collections::BTreeSet<NodeId>>,
+}
+
+/// Resolves when `home` is among the nodes found down.
+async fn gone(down: &mut tokio::sync::watch::Receiver<std::collections::BTreeSet<NodeId>>, home: NodeId) {
+    if down.wait_for(|d| d.contains(&home)).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The next frame from the home, or never while there is no stream.
@@ -156,8 +168,14 @@ async fn next_down(stream: &mut Option<Duplex>) -> Option<Bytes> {
 }
 
 impl Link {
-    fn new(home: NodeId, transport: Arc<dyn Transport>, name_of: NameOf) -> Self {
+    fn new(
+        home: NodeId,
+        transport: Arc<dyn Transport>,
+        name_of: NameOf,
+        down: tokio::sync::watch::Receiver<std::collections::BTreeSet<NodeId>>,
+    ) -> Self {
         Self {
+            down,
             home,
             transport,
             name_of,
@@ -174,10 +192,12 @@ impl Link {
     }
 
     async fn run(mut self, mut inbox: mpsc::Receiver<ToLink>) {
+        let mut down = self.down.clone();
         loop {
             while let Some(frame) = self.backlog.pop_front() {
                 self.send(frame).await;
             }
+            let open = self.stream.is_some();
             tokio::select! {
                 m = inbox.recv() => match m {
                     Some(m) => self.up(m).await,
@@ -187,6 +207,7 @@ impl Link {
                     Some(f) => self.down(f).await,
                     None => self.broken("the home node closed the link").await,
                 },
+                _ = gone(&mut down, self.home), if open => self.broken("the node is down").await,
             }
         }
     }
@@ -212,7 +233,7 @@ impl Link {
         if !self.connect().await {
             // A front finds the queue's leader elsewhere; a proxy's caller is told.
             return match front {
-                Some(f) => tell(&f, FrontEvent::Bounced(self.home, req)),
+                Some(f) => f.tell(FrontEvent::Bounced(self.home, req)),
                 None => self.refuse(key, req).await,
             };
         }
@@ -222,14 +243,18 @@ impl Link {
                 (UpOp::Publish { confirm }, Command::Enqueue { msg })
             }
             Request::Consume { spec, sink, reply } => {
-                let req = self.note_consumer(&spec, sink, reply, of_front, &key);
+                let req = self.note_consumer(&spec, sink, reply, of_front, false, &key);
                 (UpOp::Consume { req }, Command::Consume(spec))
             }
             Request::Attach { spec, sink, reply } => {
-                let req = self.note_consumer(&spec, sink, reply, of_front, &key);
+                let req = self.note_consumer(&spec, sink, reply, of_front, true, &key);
                 (UpOp::Attach { req }, Command::Consume(spec))
             }
-            Request::Call { cmd, reply } => (UpOp::Call { req: self.wait(Pending::Reply(key.clone(), reply)) }, cmd),
+            Request::Call { cmd, reply } => {
+                // A front may ask again elsewhere what changes nothing.
+                let again = (of_front && matches!(cmd, Command::Stats)).then(|| cmd.clone());
+                (UpOp::Call { req: self.wait(Pending::Reply(key.clone(), reply, again)) }, cmd)
+            }
             Request::Cast { cmd } => {
                 if let Command::Cancel { consumer } = &cmd {
                     self.forget(*consumer);
@@ -244,17 +269,20 @@ impl Link {
     /// request its answer comes with.
     fn note_consumer(
         &mut self,
-        spec: &crate::queue::machine::ConsumerSpec,
+        spec: &ConsumerSpec,
         sink: ClientSink,
         reply: oneshot::Sender<Reply>,
         front: bool,
+        attach: bool,
         key: &Arc<QueueKey>,
     ) -> u64 {
         let c = Consumer { conn: spec.connection, channel: spec.channel, tag: spec.tag.clone(), front };
         self.by_tag.insert((c.conn, c.channel, c.tag.clone()), spec.id);
         self.consumers.insert(spec.id, c);
-        self.sinks.insert(spec.connection, sink);
-        self.wait(Pending::Consume(key.clone(), reply, spec.id))
+        self.sinks.insert(spec.connection, sink.clone());
+        // A front's consume may be made again at the next leader (a consume is idempotent).
+        let again = front.then(|| (spec.clone(), sink, attach));
+        self.wait(Pending::Consume(key.clone(), reply, spec.id, again))
     }
 
     fn wait(&mut self, p: Pending) -> u64 {
@@ -277,10 +305,19 @@ impl Link {
         if self.stream.is_some() {
             return true;
         }
-        if self.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+        if self.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) || self.down.borrow().contains(&self.home) {
             return false;
         }
-        match self.transport.open(self.home).await {
+        // A node that is cut off or paused does not answer: given up once it is found down.
+        let mut down = self.down.clone();
+        let opened = tokio::select! {
+            r = self.transport.open(self.home) => r,
+            _ = gone(&mut down, self.home) => Err(crate::raft::transport::TransportError::Unreachable {
+                node: self.home,
+                reason: "the node is down".into(),
+            }),
+        };
+        match opened {
             Ok(d) => {
                 tracing::debug!(home = self.home, "remote-queue link opened");
                 self.stream = Some(d);
@@ -312,8 +349,13 @@ impl Link {
         let Some(tx) = self.stream.as_ref().map(|d| d.tx.clone()) else { return };
         let send = tx.send(frame);
         tokio::pin!(send);
+        let mut down = self.down.clone();
         loop {
             tokio::select! {
+                _ = gone(&mut down, self.home) => {
+                    self.broken("the node is down").await;
+                    return;
+                }
                 r = &mut send => {
                     if r.is_err() {
                         self.broken("the link to the home node broke").await;
@@ -339,10 +381,10 @@ impl Link {
         };
         match down {
             Down::Reply { req, reply } => match self.pending.remove(&req) {
-                Some(Pending::Reply(_, tx)) => {
+                Some(Pending::Reply(_, tx, _)) => {
                     let _ = tx.send(reply);
                 }
-                Some(Pending::Consume(_, tx, id)) => {
+                Some(Pending::Consume(_, tx, id, _)) => {
                     let gone = match &reply {
                         Reply::Consumed => false,
                         Reply::Attached(missing) => missing.contains(&id),
@@ -372,6 +414,20 @@ impl Link {
                 }
             }
             Down::Deliveries { conn, channel, key, items } => {
+                if let Some((_, Some(f))) = self.queues.get(&key) {
+                    if !f.leads(self.home) {
+                        // Given back to where they came from: a no-op at a deposed leader (its
+                        // successor gave them back already); if the front only lost sight of
+                        // the leader for a moment, they come again.
+                        tracing::debug!(queue = %key, node = self.home, "deliveries from a node not taken for the leader dropped");
+                        let ids: Vec<_> = items.iter().filter(|d| !d.no_ack).map(|d| d.id).collect();
+                        if !ids.is_empty() {
+                            let cmd = Command::Settle { ids, outcome: Outcome::Requeue };
+                            self.backlog.push_back(Up { key: key.clone(), op: UpOp::Cast, cmd }.encode());
+                        }
+                        return;
+                    }
+                }
                 let queue = self.queues.get(&key).and_then(|(q, _)| q.upgrade());
                 let sink = self.sinks.get(&conn).cloned();
                 let lost: Vec<(Arc<str>, crate::ids::MsgId, bool)> =
@@ -434,9 +490,24 @@ impl Link {
         tracing::warn!(home = self.home, reason = why, consumers = self.consumers.len(), "remote-queue link lost");
         self.stream = None;
         self.backlog.clear();
+        let fronts: HashMap<QueueKey, FrontTx> =
+            self.queues.iter().filter_map(|(k, (_, f))| Some((k.clone(), f.clone()?))).collect();
         for (_, p) in std::mem::take(&mut self.pending) {
+            // What changes nothing (or may be made twice) goes back to its front, to go to the
+            // next leader; the rest fails (it may or may not have been done).
             match p {
-                Pending::Reply(key, tx) | Pending::Consume(key, tx, _) => {
+                Pending::Consume(key, reply, _, Some((spec, sink, attach))) if fronts.contains_key(&*key) => {
+                    let req = if attach {
+                        Request::Attach { spec, sink, reply }
+                    } else {
+                        Request::Consume { spec, sink, reply }
+                    };
+                    fronts[&*key].tell(FrontEvent::Bounced(self.home, req));
+                }
+                Pending::Reply(key, reply, Some(cmd)) if fronts.contains_key(&*key) => {
+                    fronts[&*key].tell(FrontEvent::Bounced(self.home, Request::Call { cmd, reply }));
+                }
+                Pending::Reply(key, tx, _) | Pending::Consume(key, tx, _, _) => {
                     let _ = tx.send(self.unavailable(&key));
                 }
                 Pending::Confirm(c) => nack(c).await,
@@ -445,9 +516,8 @@ impl Link {
         self.by_tag.clear();
         let sinks = std::mem::take(&mut self.sinks);
         let consumers = std::mem::take(&mut self.consumers);
-        let fronts: Vec<FrontTx> = self.queues.values().filter_map(|(_, f)| f.clone()).collect();
-        for f in fronts {
-            tell(&f, FrontEvent::LinkLost(self.home));
+        for f in fronts.values() {
+            f.tell(FrontEvent::LinkLost(self.home));
         }
         for (_, c) in consumers {
             if c.front {

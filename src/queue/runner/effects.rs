@@ -1,7 +1,7 @@
 //! How a runner carries out its machine's effects: deliveries grouped per channel (bodies
 //! read back from the log in one batch), cancellations, ack timeouts, auto-delete and dead
 //! letters; and the follow-up commands for deliveries that found no connection (cancel the
-//! consumer, requeue its messages).
+//! consumer, or detach a replicated queue's, and requeue its messages).
 
 use super::forward::spawn_forwarder;
 use super::{Runner, now_ms};
@@ -27,6 +27,42 @@ impl Runner {
                 Err(e) => tracing::error!(queue = %self.key, error = %e, "requeue after a lost delivery failed"),
             }
         }
+    }
+
+    /// A replicated queue's leader delivers only while its leadership is confirmed
+    /// (`DurableGroup::confirm_leadership`): one that was paused or cut off long enough for
+    /// another to be elected must not deliver what its old term decided (the new leader gave
+    /// those messages back). Unconfirmed, its deliveries are taken out of `effects` and the
+    /// messages requeued instead (a no-op where it no longer leads); `None` when confirmed.
+    async fn fence(&mut self, effects: &mut Vec<Effect>) -> Option<Vec<Command>> {
+        let super::store::Store::Durable(g, _) = &self.store else { return None };
+        if !self.fenced || !effects.iter().any(|e| matches!(e, Effect::Deliver { .. })) {
+            return None;
+        }
+        if g.confirm_leadership().await {
+            return None;
+        }
+        let mut ids = Vec::new();
+        effects.retain(|e| match e {
+            Effect::Deliver { consumer, id, .. } => {
+                if self.sinks.get(consumer).is_some_and(|s| !s.no_ack) {
+                    ids.push(*id);
+                }
+                false
+            }
+            _ => true,
+        });
+        tracing::warn!(queue = %self.key, messages = ids.len(), "leadership not confirmed: deliveries held back");
+        let mut followups = self.execute_rest(effects).await;
+        if !ids.is_empty() {
+            followups.push(Command::Settle { ids, outcome: Outcome::Requeue });
+        }
+        Some(followups)
+    }
+
+    /// Carries out what is left once deliveries were held back.
+    async fn execute_rest(&mut self, effects: &mut Vec<Effect>) -> Vec<Command> {
+        Box::pin(self.execute(effects)).await
     }
 
     /// Republishes a message to the queue's dead-letter exchange, with its death recorded.
@@ -62,6 +98,9 @@ impl Runner {
     /// Carries out effects; returns the commands needed for deliveries that could not be made
     /// (the connection is gone): cancel the consumer and requeue its messages.
     pub(super) async fn execute(&mut self, effects: &mut Vec<Effect>) -> Vec<Command> {
+        if let Some(requeue) = self.fence(effects).await {
+            return requeue;
+        }
         // Per channel, in dispatch order: two consumers on one channel see strict
         // round-robin on the wire, as RabbitMQ delivers them.
         let mut per_channel: BTreeMap<(ConnectionId, ChannelId), (ClientSink, Vec<(ConsumerId, Delivery)>)> =
@@ -136,10 +175,18 @@ impl Runner {
             followups.push(Command::Settle { ids: unreadable, outcome: Outcome::Discard });
         }
         for (consumer, ids) in lost {
-            tracing::debug!(queue = %self.key, consumer = consumer.0, "deliveries found no connection: cancelled");
             self.sinks.remove(&consumer);
-            followups.push(Command::Cancel { consumer });
-            followups.push(Command::Settle { ids, outcome: Outcome::Requeue });
+            if self.fenced {
+                // A replicated queue's consumer may reach the leader again by another way (its
+                // node's front attaches it): detached, not cancelled, and what it held goes back.
+                tracing::debug!(queue = %self.key, consumer = consumer.0, "deliveries found no connection: detached");
+                followups.push(Command::Detach { consumers: vec![consumer] });
+                followups.push(Command::Settle { ids, outcome: Outcome::Requeue });
+            } else {
+                tracing::debug!(queue = %self.key, consumer = consumer.0, "deliveries found no connection: cancelled");
+                followups.push(Command::Cancel { consumer });
+                followups.push(Command::Settle { ids, outcome: Outcome::Requeue });
+            }
         }
         followups
     }

@@ -129,6 +129,23 @@ impl<M: DurableMachine> DurableGroup<M> {
         }
     }
 
+    /// Whether this member still leads with a valid lease: a majority acknowledged it within
+    /// the last three quarters of a lease (then no other member can have been elected: they
+    /// refuse votes while they hear from it), or does so now when asked (a heartbeat). A
+    /// leader that was paused or cut off finds out here before it acts on its old term.
+    pub async fn confirm_leadership(&self) -> bool {
+        let fresh = {
+            let m = self.raft.metrics().borrow_watched().clone();
+            if m.state != ServerState::Leader {
+                return false;
+            }
+            let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+            let age = m.last_quorum_acked.as_ref().map(|t| openraft::Instant::elapsed(&**t));
+            age.is_some_and(|a| a < lease * 3 / 4)
+        };
+        fresh || self.renew_lease().await
+    }
+
     /// On a leader: sends a heartbeat and waits (up to [`LEASE_PATIENCE`]) until a majority
     /// answered it; whether one did.
     async fn renew_lease(&self) -> bool {

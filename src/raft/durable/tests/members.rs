@@ -117,3 +117,132 @@ async fn a_cut_off_leader_is_replaced_and_catches_up_from_a_snapshot() {
     assert_eq!(agreed_leader(&members, &[1, 2, 3]).await, new, "the healed member follows");
     stop(members).await;
 }
+
+/// Keeps some entries alive (as a queue keeps its messages' entries): `Keep` lives until a
+/// `Drop` names its index.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Keeper(std::collections::BTreeMap<u64, u64>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum KeepCmd {
+    Keep(u64),
+    Drop(u64),
+}
+
+impl Machine for Keeper {
+    type Command = KeepCmd;
+    type Reply = u64;
+    type Effect = ();
+
+    fn apply(&mut self, meta: ApplyMeta, cmd: KeepCmd, _effects: &mut Vec<()>) -> u64 {
+        match cmd {
+            KeepCmd::Keep(tag) => self.0.insert(meta.index.0, tag),
+            KeepCmd::Drop(i) => self.0.remove(&i),
+        };
+        meta.index.0
+    }
+}
+
+impl DurableMachine for Keeper {
+    fn encode_command(cmd: &KeepCmd) -> Vec<u8> {
+        let (t, v) = match cmd {
+            KeepCmd::Keep(v) => (0u8, v),
+            KeepCmd::Drop(v) => (1, v),
+        };
+        std::iter::once(t).chain(v.to_be_bytes()).collect()
+    }
+    fn decode_command(b: &bytes::Bytes) -> Result<KeepCmd, DecodeError> {
+        let v = u64::from_be_bytes(b.get(1..9).and_then(|s| s.try_into().ok()).ok_or(DecodeError("short".into()))?);
+        Ok(if b[0] == 0 { KeepCmd::Keep(v) } else { KeepCmd::Drop(v) })
+    }
+    fn encode_state(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|(i, t)| i.to_be_bytes().into_iter().chain(t.to_be_bytes())).collect()
+    }
+    fn decode_state(b: &bytes::Bytes) -> Result<Self, DecodeError> {
+        let u = |s: &[u8]| u64::from_be_bytes(s.try_into().unwrap_or_default());
+        Ok(Keeper(b.chunks(16).map(|c| (u(&c[..8]), u(&c[8..]))).collect()))
+    }
+    fn first_live_index(&self) -> Option<u64> {
+        self.0.keys().next().copied()
+    }
+    fn live_indexes(&self) -> Vec<u64> {
+        self.0.keys().copied().collect()
+    }
+}
+
+fn f_applied(members: &[(tempfile::TempDir, Storage, DurableGroup<Keeper>)], id: u64) -> u64 {
+    members[id as usize - 1].2.applied_index()
+}
+
+/// A member that fell behind a log purged up to entries that are still alive catches up from
+/// a snapshot, and the live entries come with it: it can read every one of them (a queue's
+/// message bodies), though its own log starts after the snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_brings_the_entries_its_state_still_reads() {
+    let net = Loopback::default();
+    let voters: BTreeSet<u64> = [1, 2, 3].into();
+    let mut members = Vec::new();
+    for me in 1..=3 {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let router = Router::new(me);
+        let transport = net.join(router.clone());
+        let rep = Replication { me, transport, router, initial: Some(voters.clone()) };
+        let group = DurableGroup::open_member(storage.group(GROUP), Keeper::default(), fast(5), rep).await.unwrap();
+        members.push((dir, storage, group));
+    }
+    let leader_of = |m: &Vec<(tempfile::TempDir, Storage, DurableGroup<Keeper>)>| {
+        m.iter().find_map(|(_, _, g)| g.leader().filter(|&l| m.iter().all(|(_, _, o)| o.leader() == Some(l))))
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let leader = loop {
+        if let Some(l) = leader_of(&members) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lead = &members[leader as usize - 1].2;
+    let kept: Vec<u64> = lead
+        .propose_local(0, (0..10).map(KeepCmd::Keep).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    net.isolate(follower, true);
+    // The first ten go; twenty more stay. Snapshots every five entries purge the log up to
+    // the oldest live entry, past what the cut-off member has.
+    lead.propose_local(0, kept.iter().map(|&i| KeepCmd::Drop(i)).collect()).await.unwrap();
+    for t in 10..30 {
+        lead.propose_local(0, vec![KeepCmd::Keep(t)]).await.unwrap();
+    }
+    let want = lead.read(|m| m.clone());
+    assert_eq!(want.0.len(), 20);
+    let first_live = *want.0.keys().next().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lead.purged_index() + 1 < first_live {
+        assert!(Instant::now() < deadline, "the leader never purged past the cut-off member");
+        lead.snapshot().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(f_applied(&members, follower) < first_live - 1, "the cut-off member has less than the purge");
+    net.isolate(follower, false);
+    let f = &members[follower as usize - 1].2;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while f.read(|m| m.clone()) != want {
+        assert!(Instant::now() < deadline, "the member did not catch up");
+        // Something to replicate, so the leader notices the member is back.
+        lead.propose_local(0, vec![KeepCmd::Drop(0)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let indexes: Vec<u64> = want.0.keys().copied().collect();
+    let read = f.read_commands(&indexes).unwrap();
+    let tags: Vec<Option<KeepCmd>> = read;
+    assert_eq!(tags, (10..30).map(|t| Some(KeepCmd::Keep(t))).collect::<Vec<_>>(), "every live entry is readable");
+    for (_, storage, g) in members {
+        g.shutdown().await.unwrap();
+        storage.close(Duration::from_secs(10)).await.unwrap();
+    }
+}

@@ -1,0 +1,120 @@
+//! Partitions between nodes on one machine: each node listens for its peers behind a TCP
+//! proxy, and each node's connections to its peers come from an address of its own
+//! (127.0.0.11, .12, ...; Warren connects from its `--cluster-addr`'s IP), so a proxy knows
+//! which node a connection comes from. Cutting a pair of nodes black-holes what flows
+//! between them, both ways: data stops without a reset (as a real partition), and new
+//! connections are accepted and then hear nothing. Healing closes the held connections, so
+//! the nodes connect again.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The address node `i` (0-based) connects to its peers from.
+pub fn node_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + i as u8))
+}
+
+/// A free port on `ip`.
+pub fn free_on(ip: IpAddr) -> SocketAddr {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+/// Which node an address belongs to.
+fn node_of(ip: IpAddr) -> Option<usize> {
+    match ip {
+        IpAddr::V4(v4) if v4.octets()[..3] == [127, 0, 0] && v4.octets()[3] >= 11 => {
+            Some(usize::from(v4.octets()[3] - 11))
+        }
+        _ => None,
+    }
+}
+
+/// The links that are cut, as (from, to) pairs of node indexes.
+#[derive(Clone, Default)]
+pub struct Net {
+    cut: Arc<watch::Sender<BTreeSet<(usize, usize)>>>,
+}
+
+impl Net {
+    pub fn new() -> Self {
+        Self { cut: Arc::new(watch::channel(BTreeSet::new()).0) }
+    }
+
+    /// Cuts node `i` off from every other of `n` nodes.
+    pub fn isolate(&self, i: usize, n: usize) {
+        self.cut.send_modify(|c| {
+            for j in (0..n).filter(|&j| j != i) {
+                c.insert((i, j));
+                c.insert((j, i));
+            }
+        });
+    }
+
+    /// Every link works again.
+    pub fn heal(&self) {
+        self.cut.send_replace(BTreeSet::new());
+    }
+
+    /// Serves the proxy of node `target`: what arrives at `listen` goes to `real`, the
+    /// node's own listener.
+    pub fn serve(&self, target: usize, listen: SocketAddr, real: SocketAddr) {
+        let std = std::net::TcpListener::bind(listen).expect("bind the proxy");
+        std.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(std).unwrap();
+        let cut = self.cut.subscribe();
+        tokio::spawn(async move {
+            while let Ok((inbound, peer)) = listener.accept().await {
+                let Some(from) = node_of(peer.ip()) else { continue };
+                tokio::spawn(relay(inbound, real, (from, target), cut.clone()));
+            }
+        });
+    }
+}
+
+/// Whether the link is cut now.
+fn is_cut(cut: &watch::Receiver<BTreeSet<(usize, usize)>>, link: (usize, usize)) -> bool {
+    cut.borrow().contains(&link)
+}
+
+/// Moves bytes both ways while the link is not cut; once it is, holds both sockets silent
+/// until it heals, then closes them.
+async fn relay(
+    inbound: TcpStream,
+    real: SocketAddr,
+    link: (usize, usize),
+    mut cut: watch::Receiver<BTreeSet<(usize, usize)>>,
+) {
+    if !is_cut(&cut, link) {
+        let Ok(outbound) = TcpStream::connect(real).await else { return };
+        let (mut ar, mut aw) = inbound.into_split();
+        let (mut br, mut bw) = outbound.into_split();
+        let (mut abuf, mut bbuf) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+        loop {
+            tokio::select! {
+                r = ar.read(&mut abuf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => if bw.write_all(&abuf[..n]).await.is_err() { return },
+                },
+                r = br.read(&mut bbuf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => if aw.write_all(&bbuf[..n]).await.is_err() { return },
+                },
+                _ = until(&mut cut, link, true) => break,
+            }
+        }
+        // Cut: the halves stay open and silent until the heal.
+        until(&mut cut, link, false).await;
+        return;
+    }
+    let _held = inbound;
+    until(&mut cut, link, false).await;
+}
+
+/// Waits until the link is cut (`cut`) or healed (`!cut`).
+async fn until(rx: &mut watch::Receiver<BTreeSet<(usize, usize)>>, link: (usize, usize), cut: bool) {
+    let _ = rx.wait_for(|c| c.contains(&link) == cut).await.map(|_| ());
+}

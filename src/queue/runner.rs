@@ -251,7 +251,7 @@ impl Runner {
     /// Proposes a batch of requests, then answers them in order and carries out the effects.
     async fn serve_batch(&mut self, now: u64, batch: &mut Vec<Request>, lead: &mut Option<Lead>) {
         if let Some(l) = lead.as_mut() {
-            if !self.sync_leadership(l).await {
+            if !self.serve_or_wait(l).await {
                 let hint = l.hint();
                 return self.refuse(batch, hint).await;
             }

@@ -236,6 +236,9 @@ impl<M: DurableMachine> DurableGroup<M> {
             // A member of several must win an election after a restart (its applied state is
             // rebuilt from its snapshot; the committed index is not stored).
             enable_leader_restore: members.then_some(false),
+            // A member cut off runs pre-votes only, so once back it does not unseat a working
+            // leader with the terms it counted up alone.
+            enable_pre_vote: members.then_some(true),
             heartbeat_interval: opts.heartbeat_ms,
             election_timeout_min: opts.election_ms.0,
             election_timeout_max: opts.election_ms.1,

@@ -77,11 +77,37 @@ impl Cluster {
         self.nodes.iter().map(|n| n.advertise.to_string()).collect::<Vec<_>>().join(",")
     }
 
-    /// Starts node `i` (0-based); returns at once.
+    /// Starts node `i` (0-based); returns once it has bound its ports. A client port taken
+    /// meanwhile by another test (free ports are found by binding and letting go) makes it
+    /// start again on new ones.
     pub fn start(&mut self, i: usize) {
+        for _ in 0..5 {
+            let before = self.log(i).len();
+            let mut child = self.spawn(i);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let this_start = |c: &Self| c.log(i).get(before..).unwrap_or_default().to_owned();
+            loop {
+                let exited = matches!(child.try_wait(), Ok(Some(_)));
+                let log = this_start(self);
+                if exited && log.contains("Address already in use") {
+                    let n = &mut self.nodes[i];
+                    (n.amqp, n.http, n.prometheus) = (free_addr(), free_addr(), free_addr());
+                    break;
+                }
+                if exited || log.contains("cluster listener started") || std::time::Instant::now() > deadline {
+                    self.procs[i] = Some(child);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("{} could not bind its ports\n{}", self.nodes[i].name, self.log(i));
+    }
+
+    fn spawn(&self, i: usize) -> Child {
         let n = &self.nodes[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(["server", "--node-name", &n.name, "--data-dir", n.data.to_str().unwrap()])
             .args(["--amqp-addr", &n.amqp.to_string(), "--http-addr", &n.http.to_string()])
             .args(["--prometheus-addr", &n.prometheus.to_string(), "--cluster-addr", &n.cluster.to_string()])
@@ -91,8 +117,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start warren");
-        self.procs[i] = Some(child);
+            .expect("start warren")
     }
 
     pub fn start_all(&mut self) {

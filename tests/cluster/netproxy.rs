@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -86,32 +86,37 @@ async fn relay(
     inbound: TcpStream,
     real: SocketAddr,
     link: (usize, usize),
-    mut cut: watch::Receiver<BTreeSet<(usize, usize)>>,
+    cut: watch::Receiver<BTreeSet<(usize, usize)>>,
 ) {
-    if !is_cut(&cut, link) {
-        let Ok(outbound) = TcpStream::connect(real).await else { return };
-        let (mut ar, mut aw) = inbound.into_split();
-        let (mut br, mut bw) = outbound.into_split();
-        let (mut abuf, mut bbuf) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
-        loop {
-            tokio::select! {
-                r = ar.read(&mut abuf) => match r {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => if bw.write_all(&abuf[..n]).await.is_err() { return },
-                },
-                r = br.read(&mut bbuf) => match r {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => if aw.write_all(&bbuf[..n]).await.is_err() { return },
-                },
-                _ = until(&mut cut, link, true) => break,
-            }
-        }
-        // Cut: the halves stay open and silent until the heal.
-        until(&mut cut, link, false).await;
+    if is_cut(&cut, link) {
+        let _held = inbound;
+        until(&mut cut.clone(), link, false).await;
         return;
     }
-    let _held = inbound;
-    until(&mut cut, link, false).await;
+    let Ok(outbound) = TcpStream::connect(real).await else { return };
+    let (ar, aw) = inbound.into_split();
+    let (br, bw) = outbound.into_split();
+    // Each way on its own, so that neither waits on the other (one copy loop for both can
+    // deadlock when both sides write at once).
+    let there = tokio::spawn(pump(ar, bw, link, cut.clone()));
+    let back = tokio::spawn(pump(br, aw, link, cut));
+    let _ = tokio::join!(there, back);
+}
+
+/// Copies one way until the end, or holds still from the cut to the heal.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    link: (usize, usize),
+    mut cut: watch::Receiver<BTreeSet<(usize, usize)>>,
+) {
+    let mut held = cut.clone();
+    tokio::select! {
+        _ = tokio::io::copy(&mut from, &mut to) => {
+            let _ = to.shutdown().await;
+        }
+        _ = until(&mut cut, link, true) => until(&mut held, link, false).await,
+    }
 }
 
 /// Waits until the link is cut (`cut`) or healed (`!cut`).

@@ -150,8 +150,15 @@ impl Runner {
             }
         }
         let me = self.deliver_as.upgrade();
+        if !per_channel.is_empty() {
+            let n: usize = per_channel.values().map(|(_, items)| items.len()).sum();
+            tracing::trace!(queue = %self.key, deliveries = n, "delivering");
+        }
         for ((_, channel), (sink, items)) in per_channel {
-            let Some(me) = me.as_ref() else { continue };
+            let Some(me) = me.as_ref() else {
+                tracing::debug!(queue = %self.key, "deliveries dropped: the queue's handle is gone");
+                continue;
+            };
             let owners: Vec<(ConsumerId, MsgId, bool)> = items.iter().map(|(c, d)| (*c, d.id, d.no_ack)).collect();
             let items = items.into_iter().map(|(_, d)| d).collect();
             if sink.send(ClientEvent::Deliveries { channel, queue: me.clone(), items }).await.is_err() {

@@ -30,6 +30,8 @@ use tokio::time::Instant;
 const TURN: Duration = Duration::from_millis(400);
 /// How long a member waits for an election it started before it tries again.
 const RETRY: Duration = Duration::from_millis(1000);
+/// How long an elected member that cannot take over yet holds what reaches it.
+const TAKEOVER_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What a runner needs to be this node's member of a replicated queue.
 pub struct Replica {
@@ -201,6 +203,23 @@ impl super::Runner {
     /// A member that became leader takes over first: everything unacked goes back and every
     /// consumer is detached (`Command::Failover`), then those whose sinks it still has are
     /// attached again at once (the others' nodes attach them).
+    /// Whether this member serves a batch that reached it: once it took over, or after
+    /// waiting (up to [`TAKEOVER_PATIENCE`]) while it was elected but could not take over yet
+    /// (its election won before the other members' groups were running, or its lease not yet
+    /// renewed). What waits meanwhile stays in the inbox rather than being refused.
+    pub(super) async fn serve_or_wait(&mut self, lead: &mut Lead) -> bool {
+        let deadline = Instant::now() + TAKEOVER_PATIENCE;
+        loop {
+            if self.sync_leadership(lead).await {
+                return true;
+            }
+            if !lead.current().leading || Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub(super) async fn sync_leadership(&mut self, lead: &mut Lead) -> bool {
         let serving = self.take_over_if_leading(lead).await;
         lead.publish();

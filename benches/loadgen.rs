@@ -11,7 +11,11 @@
 //!   --ttl MS (declare the queue with x-message-ttl)
 //!   --delay MS (publish through a delayed-message exchange bound to the queue, with x-delay;
 //!   latencies then include the delay)
+//!   --publish-addr HOST:PORT, --consume-addr HOST:PORT (producers, consumers connect there
+//!   instead of --addr: a cluster's other nodes; the queue is declared through --addr)
 //! ```
+//!
+//! With confirms it also reports confirm latency: from a publish's write to its `basic.ack`.
 //!
 //! It speaks AMQP over raw sockets (amq-protocol for encoding, Warren's frame splitter for
 //! decoding) and pipelines: producers write batches of publishes without waiting, bounded by the
@@ -57,6 +61,8 @@ struct Args {
     delay: u64,
     queue: String,
     label: String,
+    publish_addr: Option<String>,
+    consume_addr: Option<String>,
 }
 
 impl Args {
@@ -89,6 +95,8 @@ fn parse() -> Args {
         delay: 0,
         queue: format!("loadgen-{}", std::process::id()),
         label: String::new(),
+        publish_addr: None,
+        consume_addr: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).filter(|s| s != "--bench").collect();
     let mut i = 0;
@@ -100,6 +108,8 @@ fn parse() -> Args {
         };
         match flag.as_str() {
             "--addr" => a.addr = val(),
+            "--publish-addr" => a.publish_addr = Some(val()),
+            "--consume-addr" => a.consume_addr = Some(val()),
             "--user" => a.user = val(),
             "--pass" => a.pass = val(),
             "--producers" | "-x" => a.producers = val().parse().expect("producers"),
@@ -150,7 +160,11 @@ struct Client {
 
 impl Client {
     async fn connect(a: &Args) -> Client {
-        let sock = TcpStream::connect(&a.addr).await.expect("connect");
+        Self::connect_to(a, &a.addr).await
+    }
+
+    async fn connect_to(a: &Args, addr: &str) -> Client {
+        let sock = TcpStream::connect(addr).await.expect("connect");
         sock.set_nodelay(true).ok();
         let (rd, wr) = sock.into_split();
         let mut c = Client { rd, wr, buf: BytesMut::with_capacity(1 << 20), frame_max: 131072 };
@@ -229,8 +243,21 @@ fn queue_args(a: &Args) -> FieldTable {
     t
 }
 
-async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, confirmed: Arc<AtomicU64>) {
-    let mut c = Client::connect(&a).await;
+/// Confirm latencies (µs), shared by the producers.
+type ConfirmTimes = Arc<std::sync::Mutex<Histogram<u64>>>;
+
+async fn producer(
+    a: Args,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    confirmed: Arc<AtomicU64>,
+    confirm_times: ConfirmTimes,
+) {
+    let mut c = Client::connect_to(&a, a.publish_addr.as_deref().unwrap_or(&a.addr)).await;
+    // When each publish not yet confirmed was written, in publish order.
+    let written: Arc<std::sync::Mutex<std::collections::VecDeque<Instant>>> = Arc::default();
+    let written2 = written.clone();
     let window = Arc::new(Semaphore::new(if a.confirm > 0 { a.confirm } else { Semaphore::MAX_PERMITS }));
     if a.confirm > 0 {
         c.call(AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false }))).await;
@@ -255,6 +282,14 @@ async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<Atom
                     acked = acked.max(delivery_tag);
                     confirmed2.fetch_add(n, Ordering::Relaxed);
                     w2.add_permits(n as usize);
+                    let now = Instant::now();
+                    let mut w = written2.lock().unwrap();
+                    let mut h = confirm_times.lock().unwrap();
+                    for _ in 0..n {
+                        if let Some(t) = w.pop_front() {
+                            let _ = h.record((now - t).as_micros().max(1) as u64);
+                        }
+                    }
                 }
             }
             if !matches!(rd.read_buf(&mut buf).await, Ok(n) if n > 0) {
@@ -337,6 +372,10 @@ async fn producer(a: Args, start: Instant, stop: Arc<AtomicBool>, sent: Arc<Atom
                 out.push(0xCE);
             }
         }
+        if a.confirm > 0 {
+            let now = Instant::now();
+            written.lock().unwrap().extend(std::iter::repeat_n(now, batch));
+        }
         if wr.write_all(&out).await.is_err() {
             break;
         }
@@ -356,7 +395,7 @@ async fn consumer(
     received: Arc<AtomicU64>,
     ready: Arc<Semaphore>,
 ) -> Histogram<u64> {
-    let mut c = Client::connect(&a).await;
+    let mut c = Client::connect_to(&a, a.consume_addr.as_deref().unwrap_or(&a.addr)).await;
     if a.prefetch > 0 {
         c.call(AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: a.prefetch, global: false })))
             .await;
@@ -493,8 +532,14 @@ async fn run(a: Args) {
         .map(|_| tokio::spawn(consumer(a.clone(), start, stop.clone(), received.clone(), ready.clone())))
         .collect();
     let _ = ready.acquire_many(a.consumers as u32).await;
+    let confirm_times: ConfirmTimes =
+        Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram")));
     let producers: Vec<_> = (0..a.producers)
-        .map(|_| tokio::spawn(producer(a.clone(), start, stop.clone(), sent.clone(), confirmed.clone())))
+        .map(|_| {
+            let (a, stop, sent, confirmed, times) =
+                (a.clone(), stop.clone(), sent.clone(), confirmed.clone(), confirm_times.clone());
+            tokio::spawn(producer(a, start, stop, sent, confirmed, times))
+        })
         .collect();
     let t0 = Instant::now();
     let (mut ls, mut lr) = (0, 0);
@@ -547,4 +592,16 @@ async fn run(a: Args) {
         ms(0.99),
         hist.max() as f64 / 1000.0,
     );
+    let c = confirm_times.lock().unwrap();
+    if a.confirm > 0 && !c.is_empty() {
+        let q = |x: f64| c.value_at_quantile(x) as f64 / 1000.0;
+        println!(
+            "{}confirm latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
+            if a.label.is_empty() { String::new() } else { format!("[{}] ", a.label) },
+            q(0.5),
+            q(0.95),
+            q(0.99),
+            c.max() as f64 / 1000.0
+        );
+    }
 }

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 mod bootstrap;
 pub mod clients;
 mod delays;
+mod health;
 mod meta_actor;
 pub mod peers;
 mod placement;
@@ -80,6 +81,9 @@ pub struct Node {
     replicas: Mutex<HashMap<QueueKey, QueueHandle>>,
     /// The leader each replicated queue's front sends to (0: none known), for listings.
     leaders: Mutex<HashMap<QueueKey, Arc<AtomicU64>>>,
+    /// The metadata index this node has applied and acts on (its routing snapshot and queues
+    /// follow it): what peers ask before they answer a change (`RpcKind::Applied`).
+    meta_seen: Arc<AtomicU64>,
     /// The other members, as this node sees them (a cluster).
     peers: Option<Arc<peers::Peers>>,
     /// Running stores of delayed exchanges; changed only when the snapshot is published.
@@ -165,7 +169,12 @@ impl Node {
         let meta = match cluster {
             None => DurableGroup::open(log, MetaMachine::default(), opts).await,
             Some(rep) => {
-                let opts = GroupOptions { heartbeat_ms: META_HEARTBEAT_MS, election_ms: META_ELECTION_MS, ..opts };
+                let opts = GroupOptions {
+                    heartbeat_ms: META_HEARTBEAT_MS,
+                    election_ms: META_ELECTION_MS,
+                    spread_commits: true,
+                    ..opts
+                };
                 DurableGroup::open_member(log, MetaMachine::default(), opts, rep).await
             }
         }
@@ -190,6 +199,7 @@ impl Node {
             replication,
             replicas: Mutex::default(),
             leaders: Mutex::default(),
+            meta_seen: Arc::default(),
             peers,
             delays: Mutex::new(HashMap::new()),
             topology: ArcSwap::from_pointee(Topology::default()),
@@ -211,6 +221,8 @@ impl Node {
         });
         if let Some(router) = router {
             router.set_acceptor(crate::queue::remote::acceptor(node.home_queues()));
+            let seen = Arc::new(crate::raft::Seen(node.meta_seen.clone()));
+            router.register(crate::raft::transport::METADATA_SEEN, seen);
         }
         tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx, node.meta.applied_watch()));
         node.bootstrap().await?;

@@ -69,6 +69,7 @@ impl Connection {
                 }
             }
             ClientEvent::Confirms { channel, seqs, ok } => self.confirmed(channel.0, &seqs, ok),
+            ClientEvent::NotTaken { channel, seqs } => self.confirmed(channel.0, &seqs, false),
             ClientEvent::AckTimeout { channel, timeout_ms } => {
                 if self.channels.get(&channel.0).is_some_and(|c| c.state == ChannelState::Open) {
                     tracing::warn!(connection = self.id.0, channel = channel.0, timeout_ms, "consumer ack timed out");

@@ -29,6 +29,7 @@ pub(super) fn kind_from_pb(k: i32) -> Option<RpcKind> {
         pb::RaftKind::Propose => Some(RpcKind::Propose),
         pb::RaftKind::Leader => Some(RpcKind::Leader),
         pb::RaftKind::PreVote => Some(RpcKind::PreVote),
+        pb::RaftKind::Applied => Some(RpcKind::Applied),
     }
 }
 
@@ -40,6 +41,7 @@ pub(super) fn kind_to_pb(k: RpcKind) -> pb::RaftKind {
         RpcKind::Propose => pb::RaftKind::Propose,
         RpcKind::Leader => pb::RaftKind::Leader,
         RpcKind::PreVote => pb::RaftKind::PreVote,
+        RpcKind::Applied => pb::RaftKind::Applied,
     }
 }
 

@@ -26,6 +26,9 @@ pub fn routes() -> Router<Api> {
         .route("/api/health/checks/local-alarms", get(alarms))
         .route("/api/health/checks/ready-to-serve-clients", get(ready))
         .route("/api/health/checks/virtual-hosts", get(ok))
+        .route("/api/health/checks/node-is-quorum-critical", get(quorum_critical))
+        .route("/api/health/checks/quorum-queues-without-elected-leaders/all-vhosts", get(leaderless))
+        .route("/api/health/checks/quorum-queues-without-elected-leaders/all-vhosts/", get(leaderless))
 }
 
 async fn whoami(user: User) -> Json<Value> {
@@ -167,14 +170,40 @@ async fn alarms(State(node): State<Api>, _user: User) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
-/// Ready to serve clients: running and accepting AMQP connections (the check HAProxy and
-/// Kubernetes use).
+/// 503 with `reason` and the queues named, as RabbitMQ's quorum-queue checks answer.
+fn queues_failed(reason: &str, queues: Vec<crate::ids::QueueKey>) -> Response {
+    if queues.is_empty() {
+        return Json(json!({ "status": "ok" })).into_response();
+    }
+    let list: Vec<Value> =
+        queues.iter().map(|k| json!({ "name": k.name, "vhost": k.vhost, "readable_name": k.to_string() })).collect();
+    let body = json!({ "status": "failed", "reason": reason, "queues": list });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// Whether stopping this node would leave a quorum queue without a majority (RabbitMQ's
+/// `node-is-quorum-critical`: a rolling restart waits while it fails).
+async fn quorum_critical(State(node): State<Api>, _user: User) -> Response {
+    let reason = "There are quorum queues that would lose their quorum if the target node is shut down";
+    queues_failed(reason, node.quorum_critical())
+}
+
+/// Quorum queues whose leader is unknown or down, as this node sees them.
+async fn leaderless(State(node): State<Api>, _user: User) -> Response {
+    queues_failed("There are quorum queues without an elected leader", node.leaderless_queues())
+}
+
+/// Ready to serve clients: running and accepting AMQP connections, and, in a cluster, part of
+/// a majority with a live metadata leader (the check HAProxy and Kubernetes use: a node cut
+/// off from the others is taken out of rotation).
 async fn ready(State(node): State<Api>, _user: User) -> Response {
-    if node.is_serving() {
-        Json(json!({ "status": "ok" })).into_response()
-    } else {
-        let body = json!({ "status": "failed", "reason": "the node is not serving clients" });
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    let why = if !node.is_serving() { Err("the node is not serving clients".to_owned()) } else { node.in_majority() };
+    match why {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Err(reason) => {
+            let body = json!({ "status": "failed", "reason": reason });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
     }
 }
 

@@ -57,8 +57,10 @@ impl Node {
         // This node's connections of before are gone: their exclusive queues go, and the
         // transient queues it ran.
         cmds.push(MetaCommand::NodeStarted { node: self.id });
-        for cmd in cmds {
-            if let MetaReply::Refused(e) = self.propose_meta(cmd).await {
+        // Together: another node that reads the metadata meanwhile sees guest with its
+        // permissions, or neither (it would otherwise start without creating them).
+        for reply in self.propose_meta_all(cmds).await {
+            if let MetaReply::Refused(e) = reply {
                 return Err(StartError::Bootstrap(e.reply_text()));
             }
         }

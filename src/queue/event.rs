@@ -24,6 +24,10 @@ pub enum ClientEvent {
     Deliveries { channel: ChannelId, queue: QueueHandle, items: Vec<Delivery> },
     /// Publishes on `channel` with these sequence numbers reached one more of their queues.
     Confirms { channel: ChannelId, seqs: Vec<u64>, ok: bool },
+    /// Publishes a replicated queue's member did not take (it does not lead; nothing was
+    /// done): a client is nacked; a publish that came from another node's front goes back to
+    /// it, for the leader.
+    NotTaken { channel: ChannelId, seqs: Vec<u64> },
     /// The queue cancelled this consumer (queue deleted): send `basic.cancel` if the client
     /// supports it (RabbitMQ's consumer cancel notification).
     ConsumerCancelled { channel: ChannelId, consumer_tag: Arc<str> },

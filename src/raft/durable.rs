@@ -155,6 +155,10 @@ pub struct GroupOptions {
     /// member still refuses votes for `election_ms.1` after it last heard from its leader
     /// (openraft's leader lease).
     pub supervised: bool,
+    /// After each proposal commits, a heartbeat tells the other members at once (not at the
+    /// next heartbeat): the metadata group, whose proposers wait until every live node acts
+    /// on a change before they answer.
+    pub spread_commits: bool,
 }
 
 impl Default for GroupOptions {
@@ -166,6 +170,7 @@ impl Default for GroupOptions {
             heartbeat_ms: 1000,
             election_ms: (3000, 6000),
             supervised: false,
+            spread_commits: false,
         }
     }
 }
@@ -200,6 +205,8 @@ pub struct DurableGroup<M: DurableMachine> {
     /// several members).
     router: Option<Router>,
     transport: Option<Arc<dyn Transport>>,
+    /// [`GroupOptions::spread_commits`].
+    spread_commits: bool,
 }
 
 impl<M: DurableMachine> DurableGroup<M> {
@@ -225,7 +232,7 @@ impl<M: DurableMachine> DurableGroup<M> {
             .await?;
         let stopping = Arc::new(AtomicBool::new(false));
         tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
-        Ok(Self { raft, sm, log, stopping, me: SELF, router: None, transport: None })
+        Ok(Self { raft, sm, log, stopping, me: SELF, router: None, transport: None, spread_commits: false })
     }
 
     fn config(opts: &GroupOptions, members: bool) -> Result<Arc<Config>, GroupError> {
@@ -274,8 +281,8 @@ impl<M: DurableMachine> DurableGroup<M> {
         }
         let stopping = Arc::new(AtomicBool::new(false));
         tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
-        let (me, transport) = (rep.me, Some(rep.transport));
-        Ok(Self { raft, sm, log, stopping, me, router: Some(rep.router), transport })
+        let (me, transport, spread_commits) = (rep.me, Some(rep.transport), opts.spread_commits);
+        Ok(Self { raft, sm, log, stopping, me, router: Some(rep.router), transport, spread_commits })
     }
 
     /// The group's id (its storage group).

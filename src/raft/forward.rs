@@ -41,6 +41,9 @@ where
         GroupError::NotLeader(l) => Refusal::NotLeader(l),
         e => Refusal::Failed(e.to_string()),
     })?;
+    // The other members learn the commit at once (not at the next heartbeat): the origin
+    // waits until they act on it too (`Node::await_peers`).
+    let _ = raft.trigger().heartbeat().await;
     written
         .into_iter()
         .map(|(index, (reply, _effects))| {

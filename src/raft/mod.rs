@@ -12,7 +12,8 @@ mod group;
 pub mod log_store;
 mod net;
 mod peers;
-pub use peers::{ask_leader, find_leader};
+pub(crate) use peers::Seen;
+pub use peers::{ask_applied, ask_leader, find_leader};
 pub mod transport;
 pub mod types;
 

@@ -154,6 +154,25 @@ impl RaftNetworkV2<C> for PeerClient {
     }
 }
 
+/// Asks node `target` how far it has applied the metadata and acts on it.
+pub async fn ask_applied(transport: &dyn Transport, target: NodeId) -> Result<u64, TransportError> {
+    let answer = transport.call(target, super::transport::METADATA_SEEN, RpcKind::Applied, Bytes::new()).await?;
+    decode(&answer)
+}
+
+/// Answers [`RpcKind::Applied`] with a number the node keeps current.
+pub(crate) struct Seen(pub Arc<std::sync::atomic::AtomicU64>);
+
+impl Handler for Seen {
+    fn handle(&self, kind: RpcKind, _body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        let answer = match kind {
+            RpcKind::Applied => encode(&self.0.load(std::sync::atomic::Ordering::Acquire)),
+            _ => Err(TransportError::Malformed("only Applied is asked here".into())),
+        };
+        Box::pin(async move { answer })
+    }
+}
+
 /// Asks node `target` who leads `group`, as its member sees it.
 pub async fn ask_leader(
     transport: &dyn Transport,
@@ -222,6 +241,7 @@ impl<M: DurableMachine> Handler for Member<M> {
                     encode(&forward::propose_here::<M, _>(&raft, payloads).await)
                 }
                 RpcKind::Leader => encode(&raft.server_metrics().borrow_watched().current_leader),
+                RpcKind::Applied => Err(TransportError::Malformed("not a group's question".into())),
             }
         })
     }

@@ -38,6 +38,9 @@ pub enum RpcKind {
     /// Who leads the group, as the member asked sees it (an empty body; answers an
     /// `Option<NodeId>`): how a node that is not a member finds a queue's leader.
     Leader,
+    /// How far the node has applied the metadata and acts on it (an empty body to the
+    /// [`METADATA_SEEN`] pseudo-group; answers a `u64`).
+    Applied,
 }
 
 /// A call that did not come back with an answer from the group.
@@ -56,6 +59,9 @@ pub enum TransportError {
     #[error("malformed raft message: {0}")]
     Malformed(String),
 }
+
+/// The pseudo-group a node answers [`RpcKind::Applied`] for.
+pub const METADATA_SEEN: GroupId = GroupId(u64::MAX);
 
 /// Frames buffered each way on a duplex stream (then the sender waits: back-pressure).
 pub const DUPLEX_FRAMES: usize = 256;

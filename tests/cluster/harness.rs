@@ -194,10 +194,34 @@ impl Cluster {
             .unwrap()
     }
 
+    /// GETs a management API path on node `i` as guest: the status and the body.
+    pub async fn http_get(&self, i: usize, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.nodes[i].http);
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into();
+            let auth = format!("Basic {}", base64_guest());
+            match agent.get(&url).header("Authorization", &auth).call() {
+                Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+                Err(e) => (0, e.to_string()),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
     /// Node `i`'s log so far (for failure messages).
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
     }
+}
+
+/// `guest:guest` in base64.
+fn base64_guest() -> &'static str {
+    "Z3Vlc3Q6Z3Vlc3Q="
 }
 
 impl Drop for Cluster {

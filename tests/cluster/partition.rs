@@ -61,7 +61,12 @@ async fn take(ch: &Channel, queue: &str, n: usize, within: Duration) -> Vec<Vec<
     let deadline = tokio::time::Instant::now() + within;
     while out.len() < n {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let d = tokio::time::timeout(left, c.next()).await.expect("deliveries in time").unwrap().unwrap();
+        let Ok(d) = tokio::time::timeout(left, c.next()).await else {
+            let got: Vec<String> =
+                out.iter().map(|b: &Vec<u8>| String::from_utf8_lossy(&b[..b.len().min(8)]).into_owned()).collect();
+            panic!("{} of {n} deliveries in time; got {got:?}", out.len());
+        };
+        let d = d.unwrap().unwrap();
         out.push(d.data.clone());
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
@@ -79,30 +84,54 @@ async fn a_leader_cut_off_confirms_nothing_and_the_majority_goes_on() {
     ch1.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     publish_confirmed(&ch1, "split", (0..100).map(|i| format!("p-{i}"))).await;
 
-    // Node 1 leads (it was declared there); cut off, it can confirm nothing.
-    c.net.as_ref().unwrap().isolate(0, 3);
-    ch0.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    // The leader (node 1 mostly: it was declared there) cut off, it can confirm nothing.
+    let leader = super::chaos::leader_of(&c, &[true, true, true], "split").await.expect("a leader");
+    let (_cl, chl) = channel(&c, leader).await;
+    let (_co, cho) = channel(&c, (leader + 1) % 3).await;
+    let (_cc, chc) = channel(&c, (leader + 2) % 3).await;
+    c.net.as_ref().unwrap().isolate(leader, 3);
+    chl.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let props = BasicProperties::default().with_delivery_mode(2);
     let mut alone = Vec::new();
     for i in 0..20 {
         let body = format!("i-{i}");
         let opts = BasicPublishOptions::default();
-        let confirm = ch0.basic_publish("".into(), "split".into(), opts, body.as_bytes(), props.clone()).await;
+        let confirm = chl.basic_publish("".into(), "split".into(), opts, body.as_bytes(), props.clone()).await;
         alone.push(tokio::spawn(async move {
             tokio::time::timeout(Duration::from_secs(12), confirm.ok()?).await.ok()?.ok().map(|c| c.is_ack())
         }));
     }
+    // The cut-off node says it is not ready for clients (HAProxy takes it out); the others
+    // are, and each is now critical to the queue's majority.
+    let ready = "/api/health/checks/ready-to-serve-clients";
+    let critical = "/api/health/checks/node-is-quorum-critical";
+    let other = (leader + 1) % 3;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.http_get(leader, ready).await.0 != 503 || c.http_get(other, critical).await.0 != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "health checks do not see the partition");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = c.http_get(other, ready).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(c.http_get(other, critical).await.1.contains("queue 'split' in vhost '/'"));
+
     // The majority elects a leader of its own and takes publishes meanwhile (those that were
     // in flight to the old leader are nacked, and sent again).
-    publish_until_confirmed(&ch1, "split", (0..100).map(|i| format!("q-{i}")).collect()).await;
+    cho.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    publish_until_confirmed(&cho, "split", (0..100).map(|i| format!("q-{i}")).collect()).await;
     for (i, a) in alone.into_iter().enumerate() {
         assert_ne!(a.await.unwrap(), Some(true), "i-{i} confirmed by a leader cut off from the majority");
     }
 
-    // Healed: everything confirmed is there, and nothing the cut-off node took alone.
+    // Healed: everything confirmed is there, and nothing the cut-off node took alone; the
+    // node is ready again and no node is critical any more.
     c.net.as_ref().unwrap().heal();
-    let (_c2, ch2) = channel(&c, 2).await;
-    let got = take(&ch2, "split", 200, Duration::from_secs(30)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.http_get(leader, ready).await.0 != 200 || c.http_get(other, critical).await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "health checks do not see the heal");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = take(&chc, "split", 200, Duration::from_secs(30)).await;
     let got: BTreeSet<String> = got.into_iter().map(|b| String::from_utf8(b).unwrap()).collect();
     let want: BTreeSet<String> = (0..100).flat_map(|i| [format!("p-{i}"), format!("q-{i}")]).collect();
     assert_eq!(got, want);

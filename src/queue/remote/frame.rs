@@ -54,6 +54,11 @@ pub(super) enum Down {
         reqs: Vec<u64>,
         ok: bool,
     },
+    /// Publishes (by request id) not taken here: the queue is unknown on this node (yet, or
+    /// any more), or its member here does not lead. Nothing was done.
+    NotTaken {
+        reqs: Vec<u64>,
+    },
     Deliveries {
         conn: ConnectionId,
         channel: ChannelId,
@@ -147,6 +152,12 @@ impl Down {
             Down::AckTimeout { conn, channel, timeout_ms } => {
                 w.u8(4).u64(conn.0).u16(channel.0).u64(*timeout_ms);
             }
+            Down::NotTaken { reqs } => {
+                w.u8(5).u32(reqs.len() as u32);
+                for r in reqs {
+                    w.u64(*r);
+                }
+            }
         }
         Bytes::from(w.buf)
     }
@@ -181,6 +192,14 @@ impl Down {
             }
             3 => Down::Cancelled { conn: ConnectionId(r.u64()?), channel: ChannelId(r.u16()?), tag: r.str()?.into() },
             4 => Down::AckTimeout { conn: ConnectionId(r.u64()?), channel: ChannelId(r.u16()?), timeout_ms: r.u64()? },
+            5 => {
+                let n = r.u32()?;
+                let mut reqs = Vec::with_capacity(n.min(4096) as usize);
+                for _ in 0..n {
+                    reqs.push(r.u64()?);
+                }
+                Down::NotTaken { reqs }
+            }
             t => return Err(CodecError(format!("down frame tag {t}"))),
         };
         r.finish()?;

@@ -132,9 +132,11 @@ async fn serve(
                 Some(h) => h.tx.send(Request::Publish { msg, confirm: confirm_to }).await.is_ok(),
                 None => false,
             };
-            // A queue deleted meanwhile drops the message, confirmed, as a local one does.
+            // Unknown here (deleted meanwhile, or not yet known): not taken. The origin decides
+            // (a proxy's publisher is confirmed, as for a deleted local queue; a front sends it
+            // to the leader again).
             if let (false, Some(req)) = (sent, confirm) {
-                let _ = down.send(Down::Confirms { reqs: vec![req], ok: true }.encode()).await;
+                let _ = down.send(Down::NotTaken { reqs: vec![req] }.encode()).await;
             }
         }
         (op @ (UpOp::Consume { .. } | UpOp::Attach { .. }), Command::Consume(spec)) => {
@@ -284,10 +286,13 @@ fn confirm_sink(down: mpsc::Sender<Bytes>) -> ClientSink {
     let (tx, mut rx) = mpsc::channel::<ClientEvent>(EVENTS);
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
-            if let ClientEvent::Confirms { seqs, ok, .. } = ev {
-                if down.send(Down::Confirms { reqs: seqs, ok }.encode()).await.is_err() {
-                    break;
-                }
+            let frame = match ev {
+                ClientEvent::Confirms { seqs, ok, .. } => Down::Confirms { reqs: seqs, ok },
+                ClientEvent::NotTaken { seqs, .. } => Down::NotTaken { reqs: seqs },
+                _ => continue,
+            };
+            if down.send(frame.encode()).await.is_err() {
+                break;
             }
         }
     });
@@ -330,7 +335,9 @@ fn events_sink(conn: ConnectionId, down: mpsc::Sender<Bytes>, held: Shared) -> C
                     Down::Cancelled { conn, channel, tag: consumer_tag }
                 }
                 ClientEvent::AckTimeout { channel, timeout_ms } => Down::AckTimeout { conn, channel, timeout_ms },
-                ClientEvent::Confirms { .. } | ClientEvent::DirectReply { .. } => continue,
+                ClientEvent::Confirms { .. } | ClientEvent::NotTaken { .. } | ClientEvent::DirectReply { .. } => {
+                    continue;
+                }
             };
             if down.send(frame.encode()).await.is_err() {
                 break;

@@ -12,6 +12,7 @@
 mod frame;
 pub mod front;
 pub mod home;
+mod link;
 pub mod origin;
 
 pub use front::{FrontInboxes, Member};

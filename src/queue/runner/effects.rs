@@ -22,7 +22,8 @@ impl Runner {
             if followups.is_empty() {
                 break;
             }
-            match self.store.propose(now, followups).await {
+            let replicated = self.fenced;
+            match self.propose(now, followups, replicated).await {
                 Ok(results) => effects.extend(results.into_iter().flat_map(|(_, fx)| fx)),
                 Err(e) => tracing::error!(queue = %self.key, error = %e, "requeue after a lost delivery failed"),
             }
@@ -39,7 +40,9 @@ impl Runner {
         if !self.fenced || !effects.iter().any(|e| matches!(e, Effect::Deliver { .. })) {
             return None;
         }
-        if g.confirm_leadership().await {
+        let confirmed = g.confirm_leadership().await;
+        tracing::debug!(queue = %self.key, confirmed, "leadership checked before delivering");
+        if confirmed {
             return None;
         }
         let mut ids = Vec::new();
@@ -152,7 +155,7 @@ impl Runner {
         let me = self.deliver_as.upgrade();
         if !per_channel.is_empty() {
             let n: usize = per_channel.values().map(|(_, items)| items.len()).sum();
-            tracing::trace!(queue = %self.key, deliveries = n, "delivering");
+            tracing::debug!(queue = %self.key, deliveries = n, "delivering");
         }
         for ((_, channel), (sink, items)) in per_channel {
             let Some(me) = me.as_ref() else {

@@ -271,19 +271,24 @@ impl super::Runner {
         if !replicated {
             return self.store.propose(now, cmds).await;
         }
-        match tokio::time::timeout(PROPOSE_PATIENCE, self.store.propose(now, cmds)).await {
+        let n = cmds.len();
+        tracing::debug!(queue = %self.key, commands = n, "proposing");
+        let r = match tokio::time::timeout(PROPOSE_PATIENCE, self.store.propose(now, cmds)).await {
             Ok(r) => r,
             Err(_) => Err(GroupError::Raft("no majority took the batch in time".into())),
-        }
+        };
+        tracing::debug!(queue = %self.key, commands = n, ok = r.is_ok(), "proposed");
+        r
     }
 
-    /// Answers requests this member cannot serve (it does not lead): publishers get a nack,
-    /// callers `NotLeader` with the leader it knows; a delete retires the replica.
+    /// Answers requests this member cannot serve (it does not lead): publishes are not taken
+    /// (a client is nacked, another node's front sends them again), callers get `NotLeader`
+    /// with the leader it knows; a delete retires the replica.
     pub(super) async fn refuse(&mut self, batch: &mut Vec<Request>, leader: Option<u64>) {
         for req in batch.drain(..) {
             match req {
                 Request::Publish { confirm: Some(c), .. } => {
-                    let ev = ClientEvent::Confirms { channel: c.channel, seqs: vec![c.seq], ok: false };
+                    let ev = ClientEvent::NotTaken { channel: c.channel, seqs: vec![c.seq] };
                     let _ = c.sink.send(ev).await;
                 }
                 Request::Consume { reply, .. } | Request::Call { reply, .. } | Request::Attach { reply, .. } => {

@@ -118,6 +118,15 @@ impl<M: DurableMachine> DurableGroup<M> {
 
     /// Proposes on this member (leading, or a single member).
     async fn propose_here(&self, payloads: Vec<Payload>) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
+        let r = self.write_here(payloads).await;
+        // A group that spreads its commits lets the other members learn them at once.
+        if r.is_ok() && self.spread_commits {
+            let _ = self.raft.trigger().heartbeat().await;
+        }
+        r
+    }
+
+    async fn write_here(&self, payloads: Vec<Payload>) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
         match write_many::<M, _>(&self.raft, payloads.clone()).await {
             // A leader takes writes only while a majority acknowledged it within its lease
             // (openraft's leader lease); a supervised group sends no heartbeats, so after an

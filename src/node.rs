@@ -29,6 +29,7 @@ mod bootstrap;
 pub mod clients;
 mod delays;
 mod health;
+mod members;
 mod meta_actor;
 pub mod peers;
 mod placement;
@@ -81,11 +82,19 @@ pub struct Node {
     replicas: Mutex<HashMap<QueueKey, QueueHandle>>,
     /// The leader each replicated queue's front sends to (0: none known), for listings.
     leaders: Mutex<HashMap<QueueKey, Arc<AtomicU64>>>,
+    /// Each replicated queue's members as the metadata says, for its front and member (they
+    /// change when a node is forgotten or replaced).
+    member_lists: Mutex<HashMap<QueueKey, watch::Sender<Vec<u64>>>>,
     /// The metadata index this node has applied and acts on (its routing snapshot and queues
     /// follow it): what peers ask before they answer a change (`RpcKind::Applied`).
     meta_seen: Arc<AtomicU64>,
     /// The other members, as this node sees them (a cluster).
     peers: Option<Arc<peers::Peers>>,
+    /// The initial members of the cluster this node founded, for the metadata's registry.
+    seed: Vec<crate::meta::ClusterNode>,
+    /// The metadata leader's task bringing the metadata group's members in line with the
+    /// registry (`node/members.rs`).
+    converging: Mutex<Option<JoinHandle<()>>>,
     /// Running stores of delayed exchanges; changed only when the snapshot is published.
     delays: Mutex<delays::Running>,
     topology: ArcSwap<Topology>,
@@ -111,6 +120,16 @@ pub struct Node {
     /// Named traces into files (`rabbitmq_tracing`).
     traces: traces::Traces,
     me: Weak<Node>,
+}
+
+/// What a member of a cluster starts with (`server.rs` found its place).
+pub struct ClusterStart {
+    pub rep: Replication,
+    /// The initial members, for the metadata's node registry (a founder's; empty for a node
+    /// that joined).
+    pub seed: Vec<crate::meta::ClusterNode>,
+    /// The other members known now.
+    pub peers: Vec<crate::raft::transport::NodeId>,
 }
 
 /// Why a node could not start.
@@ -148,16 +167,20 @@ impl Node {
     pub async fn open(
         config: Config,
         amqp_addr: SocketAddr,
-        cluster: Option<Replication>,
+        cluster: Option<ClusterStart>,
     ) -> Result<Arc<Node>, StartError> {
         config.validate()?;
         let storage = Storage::open(&config.data_dir)?;
-        let id = cluster.as_ref().map_or(1, |c| c.me);
-        let router = cluster.as_ref().map(|c| c.router.clone());
+        let id = cluster.as_ref().map_or(1, |c| c.rep.me);
+        let router = cluster.as_ref().map(|c| c.rep.router.clone());
         let peers = cluster.as_ref().map(|c| {
-            let me = crate::raft::transport::Hello { name: config.node_name(), id };
-            peers::Peers::new(c.transport.clone(), me, c.initial.iter().flatten().copied())
+            let me = crate::raft::transport::Hello { name: config.node_name(), id, member: true };
+            peers::Peers::new(c.rep.transport.clone(), me, c.peers.iter().copied())
         });
+        let (cluster, seed) = match cluster {
+            Some(c) => (Some(c.rep), c.seed),
+            None => (None, Vec::new()),
+        };
         let remote = cluster.as_ref().zip(peers.clone()).map(|(c, p)| {
             let down = p.down();
             let name_of: crate::queue::remote::origin::NameOf = Arc::new(move |id| p.name(id));
@@ -199,8 +222,11 @@ impl Node {
             replication,
             replicas: Mutex::default(),
             leaders: Mutex::default(),
+            member_lists: Mutex::default(),
             meta_seen: Arc::default(),
             peers,
+            seed,
+            converging: Mutex::default(),
             delays: Mutex::new(HashMap::new()),
             topology: ArcSwap::from_pointee(Topology::default()),
             next_connection: AtomicU64::new(ids::first_of_this_start(id, now_micros())),
@@ -223,6 +249,7 @@ impl Node {
             router.set_acceptor(crate::queue::remote::acceptor(node.home_queues()));
             let seen = Arc::new(crate::raft::Seen(node.meta_seen.clone()));
             router.register(crate::raft::transport::METADATA_SEEN, seen);
+            router.register(crate::raft::transport::NODE_JOIN, Arc::new(crate::raft::Joins(node.admitter())));
         }
         tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx, node.meta.applied_watch()));
         node.bootstrap().await?;

@@ -7,22 +7,28 @@
 //! ([`crate::cluster`]) on `--cluster-addr` before the node opens (its peers need it to elect
 //! a leader), and stops it last.
 //!
-//! Node ids of a new cluster: the peer list sorted, each member's id its place in it plus one
-//! (`docs/cluster-design.md`); every member creates the metadata group with that same full
-//! membership, which Raft resolves as one election, never two clusters.
+//! How a member finds its place in its cluster (founds it, comes back, or joins it) is
+//! [`formation`]'s.
 
 use crate::amqp;
 use crate::cluster::{Credentials, GrpcTransport, Identity};
 use crate::config::Config;
+use crate::meta::ClusterNode;
 use crate::mgmt;
-use crate::node::{Node, StartError};
+use crate::node::{ClusterStart, Node, StartError};
 use crate::raft::Replication;
-use crate::raft::transport::{NodeId, Router};
+use crate::raft::transport::{Router, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+mod formation;
+
+/// The inter-node service's task and how to stop it.
+type Served = (watch::Sender<bool>, JoinHandle<()>);
 
 /// A started node and its listeners.
 pub struct Running {
@@ -34,7 +40,7 @@ pub struct Running {
     pub prometheus_addr: SocketAddr,
     listeners: Vec<JoinHandle<()>>,
     /// The inter-node service, stopped after the node.
-    cluster: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    cluster: Option<Served>,
 }
 
 impl Running {
@@ -58,42 +64,21 @@ impl Running {
     }
 }
 
-/// This node's place in a new cluster: its id and every member's (id, cluster address).
-pub fn member_ids(peers: &[String], advertised: &str) -> Result<(NodeId, Vec<(NodeId, String)>), StartError> {
-    let mut sorted = peers.to_vec();
-    sorted.sort();
-    let members: Vec<(NodeId, String)> = sorted.into_iter().enumerate().map(|(i, a)| (i as NodeId + 1, a)).collect();
-    let me = members.iter().find(|(_, a)| a == advertised).map(|(id, _)| *id).ok_or_else(|| {
-        StartError::Cluster(format!(
-            "this node's cluster address {advertised} is not among --peers ({}): give --advertise-addr as this node's entry there",
-            peers.join(",")
-        ))
-    })?;
-    Ok((me, members))
-}
-
-/// Serves the inter-node service and returns how this node's groups reach the others.
-async fn join_cluster(
-    config: &Config,
-) -> Result<(Replication, (watch::Sender<bool>, JoinHandle<()>), SocketAddr), StartError> {
+/// Serves the inter-node service, finds this node's place in its cluster
+/// ([`formation::place`]) and returns how this node's groups reach the others.
+async fn join_cluster(config: &Config) -> Result<(ClusterStart, Served, Arc<AtomicBool>, bool), StartError> {
     let c = &config.cluster;
-    let advertised = c.advertised();
-    let (me, members) = member_ids(&c.peers, &advertised)?;
     let secret = c.secret()?.ok_or_else(|| StartError::Cluster("a cluster needs a shared secret".into()))?;
     let creds = Credentials::new(&c.name, &secret);
     let (listener, cluster_addr) = bind(c.listen_addr).await?;
-    let router = Router::new(me);
-    let source = Some(c.listen_addr.ip()).filter(|ip| !ip.is_unspecified());
-    let transport = GrpcTransport::new(me, creds.clone(), source);
-    for (id, addr) in &members {
-        if *id != me {
-            transport.set_peer(*id, addr.clone());
-        }
-    }
+    // The listener answers hellos from the start (with id 0 while this node finds its
+    // place): peers that start at the same time need its answer to find theirs.
+    let router = Router::new(0);
+    let member = Arc::new(AtomicBool::new(false));
     let (stop, mut stopped) = watch::channel(false);
-    let identity = Identity { name: config.node_name(), id: me };
+    let identity = Identity { name: config.node_name(), member: member.clone() };
     let served = tokio::spawn({
-        let router = router.clone();
+        let (router, creds) = (router.clone(), creds.clone());
         async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -103,14 +88,38 @@ async fn join_cluster(
             }
         }
     });
-    tracing::info!(%cluster_addr, node_id = me, advertised = %advertised, members = members.len(), cluster = %c.name, "cluster listener started");
+    tracing::info!(%cluster_addr, advertised = %c.advertised(), cluster = %c.name, "cluster listener started");
+    let place = match formation::place(config, &creds).await {
+        Ok(p) => p,
+        Err(e) => {
+            stop.send_replace(true);
+            let _ = served.await;
+            return Err(e);
+        }
+    };
+    member.store(place.stored, Ordering::Release);
+    router.set_me(place.me);
+    let transport = GrpcTransport::new(place.me, creds, formation::source(config));
+    for (id, addr) in &place.peers {
+        transport.set_peer(*id, addr);
+    }
+    let seed = if place.founder {
+        place
+            .founders
+            .iter()
+            .map(|(id, addr)| ClusterNode { id: *id, name: String::new(), addr: addr.clone() })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let rep = Replication {
-        me,
+        me: place.me,
         transport: Arc::new(transport),
         router,
-        initial: Some(members.iter().map(|(id, _)| *id).collect()),
+        initial: place.founder.then(|| place.founders.iter().map(|(id, _)| *id).collect()),
     };
-    Ok((rep, (stop, served), cluster_addr))
+    let start = ClusterStart { rep, seed, peers: place.peers.iter().map(|(id, _)| *id).collect() };
+    Ok((start, (stop, served), member, place.stored))
 }
 
 /// Binds a listener, reporting the address that failed.
@@ -127,13 +136,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (amqp, amqp_addr) = bind(config.amqp_addr).await?;
     let (http, http_addr) = bind(config.http_addr).await?;
     let (prometheus, prometheus_addr) = bind(config.prometheus_addr).await?;
-    let (replication, cluster) = if config.cluster.peers.is_empty() {
-        (None, None)
+    let (start, cluster, member) = if config.cluster.peers.is_empty() {
+        (None, None, None)
     } else {
-        let (rep, served, _) = join_cluster(&config).await?;
-        (Some(rep), Some(served))
+        let (start, served, member, stored) = join_cluster(&config).await?;
+        (Some(start), Some(served), Some((member, stored)))
     };
-    let node = Node::open(config, amqp_addr, replication).await?;
+    let data_dir = config.data_dir.clone();
+    let node = Node::open(config, amqp_addr, start).await?;
+    if let Some((member, stored)) = member {
+        // A founder's id is stored once its cluster formed (`server/formation.rs`).
+        if !stored {
+            crate::storage::write_node_id(&data_dir, node.id())?;
+        }
+        member.store(true, Ordering::Release);
+    }
     tracing::info!(%amqp_addr, "AMQP 0-9-1 listener started");
     let server = tokio::spawn(amqp::server::serve(node.clone(), amqp));
     tracing::info!(%http_addr, "management listener started");

@@ -50,10 +50,10 @@ async fn three() -> (Vec<TestNode>, Vec<String>) {
         let router = Router::new(me);
         let transport = GrpcTransport::new(me, creds.clone(), None);
         for (j, a) in addrs.iter().enumerate() {
-            transport.set_peer(j as u64 + 1, a.clone());
+            transport.set_peer(j as u64 + 1, a);
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let identity = Identity { name: format!("warren@n{me}"), id: me };
+        let identity = Identity { name: format!("warren@n{me}"), member: Default::default() };
         let server = tokio::spawn({
             let (router, creds) = (router.clone(), creds.clone());
             async move {
@@ -146,7 +146,7 @@ async fn another_secret_or_cluster_name_is_refused() {
     let (nodes, addrs) = three().await;
     for wrong in [Credentials::new("test", "guess"), Credentials::new("other", "secret")] {
         let t = GrpcTransport::new(9, wrong, None);
-        t.set_peer(1, addrs[0].clone());
+        t.set_peer(1, &addrs[0]);
         match t.call(1, GROUP, RpcKind::Vote, bytes::Bytes::new()).await {
             Err(TransportError::Unreachable { reason, .. }) => assert!(reason.starts_with("refused"), "{reason}"),
             other => panic!("a stranger got through: {other:?}"),
@@ -154,7 +154,7 @@ async fn another_secret_or_cluster_name_is_refused() {
     }
     // The right credentials reach the group (the empty body does not decode, but it arrived).
     let t = GrpcTransport::new(9, Credentials::new("test", "secret"), None);
-    t.set_peer(1, addrs[0].clone());
+    t.set_peer(1, &addrs[0]);
     assert!(matches!(t.call(1, GROUP, RpcKind::Vote, bytes::Bytes::new()).await, Err(TransportError::Malformed(_))));
     for n in nodes {
         stop(n).await;

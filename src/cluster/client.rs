@@ -40,14 +40,6 @@ impl GrpcTransport {
         Self { me, source, creds, addrs: Arc::default(), channels: Arc::default() }
     }
 
-    /// Where a peer is (a changed address drops the old channel).
-    pub fn set_peer(&self, id: NodeId, addr: String) {
-        let old = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, addr.clone());
-        if old.as_deref() != Some(addr.as_str()) {
-            self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        }
-    }
-
     fn channel(&self, id: NodeId) -> Result<Channel, TransportError> {
         if let Some(c) = self.channels.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(c.clone());
@@ -126,8 +118,16 @@ impl Transport for GrpcTransport {
             let mut req = tonic::Request::new(body);
             creds.attach(&mut req);
             let r = client.hello(req).await.map_err(|s| failed(target, s))?.into_inner();
-            Ok(Hello { name: r.node_name, id: r.node_id })
+            Ok(Hello { name: r.node_name, id: r.node_id, member: r.member })
         })
+    }
+
+    /// Where a peer is (a changed address drops the old channel).
+    fn set_peer(&self, id: NodeId, addr: &str) {
+        let old = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, addr.to_owned());
+        if old.as_deref() != Some(addr) {
+            self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
     }
 
     fn open(&self, target: NodeId) -> BoxFuture<'static, Result<Duplex, TransportError>> {

@@ -9,11 +9,12 @@ use crate::storage::GroupId;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-/// Who this node is, for `Hello`.
+/// Who this node is, for `Hello` (its id is its router's).
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub name: String,
-    pub id: u64,
+    /// Set once the node is a member of a running cluster ([`crate::raft::transport::Hello`]).
+    pub member: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Service {
@@ -30,6 +31,7 @@ pub(super) fn kind_from_pb(k: i32) -> Option<RpcKind> {
         pb::RaftKind::Leader => Some(RpcKind::Leader),
         pb::RaftKind::PreVote => Some(RpcKind::PreVote),
         pb::RaftKind::Applied => Some(RpcKind::Applied),
+        pb::RaftKind::Join => Some(RpcKind::Join),
     }
 }
 
@@ -42,6 +44,7 @@ pub(super) fn kind_to_pb(k: RpcKind) -> pb::RaftKind {
         RpcKind::Leader => pb::RaftKind::Leader,
         RpcKind::PreVote => pb::RaftKind::PreVote,
         RpcKind::Applied => pb::RaftKind::Applied,
+        RpcKind::Join => pb::RaftKind::Join,
     }
 }
 
@@ -88,7 +91,8 @@ impl Cluster for Service {
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
         let r = req.into_inner();
         tracing::debug!(peer = %r.node_name, id = r.node_id, addr = %r.advertise_addr, "hello");
-        Ok(Response::new(HelloReply { node_name: self.me.name.clone(), node_id: self.me.id }))
+        let member = self.me.member.load(std::sync::atomic::Ordering::Acquire);
+        Ok(Response::new(HelloReply { node_name: self.me.name.clone(), node_id: self.router.me(), member }))
     }
 
     async fn raft_chunked(&self, req: Request<tonic::Streaming<RaftRequest>>) -> Result<Response<RaftReply>, Status> {
@@ -109,8 +113,9 @@ impl Cluster for Service {
 
     async fn raft(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let r = req.into_inner();
-        if r.target != self.me.id {
-            return Err(Status::failed_precondition(format!("this is node {}, not {}", self.me.id, r.target)));
+        let me = self.router.me();
+        if r.target != me {
+            return Err(Status::failed_precondition(format!("this is node {me}, not {}", r.target)));
         }
         let Some(kind) = kind_from_pb(r.kind) else {
             return Ok(Response::new(RaftReply { outcome: Some(Outcome::Malformed(format!("kind {}", r.kind))) }));

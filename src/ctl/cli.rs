@@ -190,6 +190,12 @@ pub enum CtlCmd {
     Status,
     /// Show the nodes of the cluster.
     ClusterStatus,
+    /// Remove a node that is down for good from the cluster (its replicas go; a node with an
+    /// empty data directory started in its place joins as a new member instead).
+    ForgetClusterNode {
+        /// The node's name (as `cluster_status` lists it).
+        node: String,
+    },
 }
 
 /// `-p vhost` and columns.

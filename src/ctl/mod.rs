@@ -118,5 +118,6 @@ fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
         C::ImportDefinitions { path } => definitions::import(&ctx, &path),
         C::Status => status::status(&ctx),
         C::ClusterStatus => status::cluster_status(&ctx),
+        C::ForgetClusterNode { node } => status::forget_cluster_node(&ctx, &node),
     }
 }

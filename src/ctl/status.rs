@@ -177,6 +177,12 @@ pub fn status(ctx: &Ctx) -> Result<(), CtlError> {
     Ok(())
 }
 
+/// `forget_cluster_node NODE`, in rabbitmqctl's words.
+pub fn forget_cluster_node(ctx: &Ctx, node: &str) -> Result<(), CtlError> {
+    ctx.out.info(&format!("Removing node {node} from the cluster"));
+    ctx.api.delete(&path(&["nodes", node]))
+}
+
 pub fn cluster_status(ctx: &Ctx) -> Result<(), CtlError> {
     let overview = ctx.api.object(&path(&["overview"]))?;
     let nodes = ctx.api.list(&path(&["nodes"]))?;

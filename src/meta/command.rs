@@ -6,7 +6,7 @@ use crate::ids::ConnectionId;
 use amq_protocol::types::FieldTable;
 use std::sync::Arc;
 
-use super::state::QueueRecord;
+use super::state::{ClusterNode, QueueRecord};
 
 #[derive(Clone, Debug)]
 pub enum MetaCommand {
@@ -113,6 +113,28 @@ pub enum MetaCommand {
         vhost: String,
         name: String,
     },
+    /// The initial members of a new cluster, from the peer list (ids by sorted address), so
+    /// that a node joining later with one's address replaces it; ids already known or
+    /// forgotten are left as they are.
+    SeedNodes {
+        nodes: Vec<ClusterNode>,
+    },
+    /// A member says who it is (at every start): its name and address.
+    RegisterNode {
+        node: ClusterNode,
+    },
+    /// A node with an empty data directory joins: it gets the next id, and a node known by
+    /// the same name or address is replaced by it (forgotten; its replicas become the new
+    /// node's). Answered with [`MetaReply::NodeJoined`].
+    JoinNode {
+        name: String,
+        addr: String,
+    },
+    /// `forget_cluster_node`: the node leaves the cluster for good. Its replicas go (a quorum
+    /// queue left without members goes too), and so do the classic queues it was home to.
+    ForgetNode {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +145,10 @@ pub enum MetaReply {
         created: bool,
     },
     Refused(Error),
+    /// A joining node's id.
+    NodeJoined {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@
 //! exchange is 403, an auto-delete exchange goes with its last binding as source.
 
 use super::command::{MetaCommand, MetaEffect, MetaReply};
-use super::state::{Exchange, MetaState, QueueRecord, User, Vhost};
+use super::state::{ClusterNode, Exchange, MetaState, QueueRecord, User, Vhost};
 use crate::broker::argument::{self, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE_KEYS, QueueType};
 use crate::broker::delayed;
 use crate::broker::exchange::{Destination, ExchangeKind, ExchangeType};
@@ -210,6 +210,7 @@ impl MetaMachine {
             // A quorum queue placed on several nodes is replicated; its first member is the
             // one preferred to lead first.
             home: members.first().copied().filter(|_| parsed_is_quorum).unwrap_or(connection.node()),
+            founders: if parsed_is_quorum { members.clone() } else { Vec::new() },
             members: if parsed_is_quorum { members } else { Vec::new() },
         });
         v.queues.insert(name, record.clone());
@@ -415,6 +416,15 @@ impl Machine for MetaMachine {
                 self.set_policy(&vhost, name, pattern, &apply_to, priority, definition, effects)
             }
             MetaCommand::ClearPolicy { vhost, name } => self.clear_policy(&vhost, &name, effects),
+            MetaCommand::SeedNodes { nodes } => {
+                self.seed_nodes(nodes);
+                Ok(())
+            }
+            MetaCommand::RegisterNode { node } => self.register_node(node),
+            MetaCommand::JoinNode { name, addr } => {
+                return MetaReply::NodeJoined { id: self.join_node(name, addr, effects) };
+            }
+            MetaCommand::ForgetNode { id } => self.forget_node(id, effects),
         };
         match r {
             Ok(()) => MetaReply::Ok,
@@ -424,6 +434,7 @@ impl Machine for MetaMachine {
 }
 
 mod codec;
+mod nodes;
 mod policies;
 #[cfg(test)]
 mod tests;

@@ -10,4 +10,4 @@ pub mod state;
 
 pub use command::{MetaCommand, MetaEffect, MetaReply};
 pub use machine::MetaMachine;
-pub use state::{Exchange, MetaState, QueueRecord, User, Vhost};
+pub use state::{ClusterNode, Exchange, MetaState, QueueRecord, User, Vhost};

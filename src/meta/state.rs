@@ -8,7 +8,7 @@ use crate::broker::router::{BindingIndex, ExchangeLookup, RoutableExchange};
 use crate::ids::ConnectionId;
 use crate::stats::Counters;
 use amq_protocol::types::FieldTable;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -106,8 +106,12 @@ pub struct QueueRecord {
     /// replicated queue, the member preferred as its first leader.
     pub home: u64,
     /// The nodes holding a replica of a replicated (quorum) queue in a cluster, the preferred
-    /// first leader first; empty for a queue that lives on `home` alone.
+    /// first leader first; empty for a queue that lives on `home` alone. Changes when a node
+    /// is forgotten or replaced (`meta/machine/nodes.rs`).
     pub members: Vec<u64>,
+    /// The members the queue's group was created with (its initial voters): only they may
+    /// create it; a member added later waits until the leader adds it.
+    pub founders: Vec<u64>,
 }
 
 impl QueueRecord {
@@ -170,6 +174,16 @@ impl ExchangeLookup for Vhost {
     }
 }
 
+/// A node of the cluster: its id (never reused), its name and the cluster address its peers
+/// dial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub id: u64,
+    /// Empty until the node itself said it (an initial member that never started).
+    pub name: String,
+    pub addr: String,
+}
+
 /// All metadata. Cloning is cheap: it copies maps of `Arc`s.
 #[derive(Clone, Debug, Default)]
 pub struct MetaState {
@@ -177,4 +191,11 @@ pub struct MetaState {
     pub users: BTreeMap<String, Arc<User>>,
     /// The next queue storage group id (group 0 is the metadata group itself).
     pub next_group: u64,
+    /// The cluster's nodes by id (empty on a single node).
+    pub nodes: BTreeMap<u64, Arc<ClusterNode>>,
+    /// Nodes removed from the cluster (forgotten, or replaced by a node that joined with
+    /// their name or address): their ids are never members again.
+    pub forgotten: BTreeSet<u64>,
+    /// The next node id a joining node gets.
+    pub next_node: u64,
 }

@@ -21,7 +21,7 @@ pub fn routes() -> Router<Api> {
         .route("/api/whoami", get(whoami))
         .route("/api/cluster-name", get(cluster_name))
         .route("/api/nodes", get(nodes))
-        .route("/api/nodes/{node}", get(node))
+        .route("/api/nodes/{node}", get(node).delete(forget))
         .route("/api/health/checks/alarms", get(alarms))
         .route("/api/health/checks/local-alarms", get(alarms))
         .route("/api/health/checks/ready-to-serve-clients", get(ready))
@@ -152,6 +152,14 @@ async fn node(State(node): State<Api>, _user: User, Path(name): Path<String>) ->
         Some(p) => Ok(Json(peer_json(p))),
         None => Err(ApiError::not_found()),
     }
+}
+
+/// `forget_cluster_node` (Warren's; RabbitMQ's API has no such call): a member that is down
+/// for good leaves the cluster. 204, or 404 for an unknown node, 400 for a running one.
+async fn forget(State(node): State<Api>, user: User, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    user.require_admin()?;
+    node.forget_node(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn alarms(State(node): State<Api>, _user: User) -> Response {

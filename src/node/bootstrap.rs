@@ -4,7 +4,7 @@
 
 use super::{META_GROUP, Node, StartError};
 use crate::broker::{ReplyCode, password};
-use crate::meta::{MetaCommand, MetaReply, QueueRecord};
+use crate::meta::{ClusterNode, MetaCommand, MetaReply, QueueRecord};
 use std::sync::Arc;
 
 /// How long a cluster member waits at start-up for a majority of its cluster (RabbitMQ waits
@@ -21,6 +21,15 @@ impl Node {
         self.barrier().await?;
         let fresh = empty_here && self.meta.read(|m| m.state().users.is_empty());
         let mut cmds = Vec::new();
+        // A cluster's registry of nodes: the initial members (by a founder), then who this
+        // node is (a forgotten node is refused here and does not start).
+        if !self.seed.is_empty() {
+            cmds.push(MetaCommand::SeedNodes { nodes: self.seed.clone() });
+        }
+        if self.replication.is_some() {
+            let node = ClusterNode { id: self.id, name: self.name.clone(), addr: c.cluster.advertised() };
+            cmds.push(MetaCommand::RegisterNode { node });
+        }
         cmds.extend(c.vhosts.iter().map(|v| MetaCommand::AddVhost { name: v.name.clone() }));
         // As RabbitMQ: guest is created with a new database, not again at every start.
         if fresh && c.default_user && !c.users.iter().any(|u| u.name == "guest") {

@@ -93,6 +93,7 @@ pub(super) async fn meta_actor(node: Weak<Node>, mut rx: mpsc::Receiver<MetaRequ
                     }
                 };
                 seen = seen.max(node.meta.applied_index());
+                node.reconcile_nodes();
                 node.reconcile_queues();
                 node.publish_topology();
                 node.meta_seen.store(seen, std::sync::atomic::Ordering::Release);
@@ -109,6 +110,7 @@ pub(super) async fn meta_actor(node: Weak<Node>, mut rx: mpsc::Receiver<MetaRequ
                 let Some(node) = node.upgrade() else { return };
                 if index > seen {
                     seen = index;
+                    node.reconcile_nodes();
                     node.reconcile_queues();
                     node.publish_topology();
                     node.meta_seen.store(seen, std::sync::atomic::Ordering::Release);

@@ -53,6 +53,22 @@ impl Peers {
         ids
     }
 
+    /// Follows the metadata's node registry: members it lists are asked from now on (with
+    /// the name it knows until they answer), forgotten ones no more.
+    pub fn set_members(&self, known: impl IntoIterator<Item = (NodeId, String)>, forgotten: &BTreeSet<NodeId>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, name) in known {
+            if id == self.me.id || forgotten.contains(&id) {
+                continue;
+            }
+            let p = state.entry(id).or_insert(PeerState { id, name: None, running: false });
+            if p.name.is_none() && !name.is_empty() {
+                p.name = Some(name);
+            }
+        }
+        state.retain(|id, _| !forgotten.contains(id));
+    }
+
     pub fn list(&self) -> Vec<PeerState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }

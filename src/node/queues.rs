@@ -77,12 +77,14 @@ impl Node {
             return;
         }
         let inboxes = FrontInboxes::new(key.clone());
+        let members = tokio::sync::watch::channel(rec.members.clone()).0;
         let member = rec.members.contains(&self.id).then(|| {
             let none = Leadership { leader: None, term: 0, leading: false };
             let (leadership, watched) = tokio::sync::watch::channel(none);
             let replica = Replica {
                 rep: rep.clone(),
-                members: rec.members.clone(),
+                members: members.subscribe(),
+                founders: rec.founders.clone(),
                 down: self
                     .peers
                     .as_ref()
@@ -99,7 +101,8 @@ impl Node {
         });
         let shown = Arc::new(std::sync::atomic::AtomicU64::new(0));
         self.leaders.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), shown.clone());
-        let front = remote.serve_front(inboxes, GroupId(rec.group), rec.members.clone(), member, shown);
+        let front = remote.serve_front(inboxes, GroupId(rec.group), members.subscribe(), member, shown);
+        self.member_lists.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), members);
         self.track(key, rec, front);
     }
 
@@ -186,11 +189,18 @@ impl Node {
                 .map(|q| (QueueKey::new(q.vhost.clone(), q.name.clone()), q.clone()))
                 .collect()
         });
-        let started = self.running_records.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut started = self.running_records.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let same = |a: &QueueRecord, b: &QueueRecord| a.group == b.group && a.home == b.home && a.members == b.members;
+        for (key, old) in &mut started {
+            if let Some(rec) = wanted.get(key).filter(|r| !same(r, old)) {
+                if self.change_members(key, old, rec) {
+                    *old = rec.clone();
+                }
+            }
+        }
         for (key, old) in &started {
             if wanted.get(key).is_none_or(|r| !same(r, old)) {
-                self.stop_queue(key, old);
+                self.stop_queue(key, old, true);
             }
         }
         for (key, rec) in wanted {
@@ -221,17 +231,45 @@ impl Node {
         }
     }
 
-    /// Stops a queue that went; the runner removes a durable queue's data once its last
-    /// handle is gone.
-    fn stop_queue(&self, key: &QueueKey, rec: &QueueRecord) {
+    /// A replicated queue's members changed (a node was forgotten or replaced): its front and
+    /// this node's member follow the new list in place (the leader changes the group to
+    /// match, `queue/runner/lead.rs`), so consumers and publishers carry on. Whether it was
+    /// done in place; not when this node itself became or stopped being a member: then the
+    /// queue is started again here (a member removed retires its data).
+    fn change_members(&self, key: &QueueKey, old: &QueueRecord, rec: &Arc<QueueRecord>) -> bool {
+        if old.group != rec.group || !old.replicated() || !rec.replicated() {
+            return false;
+        }
+        let me = self.id;
+        tracing::info!(queue = %key, from = ?old.members, to = ?rec.members, "replicated queue's members changed");
+        if old.members.contains(&me) != rec.members.contains(&me) {
+            self.stop_queue(key, old, false);
+            return false;
+        }
+        if let Some(tx) = self.member_lists.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            tx.send_replace(rec.members.clone());
+        }
+        self.running_records.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), rec.clone());
+        true
+    }
+
+    /// Stops a queue that went (`deleted`), or whose replica this node no longer holds; the
+    /// runner removes a durable queue's data once its last handle is gone.
+    fn stop_queue(&self, key: &QueueKey, rec: &QueueRecord, deleted: bool) {
         self.running_records.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         if rec.replicated() {
             self.leaders.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            self.member_lists.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
             // The member's runner deletes the queue if it leads, and retires (its data goes
-            // when it stops) if it does not.
+            // when it stops) if it does not. One whose node is no longer a member just stops
+            // (its data goes at the next start, `remove_orphan_groups`).
             let replica = self.replicas.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-            if let Some(h) = replica {
+            if !deleted {
+                if replica.is_some() {
+                    tracing::info!(vhost = %rec.vhost, queue = %rec.name, "no longer holds a replica of the queue");
+                }
+            } else if let Some(h) = replica {
                 tracing::info!(vhost = %rec.vhost, queue = %rec.name, "replicated queue member deleted");
                 tokio::spawn(async move {
                     let cmd = Command::Delete { if_unused: false, if_empty: false };

@@ -99,8 +99,8 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
                 // The preferred leader creates the group (openraft elects it at once); the
                 // others wait to hear from it, or create it at their turn if it is down.
                 let mut rep = replica.rep.clone();
-                let preferred = replica.members.first() == Some(&rep.me);
-                rep.initial = preferred.then(|| replica.members.iter().copied().collect());
+                let preferred = replica.founders.first() == Some(&rep.me);
+                rep.initial = preferred.then(|| replica.founders.iter().copied().collect());
                 let init = QueueMachine::durable(config);
                 match DurableGroup::open_member(log.clone(), init, replicated_options(), rep).await {
                     Ok(g) => {

@@ -130,9 +130,11 @@ where
 }
 
 mod adapter;
+mod members;
 mod propose;
 mod watch;
 pub(crate) use adapter::SmAdapter;
+pub use members::Membership;
 pub use watch::{AppliedWatch, Leadership, LeadershipWatch};
 
 /// Tuning of a durable group.
@@ -307,10 +309,12 @@ impl<M: DurableMachine> DurableGroup<M> {
 
     /// Asks this member to stand for election now (a supervised group whose leader is gone). A
     /// pre-vote comes first, so a leader the other members still hear from is not disturbed.
-    /// A member that has no history yet creates the group with `voters` instead (openraft
-    /// then elects it: every member creating it gives the same voters, so they agree).
-    pub async fn elect(&self, voters: &std::collections::BTreeSet<NodeId>) -> Result<(), GroupError> {
+    /// A member that has no history yet creates the group with `founders` instead (openraft
+    /// then elects it: every founder creating it gives the same voters, so they agree); one
+    /// that is no founder (added later) waits until the leader reaches it.
+    pub async fn elect(&self, founders: Option<&std::collections::BTreeSet<NodeId>>) -> Result<(), GroupError> {
         if !self.raft.is_initialized().await.map_err(raft_err)? {
+            let Some(voters) = founders else { return Ok(()) };
             let members: BTreeMap<NodeId, BasicNode> = voters.iter().map(|&n| (n, BasicNode::default())).collect();
             if let Err(e) = self.raft.initialize(members).await {
                 tracing::debug!(group = self.log.id().0, error = %e, "group already initialized");

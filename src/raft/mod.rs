@@ -9,9 +9,11 @@
 pub mod durable;
 mod forward;
 mod group;
+pub mod join;
 pub mod log_store;
 mod net;
 mod peers;
+pub(crate) use join::Joins;
 pub(crate) use peers::Seen;
 pub use peers::{ask_applied, ask_leader, find_leader};
 pub mod transport;
@@ -19,6 +21,6 @@ pub mod types;
 
 pub use durable::{
     AppliedWatch, DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions, Leadership, LeadershipWatch,
-    Replication,
+    Membership, Replication,
 };
 pub use group::{ApplyMeta, Group, LogIndex, Machine};

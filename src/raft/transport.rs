@@ -41,6 +41,9 @@ pub enum RpcKind {
     /// How far the node has applied the metadata and acts on it (an empty body to the
     /// [`METADATA_SEEN`] pseudo-group; answers a `u64`).
     Applied,
+    /// A node with an empty data directory asks to join the cluster (to the [`NODE_JOIN`]
+    /// pseudo-group, `raft/join.rs`).
+    Join,
 }
 
 /// A call that did not come back with an answer from the group.
@@ -62,6 +65,8 @@ pub enum TransportError {
 
 /// The pseudo-group a node answers [`RpcKind::Applied`] for.
 pub const METADATA_SEEN: GroupId = GroupId(u64::MAX);
+/// The pseudo-group a node answers [`RpcKind::Join`] for.
+pub const NODE_JOIN: GroupId = GroupId(u64::MAX - 1);
 
 /// Frames buffered each way on a duplex stream (then the sender waits: back-pressure).
 pub const DUPLEX_FRAMES: usize = 256;
@@ -87,7 +92,11 @@ impl Duplex {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
     pub name: String,
+    /// 0 while the node does not know its id yet (it is finding its place in the cluster).
     pub id: NodeId,
+    /// The node is a member of a running cluster (it ran as one before, or has joined or
+    /// formed one since it started); a node still finding its place is not.
+    pub member: bool,
 }
 
 /// Takes the streams other nodes open to this one: (the opening node, its stream).
@@ -108,6 +117,10 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Says who this node is to `target` and hears who it is (liveness, names).
     fn hello(&self, target: NodeId, me: &Hello) -> BoxFuture<'static, Result<Hello, TransportError>>;
+
+    /// Where node `id` is from now on (a node joined, or came back at another address).
+    /// Transports that address nodes by id alone ignore it.
+    fn set_peer(&self, _id: NodeId, _addr: &str) {}
 }
 
 /// Where a group takes the RPCs addressed to it.
@@ -118,14 +131,20 @@ pub(crate) trait Handler: Send + Sync + 'static {
 /// The groups of one node that take RPCs, by id.
 #[derive(Clone, Default)]
 pub struct Router {
-    me: NodeId,
+    /// 0 until the node knows its id (`server/formation.rs`).
+    me: Arc<std::sync::atomic::AtomicU64>,
     groups: Arc<Mutex<HashMap<GroupId, Arc<dyn Handler>>>>,
     acceptor: Arc<Mutex<Option<Acceptor>>>,
 }
 
 impl Router {
     pub fn new(me: NodeId) -> Self {
-        Self { me, groups: Arc::default(), acceptor: Arc::default() }
+        Self { me: Arc::new(me.into()), groups: Arc::default(), acceptor: Arc::default() }
+    }
+
+    /// The node's id, once it found its place in the cluster.
+    pub fn set_me(&self, me: NodeId) {
+        self.me.store(me, std::sync::atomic::Ordering::Release);
     }
 
     /// Who takes the streams other nodes open to this one.
@@ -141,13 +160,13 @@ impl Router {
                 a(from, d);
                 Ok(())
             }
-            None => Err(TransportError::Unreachable { node: self.me, reason: "not accepting streams yet".into() }),
+            None => Err(TransportError::Unreachable { node: self.me(), reason: "not accepting streams yet".into() }),
         }
     }
 
     /// This node's id.
     pub fn me(&self) -> NodeId {
-        self.me
+        self.me.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn register(&self, group: GroupId, h: Arc<dyn Handler>) {
@@ -168,7 +187,7 @@ impl Router {
         match self.lock().get(&group).cloned() {
             Some(h) => h.handle(kind, body),
             None => {
-                let err = TransportError::NoGroup { node: self.me, group: group.0 };
+                let err = TransportError::NoGroup { node: self.me(), group: group.0 };
                 Box::pin(async move { Err(err) })
             }
         }
@@ -250,7 +269,7 @@ impl Transport for LoopbackPort {
     /// In-process nodes have no names: the answer is the id alone.
     fn hello(&self, target: NodeId, _me: &Hello) -> BoxFuture<'static, Result<Hello, TransportError>> {
         let result = match self.reachable(target) {
-            Some(_) => Ok(Hello { name: String::new(), id: target }),
+            Some(_) => Ok(Hello { name: String::new(), id: target, member: true }),
             None => Err(TransportError::NotConnected { node: target, reason: "link cut".into() }),
         };
         Box::pin(async move { result })

@@ -16,7 +16,7 @@ pub(super) fn prepare(data_dir: &Path) -> Result<PathBuf, StorageError> {
             .map_err(access)?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
+            .filter(|n| !n.starts_with('.') && n != super::identity::NODE_ID_FILE)
             .collect();
         if !foreign.is_empty() {
             return Err(StorageError::Foreign {

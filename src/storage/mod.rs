@@ -18,11 +18,13 @@
 mod compact;
 mod dir;
 mod error;
+mod identity;
 mod keys;
 mod log;
 mod sync;
 
 pub use error::StorageError;
+pub use identity::{has_database, read_node_id, write_node_id};
 pub use keys::GroupId;
 pub use log::{GroupLog, StateTag};
 pub use sync::{SyncStats, Syncer};

@@ -7,6 +7,7 @@
 mod chaos;
 mod checker;
 mod harness;
+mod membership;
 mod netproxy;
 mod partition;
 mod queues;

@@ -16,8 +16,9 @@ use bytes::Bytes;
 const VERSION: u8 = 1;
 /// Version of the state encoding (2: vhost metadata and policies after each vhost's
 /// exchanges; 3: each queue's home node after its group; 4: a replicated queue's members
-/// after its home). Versions 1 to 3 are still read.
-const STATE_VERSION: u8 = 4;
+/// after its home; 5: a replicated queue's founders after its members, and the node registry
+/// after the vhosts). Versions 1 to 4 are still read.
+const STATE_VERSION: u8 = 5;
 
 mod tag {
     pub const ADD_VHOST: u8 = 1;
@@ -41,6 +42,18 @@ mod tag {
     pub const NODE_STARTED_ON: u8 = 18;
     /// `DeclareQueue` with the members of a replicated queue (`DECLARE_QUEUE` has none).
     pub const DECLARE_QUEUE_ON: u8 = 19;
+    pub const SEED_NODES: u8 = 20;
+    pub const REGISTER_NODE: u8 = 21;
+    pub const JOIN_NODE: u8 = 22;
+    pub const FORGET_NODE: u8 = 23;
+}
+
+fn put_node(w: &mut Writer, n: &ClusterNode) {
+    w.u64(n.id).str(&n.name).str(&n.addr);
+}
+
+fn get_node(r: &mut Reader) -> Result<ClusterNode, CodecError> {
+    Ok(ClusterNode { id: r.u64()?, name: r.str()?, addr: r.str()? })
 }
 
 fn put_nodes(w: &mut Writer, nodes: &[u64]) {
@@ -212,6 +225,22 @@ fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::ClearPolicy { vhost, name } => {
             w.u8(tag::CLEAR_POLICY).str(vhost).str(name);
         }
+        MetaCommand::SeedNodes { nodes } => {
+            w.u8(tag::SEED_NODES).u32(nodes.len() as u32);
+            for n in nodes {
+                put_node(&mut w, n);
+            }
+        }
+        MetaCommand::RegisterNode { node } => {
+            w.u8(tag::REGISTER_NODE);
+            put_node(&mut w, node);
+        }
+        MetaCommand::JoinNode { name, addr } => {
+            w.u8(tag::JOIN_NODE).str(name).str(addr);
+        }
+        MetaCommand::ForgetNode { id } => {
+            w.u8(tag::FORGET_NODE).u64(*id);
+        }
     }
     w.buf
 }
@@ -286,6 +315,12 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
             definition: get_table(&mut r)?,
         },
         tag::CLEAR_POLICY => MetaCommand::ClearPolicy { vhost: r.str()?, name: r.str()? },
+        tag::SEED_NODES => {
+            MetaCommand::SeedNodes { nodes: (0..r.u32()?).map(|_| get_node(&mut r)).collect::<Result<_, _>>()? }
+        }
+        tag::REGISTER_NODE => MetaCommand::RegisterNode { node: get_node(&mut r)? },
+        tag::JOIN_NODE => MetaCommand::JoinNode { name: r.str()?, addr: r.str()? },
+        tag::FORGET_NODE => MetaCommand::ForgetNode { id: r.u64()? },
         t => return Err(CodecError(format!("unknown metadata command tag {t}"))),
     };
     r.finish()?;
@@ -318,6 +353,7 @@ fn encode_state(s: &MetaState) -> Vec<u8> {
             put_table(&mut w, &q.args);
             w.u64(q.group).u64(q.home);
             put_nodes(&mut w, &q.members);
+            put_nodes(&mut w, &q.founders);
         }
         w.u32(v.exchanges.len() as u32);
         for x in v.exchanges.values() {
@@ -343,6 +379,12 @@ fn encode_state(s: &MetaState) -> Vec<u8> {
             put_table(&mut w, &p.definition);
         }
     }
+    w.u64(s.next_node);
+    w.u32(s.nodes.len() as u32);
+    for n in s.nodes.values() {
+        put_node(&mut w, n);
+    }
+    put_nodes(&mut w, &s.forgotten.iter().copied().collect::<Vec<_>>());
     w.buf
 }
 
@@ -375,6 +417,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
             let group = r.u64()?;
             let home = if v >= 3 { r.u64()? } else { 1 };
             let members = if v >= 4 { get_nodes(&mut r)? } else { Vec::new() };
+            let founders = if v >= 5 { get_nodes(&mut r)? } else { members.clone() };
             let parsed =
                 parse_queue_args(&args, &queue_what(&vh.name, &name)).map_err(|e| CodecError(e.reply_text()))?;
             let rec = QueueRecord {
@@ -385,6 +428,7 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
                 group,
                 home,
                 members,
+                founders,
                 auto_delete,
                 args,
                 effective: parsed.clone(),
@@ -423,6 +467,14 @@ fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
         }
         state.vhosts.insert(vh.name.clone(), Arc::new(vh));
     }
+    if v >= 5 {
+        state.next_node = r.u64()?;
+        for _ in 0..r.u32()? {
+            let n = get_node(&mut r)?;
+            state.nodes.insert(n.id, Arc::new(n));
+        }
+        state.forgotten = get_nodes(&mut r)?.into_iter().collect();
+    }
     r.finish()?;
     Ok(MetaMachine { state })
 }
@@ -441,6 +493,9 @@ fn encode_reply(reply: &MetaReply) -> Vec<u8> {
             w.u8(2);
             e.put(&mut w);
         }
+        MetaReply::NodeJoined { id } => {
+            w.u8(3).u64(*id);
+        }
     }
     w.buf
 }
@@ -451,6 +506,7 @@ fn decode_reply(bytes: &Bytes) -> Result<MetaReply, CodecError> {
         0 => MetaReply::Ok,
         1 => MetaReply::QueueDeclared { created: r.bool()? },
         2 => MetaReply::Refused(Error::get(&mut r)?),
+        3 => MetaReply::NodeJoined { id: r.u64()? },
         t => return Err(CodecError(format!("reply tag {t}"))),
     };
     r.finish()?;

@@ -230,3 +230,73 @@ fn a_node_start_removes_only_that_nodes_transient_and_exclusive_queues() {
     let left: Vec<&str> = m.state().vhosts["/"].queues.keys().map(String::as_str).collect();
     assert_eq!(left, vec!["t1", "x1"]);
 }
+
+fn quorum(name: &str, members: Vec<u64>) -> MetaCommand {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), amq_protocol::types::AMQPValue::LongString("quorum".into()));
+    MetaCommand::DeclareQueue {
+        vhost: "/".into(),
+        name: name.into(),
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+        args,
+        connection: ConnectionId(crate::ids::node_base(1)),
+        members,
+    }
+}
+
+fn node(id: u64, name: &str) -> ClusterNode {
+    ClusterNode { id, name: name.into(), addr: format!("10.0.0.{id}:25672") }
+}
+
+#[test]
+fn a_forgotten_node_takes_its_replicas_and_its_classic_queues_along() {
+    let mut m = setup();
+    apply(&mut m, MetaCommand::SeedNodes { nodes: vec![node(1, ""), node(2, ""), node(3, "")] });
+    apply(&mut m, quorum("three", vec![3, 1, 2]));
+    apply(&mut m, quorum("alone", vec![3]));
+    // A durable classic queue on node 3, and an exclusive one of a node-3 connection.
+    let mut on3 = queue("classic", false, crate::ids::node_base(3));
+    if let MetaCommand::DeclareQueue { durable, .. } = &mut on3 {
+        *durable = true;
+    }
+    apply(&mut m, on3);
+    apply(&mut m, queue("mine", true, crate::ids::node_base(3) | 5));
+    apply(&mut m, queue("kept", false, crate::ids::node_base(1)));
+    let (r, fx) = apply(&mut m, MetaCommand::ForgetNode { id: 3 });
+    assert!(matches!(r, MetaReply::Ok), "{r:?}");
+    let mut gone: Vec<String> = fx
+        .iter()
+        .filter_map(|e| if let MetaEffect::QueueDeleted(q) = e { Some(q.name.clone()) } else { None })
+        .collect();
+    gone.sort();
+    assert_eq!(gone, vec!["alone", "classic", "mine"]);
+    let q = &m.state().vhosts["/"].queues["three"];
+    assert_eq!((&q.members, &q.founders, q.home), (&vec![1, 2], &vec![3, 1, 2], 1));
+    assert!(m.state().vhosts["/"].queues.contains_key("kept"));
+    // Forgotten for good: not again, and it may not register again under its old id.
+    assert!(refused(apply(&mut m, MetaCommand::ForgetNode { id: 3 }).0).starts_with("NOT_FOUND"));
+    let again = apply(&mut m, MetaCommand::RegisterNode { node: node(3, "warren@c") }).0;
+    assert!(refused(again).contains("was removed from the cluster"));
+}
+
+#[test]
+fn a_joining_node_gets_a_new_id_and_takes_the_place_of_the_node_it_replaces() {
+    let mut m = setup();
+    apply(&mut m, MetaCommand::SeedNodes { nodes: vec![node(1, ""), node(2, ""), node(3, "")] });
+    apply(&mut m, MetaCommand::RegisterNode { node: node(2, "warren@b") });
+    apply(&mut m, quorum("q", vec![2, 3, 1]));
+    // Same name, another address: node 2 is replaced.
+    let (r, _) = apply(&mut m, MetaCommand::JoinNode { name: "warren@b".into(), addr: "10.9.9.9:25672".into() });
+    assert!(matches!(r, MetaReply::NodeJoined { id: 4 }), "{r:?}");
+    assert_eq!(m.state().vhosts["/"].queues["q"].members, vec![4, 3, 1]);
+    // A brand-new node replaces nobody.
+    let (r, _) = apply(&mut m, MetaCommand::JoinNode { name: "warren@e".into(), addr: "10.0.0.5:25672".into() });
+    assert!(matches!(r, MetaReply::NodeJoined { id: 5 }), "{r:?}");
+    let ids: Vec<u64> = m.state().nodes.keys().copied().collect();
+    assert_eq!(ids, vec![1, 3, 4, 5]);
+    // Seeding again (another initial member's start) brings back no forgotten node.
+    apply(&mut m, MetaCommand::SeedNodes { nodes: vec![node(1, ""), node(2, ""), node(3, "")] });
+    assert!(!m.state().nodes.contains_key(&2));
+}

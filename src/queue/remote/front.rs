@@ -115,7 +115,7 @@ impl Remote {
         self: &Arc<Self>,
         inboxes: FrontInboxes,
         group: GroupId,
-        members: Vec<NodeId>,
+        members: watch::Receiver<Vec<NodeId>>,
         member: Option<Member>,
         shown: Arc<AtomicU64>,
     ) -> QueueHandle {
@@ -143,7 +143,9 @@ impl Remote {
 struct Front {
     key: Arc<QueueKey>,
     group: GroupId,
-    members: Vec<NodeId>,
+    /// The queue's members as the metadata says (they change when a node is forgotten or
+    /// replaced).
+    members: watch::Receiver<Vec<NodeId>>,
     remote: Arc<Remote>,
     own: WeakQueueHandle,
     member: Option<Member>,
@@ -266,7 +268,8 @@ impl Front {
 
     /// Asks the other live members who leads; the first live leader named.
     async fn ask_members(&self) -> Option<NodeId> {
-        crate::raft::find_leader(self.remote.transport.as_ref(), self.group, &self.members, self.remote.me, &|n| {
+        let members = self.members.borrow().clone();
+        crate::raft::find_leader(self.remote.transport.as_ref(), self.group, &members, self.remote.me, &|n| {
             self.is_down(n)
         })
         .await

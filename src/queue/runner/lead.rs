@@ -30,6 +30,8 @@ use tokio::time::Instant;
 const TURN: Duration = Duration::from_millis(400);
 /// How long a member waits for an election it started before it tries again.
 const RETRY: Duration = Duration::from_millis(1000);
+/// Between attempts to change a queue group's members (a new member down or far behind).
+const CONVERGE_RETRY: Duration = Duration::from_secs(5);
 /// How long an elected member that cannot take over yet holds what reaches it.
 const TAKEOVER_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -37,8 +39,11 @@ const TAKEOVER_PATIENCE: Duration = Duration::from_secs(5);
 pub struct Replica {
     /// This node, the transport to the others, and the router RPCs for the group arrive at.
     pub rep: Replication,
-    /// The group's members, the preferred leader first.
-    pub members: Vec<NodeId>,
+    /// The group's members, the preferred leader first, as the metadata says (it changes
+    /// when a node is forgotten or replaced; the leader then changes the group to match).
+    pub members: watch::Receiver<Vec<NodeId>>,
+    /// The members the group was created with: only they may create it.
+    pub founders: Vec<NodeId>,
     /// The nodes this node finds down, as that changes.
     pub down: watch::Receiver<BTreeSet<NodeId>>,
     /// The handle this node's clients use for the queue (its front, `queue/remote/front.rs`):
@@ -61,7 +66,10 @@ pub(super) struct Lead {
     transport: std::sync::Arc<dyn crate::raft::transport::Transport>,
     down: watch::Receiver<BTreeSet<NodeId>>,
     me: NodeId,
-    members: Vec<NodeId>,
+    members: watch::Receiver<Vec<NodeId>>,
+    founders: Vec<NodeId>,
+    /// The task bringing the group's membership in line with `members` (on the leader).
+    converging: Option<tokio::task::JoinHandle<()>>,
     /// The term this runner took over in; `None` while it does not serve.
     pub(super) serving: Option<u64>,
     elect_at: Option<Instant>,
@@ -79,6 +87,8 @@ impl Lead {
             down: r.down.clone(),
             me: r.rep.me,
             members: r.members.clone(),
+            founders: r.founders.clone(),
+            converging: None,
             serving: None,
             elect_at: None,
             named: None,
@@ -113,6 +123,10 @@ impl Lead {
                 Ok(()) => Event::Changed,
                 Err(_) => std::future::pending().await,
             },
+            r = self.members.changed() => match r {
+                Ok(()) => Event::Changed,
+                Err(_) => std::future::pending().await,
+            },
             _ = tokio::time::sleep_until(at.unwrap_or_else(Instant::now)), if at.is_some() => {
                 self.elect_at = None;
                 Event::Elect
@@ -141,8 +155,9 @@ impl Lead {
         }
         if self.elect_at.is_none() {
             let down = self.down.borrow();
-            let rank = self.members.iter().filter(|n| !down.contains(n)).position(|&n| n == self.me);
-            let rank = rank.unwrap_or(self.members.len()) as u32;
+            let members = self.members.borrow();
+            let rank = members.iter().filter(|n| !down.contains(n)).position(|&n| n == self.me);
+            let rank = rank.unwrap_or(members.len()) as u32;
             self.elect_at = Some(Instant::now() + TURN * rank);
         }
     }
@@ -157,10 +172,10 @@ impl Lead {
         self.elect_at = Some(Instant::now() + RETRY);
         if self.current().leader.is_none() {
             let down = self.down.borrow().clone();
-            let named = crate::raft::find_leader(self.transport.as_ref(), g.id(), &self.members, self.me, &|n| {
-                down.contains(&n)
-            })
-            .await;
+            let members = self.members.borrow().clone();
+            let named =
+                crate::raft::find_leader(self.transport.as_ref(), g.id(), &members, self.me, &|n| down.contains(&n))
+                    .await;
             if let Some(l) = named.filter(|&l| l != self.me) {
                 // Known alive: stand only once its node goes down (a liveness change).
                 self.named = Some(l);
@@ -169,8 +184,8 @@ impl Lead {
             }
         }
         tracing::debug!(queue = %self.key, "no live leader: standing for election");
-        let voters = self.members.iter().copied().collect();
-        if let Err(e) = g.elect(&voters).await {
+        let founders: BTreeSet<NodeId> = self.founders.iter().copied().collect();
+        if let Err(e) = g.elect(founders.contains(&self.me).then_some(&founders)).await {
             tracing::warn!(queue = %self.key, error = %e, "cannot stand for election");
         }
     }
@@ -178,6 +193,45 @@ impl Lead {
     /// The leader to point callers at when this member does not serve.
     pub(super) fn hint(&self) -> Option<NodeId> {
         self.current().leader.filter(|&n| n != self.me || self.serving.is_some())
+    }
+
+    /// On the serving leader: brings the group's membership in line with the metadata's
+    /// members (a new member catches up as a learner first, `raft/durable/members.rs`), in
+    /// a task of its own so the queue keeps serving meanwhile; tried again every
+    /// [`CONVERGE_RETRY`] until it is done, leadership moves or the queue stops.
+    pub(super) fn converge(&mut self, g: &std::sync::Arc<DurableGroup<QueueMachine>>) {
+        if self.serving.is_none() || self.converging.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let now = g.membership();
+        let wanted: BTreeSet<NodeId> = self.members.borrow().iter().copied().collect();
+        if !now.joint && now.voters == wanted && now.learners.is_empty() {
+            return;
+        }
+        let (g, key, mut members, me) = (std::sync::Arc::downgrade(g), self.key.clone(), self.members.clone(), self.me);
+        self.converging = Some(tokio::spawn(async move {
+            loop {
+                let Some(group) = g.upgrade() else { return };
+                let wanted = members.borrow_and_update().clone();
+                match group.converge(&wanted, usize::MAX).await {
+                    Ok(_) => {
+                        tracing::info!(queue = %key, members = ?wanted, "the queue's group has its members");
+                        if !members.has_changed().unwrap_or(false) {
+                            return;
+                        }
+                    }
+                    Err(GroupError::NotLeader(l)) if l.is_some() || group.leader() != Some(me) => {
+                        tracing::info!(queue = %key, leader = ?l, "no longer leads: leaves the queue's members to its leader");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = %key, error = %e, "cannot change the queue's members yet");
+                        drop(group);
+                        tokio::time::sleep(CONVERGE_RETRY).await;
+                    }
+                }
+            }
+        }));
     }
 }
 
@@ -189,6 +243,9 @@ impl super::Runner {
             Event::Changed => {
                 self.sync_leadership(lead).await;
                 lead.rearm();
+                if let Store::Durable(g, _) = &self.store {
+                    lead.converge(g);
+                }
             }
             Event::Elect => {
                 if let Store::Durable(g, _) = &self.store {

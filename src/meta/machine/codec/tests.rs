@@ -115,6 +115,15 @@ fn script() -> Vec<MetaCommand> {
             priority: 1,
             definition: table(&[("alternate-exchange", s("ae"))]),
         },
+        MetaCommand::SeedNodes {
+            nodes: (1..=3)
+                .map(|id| ClusterNode { id, name: String::new(), addr: format!("10.0.0.{id}:25672") })
+                .collect(),
+        },
+        MetaCommand::RegisterNode {
+            node: ClusterNode { id: 1, name: "warren@a".into(), addr: "10.0.0.1:25672".into() },
+        },
+        MetaCommand::JoinNode { name: "warren@c".into(), addr: "10.0.0.3:25672".into() },
     ]
 }
 
@@ -152,6 +161,7 @@ fn every_command_round_trips() {
     all.push(MetaCommand::ClearPermissions { vhost: "/".into(), user: "alice".into() });
     all.push(MetaCommand::UpdateVhost { name: "v".into(), description: None, tags: None, tracing: Some(false) });
     all.push(MetaCommand::ClearPolicy { vhost: "/".into(), name: "limits".into() });
+    all.push(MetaCommand::ForgetNode { id: 2 });
     for cmd in all {
         let bytes = Bytes::from(encode_command(&cmd));
         let back = decode_command(&bytes).unwrap();
@@ -188,7 +198,12 @@ fn restored_state_behaves_like_the_original() {
     let (a, b) = (&m.state().vhosts["/"], &copy.state().vhosts["/"]);
     assert_eq!((&b.description, &b.tags, b.tracing), (&"main".to_string(), &vec!["prod".to_string()], true));
     assert_eq!(b.queues["orders"].effective.max_length, Some(4));
-    assert_eq!((b.queues["replicated"].home, &b.queues["replicated"].members), (3, &vec![3, 1, 2]));
+    // Node 3 was replaced by node 4 (joined with its address): its replica is node 4's.
+    assert_eq!((b.queues["replicated"].home, &b.queues["replicated"].members), (4, &vec![4, 1, 2]));
+    assert_eq!(&b.queues["replicated"].founders, &vec![3, 1, 2]);
+    assert_eq!(copy.state().nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert_eq!(copy.state().nodes[&1].name, "warren@a");
+    assert_eq!((copy.state().next_node, copy.state().forgotten.iter().copied().collect::<Vec<_>>()), (5, vec![3]));
     assert!(!b.queues["orders"].replicated());
     assert_eq!(b.queues["orders"].policy.as_ref().map(|p| p.name.as_str()), Some("limits"));
     assert_eq!(a.queues["orders"].effective, b.queues["orders"].effective);
@@ -223,6 +238,10 @@ fn restored_state_behaves_like_the_original() {
         },
         MetaCommand::DeleteQueue { vhost: "/".into(), name: "orders".into() },
         MetaCommand::ConnectionClosed { connection: ConnectionId(7) },
+        MetaCommand::ForgetNode { id: 2 },
+        MetaCommand::ForgetNode { id: 2 },
+        MetaCommand::JoinNode { name: "warren@a".into(), addr: "10.0.0.9:25672".into() },
+        MetaCommand::RegisterNode { node: ClusterNode { id: 3, name: "warren@c".into(), addr: "x".into() } },
         MetaCommand::DeleteExchange { vhost: "/".into(), name: "ae".into(), if_unused: true },
         MetaCommand::DeclareExchange {
             vhost: "/".into(),

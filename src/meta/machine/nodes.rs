@@ -1,0 +1,101 @@
+//! The cluster's node registry in the metadata machine: initial members seeded from the peer
+//! list, each node's name and address as it says them, joins (a new id, never reused) and
+//! removals (`forget_cluster_node`, or a node with an empty data directory taking a dead
+//! one's name or address).
+//!
+//! What a removal does to queues follows RabbitMQ's `forget_cluster_node`
+//! (`rabbit_amqqueue:forget_all_durable`, `rabbit_quorum_queue:shrink_all`): the removed
+//! node's quorum queue replicas go (a queue left without replicas goes with them), the
+//! classic queues it was home to go (their data was on it), and so do the exclusive queues of
+//! its connections. A replacement instead takes the removed node's place in each quorum queue
+//! it held a replica of; the queue's leader then adds the new member to its group
+//! (`queue/runner/lead.rs`), so the queue keeps its replication factor.
+
+use super::MetaMachine;
+use crate::broker::Error;
+use crate::meta::MetaEffect;
+use crate::meta::state::{ClusterNode, QueueRecord};
+use std::sync::Arc;
+
+impl MetaMachine {
+    fn note_id(&mut self, id: u64) {
+        self.state.next_node = self.state.next_node.max(id + 1);
+    }
+
+    pub(super) fn seed_nodes(&mut self, nodes: Vec<ClusterNode>) {
+        for n in nodes {
+            self.note_id(n.id);
+            if !self.state.nodes.contains_key(&n.id) && !self.state.forgotten.contains(&n.id) {
+                self.state.nodes.insert(n.id, Arc::new(n));
+            }
+        }
+    }
+
+    pub(super) fn register_node(&mut self, node: ClusterNode) -> Result<(), Error> {
+        if self.state.forgotten.contains(&node.id) {
+            return Err(Error::precondition(format!(
+                "node {} ('{}') was removed from the cluster; start it with an empty data directory to join again",
+                node.id, node.name
+            )));
+        }
+        self.note_id(node.id);
+        if self.state.nodes.get(&node.id).is_none_or(|n| **n != node) {
+            self.state.nodes.insert(node.id, Arc::new(node));
+        }
+        Ok(())
+    }
+
+    /// A new node: the next id; any node known by the same name or address is replaced.
+    pub(super) fn join_node(&mut self, name: String, addr: String, effects: &mut Vec<MetaEffect>) -> u64 {
+        let id = self.state.next_node.max(1);
+        self.note_id(id);
+        let replaced: Vec<u64> = self
+            .state
+            .nodes
+            .values()
+            .filter(|n| (!name.is_empty() && n.name == name) || n.addr == addr)
+            .map(|n| n.id)
+            .collect();
+        for old in replaced {
+            self.remove_node(old, Some(id), effects);
+        }
+        self.state.nodes.insert(id, Arc::new(ClusterNode { id, name, addr }));
+        id
+    }
+
+    pub(super) fn forget_node(&mut self, id: u64, effects: &mut Vec<MetaEffect>) -> Result<(), Error> {
+        if !self.state.nodes.contains_key(&id) {
+            return Err(Error::not_found(format!("no cluster node {id}")));
+        }
+        self.remove_node(id, None, effects);
+        Ok(())
+    }
+
+    /// Removes `old` for good; its replicas go to `replacement`, or go.
+    fn remove_node(&mut self, old: u64, replacement: Option<u64>, effects: &mut Vec<MetaEffect>) {
+        self.state.nodes.remove(&old);
+        self.state.forgotten.insert(old);
+        let gone = |q: &QueueRecord| {
+            let lost_replicas = q.replicated() && replacement.is_none() && q.members.iter().all(|&m| m == old);
+            let lost_home = !q.replicated() && q.home == old;
+            lost_replicas || lost_home || q.exclusive_owner.is_some_and(|c| c.node() == old)
+        };
+        self.delete_queues_where(gone, effects);
+        for v in self.state.vhosts.values_mut() {
+            if !v.queues.values().any(|q| q.members.contains(&old)) {
+                continue;
+            }
+            let v = Arc::make_mut(v);
+            for q in v.queues.values_mut().filter(|q| q.members.contains(&old)) {
+                let q = Arc::make_mut(q);
+                match replacement {
+                    Some(new) => q.members.iter_mut().filter(|m| **m == old).for_each(|m| *m = new),
+                    None => q.members.retain(|&m| m != old),
+                }
+                if q.home == old {
+                    q.home = q.members.first().copied().unwrap_or(old);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Membership changes of a group of several members: its leader brings the group's members in
+//! line with the ones the metadata wants (a node joined, one was forgotten or replaced).
+//!
+//! A new member is added as a learner and becomes a voter only once it has caught up
+//! (openraft's blocking `add_learner`), so it never counts toward a majority with a log it
+//! does not have; voters leave and arrive through a joint configuration (Raft §6, openraft's
+//! `change_membership`), so a majority of the old voters and of the new ones agree on every
+//! entry meanwhile.
+
+use super::{DurableGroup, DurableMachine, GroupError, raft_err, write_err};
+use crate::raft::transport::NodeId;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{BasicNode, ChangeMembers};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// How long a new member may take to catch up before the change is given up (and tried again
+/// by the caller later).
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+/// A group's membership as one member knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: BTreeSet<NodeId>,
+    /// Members that receive the log but do not vote (yet).
+    pub learners: BTreeSet<NodeId>,
+    /// A change is half-way (a joint configuration).
+    pub joint: bool,
+}
+
+impl<M: DurableMachine> DurableGroup<M> {
+    /// The group's latest membership (committed or not) as this member knows it.
+    pub fn membership(&self) -> Membership {
+        let m = self.raft.metrics().borrow_watched().membership_config.clone();
+        let m = m.membership();
+        Membership {
+            voters: m.voter_ids().collect(),
+            learners: m.learner_ids().collect(),
+            joint: m.get_joint_config().len() > 1,
+        }
+    }
+
+    /// On the leader: makes `wanted` the group's members: voters up to `max_voters` (those that
+    /// vote already first, then in `wanted`'s order), learners beyond. Answers whether the
+    /// group had that membership already. A member that does not catch up within
+    /// [`CATCH_UP`] (down, or still far behind) fails the change; nothing is lost by trying
+    /// again later.
+    pub async fn converge(&self, wanted: &[NodeId], max_voters: usize) -> Result<bool, GroupError> {
+        self.lead_now().await?;
+        let now = self.membership();
+        let wanted_all: BTreeSet<NodeId> = wanted.iter().copied().collect();
+        let mut voters: Vec<NodeId> = wanted.iter().filter(|n| now.voters.contains(n)).copied().collect();
+        for &n in wanted {
+            if !voters.contains(&n) {
+                voters.push(n);
+            }
+        }
+        voters.truncate(max_voters.max(1));
+        let voters: BTreeSet<NodeId> = voters.into_iter().collect();
+        let known: BTreeSet<NodeId> = now.voters.union(&now.learners).copied().collect();
+        if !now.joint && voters == now.voters && known == wanted_all {
+            return Ok(true);
+        }
+        tracing::info!(group = self.log.id().0, from = ?now, to_voters = ?voters, to_learners = ?wanted_all.difference(&voters).collect::<Vec<_>>(), "changing the group's members");
+        // New members, and learners about to vote, catch up first.
+        for &n in wanted_all.iter().filter(|n| !known.contains(n) || (voters.contains(n) && !now.voters.contains(n))) {
+            self.lead_now().await?;
+            let add = self.raft.add_learner(n, BasicNode::default(), true);
+            match tokio::time::timeout(CATCH_UP, add).await {
+                Ok(r) => {
+                    r.map_err(write_err)?;
+                    tracing::info!(group = self.log.id().0, node = n, "a new member caught up");
+                }
+                Err(_) => return Err(GroupError::Raft(format!("node {n} did not catch up within {CATCH_UP:?}"))),
+            }
+        }
+        if now.joint || voters != now.voters {
+            self.lead_now().await?;
+            self.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false)
+                .await
+                .map_err(write_err)?;
+        }
+        let strays: BTreeSet<NodeId> = self.membership().learners.difference(&wanted_all).copied().collect();
+        if !strays.is_empty() {
+            self.lead_now().await?;
+            self.raft.change_membership(ChangeMembers::RemoveNodes(strays), false).await.map_err(write_err)?;
+        }
+        Ok(false)
+    }
+
+    /// Makes sure this member leads with a valid lease before a membership change (openraft
+    /// refuses a change from a leader whose lease lapsed, as an idle supervised group's does:
+    /// it renews it first, `propose.rs`), so the change is not refused as "not the leader".
+    async fn lead_now(&self) -> Result<(), GroupError> {
+        if self.leader() == Some(self.me) && self.confirm_leadership().await {
+            return Ok(());
+        }
+        Err(GroupError::NotLeader(self.leader().filter(|&l| l != self.me)))
+    }
+
+    /// Whether this member has any history (it created the group, or a leader reached it).
+    pub async fn is_initialized(&self) -> Result<bool, GroupError> {
+        self.raft.is_initialized().await.map_err(raft_err)
+    }
+}

@@ -15,7 +15,9 @@
 //!   instead of --addr: a cluster's other nodes; the queue is declared through --addr)
 //! ```
 //!
-//! With confirms it also reports confirm latency: from a publish's write to its `basic.ack`.
+//! With confirms it also reports confirm latency: from a publish's write to its `basic.ack`,
+//! and the longest time between two consecutive confirms (a leader's failover, measured by
+//! publishing through a node that survives it).
 //!
 //! It speaks AMQP over raw sockets (amq-protocol for encoding, Warren's frame splitter for
 //! decoding) and pipelines: producers write batches of publishes without waiting, bounded by the
@@ -243,8 +245,9 @@ fn queue_args(a: &Args) -> FieldTable {
     t
 }
 
-/// Confirm latencies (µs), shared by the producers.
-type ConfirmTimes = Arc<std::sync::Mutex<Histogram<u64>>>;
+/// Confirm latencies (µs), shared by the producers; and the longest time between two
+/// consecutive confirms (of any producer) with when the last one came: a failover's pause.
+type ConfirmTimes = Arc<std::sync::Mutex<(Histogram<u64>, Option<Instant>, Duration)>>;
 
 async fn producer(
     a: Args,
@@ -284,11 +287,15 @@ async fn producer(
                     w2.add_permits(n as usize);
                     let now = Instant::now();
                     let mut w = written2.lock().unwrap();
-                    let mut h = confirm_times.lock().unwrap();
+                    let mut times = confirm_times.lock().unwrap();
+                    let (h, last, gap) = &mut *times;
                     for _ in 0..n {
                         if let Some(t) = w.pop_front() {
                             let _ = h.record((now - t).as_micros().max(1) as u64);
                         }
+                    }
+                    if let Some(l) = last.replace(now) {
+                        *gap = (*gap).max(now - l);
                     }
                 }
             }
@@ -532,8 +539,11 @@ async fn run(a: Args) {
         .map(|_| tokio::spawn(consumer(a.clone(), start, stop.clone(), received.clone(), ready.clone())))
         .collect();
     let _ = ready.acquire_many(a.consumers as u32).await;
-    let confirm_times: ConfirmTimes =
-        Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram")));
+    let confirm_times: ConfirmTimes = Arc::new(std::sync::Mutex::new((
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram"),
+        None,
+        Duration::ZERO,
+    )));
     let producers: Vec<_> = (0..a.producers)
         .map(|_| {
             let (a, stop, sent, confirmed, times) =
@@ -592,16 +602,18 @@ async fn run(a: Args) {
         ms(0.99),
         hist.max() as f64 / 1000.0,
     );
-    let c = confirm_times.lock().unwrap();
+    let times = confirm_times.lock().unwrap();
+    let (c, _, gap) = &*times;
     if a.confirm > 0 && !c.is_empty() {
         let q = |x: f64| c.value_at_quantile(x) as f64 / 1000.0;
         println!(
-            "{}confirm latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
+            "{}confirm latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}; longest time between confirms {:.0} ms",
             if a.label.is_empty() { String::new() } else { format!("[{}] ", a.label) },
             q(0.5),
             q(0.95),
             q(0.99),
-            c.max() as f64 / 1000.0
+            c.max() as f64 / 1000.0,
+            gap.as_secs_f64() * 1000.0
         );
     }
 }

@@ -10,7 +10,34 @@ Target broker selection (session-wide):
   --log-file <tmp>/warren-file.log --config <tmp>/warren.toml``
   (stderr to ``<tmp>/warren.log``), wait until the AMQP port accepts TCP
   (20 s), and kill it (by PID) at session end.
-* neither: every test is skipped.
+* ``WARREN_BIN`` and ``WARREN_CLUSTER=3`` (any N >= 2; unset, 0 or 1: the single
+  broker above): start an N-node Warren
+  cluster instead (``_start_cluster``).  Node i (1..N) gets its own directory
+  ``<tmp>/n<i>`` (``data/``, stderr in ``warren.log``, ``--log-file``
+  ``warren-file.log``), free ports, ``--node-name warren@n<i>``,
+  ``--cluster-addr``/``--advertise-addr`` and the same ``--peers`` list and
+  ``WARREN_CLUSTER_SECRET`` on every node, plus the same ``--config``.  All are
+  started at once; the suite waits (60 s at most, else ``pytest.exit`` with the
+  nodes' log tails) until every node accepts TCP on its AMQP port, answers 200
+  on ``/api/health/checks/ready-to-serve-clients`` and node 1's ``/api/nodes``
+  lists all N running; all are killed (by PID) at session end.
+
+  The ``Broker`` keeps node 1 in ``port``/``http_port``/``prometheus_port``
+  (raw-socket, management, Prometheus and ``warren ctl`` tests talk to node 1)
+  and lists every node in ``nodes`` (``Node`` objects: ``port``, ``http_port``,
+  ``prometheus_port``, ``name``, ``dir``) and ``ports``.  ``params()``/``connect()``
+  hand the nodes out in turn, so consecutive connections of one test land on
+  different nodes.  The turn starts, for each test, at a node chosen from a
+  hash of the test's id: a test connects to the same nodes in the same order
+  however it is selected (``-k``) and single-connection tests are spread over
+  the nodes; ``WARREN_CLUSTER_SEED=k`` shifts every test's first node by k
+  (seeds 0, 1, 2 together start each test once on each node of three).
+  ``params(node=i)`` (0-based) pins a connection to node i
+  (``node=0`` = the ``port`` node; in single-node mode only ``node=0`` exists);
+  an explicit ``port=`` is used as given.  A failing test's report gets a
+  section naming the nodes it connected to and the tail of what each node
+  logged during the test.  ``broker.log_files`` lists every node's ``--log-file``
+  (single node: ``<tmp>/warren-file.log``).
 
 Access-control setup (users, vhosts, permissions)
 --------------------------------------------------
@@ -53,6 +80,8 @@ Management HTTP API and Prometheus (tests marked ``mgmt``)
   skipped against Warren unless ``WARREN_MGMT=1``.
 """
 
+import base64
+import json
 import os
 import shlex
 import shutil
@@ -61,8 +90,11 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
+import zlib
 
 import pika
 import pytest
@@ -117,7 +149,7 @@ class Broker:
     """Address of the broker under test plus a few helpers."""
 
     def __init__(self, host, port, vhost="/", user="guest", password="guest",
-                 kind="external", proc=None, tmpdir=None):
+                 kind="external", proc=None, tmpdir=None, nodes=None):
         self.host = host
         self.port = port
         self.vhost = vhost
@@ -127,6 +159,47 @@ class Broker:
         self.proc = proc
         self.tmpdir = tmpdir
         self.server_properties = {}
+        # Cluster mode (WARREN_CLUSTER): every node; nodes[0] is the one in port/http_port/...
+        self.nodes = list(nodes or [])
+        self._turn = 0
+        self._turn_lock = threading.Lock()
+        self.used = []  # node numbers (1-based) params() handed out in the current test
+
+    @property
+    def clustered(self):
+        return len(self.nodes) > 1
+
+    @property
+    def ports(self):
+        """AMQP ports of all nodes (just ``port`` for a single broker)."""
+        return [n.port for n in self.nodes] or [self.port]
+
+    @property
+    def log_files(self):
+        """The ``--log-file`` of every node of a Warren started here (else empty)."""
+        if self.nodes:
+            return [n.file_log for n in self.nodes]
+        if self.kind == "warren" and self.tmpdir:
+            return [os.path.join(self.tmpdir, "warren-file.log")]
+        return []
+
+    def start_turn(self, key):
+        """Cluster mode: the next params() hands out node (hash(key) + WARREN_CLUSTER_SEED) % N
+        first."""
+        seed = int(os.environ.get("WARREN_CLUSTER_SEED") or 0)
+        with self._turn_lock:
+            self._turn = (zlib.crc32(key.encode()) + seed) % len(self.ports)
+            self.used = []
+
+    def _next_port(self, node):
+        ports = self.ports
+        with self._turn_lock:
+            if node is None:
+                node = self._turn % len(ports)
+                self._turn += 1
+            if self.nodes:
+                self.used.append(node + 1)
+        return ports[node]
 
     @property
     def url(self):
@@ -135,14 +208,20 @@ class Broker:
             self.host, self.port, urllib.parse.quote(self.vhost, safe=""))
 
     def params(self, **kw):
+        """pika parameters; in cluster mode the next node in turn, or ``node=i`` (0-based)
+        pins it; ``port=`` is used as given."""
         user = kw.pop("user", self.user)
         password = kw.pop("password", self.password)
+        node = kw.pop("node", None)
+        port = kw.pop("port", None)
+        if port is None:
+            port = self._next_port(node)
         kw.setdefault("virtual_host", self.vhost)
         kw.setdefault("blocked_connection_timeout", 10)
         kw.setdefault("socket_timeout", 5)
         kw.setdefault("stack_timeout", 10)
         kw.setdefault("connection_attempts", 1)
-        return pika.ConnectionParameters(host=self.host, port=self.port,
+        return pika.ConnectionParameters(host=self.host, port=port,
                                          credentials=pika.PlainCredentials(user, password),
                                          **kw)
 
@@ -187,6 +266,163 @@ def _wait_tcp(host, port, timeout, proc=None):
     return False
 
 
+class Node:
+    """One node of a cluster started by ``_start_cluster``."""
+
+    def __init__(self, i, root):
+        self.i = i  # 1-based
+        self.name = "warren@n%d" % i
+        self.dir = os.path.join(root, "n%d" % i)
+        self.data_dir = os.path.join(self.dir, "data")
+        self.log = os.path.join(self.dir, "warren.log")  # stderr
+        self.file_log = os.path.join(self.dir, "warren-file.log")  # --log-file
+        self.proc = None
+        self.port = self.http_port = self.prometheus_port = self.cluster_port = None
+
+    def log_tail(self, nbytes=3000, since=0):
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(max(since, os.path.getsize(self.log) - nbytes))
+                return f.read().decode("utf-8", "replace")
+        except OSError as e:
+            return "(no log: %r)" % e
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log)
+        except OSError:
+            return 0
+
+
+def _free_ports(n):
+    """n distinct free ports (all bound at once, then let go)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _http_get(port, path, timeout=2.0):
+    """(status, body) of GET http://127.0.0.1:port/path as guest; (0, error) if unreachable."""
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), headers={
+        "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+    except OSError as e:
+        return 0, repr(e)
+
+
+def _node_ready(n):
+    """None when node n serves clients, else why not."""
+    try:
+        socket.create_connection(("127.0.0.1", n.port), timeout=0.5).close()
+    except OSError as e:
+        return "AMQP port %d: %r" % (n.port, e)
+    status, body = _http_get(n.http_port, "/api/health/checks/ready-to-serve-clients")
+    if status != 200:
+        return "ready-to-serve-clients: %s %s" % (status, body[:200])
+    return None
+
+
+def _all_running(n, count):
+    """None when node n's /api/nodes lists `count` nodes, all running, else why not."""
+    status, body = _http_get(n.http_port, "/api/nodes")
+    if status != 200:
+        return "/api/nodes: %s %s" % (status, body[:200])
+    try:
+        running = [x.get("name") for x in json.loads(body) if x.get("running")]
+    except (ValueError, AttributeError) as e:
+        return "/api/nodes: %r in %s" % (e, body[:200])
+    if len(running) != count:
+        return "/api/nodes lists %d running: %s" % (len(running), running)
+    return None
+
+
+def _kill(proc):
+    if proc is not None and proc.poll() is None:
+        proc.kill()  # by PID (Popen object), never by name
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+CLUSTER_SECRET = "warren-pika-suite-" + uuid.uuid4().hex
+
+
+def _spawn_cluster(binary, tmpdir, count, config):
+    """Starts count nodes at once on fresh ports; returns the Node list."""
+    nodes = [Node(i, tmpdir) for i in range(1, count + 1)]
+    ports = _free_ports(4 * count)
+    for k, n in enumerate(nodes):
+        n.port, n.http_port, n.prometheus_port, n.cluster_port = ports[4 * k:4 * k + 4]
+    peers = ",".join("127.0.0.1:%d" % n.cluster_port for n in nodes)
+    env = dict(os.environ, WARREN_CLUSTER_SECRET=CLUSTER_SECRET)
+    env.pop("WARREN_PEERS", None)
+    for n in nodes:
+        shutil.rmtree(n.dir, ignore_errors=True)
+        os.makedirs(n.data_dir)
+        with open(n.log, "wb") as log:
+            n.proc = subprocess.Popen(
+                [binary, "server", "--node-name", n.name, "--data-dir", n.data_dir,
+                 "--amqp-addr", "127.0.0.1:%d" % n.port,
+                 "--http-addr", "127.0.0.1:%d" % n.http_port,
+                 "--prometheus-addr", "127.0.0.1:%d" % n.prometheus_port,
+                 "--cluster-addr", "127.0.0.1:%d" % n.cluster_port,
+                 "--advertise-addr", "127.0.0.1:%d" % n.cluster_port,
+                 "--peers", peers, "--log-file", n.file_log, "--config", config],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    return nodes
+
+
+def _start_cluster(binary, count, timeout=60.0):
+    """Starts a count-node cluster (see the module docstring); returns a Broker."""
+    tmpdir = tempfile.mkdtemp(prefix="warren-cluster-test-")
+    config = os.path.join(tmpdir, "warren.toml")
+    with open(config, "w") as f:
+        f.write(access_setup_toml())
+    deadline = time.monotonic() + timeout
+    for attempt in range(3):
+        nodes = _spawn_cluster(binary, tmpdir, count, config)
+        why, exited = {}, []
+        while time.monotonic() < deadline:
+            exited = [n for n in nodes if n.proc.poll() is not None]
+            if exited:
+                why = {n.name: "exited with %s" % n.proc.returncode for n in exited}
+                break
+            why = {n.name: _node_ready(n) for n in nodes}
+            if not any(why.values()):
+                why = {nodes[0].name: _all_running(nodes[0], count)}
+                if not any(why.values()):
+                    b = Broker("127.0.0.1", nodes[0].port, kind="warren", proc=nodes[0].proc,
+                               tmpdir=tmpdir, nodes=nodes)
+                    b.http_port = nodes[0].http_port
+                    b.prometheus_port = nodes[0].prometheus_port
+                    return b
+            time.sleep(0.2)
+        for n in nodes:
+            _kill(n.proc)
+        # A port taken by someone else between _free_ports and the bind: start again on new ones.
+        if exited and time.monotonic() < deadline and any(
+                "Address already in use" in n.log_tail() for n in exited):
+            continue
+        break
+    tails = "\n".join("===== %s (%s) log tail =====\n%s" % (n.name, n.log, n.log_tail())
+                      for n in nodes)
+    pytest.exit("the %d-node warren cluster did not become ready (%s): %s\n%s"
+                % (count, "a node stopped" if exited else "waited %d s" % timeout,
+                   {k: v for k, v in why.items() if v}, tails), returncode=3)
+
+
 def _start_broker():
     url = os.environ.get("AMQP_URL")
     if url:
@@ -196,6 +432,11 @@ def _start_broker():
     binary = os.environ.get("WARREN_BIN")
     if not binary:
         return None
+    cluster = os.environ.get("WARREN_CLUSTER", "")
+    if cluster not in ("", "0", "1"):
+        if not cluster.isdigit():
+            pytest.exit("WARREN_CLUSTER=%r: expected a node count (e.g. 3)" % cluster, returncode=4)
+        return _start_cluster(binary, int(cluster))
     tmpdir = tempfile.mkdtemp(prefix="warren-test-")
     amqp_port = _free_port()
     http_port = _free_port()
@@ -312,11 +553,21 @@ def pytest_sessionstart(session):
                         returncode=3)
         _BROKER.server_properties = dict(c._impl.server_properties or {})
         c.close()
+        for i in range(1, len(_BROKER.nodes)):
+            try:
+                _BROKER.connect(node=i).close()
+            except Exception as e:  # noqa: BLE001
+                _stop_broker()
+                pytest.exit("cannot connect to cluster node %s at port %d: %r"
+                            % (_BROKER.nodes[i].name, _BROKER.nodes[i].port, e), returncode=3)
 
 
 def _stop_broker():
     b = _BROKER
-    if b is not None and b.proc is not None and b.proc.poll() is None:
+    if b is not None and b.nodes:
+        for n in b.nodes:
+            _kill(n.proc)
+    elif b is not None and b.proc is not None and b.proc.poll() is None:
         b.proc.kill()  # by PID (Popen object), never by name
         try:
             b.proc.wait(10)
@@ -337,8 +588,41 @@ def pytest_report_header(config):
     b = _BROKER
     if b is None:
         return "broker: none (set AMQP_URL or WARREN_BIN)"
+    if b.clustered:
+        return "broker: warren cluster of %d nodes, AMQP ports %s (node 1: http %d, " \
+               "prometheus %d), data/logs in %s; product=%s version=%s" % (
+                   len(b.nodes), ",".join(map(str, b.ports)), b.http_port, b.prometheus_port,
+                   b.tmpdir, b.server_properties.get("product"), b.version)
     return "broker: %s %s:%d product=%s version=%s" % (
         b.kind, b.host, b.port, b.server_properties.get("product"), b.version)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    b = _BROKER
+    if b is not None and b.clustered:
+        b.start_turn(item.nodeid)
+        item._warren_log_sizes = [n.log_size() for n in b.nodes]
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    b = _BROKER
+    if b is None or not b.clustered or not rep.failed or call.when == "teardown":
+        return
+    sizes = getattr(item, "_warren_log_sizes", None) or [0] * len(b.nodes)
+    text = ["connections went to nodes (in order): %s" % (b.used or "none")]
+    for n, since in zip(b.nodes, sizes):
+        lines = n.log_tail(nbytes=6000, since=since).splitlines()[-25:]
+        text.append("----- %s (amqp %d) logged during the test (last %d lines) -----"
+                    % (n.name, n.port, len(lines)))
+        text += lines
+        if n.proc.poll() is not None:
+            text.append("!!! %s has exited (%s)" % (n.name, n.proc.returncode))
+    rep.sections.append(("warren cluster", "\n".join(text)))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1113,7 +1113,9 @@ def test_tracing(mgmt, mgmt_cleanup, broker):
     vhost = put_vhost(mgmt, mgmt_cleanup, body={"tracing": True})
     assert mgmt.get(mgmt.path("vhosts", vhost))[1]["tracing"] is True
     node = mgmt.get("/api/overview")[1]["node"]
-    conn = broker.connect(virtual_host=vhost)
+    # A trace message's "node" is the node of the publishing (or delivering) channel: in a
+    # cluster (WARREN_CLUSTER) the connection goes to node 1, the one `mgmt` asks.
+    conn = broker.connect(virtual_host=vhost, node=0)
     try:
         ch = conn.channel()
         trace_q = ch.queue_declare("", exclusive=True).method.queue

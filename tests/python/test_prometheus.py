@@ -94,7 +94,9 @@ def test_global_counters_rise(metrics_url, connect):
     names = ["rabbitmq_global_messages_%s_total" % k
              for k in ("received", "confirmed", "delivered", "acknowledged")]
     before = {n: total(metrics_url, n) for n in names}
-    conn = connect()
+    # Counters and gauges are the scraped node's own (as RabbitMQ's per-node endpoint): in a
+    # cluster (WARREN_CLUSTER) the connection goes to node 1, whose /metrics metrics_url is.
+    conn = connect(node=0)
     ch = conn.channel()
     ch.confirm_delivery()
     queue = ch.queue_declare(uniq("prom"), exclusive=True).method.queue
@@ -113,7 +115,7 @@ def test_global_counters_rise(metrics_url, connect):
 
 
 def test_queue_and_connection_gauges(metrics_url, connect):
-    conn = connect()
+    conn = connect(node=0)  # node 1's own connection and channel (see test_global_counters_rise)
     ch = conn.channel()
     queue = ch.queue_declare(uniq("prom"), exclusive=True).method.queue
     for i in range(4):

@@ -81,6 +81,7 @@ pub fn app(node: Api) -> Router {
 
 /// Serves the API on `listener` until the node shuts down.
 pub async fn serve(node: Api, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    connections::answer_peeks(&node);
     let app = app(node);
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;

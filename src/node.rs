@@ -31,9 +31,11 @@ mod delays;
 mod health;
 mod members;
 mod meta_actor;
+pub mod peek;
 pub mod peers;
 mod placement;
 mod queues;
+mod replies;
 mod topology;
 pub mod traces;
 
@@ -250,6 +252,7 @@ impl Node {
             let seen = Arc::new(crate::raft::Seen(node.meta_seen.clone()));
             router.register(crate::raft::transport::METADATA_SEEN, seen);
             router.register(crate::raft::transport::NODE_JOIN, Arc::new(crate::raft::Joins(node.admitter())));
+            node.answer_replies();
         }
         tokio::spawn(meta_actor(Arc::downgrade(&node), meta_rx, node.meta.applied_watch()));
         node.bootstrap().await?;
@@ -434,20 +437,6 @@ impl Node {
 
     pub fn next_consumer_id(&self) -> ConsumerId {
         ConsumerId(self.next_consumer.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Registers a direct reply-to pseudo-queue for a channel.
-    pub fn register_direct_reply(&self, name: String, sink: ClientSink, channel: ChannelId) {
-        self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).insert(name, (sink, channel));
-    }
-
-    pub fn unregister_direct_reply(&self, name: &str) {
-        self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
-    }
-
-    /// Looks up the requester behind a direct reply-to name.
-    pub fn direct_reply_target(&self, name: &str) -> Option<(ClientSink, ChannelId)> {
-        self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 }
 

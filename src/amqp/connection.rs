@@ -250,6 +250,16 @@ impl Connection {
                     Some(Control::Inspect(tx)) => {
                         let _ = tx.send(self.inspect());
                     }
+                    Some(Control::QueueDeleted(queue)) => {
+                        let gone: Vec<(u16, String)> = self
+                            .channels
+                            .iter()
+                            .flat_map(|(&ch, c)| c.consumers.iter().filter(|(_, e)| e.queue.same_queue(&queue)).map(move |(t, _)| (ch, t.clone())))
+                            .collect();
+                        for (channel, tag) in gone {
+                            self.handle_event(ClientEvent::ConsumerCancelled { channel: ChannelId(channel), consumer_tag: tag.into() });
+                        }
+                    }
                     None => {}
                 },
                 changed = alarms.changed() => {

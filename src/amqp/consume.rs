@@ -82,6 +82,7 @@ impl Connection {
         if tag.is_empty() {
             tag = format!("{CONSUMER_TAG_PREFIX}{}", random_token());
         }
+        let node = self.node.clone();
         let chan = self.chan(ch)?;
         if chan.consumers.contains_key(&tag) || chan.direct_reply.as_ref().is_some_and(|(_, t)| *t == tag) {
             return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
@@ -93,7 +94,7 @@ impl Connection {
             if chan.direct_reply.is_some() {
                 return Err(AmqpError::precondition("reply consumer already set"));
             }
-            let name = format!("{DIRECT_REPLY_TO}.{}", random_token());
+            let name = node.direct_reply_name(&random_token());
             chan.direct_reply = Some((name.clone(), tag.clone()));
             self.node.register_direct_reply(name, self.sink.clone(), ChannelId(ch));
         } else {

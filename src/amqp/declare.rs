@@ -268,9 +268,7 @@ impl Connection {
         let mut name = d.queue.as_str().to_owned();
         // Direct reply-to pseudo-queues: every declare of them is passive (RabbitMQ 4.x
         // rabbit_volatile_queue): the bare name and live addresses exist, others do not.
-        if name == DIRECT_REPLY_TO
-            || (name.starts_with(DIRECT_REPLY_TO) && self.node.direct_reply_target(&name).is_some())
-        {
+        if name == DIRECT_REPLY_TO || (name.starts_with(DIRECT_REPLY_TO) && self.node.direct_reply_exists(&name)) {
             self.declare_ok(ch, &name, (0, 1), d.nowait);
             return Ok(());
         }

@@ -17,7 +17,7 @@ use crate::ids::ChannelId;
 use crate::queue::machine::Outcome;
 use crate::queue::message::encode_header;
 use crate::queue::runner::{ConfirmTo, Request};
-use crate::queue::{Body, ClientEvent, Message};
+use crate::queue::{Body, Message};
 use crate::stats::Stat;
 use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -187,10 +187,7 @@ impl Connection {
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         // Direct reply-to responses bypass queues.
         if msg.exchange.is_empty() && msg.routing_key.starts_with(DIRECT_REPLY_TO) {
-            let delivered = match self.node.direct_reply_target(&msg.routing_key) {
-                Some((sink, channel)) => sink.try_send(ClientEvent::DirectReply { channel, msg: msg.clone() }).is_ok(),
-                None => false,
-            };
+            let delivered = self.node.deliver_direct_reply(&msg.routing_key, msg.clone()).await;
             if !delivered && mandatory {
                 self.basic_return(ch, &msg);
             }

@@ -32,6 +32,8 @@ pub(super) fn kind_from_pb(k: i32) -> Option<RpcKind> {
         pb::RaftKind::PreVote => Some(RpcKind::PreVote),
         pb::RaftKind::Applied => Some(RpcKind::Applied),
         pb::RaftKind::Join => Some(RpcKind::Join),
+        pb::RaftKind::Peek => Some(RpcKind::Peek),
+        pb::RaftKind::Reply => Some(RpcKind::Reply),
     }
 }
 
@@ -45,6 +47,8 @@ pub(super) fn kind_to_pb(k: RpcKind) -> pb::RaftKind {
         RpcKind::PreVote => pb::RaftKind::PreVote,
         RpcKind::Applied => pb::RaftKind::Applied,
         RpcKind::Join => pb::RaftKind::Join,
+        RpcKind::Peek => pb::RaftKind::Peek,
+        RpcKind::Reply => pb::RaftKind::Reply,
     }
 }
 

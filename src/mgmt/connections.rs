@@ -4,7 +4,8 @@
 //! `X-Reason` header's text or RabbitMQ's "Closed via management plugin".
 //!
 //! As RabbitMQ: `administrator` and `monitoring` users see every connection, other management
-//! users only their own.
+//! users only their own; and every node's, not only this node's: the other nodes are asked
+//! ([`Question`], carried by `node/peek.rs`) and answer with their own in the same shape.
 
 use super::auth::User;
 use super::json;
@@ -15,8 +16,112 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
+
+/// What another node is asked about its own connections (JSON on the wire).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Question {
+    what: What,
+    /// Only this user's connections (`None`: a user who sees all).
+    user: Option<String>,
+    vhost: Option<String>,
+    /// Only the connection of this name.
+    name: Option<String>,
+    /// Consumers: only those of this queue.
+    queue: Option<String>,
+    /// Close: the reason the client is told.
+    reason: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+enum What {
+    #[default]
+    Connections,
+    Channels,
+    Consumers,
+    /// Close the named connection; answers `[true]` if this node had it.
+    Close,
+    /// The message counters this node's connections kept for queues (of `vhost`, named
+    /// `queue` when given): `[{vhost, name, message_stats}]` (`mgmt/queues.rs` adds them up).
+    QueueStats,
+}
+
+impl Question {
+    fn new(what: What, user: &User, vhost: Option<&str>) -> Self {
+        let user = (!user.sees_all()).then(|| user.name.clone());
+        Self { what, user, vhost: vhost.map(str::to_owned), ..Self::default() }
+    }
+
+    fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// This node's connections the question is about.
+    fn connections(&self, node: &Api) -> Vec<Arc<ClientInfo>> {
+        node.clients()
+            .all()
+            .into_iter()
+            .filter(|c| self.user.as_ref().is_none_or(|u| *u == c.user))
+            .filter(|c| self.vhost.as_ref().is_none_or(|v| *v == c.vhost))
+            .filter(|c| self.name.as_ref().is_none_or(|n| *n == c.name))
+            .collect()
+    }
+
+    /// This node's answer.
+    async fn answer_here(&self, node: &Api) -> Vec<Value> {
+        let conns = self.connections(node);
+        match self.what {
+            What::Connections => conns.iter().map(|c| connection_json(node, c)).collect(),
+            What::Channels => channels_of(&conns).await.iter().map(|(c, ch)| channel_json(node, c, ch)).collect(),
+            What::Consumers => consumers_json(node, &conns, self.queue.as_deref()).await,
+            What::Close => {
+                let reason = self.reason.clone().unwrap_or_default();
+                let closed = conns.iter().any(|c| {
+                    tracing::info!(connection = %c.name, reason = %reason, "closing connection via the management API");
+                    c.close(reason.clone())
+                });
+                if closed { vec![Value::Bool(true)] } else { Vec::new() }
+            }
+            What::QueueStats => super::queues::counted_here(node, self.vhost.as_deref(), self.queue.as_deref()),
+        }
+    }
+
+    /// This node's answer and every other running node's, in one list.
+    async fn answer(&self, node: &Api) -> Vec<Value> {
+        let mut out = self.answer_here(node).await;
+        out.extend(self.answer_elsewhere(node).await);
+        out
+    }
+
+    /// Every other running node's answer, in one list.
+    async fn answer_elsewhere(&self, node: &Api) -> Vec<Value> {
+        let mut out = Vec::new();
+        let Ok(q) = serde_json::to_vec(self) else { return out };
+        for a in node.peek_peers(q.into()).await {
+            if let Ok(Value::Array(items)) = serde_json::from_slice(&a) {
+                out.extend(items);
+            }
+        }
+        out
+    }
+}
+
+/// How this node answers the other nodes' questions (`node/peek.rs`).
+pub fn answer_peeks(node: &Api) {
+    let weak = Arc::downgrade(node);
+    node.answer_peeks(Arc::new(move |body: bytes::Bytes| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let (Some(node), Ok(q)) = (weak.upgrade(), serde_json::from_slice::<Question>(&body)) else {
+                return bytes::Bytes::from_static(b"[]");
+            };
+            serde_json::to_vec(&q.answer_here(&node).await).unwrap_or_default().into()
+        })
+    }));
+}
 
 pub fn routes() -> Router<Api> {
     Router::new()
@@ -73,16 +178,18 @@ fn connection_json(node: &Api, c: &ClientInfo) -> Value {
     v
 }
 
-fn find(node: &Api, user: &User, name: &str) -> Result<Arc<ClientInfo>, ApiError> {
-    node.clients().by_name(name).filter(|c| user.sees_all() || c.user == user.name).ok_or_else(ApiError::not_found)
+/// The connection named `name` as `user` may see it, on whichever node it is.
+async fn find(node: &Api, user: &User, name: &str) -> Result<Value, ApiError> {
+    let q = Question::new(What::Connections, user, None).named(name);
+    q.answer(node).await.into_iter().next().ok_or_else(ApiError::not_found)
 }
 
 async fn list_connections(State(node): State<Api>, user: User) -> Json<Value> {
-    Json(visible(&node, &user, None).iter().map(|c| connection_json(&node, c)).collect())
+    Json(Value::Array(Question::new(What::Connections, &user, None).answer(&node).await))
 }
 
 async fn vhost_connections(State(node): State<Api>, user: User, Path(vhost): Path<String>) -> Json<Value> {
-    Json(visible(&node, &user, Some(&vhost)).iter().map(|c| connection_json(&node, c)).collect())
+    Json(Value::Array(Question::new(What::Connections, &user, Some(&vhost)).answer(&node).await))
 }
 
 async fn show_connection(
@@ -90,8 +197,7 @@ async fn show_connection(
     user: User,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let c = find(&node, &user, &name)?;
-    Ok(Json(connection_json(&node, &c)))
+    Ok(Json(find(&node, &user, &name).await?))
 }
 
 async fn close_connection(
@@ -100,8 +206,8 @@ async fn close_connection(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let c = find(&node, &user, &name)?;
-    if !user.is_admin() && c.user != user.name {
+    let c = find(&node, &user, &name).await?;
+    if !user.is_admin() && c["user"].as_str() != Some(user.name.as_str()) {
         return Err(ApiError::not_authorised("Not administrator user"));
     }
     let reason = headers
@@ -109,8 +215,10 @@ async fn close_connection(
         .and_then(|v| v.to_str().ok())
         .filter(|r| !r.is_empty())
         .unwrap_or("Closed via management plugin");
-    tracing::info!(connection = %c.name, by = %user.name, reason, "closing connection via the management API");
-    c.close(reason.to_owned());
+    tracing::info!(connection = %name, by = %user.name, reason, "closing connection via the management API");
+    let mut q = Question::new(What::Close, &user, None).named(&name);
+    q.reason = Some(reason.to_owned());
+    q.answer(&node).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -142,16 +250,12 @@ async fn channels_of(conns: &[Arc<ClientInfo>]) -> Vec<(Arc<ClientInfo>, Channel
     conns.iter().zip(snapshots).flat_map(|(c, chans)| chans.into_iter().map(move |ch| (c.clone(), ch))).collect()
 }
 
-async fn channel_list(node: &Api, conns: &[Arc<ClientInfo>]) -> Json<Value> {
-    Json(channels_of(conns).await.iter().map(|(c, ch)| channel_json(node, c, ch)).collect())
-}
-
 async fn list_channels(State(node): State<Api>, user: User) -> Json<Value> {
-    channel_list(&node, &visible(&node, &user, None)).await
+    Json(Value::Array(Question::new(What::Channels, &user, None).answer(&node).await))
 }
 
 async fn vhost_channels(State(node): State<Api>, user: User, Path(vhost): Path<String>) -> Json<Value> {
-    channel_list(&node, &visible(&node, &user, Some(&vhost))).await
+    Json(Value::Array(Question::new(What::Channels, &user, Some(&vhost)).answer(&node).await))
 }
 
 async fn connection_channels(
@@ -159,7 +263,8 @@ async fn connection_channels(
     user: User,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(channel_list(&node, &[find(&node, &user, &name)?]).await)
+    find(&node, &user, &name).await?;
+    Ok(Json(Value::Array(Question::new(What::Channels, &user, None).named(&name).answer(&node).await)))
 }
 
 async fn show_channel(State(node): State<Api>, user: User, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -168,14 +273,32 @@ async fn show_channel(State(node): State<Api>, user: User, Path(name): Path<Stri
         .and_then(|n| n.rsplit_once(" ("))
         .and_then(|(c, n)| Some((c, n.parse::<u16>().ok()?)))
         .ok_or_else(ApiError::not_found)?;
-    let c = find(&node, &user, conn)?;
-    let chans = c.inspect().await;
-    let ch = chans.iter().find(|ch| ch.number == number).ok_or_else(ApiError::not_found)?;
-    Ok(Json(channel_json(&node, &c, ch)))
+    let chans = Question::new(What::Channels, &user, None).named(conn).answer(&node).await;
+    let ch = chans.into_iter().find(|ch| ch["number"] == number).ok_or_else(ApiError::not_found)?;
+    Ok(Json(ch))
+}
+
+/// The message counters the other nodes' connections kept for queues (of `vhost`, named
+/// `queue`), as `[{vhost, name, message_stats}]`.
+pub async fn queue_stats_elsewhere(node: &Api, vhost: Option<&str>, queue: Option<&str>) -> Vec<Value> {
+    let q = Question {
+        what: What::QueueStats,
+        vhost: vhost.map(str::to_owned),
+        queue: queue.map(str::to_owned),
+        ..Question::default()
+    };
+    q.answer_elsewhere(node).await
+}
+
+/// The consumers of queue `queue` in `vhost` on every node's connections (a queue's details).
+pub async fn queue_consumers(node: &Api, vhost: &str, queue: &str) -> Vec<Value> {
+    let mut q = Question { what: What::Consumers, vhost: Some(vhost.to_owned()), ..Question::default() };
+    q.queue = Some(queue.to_owned());
+    q.answer(node).await
 }
 
 /// The consumers on these connections, optionally only those of one queue.
-pub async fn consumers_json(node: &Api, conns: &[Arc<ClientInfo>], queue: Option<&str>) -> Vec<Value> {
+async fn consumers_json(node: &Api, conns: &[Arc<ClientInfo>], queue: Option<&str>) -> Vec<Value> {
     let mut out = Vec::new();
     for (c, ch) in channels_of(conns).await {
         for k in ch.consumers.iter().filter(|k| queue.is_none_or(|q| q == k.queue)) {
@@ -204,9 +327,9 @@ pub async fn consumers_json(node: &Api, conns: &[Arc<ClientInfo>], queue: Option
 }
 
 async fn list_consumers(State(node): State<Api>, user: User) -> Json<Value> {
-    Json(Value::Array(consumers_json(&node, &visible(&node, &user, None), None).await))
+    Json(Value::Array(Question::new(What::Consumers, &user, None).answer(&node).await))
 }
 
 async fn vhost_consumers(State(node): State<Api>, user: User, Path(vhost): Path<String>) -> Json<Value> {
-    Json(Value::Array(consumers_json(&node, &visible(&node, &user, Some(&vhost)), None).await))
+    Json(Value::Array(Question::new(What::Consumers, &user, Some(&vhost)).answer(&node).await))
 }

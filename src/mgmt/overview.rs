@@ -37,7 +37,7 @@ async fn whoami(user: User) -> Json<Value> {
 
 /// A cluster's configured name (`--cluster-name`); a single node's is its node name, as
 /// RabbitMQ names a cluster after its first node.
-fn cluster_name_of(node: &Api) -> String {
+pub(super) fn cluster_name_of(node: &Api) -> String {
     let c = &node.config().cluster;
     if c.peers.is_empty() { node.name().to_owned() } else { c.name.clone() }
 }

@@ -37,19 +37,31 @@ fn label_value(v: &str) -> String {
 }
 
 async fn metrics(State(node): State<Api>) -> impl IntoResponse {
-    let handles: Vec<_> = node.topology().queues.values().cloned().collect();
+    // The queues this node hosts (a classic queue's home, a replicated queue's leader), as
+    // RabbitMQ reports each queue on its own node only: dashboards sum over the nodes.
+    let handles: Vec<_> = {
+        let topo = node.topology();
+        let hosted = |k: &crate::ids::QueueKey| {
+            let rec = topo.meta.vhosts.get(k.vhost.as_str()).and_then(|v| v.queues.get(k.name.as_str()));
+            rec.is_none_or(|r| node.queue_node(r) == node.id())
+        };
+        topo.queues.iter().filter(|(k, _)| hosted(k)).map(|(_, h)| h.clone()).collect()
+    };
     let t = queues::totals(&handles).await;
     let (ready, unacked, consumers, bytes) = (t.messages, t.unacked, t.consumers, t.bytes);
     let clients = node.clients().all();
     let channels: u64 = clients.iter().map(|c| c.channel_count()).sum();
     let name = label_value(node.name());
+    let cluster = label_value(&super::overview::cluster_name_of(&node));
     let mut out = String::with_capacity(8 * 1024);
     family(
         &mut out,
         "rabbitmq_identity_info",
         "untyped",
         "RabbitMQ node & cluster identity info",
-        &format!("{{rabbitmq_node=\"{name}\",rabbitmq_cluster=\"{name}\",rabbitmq_cluster_permanent_id=\"{name}\"}}"),
+        &format!(
+            "{{rabbitmq_node=\"{name}\",rabbitmq_cluster=\"{cluster}\",rabbitmq_cluster_permanent_id=\"{cluster}\"}}"
+        ),
         1,
     );
     family(

@@ -77,12 +77,8 @@ async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
     };
     let (ready, unacked, consumers, bytes) =
         s.as_ref().map_or((0, 0, 0, 0), |s| (s.messages, s.unacked, s.consumers, s.bytes));
-    let consumer_details = if details {
-        let conns = node.clients().all().into_iter().filter(|c| c.vhost == rec.vhost).collect::<Vec<_>>();
-        super::connections::consumers_json(node, &conns, Some(&rec.name)).await
-    } else {
-        Vec::new()
-    };
+    let consumer_details =
+        if details { super::connections::queue_consumers(node, &rec.vhost, &rec.name).await } else { Vec::new() };
     let message_stats = h.as_ref().map_or_else(|| json!({}), |h| rates::message_stats(&h.stats, Stat::QUEUE));
     let mut v = json!({
         "name": rec.name,
@@ -127,11 +123,63 @@ async fn listing(node: &Api, user: &User, only: Option<&str>) -> Result<Json<Val
         let topo = node.topology();
         user.vhosts(&topo, only)?.iter().flat_map(|v| v.queues.values().cloned()).collect()
     };
+    let mut elsewhere = counted_elsewhere(node, only, None).await;
     let mut out = Vec::with_capacity(records.len());
     for r in &records {
-        out.push(queue_json(node, r, false).await);
+        let mut q = queue_json(node, r, false).await;
+        add_counts(&mut q, elsewhere.remove(&(r.vhost.clone(), r.name.clone())));
+        out.push(q);
     }
     Ok(Json(Value::Array(out)))
+}
+
+/// The queues whose counters this node's connections bumped (of `vhost`, named `queue`), as
+/// another node's listing asks (`connections.rs`, `What::QueueStats`).
+pub(super) fn counted_here(node: &Api, vhost: Option<&str>, queue: Option<&str>) -> Vec<Value> {
+    let topo = node.topology();
+    topo.queues
+        .iter()
+        .filter(|(k, h)| vhost.is_none_or(|v| v == k.vhost) && queue.is_none_or(|q| q == k.name) && h.stats.any())
+        .map(|(k, h)| json!({ "vhost": k.vhost, "name": k.name, "message_stats": rates::message_stats(&h.stats, Stat::QUEUE) }))
+        .collect()
+}
+
+/// What the other nodes' connections counted for queues, by (vhost, name).
+async fn counted_elsewhere(
+    node: &Api,
+    vhost: Option<&str>,
+    queue: Option<&str>,
+) -> HashMap<(String, String), Vec<Value>> {
+    let mut by_queue: HashMap<(String, String), Vec<Value>> = HashMap::new();
+    for mut v in super::connections::queue_stats_elsewhere(node, vhost, queue).await {
+        let (Some(vh), Some(n)) = (v["vhost"].as_str(), v["name"].as_str()) else { continue };
+        let key = (vh.to_owned(), n.to_owned());
+        by_queue.entry(key).or_default().push(v["message_stats"].take());
+    }
+    by_queue
+}
+
+/// Adds other nodes' counters into a queue's `message_stats` (RabbitMQ shows a queue's
+/// figures summed over the channels of every node).
+fn add_counts(queue: &mut Value, others: Option<Vec<Value>>) {
+    for o in others.into_iter().flatten() {
+        add_numbers(&mut queue["message_stats"], &o);
+    }
+}
+
+fn add_numbers(into: &mut Value, from: &Value) {
+    let Value::Object(from) = from else { return };
+    if !into.is_object() {
+        *into = json!({});
+    }
+    for (k, v) in from {
+        let slot = &mut into[k.as_str()];
+        match (v.as_u64(), v.as_f64()) {
+            (Some(n), _) => *slot = json!(slot.as_u64().unwrap_or(0) + n),
+            (None, Some(f)) => *slot = json!(slot.as_f64().unwrap_or(0.0) + f),
+            _ => add_numbers(slot, v),
+        }
+    }
 }
 
 async fn list_all(State(node): State<Api>, user: User) -> Result<Json<Value>, ApiError> {
@@ -160,7 +208,10 @@ async fn show(
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let rec = record(&node, &user, &vhost, &name)?;
-    Ok(Json(queue_json(&node, &rec, true).await))
+    let mut q = queue_json(&node, &rec, true).await;
+    let mut elsewhere = counted_elsewhere(&node, Some(&vhost), Some(&name)).await;
+    add_counts(&mut q, elsewhere.remove(&(vhost, name)));
+    Ok(Json(q))
 }
 
 /// Declares a queue (201) or checks an existing one is equivalent (204), as `queue.declare`.

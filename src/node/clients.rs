@@ -47,6 +47,9 @@ pub enum Control {
     Close(String),
     /// Answer with the state of every open channel.
     Inspect(oneshot::Sender<Vec<ChannelInfo>>),
+    /// This queue (the handle the connection's consumers hold) was deleted: cancel those
+    /// consumers, with `basic.cancel` to clients that take it.
+    QueueDeleted(crate::queue::QueueHandle),
 }
 
 /// A consumer, as `/api/consumers` shows it.
@@ -96,6 +99,12 @@ impl ClientInfo {
     /// Asks the connection to close with 320 and `reason`; false if it is gone or too busy.
     pub fn close(&self, reason: String) -> bool {
         self.control.try_send(Control::Close(reason)).is_ok()
+    }
+
+    /// Tells the connection that a queue was deleted (dropped if its control inbox is full:
+    /// the queue's own cancels still come).
+    pub fn queue_deleted(&self, queue: crate::queue::QueueHandle) {
+        let _ = self.control.try_send(Control::QueueDeleted(queue));
     }
 
     /// The connection's channels, asked of its task (empty if it is gone or does not answer

@@ -253,11 +253,24 @@ impl Node {
         true
     }
 
+    /// A deleted queue's consumers on this node's connections get `basic.cancel` from here
+    /// (RabbitMQ's consumer cancel notification), whether or not the queue ran here: the
+    /// queue's own cancel may not reach a consumer through another node in time, or at all.
+    /// A connection told twice cancels once.
+    fn cancel_consumers_of(&self, rec: &QueueRecord, h: &crate::queue::QueueHandle) {
+        for c in self.clients.all().into_iter().filter(|c| c.vhost == rec.vhost) {
+            c.queue_deleted(h.clone());
+        }
+    }
+
     /// Stops a queue that went (`deleted`), or whose replica this node no longer holds; the
     /// runner removes a durable queue's data once its last handle is gone.
     fn stop_queue(&self, key: &QueueKey, rec: &QueueRecord, deleted: bool) {
         self.running_records.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         let running = self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        if deleted && let Some(h) = &running {
+            self.cancel_consumers_of(rec, h);
+        }
         if rec.replicated() {
             self.leaders.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
             self.member_lists.lock().unwrap_or_else(|p| p.into_inner()).remove(key);

@@ -233,6 +233,9 @@ impl Runner {
                 }
             }
             self.serve_batch(now_ms(), &mut batch, &mut lead).await;
+            if self.retired {
+                break;
+            }
             snapshot_due = matches!(self.store, Store::Durable(..));
             next_expiry = self.next_expiry(&lead);
         }
@@ -250,6 +253,13 @@ impl Runner {
 
     /// Proposes a batch of requests, then answers them in order and carries out the effects.
     async fn serve_batch(&mut self, now: u64, batch: &mut Vec<Request>, lead: &mut Option<Lead>) {
+        let deleting = batch.iter().any(|r| matches!(r, Request::Cast { cmd: Command::Delete { .. } }));
+        if lead.is_some() && deleting {
+            // The metadata deleted the queue: every member retires at once, the leader too,
+            // without proposing (the others stopped already: no majority would take it); the
+            // connections cancel their consumers themselves (`node/queues.rs`).
+            return self.refuse(batch, None).await;
+        }
         if let Some(l) = lead.as_mut() {
             if !self.serve_or_wait(l).await {
                 let hint = l.hint();

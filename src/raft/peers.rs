@@ -241,7 +241,9 @@ impl<M: DurableMachine> Handler for Member<M> {
                     encode(&forward::propose_here::<M, _>(&raft, payloads).await)
                 }
                 RpcKind::Leader => encode(&raft.server_metrics().borrow_watched().current_leader),
-                RpcKind::Applied | RpcKind::Join => Err(TransportError::Malformed("not a group's question".into())),
+                RpcKind::Applied | RpcKind::Join | RpcKind::Peek | RpcKind::Reply => {
+                    Err(TransportError::Malformed("not a group's question".into()))
+                }
             }
         })
     }

@@ -44,6 +44,12 @@ pub enum RpcKind {
     /// A node with an empty data directory asks to join the cluster (to the [`NODE_JOIN`]
     /// pseudo-group, `raft/join.rs`).
     Join,
+    /// Another node's management API asks what this node's clients are, or to close one (to
+    /// the [`NODE_PEEK`] pseudo-group; `node/peek.rs`).
+    Peek,
+    /// A direct reply-to reply for a requester on the node asked (to the [`NODE_REPLY`]
+    /// pseudo-group; `node/replies.rs`).
+    Reply,
 }
 
 /// A call that did not come back with an answer from the group.
@@ -67,6 +73,10 @@ pub enum TransportError {
 pub const METADATA_SEEN: GroupId = GroupId(u64::MAX);
 /// The pseudo-group a node answers [`RpcKind::Join`] for.
 pub const NODE_JOIN: GroupId = GroupId(u64::MAX - 1);
+/// Where the management API's questions to another node go (`node/peek.rs`).
+pub const NODE_PEEK: GroupId = GroupId(u64::MAX - 2);
+/// Where direct reply-to replies for this node's requesters arrive (`node/replies.rs`).
+pub const NODE_REPLY: GroupId = GroupId(u64::MAX - 3);
 
 /// Frames buffered each way on a duplex stream (then the sender waits: back-pressure).
 pub const DUPLEX_FRAMES: usize = 256;

@@ -7,8 +7,9 @@
 //!   is a member of a running cluster, it joins that cluster (`raft/join.rs`): it gets a new
 //!   id from the metadata leader, never an old one, so a node that lost its disk never
 //!   counts toward a majority with votes and entries it no longer has (a node known by the
-//!   same name or address is replaced by it). If instead a majority of the listed peers,
-//!   itself included, are still finding their place, it founds the cluster with them: ids by
+//!   same name or address is replaced by it). If instead every listed peer (or, after
+//!   [`ALL_PATIENCE`], a majority, itself included) is still finding its place, it founds the
+//!   cluster with them: ids by
 //!   the sorted list, the same initial voters on every founder (Raft resolves concurrent
 //!   initializations with the same membership as one election, never two clusters).
 //!   Otherwise it waits and asks again: peers may be DNS names that resolve only later.
@@ -25,9 +26,15 @@ use crate::raft::transport::{Hello, NodeId, Transport};
 use std::time::Duration;
 
 /// Between rounds of hellos while the cluster is not there yet.
-const ROUND: Duration = Duration::from_secs(1);
+const ROUND: Duration = Duration::from_millis(250);
+/// How long an answer to a hello may take.
+const HELLO_PATIENCE: Duration = Duration::from_secs(1);
+/// How long founders wait for every listed peer before founding with a bare majority: nodes
+/// started together (a compose file, a StatefulSet) all become initial members, rather
+/// than one a little slower joining as a new member while its initial slot stays empty.
+const ALL_PATIENCE: Duration = Duration::from_secs(3);
 /// How often the wait is logged.
-const SAY_EVERY: u32 = 10;
+const SAY_EVERY: u32 = 40;
 
 /// Where this node stands in its cluster.
 pub struct Place {
@@ -70,6 +77,7 @@ pub async fn place(config: &Config, creds: &Credentials) -> Result<Place, StartE
     }
     let hello = Hello { name: config.node_name(), id: 0, member: false };
     let mut round = 0u32;
+    let began = tokio::time::Instant::now();
     loop {
         let probe = GrpcTransport::new(0, creds.clone(), source(config));
         let asked: Vec<&(NodeId, String)> = founders.iter().filter(|(_, a)| *a != advertised).collect();
@@ -78,7 +86,7 @@ pub async fn place(config: &Config, creds: &Credentials) -> Result<Place, StartE
         }
         let answers = futures::future::join_all(asked.iter().map(|(id, addr)| {
             let ask = probe.hello(*id, &hello);
-            async move { (addr.clone(), tokio::time::timeout(ROUND, ask).await.ok().and_then(Result::ok)) }
+            async move { (addr.clone(), tokio::time::timeout(HELLO_PATIENCE, ask).await.ok().and_then(Result::ok)) }
         }))
         .await;
         for (addr, h) in
@@ -93,7 +101,8 @@ pub async fn place(config: &Config, creds: &Credentials) -> Result<Place, StartE
         }
         let finding = answers.iter().filter(|(_, h)| h.as_ref().is_some_and(|h| !h.member)).count();
         if let Some(me) = founder_id {
-            if finding + 1 > founders.len() / 2 {
+            let all = finding + 1 == founders.len();
+            if all || (finding + 1 > founders.len() / 2 && began.elapsed() >= ALL_PATIENCE) {
                 tracing::info!(node_id = me, members = founders.len(), "founding the cluster with its initial members");
                 return Ok(Place { me, founder: true, stored: false, peers: others(me), founders });
             }

@@ -187,7 +187,10 @@ async fn consumer(sh: Arc<Shared>, mut node: usize) {
                     last = Instant::now();
                     let v: u64 = String::from_utf8_lossy(&d.data).parse().expect("a published integer");
                     sh.record(|h| h.delivered.push((v, d.redelivered)));
-                    if d.ack(BasicAckOptions::default()).await.is_err() {
+                    // Bounded too: lapin's ack on a connection its node's death left half-open
+                    // was seen to wait forever.
+                    let ack = tokio::time::timeout(Duration::from_secs(3), d.ack(BasicAckOptions::default()));
+                    if !matches!(ack.await, Ok(Ok(_))) {
                         break;
                     }
                 }
@@ -277,7 +280,10 @@ impl Workload {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let sh = self.sh;
         sh.stop_publishing.store(true, Ordering::Relaxed);
-        self.publisher.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.publisher)
+            .await
+            .expect("the publisher never stopped")
+            .unwrap();
         // Everything confirmed comes out; then the queue is empty.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -296,7 +302,10 @@ impl Workload {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         sh.stop_consuming.store(true, Ordering::Relaxed);
-        self.consumer.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.consumer)
+            .await
+            .expect("the consumer never stopped")
+            .unwrap();
         let left = passive(c, 0, QUEUE).await;
 
         let h = sh.history.lock().unwrap();

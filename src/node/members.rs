@@ -109,12 +109,14 @@ async fn converge_meta(node: Weak<Node>) {
         let rest = now.learners.iter().chain(&registered).filter(|v| !forgotten.contains(v) && !wanted.contains(v));
         let rest: BTreeSet<NodeId> = rest.copied().collect();
         wanted.extend(rest);
-        let meta = n.meta.clone();
+        let (meta, me) = (n.meta.clone(), n.id);
         drop(n);
         match meta.converge(&wanted, MAX_VOTERS).await {
             Ok(true) => return,
             Ok(false) => tracing::info!(members = ?wanted, "the metadata group's members changed"),
-            Err(GroupError::NotLeader(_)) => return,
+            // Another member leads: it carries on. Still leading here (a lease that could
+            // not be renewed in time): tried again, like any other failure.
+            Err(GroupError::NotLeader(l)) if l.is_some() || meta.leader() != Some(me) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot change the metadata group's members yet");
                 tokio::time::sleep(RETRY).await;

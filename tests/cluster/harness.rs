@@ -66,8 +66,7 @@ impl Cluster {
         let net = Net::new();
         for (i, node) in c.nodes.iter_mut().enumerate() {
             node.cluster = free_on(node_ip(i));
-            node.advertise = free_on(node_ip(i));
-            net.serve(i, node.advertise, node.cluster);
+            node.advertise = net.serve(i, node_ip(i), node.cluster);
         }
         c.net = Some(net);
         c

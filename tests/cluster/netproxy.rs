@@ -59,10 +59,18 @@ impl Net {
         self.cut.send_replace(BTreeSet::new());
     }
 
-    /// Serves the proxy of node `target`: what arrives at `listen` goes to `real`, the
-    /// node's own listener.
-    pub fn serve(&self, target: usize, listen: SocketAddr, real: SocketAddr) {
-        let std = std::net::TcpListener::bind(listen).expect("bind the proxy");
+    /// Serves the proxy of node `target` on a port of `ip` the kernel picks (never a port
+    /// found free earlier and bound later: another test's connection may take it meanwhile),
+    /// other than `real`'s; what arrives goes to `real`, the node's own listener. Answers the
+    /// proxy's address, the one peers dial.
+    pub fn serve(&self, target: usize, ip: std::net::IpAddr, real: SocketAddr) -> SocketAddr {
+        let std = loop {
+            let l = std::net::TcpListener::bind((ip, 0)).expect("bind the proxy");
+            if l.local_addr().unwrap() != real {
+                break l;
+            }
+        };
+        let listen = std.local_addr().unwrap();
         std.set_nonblocking(true).unwrap();
         let listener = TcpListener::from_std(std).unwrap();
         let cut = self.cut.subscribe();
@@ -72,6 +80,7 @@ impl Net {
                 tokio::spawn(relay(inbound, real, (from, target), cut.clone()));
             }
         });
+        listen
     }
 }
 

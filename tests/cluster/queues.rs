@@ -116,7 +116,9 @@ async fn a_queue_is_served_by_every_node_and_its_homes_death_loses_nothing_confi
         assert!(d.redelivered, "job-{i} was delivered before");
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
-    // Deleted through node 3: gone on every node.
+    // Deleted through node 3: gone on every node. (Node 3 first has to find node 1 up again:
+    // it asks each peer once a second.)
+    until(&c, 2, "jobs", "node 3 reaching the queue's home again", |r| r == &Ok(0)).await;
     let (_c2b, ch2b) = channel(&c, 2).await;
     ch1b.basic_cancel("c2".into(), Default::default()).await.unwrap();
     assert_eq!(ch2b.queue_delete("jobs".into(), QueueDeleteOptions::default()).await.unwrap(), 0);

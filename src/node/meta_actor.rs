@@ -25,13 +25,17 @@ impl Node {
         let down = peers.down().borrow().clone();
         let asks = peers.members().into_iter().filter(|&n| n != self.id && !down.contains(&n)).map(|n| {
             let transport = rep.transport.clone();
+            let down = peers.down();
             async move {
                 let mut pause = std::time::Duration::from_millis(1);
                 loop {
                     match crate::raft::ask_applied(transport.as_ref(), n).await {
                         Ok(seen) if seen >= index => return,
-                        Err(_) => return,
-                        Ok(_) => {}
+                        // A node found down is not waited for. One that cannot answer yet
+                        // (still starting: its metadata not open) is asked again, or a
+                        // client's next method through it might not see the change.
+                        Err(_) if down.borrow().contains(&n) => return,
+                        Err(_) | Ok(_) => {}
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(std::time::Duration::from_millis(50));

@@ -9,17 +9,17 @@ use std::time::Instant;
 
 const GROUP: GroupId = GroupId(7);
 
-struct Member3 {
+struct Member3<M: DurableMachine = Tally> {
     _dir: tempfile::TempDir,
     storage: Storage,
-    group: DurableGroup<Tally>,
+    group: DurableGroup<M>,
 }
 
 fn fast(snapshot_every: u64) -> GroupOptions {
     GroupOptions { snapshot_every, purge_batch: 1, heartbeat_ms: 50, election_ms: (300, 600), ..Default::default() }
 }
 
-async fn three(net: &Loopback, snapshot_every: u64) -> Vec<Member3> {
+async fn three<M: DurableMachine + Default>(net: &Loopback, snapshot_every: u64) -> Vec<Member3<M>> {
     let voters: BTreeSet<u64> = [1, 2, 3].into();
     let mut out = Vec::new();
     for me in 1..=3 {
@@ -29,14 +29,14 @@ async fn three(net: &Loopback, snapshot_every: u64) -> Vec<Member3> {
         let transport = net.join(router.clone());
         let rep = Replication { me, transport, router, initial: Some(voters.clone()) };
         let group =
-            DurableGroup::open_member(storage.group(GROUP), Tally::default(), fast(snapshot_every), rep).await.unwrap();
+            DurableGroup::open_member(storage.group(GROUP), M::default(), fast(snapshot_every), rep).await.unwrap();
         out.push(Member3 { _dir: dir, storage, group });
     }
     out
 }
 
 /// Waits (bounded) until every member in `ids` names the same leader, also in `ids`.
-async fn agreed_leader(members: &[Member3], ids: &[u64]) -> u64 {
+async fn agreed_leader<M: DurableMachine>(members: &[Member3<M>], ids: &[u64]) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let seen: Vec<Option<u64>> = ids.iter().map(|&i| members[i as usize - 1].group.leader()).collect();
@@ -62,7 +62,7 @@ async fn converged(members: &[Member3], ids: &[u64], want: &[u64]) {
     }
 }
 
-async fn stop(members: Vec<Member3>) {
+async fn stop<M: DurableMachine>(members: Vec<Member3<M>>) {
     for m in members {
         m.group.shutdown().await.unwrap();
         m.storage.close(Duration::from_secs(10)).await.unwrap();
@@ -72,7 +72,7 @@ async fn stop(members: Vec<Member3>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_members_agree_and_a_followers_proposals_go_to_the_leader() {
     let net = Loopback::default();
-    let members = three(&net, 10_000).await;
+    let members: Vec<Member3> = three(&net, 10_000).await;
     let leader = agreed_leader(&members, &[1, 2, 3]).await;
     for n in 1..=10 {
         let (total, _) = members[leader as usize - 1].group.propose(n, n).await.unwrap();
@@ -97,7 +97,7 @@ async fn a_cut_off_leader_is_replaced_and_catches_up_from_a_snapshot() {
     let net = Loopback::default();
     // Snapshots every 5 entries and an eager purge: a member away for 20 entries has to be
     // sent a snapshot.
-    let members = three(&net, 5).await;
+    let members: Vec<Member3> = three(&net, 5).await;
     let old = agreed_leader(&members, &[1, 2, 3]).await;
     for n in 1..=10 {
         members[old as usize - 1].group.propose(0, n).await.unwrap();
@@ -170,39 +170,15 @@ impl DurableMachine for Keeper {
     }
 }
 
-fn f_applied(members: &[(tempfile::TempDir, Storage, DurableGroup<Keeper>)], id: u64) -> u64 {
-    members[id as usize - 1].2.applied_index()
-}
-
 /// A member that fell behind a log purged up to entries that are still alive catches up from
 /// a snapshot, and the live entries come with it: it can read every one of them (a queue's
 /// message bodies), though its own log starts after the snapshot.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_brings_the_entries_its_state_still_reads() {
     let net = Loopback::default();
-    let voters: BTreeSet<u64> = [1, 2, 3].into();
-    let mut members = Vec::new();
-    for me in 1..=3 {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
-        let router = Router::new(me);
-        let transport = net.join(router.clone());
-        let rep = Replication { me, transport, router, initial: Some(voters.clone()) };
-        let group = DurableGroup::open_member(storage.group(GROUP), Keeper::default(), fast(5), rep).await.unwrap();
-        members.push((dir, storage, group));
-    }
-    let leader_of = |m: &Vec<(tempfile::TempDir, Storage, DurableGroup<Keeper>)>| {
-        m.iter().find_map(|(_, _, g)| g.leader().filter(|&l| m.iter().all(|(_, _, o)| o.leader() == Some(l))))
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let leader = loop {
-        if let Some(l) = leader_of(&members) {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let lead = &members[leader as usize - 1].2;
+    let members: Vec<Member3<Keeper>> = three(&net, 5).await;
+    let leader = agreed_leader(&members, &[1, 2, 3]).await;
+    let lead = &members[leader as usize - 1].group;
     let kept: Vec<u64> = lead
         .propose_local(0, (0..10).map(KeepCmd::Keep).collect())
         .await
@@ -227,9 +203,9 @@ async fn a_snapshot_brings_the_entries_its_state_still_reads() {
         lead.snapshot().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(f_applied(&members, follower) < first_live - 1, "the cut-off member has less than the purge");
+    let f = &members[follower as usize - 1].group;
+    assert!(f.applied_index() < first_live - 1, "the cut-off member has less than the purge");
     net.isolate(follower, false);
-    let f = &members[follower as usize - 1].2;
     let deadline = Instant::now() + Duration::from_secs(15);
     while f.read(|m| m.clone()) != want {
         assert!(Instant::now() < deadline, "the member did not catch up");
@@ -241,8 +217,5 @@ async fn a_snapshot_brings_the_entries_its_state_still_reads() {
     let read = f.read_commands(&indexes).unwrap();
     let tags: Vec<Option<KeepCmd>> = read;
     assert_eq!(tags, (10..30).map(|t| Some(KeepCmd::Keep(t))).collect::<Vec<_>>(), "every live entry is readable");
-    for (_, storage, g) in members {
-        g.shutdown().await.unwrap();
-        storage.close(Duration::from_secs(10)).await.unwrap();
-    }
+    stop(members).await;
 }

@@ -109,14 +109,14 @@ async fn converge_meta(node: Weak<Node>) {
         let rest = now.learners.iter().chain(&registered).filter(|v| !forgotten.contains(v) && !wanted.contains(v));
         let rest: BTreeSet<NodeId> = rest.copied().collect();
         wanted.extend(rest);
-        let (meta, me) = (n.meta.clone(), n.id);
+        let meta = n.meta.clone();
         drop(n);
         match meta.converge(&wanted, MAX_VOTERS).await {
             Ok(true) => return,
             Ok(false) => tracing::info!(members = ?wanted, "the metadata group's members changed"),
-            // Another member leads: it carries on. Still leading here (a lease that could
-            // not be renewed in time): tried again, like any other failure.
-            Err(GroupError::NotLeader(l)) if l.is_some() || meta.leader() != Some(me) => return,
+            // Another member leads (or none): the next leader carries on. A lease that could
+            // not be renewed yet is a failure like any other, tried again.
+            Err(GroupError::NotLeader(_)) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot change the metadata group's members yet");
                 tokio::time::sleep(RETRY).await;

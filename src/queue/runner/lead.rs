@@ -208,7 +208,7 @@ impl Lead {
         if !now.joint && now.voters == wanted && now.learners.is_empty() {
             return;
         }
-        let (g, key, mut members, me) = (std::sync::Arc::downgrade(g), self.key.clone(), self.members.clone(), self.me);
+        let (g, key, mut members) = (std::sync::Arc::downgrade(g), self.key.clone(), self.members.clone());
         self.converging = Some(tokio::spawn(async move {
             loop {
                 let Some(group) = g.upgrade() else { return };
@@ -220,7 +220,7 @@ impl Lead {
                             return;
                         }
                     }
-                    Err(GroupError::NotLeader(l)) if l.is_some() || group.leader() != Some(me) => {
+                    Err(GroupError::NotLeader(l)) => {
                         tracing::info!(queue = %key, leader = ?l, "no longer leads: leaves the queue's members to its leader");
                         return;
                     }

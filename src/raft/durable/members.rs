@@ -68,7 +68,7 @@ impl<M: DurableMachine> DurableGroup<M> {
             let add = self.raft.add_learner(n, BasicNode::default(), true);
             match tokio::time::timeout(CATCH_UP, add).await {
                 Ok(r) => {
-                    r.map_err(write_err)?;
+                    r.map_err(|e| self.membership_err(e))?;
                     tracing::info!(group = self.log.id().0, node = n, "a new member caught up");
                 }
                 Err(_) => return Err(GroupError::Raft(format!("node {n} did not catch up within {CATCH_UP:?}"))),
@@ -79,24 +79,47 @@ impl<M: DurableMachine> DurableGroup<M> {
             self.raft
                 .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false)
                 .await
-                .map_err(write_err)?;
+                .map_err(|e| self.membership_err(e))?;
         }
         let strays: BTreeSet<NodeId> = self.membership().learners.difference(&wanted_all).copied().collect();
         if !strays.is_empty() {
             self.lead_now().await?;
-            self.raft.change_membership(ChangeMembers::RemoveNodes(strays), false).await.map_err(write_err)?;
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(strays), false)
+                .await
+                .map_err(|e| self.membership_err(e))?;
         }
         Ok(false)
     }
 
     /// Makes sure this member leads with a valid lease before a membership change (openraft
     /// refuses a change from a leader whose lease lapsed, as an idle supervised group's does:
-    /// it renews it first, `propose.rs`), so the change is not refused as "not the leader".
+    /// it renews it first, `propose.rs`). [`GroupError::NotLeader`] only when another member
+    /// leads or none does; a lease that could not be renewed yet is a failure to try again.
     async fn lead_now(&self) -> Result<(), GroupError> {
-        if self.leader() == Some(self.me) && self.confirm_leadership().await {
-            return Ok(());
+        if self.leader() != Some(self.me) {
+            return Err(GroupError::NotLeader(self.leader()));
         }
-        Err(GroupError::NotLeader(self.leader().filter(|&l| l != self.me)))
+        if !self.confirm_leadership().await {
+            return Err(self.lapsed());
+        }
+        Ok(())
+    }
+
+    /// A refused membership change: openraft's "not the leader, leader unknown" from a member
+    /// that still leads means its lease lapsed meanwhile (try again), not that it was deposed.
+    fn membership_err(
+        &self,
+        e: openraft::errors::RaftError<super::C, openraft::errors::ClientWriteError<super::C>>,
+    ) -> GroupError {
+        match write_err(e) {
+            GroupError::NotLeader(None) if self.leader() == Some(self.me) => self.lapsed(),
+            other => other,
+        }
+    }
+
+    fn lapsed(&self) -> GroupError {
+        GroupError::Raft("the leader's lease could not be renewed yet".into())
     }
 
     /// Whether this member has any history (it created the group, or a leader reached it).

@@ -49,6 +49,8 @@ const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 const MEMORY_CHECK: Duration = Duration::from_secs(1);
 /// How often message rates are sampled (RabbitMQ's `collect_statistics_interval`).
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a stopping node waits for its queue runners to finish their inboxes.
+const RUNNERS_PATIENCE: Duration = Duration::from_secs(10);
 /// Metadata proposals waiting for the actor before proposers wait.
 const META_INBOX: usize = 1024;
 /// The metadata group's heartbeat and election timeouts in a cluster (ms): it is one group,
@@ -115,6 +117,9 @@ pub struct Node {
     started: std::time::Instant,
     /// Background tasks (alarm checks, rate sampling), awaited at shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Every queue runner; at shutdown storage closes only after they are done (a runner
+    /// still has the settles and publishes in its inbox to apply).
+    runners: tokio_util::task::TaskTracker,
     /// Client connections, for the management API.
     clients: Arc<clients::Clients>,
     /// Node-wide message counters.
@@ -235,6 +240,7 @@ impl Node {
             next_consumer: AtomicU64::new(ids::first_of_this_start(id, now_micros())),
             direct_reply: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
+            runners: tokio_util::task::TaskTracker::new(),
             alarms,
             memory,
             disk,
@@ -288,12 +294,23 @@ impl Node {
         for t in tasks {
             let _ = t.await;
         }
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.replicas.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.running_records.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        {
+            // Under the reconciling lock: a reconcile under way finishes first, later ones see
+            // the shutdown and start nothing again.
+            let _reconciling = self.reconciling.lock().unwrap_or_else(|p| p.into_inner());
+            self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.replicas.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.running_records.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
         self.delays.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.topology.store(Arc::new(Topology::default()));
         self.direct_reply.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        // With their handles gone, runners apply what their inboxes still hold (acks a client
+        // sent before closing its connection, say) and stop their groups.
+        self.runners.close();
+        if tokio::time::timeout(RUNNERS_PATIENCE, self.runners.wait()).await.is_err() {
+            tracing::warn!(running = self.runners.len(), "queues still running at shutdown; stopping without them");
+        }
         if let Err(e) = self.meta.shutdown().await {
             tracing::warn!(error = %e, "stopping the metadata group");
         }

@@ -178,6 +178,11 @@ impl Node {
             return;
         }
         let _one_at_a_time = self.reconciling.lock().unwrap_or_else(|p| p.into_inner());
+        // A stopping node starts nothing (`Node::stop` clears the running queues under the
+        // same lock, after raising this flag).
+        if *self.shutdown.borrow() {
+            return;
+        }
         let me = self.id;
         let everywhere = self.remote.is_some();
         let wanted: HashMap<QueueKey, Arc<QueueRecord>> = self.meta.read(|m| {
@@ -322,7 +327,7 @@ impl Node {
 
     /// What queue runners ask of the node.
     pub(super) fn queue_hooks(&self) -> Hooks {
-        Hooks { auto_delete: self.auto_deleter(), dead_letter: self.dead_letterer() }
+        Hooks { auto_delete: self.auto_deleter(), dead_letter: self.dead_letterer(), runners: self.runners.clone() }
     }
 
     /// Routes dead letters through their exchange to the queues bound to it (no confirms; a

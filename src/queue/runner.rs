@@ -62,6 +62,8 @@ fn replicated_options() -> GroupOptions {
 pub struct Hooks {
     pub auto_delete: AutoDelete,
     pub dead_letter: DeadLetterRouter,
+    /// Where the runner's task is tracked (the node waits for its runners when it stops).
+    pub runners: tokio_util::task::TaskTracker,
 }
 
 struct ConsumerSink {
@@ -83,7 +85,8 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
     let key = handle.key.clone();
     let touch = config.expires.is_some();
     // The runner holds only weak senders to itself, so it stops once every handle is gone.
-    tokio::spawn(async move {
+    let runners = hooks.runners.clone();
+    runners.spawn(async move {
         let (store, lead, deliver_as) = match backend {
             Backend::Memory => (Store::Memory(Group::new(QueueMachine::new(config))), None, own),
             Backend::Durable(log) => {
@@ -197,7 +200,8 @@ impl Runner {
         // When the head message (or the queue) expires: the queue proposes `Expire` then.
         let mut next_expiry: Option<u64> = self.next_expiry(&lead);
         loop {
-            // Settles first, then whatever arrives.
+            // Settles first, then whatever arrives. Once every handle is gone (both inboxes
+            // closed and drained) nothing timed keeps the runner: it stops.
             while batch.len() < BATCH {
                 match ctl_rx.try_recv() {
                     Ok(r) => batch.push(r),
@@ -219,7 +223,7 @@ impl Runner {
                         None => ctl_open = false,
                     },
                     n = rx.recv_many(&mut batch, BATCH), if rx_open => rx_open = n > 0,
-                    _ = tokio::time::sleep(until(next_expiry)), if next_expiry.is_some() => {
+                    _ = tokio::time::sleep(until(next_expiry)), if next_expiry.is_some() && (rx_open || ctl_open) => {
                         batch.push(Request::Cast { cmd: Command::Expire });
                     }
                     _ = tokio::time::sleep(IDLE_SNAPSHOT), if snapshot_due && (rx_open || ctl_open) => {

@@ -32,7 +32,11 @@ fn names() -> origin::NameOf {
 }
 
 fn hooks() -> Hooks {
-    Hooks { auto_delete: Arc::new(|_| {}), dead_letter: Arc::new(|_, _, _| Vec::new()) }
+    Hooks {
+        auto_delete: Arc::new(|_| {}),
+        dead_letter: Arc::new(|_, _, _| Vec::new()),
+        runners: tokio_util::task::TaskTracker::new(),
+    }
 }
 
 /// A transport whose streams run through relays that [`Breakable::cut`] ends, as a dying

@@ -9,17 +9,19 @@
 //! serves (`lead.rs`), the others keep their replica and refuse with `Reply::NotLeader`.
 
 use super::Message;
-use super::event::{ClientEvent, ClientSink};
+use super::event::ClientSink;
 use super::handle::WeakQueueHandle;
 use super::machine::{Command, QueueConfig, QueueMachine, Reply};
 use crate::broker::{Error, ReplyCode};
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
-use crate::raft::{DurableGroup, Group, GroupError, GroupOptions};
+use crate::raft::{DurableGroup, Group, GroupOptions};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use futures::StreamExt;
+use tokio::sync::mpsc;
 
+mod batch;
 mod effects;
 mod forward;
 mod lead;
@@ -27,6 +29,7 @@ mod store;
 
 pub use super::handle::{ConfirmTo, QueueHandle, Request};
 pub use forward::forward_confirmed;
+use batch::{IN_FLIGHT, InFlight};
 use lead::Lead;
 pub use lead::Replica;
 pub use store::Backend;
@@ -175,18 +178,6 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// What to do with a request's reply once its batch is applied.
-enum Post {
-    Confirm(Option<ConfirmTo>),
-    Consume(ConsumerId, oneshot::Sender<Reply>),
-    Reply(oneshot::Sender<Reply>),
-    /// A consumer attached again (its sink is dropped if the queue no longer knows it).
-    Attach(ConsumerId, oneshot::Sender<Reply>),
-    /// Answered from the applied state, after the batch (reads stay out of the log).
-    Stats(oneshot::Sender<Reply>),
-    Nothing,
-}
-
 impl Runner {
     async fn run(
         mut self,
@@ -195,38 +186,51 @@ impl Runner {
         mut lead: Option<Lead>,
     ) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut inflight = InFlight::new();
         let (mut rx_open, mut ctl_open) = (true, true);
         let mut snapshot_due = false;
         // When the head message (or the queue) expires: the queue proposes `Expire` then.
         let mut next_expiry: Option<u64> = self.next_expiry(&lead);
         loop {
             // Settles first, then whatever arrives. Once every handle is gone (both inboxes
-            // closed and drained) nothing timed keeps the runner: it stops.
-            while batch.len() < BATCH {
+            // closed and drained) and nothing is in flight, nothing timed keeps the runner:
+            // it stops. With IN_FLIGHT batches proposed, requests wait in the inbox (and make
+            // the next batch bigger).
+            let room = inflight.len() < IN_FLIGHT;
+            while room && batch.len() < BATCH {
                 match ctl_rx.try_recv() {
                     Ok(r) => batch.push(r),
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() {
+            if batch.is_empty() || !room {
+                let open = rx_open || ctl_open;
                 tokio::select! {
                     biased;
-                    ev = lead_event(&mut lead), if lead.is_some() && (rx_open || ctl_open) => {
+                    Some((now, posts, r)) = inflight.next(), if !inflight.is_empty() => {
+                        self.answer(now, posts, r).await;
+                        snapshot_due = matches!(self.store, Store::Durable(..));
+                        next_expiry = self.next_expiry(&lead);
+                        continue;
+                    }
+                    ev = lead_event(&mut lead), if lead.is_some() && open => {
+                        // Leadership work proposes on its own: what is in flight goes first.
+                        self.drain(&mut inflight).await;
                         if let Some(l) = lead.as_mut() {
                             self.on_lead_event(ev, l).await;
                         }
                         next_expiry = self.next_expiry(&lead);
                         continue;
                     }
-                    r = ctl_rx.recv(), if ctl_open => match r {
+                    r = ctl_rx.recv(), if ctl_open && room => match r {
                         Some(r) => batch.push(r),
                         None => ctl_open = false,
                     },
-                    n = rx.recv_many(&mut batch, BATCH), if rx_open => rx_open = n > 0,
-                    _ = tokio::time::sleep(until(next_expiry)), if next_expiry.is_some() && (rx_open || ctl_open) => {
+                    n = rx.recv_many(&mut batch, BATCH), if rx_open && room => rx_open = n > 0,
+                    _ = tokio::time::sleep(until(next_expiry)), if next_expiry.is_some() && open && room => {
                         batch.push(Request::Cast { cmd: Command::Expire });
                     }
-                    _ = tokio::time::sleep(IDLE_SNAPSHOT), if snapshot_due && (rx_open || ctl_open) => {
+                    _ = tokio::time::sleep(IDLE_SNAPSHOT), if snapshot_due && open && inflight.is_empty() => {
                         snapshot_due = false;
                         self.idle_snapshot().await;
                     }
@@ -236,13 +240,14 @@ impl Runner {
                     continue;
                 }
             }
-            self.serve_batch(now_ms(), &mut batch, &mut lead).await;
+            self.serve_batch(now_ms(), &mut batch, &mut lead, &mut inflight).await;
             if self.retired {
                 break;
             }
             snapshot_due = matches!(self.store, Store::Durable(..));
             next_expiry = self.next_expiry(&lead);
         }
+        self.drain(&mut inflight).await;
         self.stop().await;
     }
 
@@ -253,144 +258,6 @@ impl Runner {
             return None;
         }
         self.store.read(|m| m.next_expiry())
-    }
-
-    /// Proposes a batch of requests, then answers them in order and carries out the effects.
-    async fn serve_batch(&mut self, now: u64, batch: &mut Vec<Request>, lead: &mut Option<Lead>) {
-        let deleting = batch.iter().any(|r| matches!(r, Request::Cast { cmd: Command::Delete { .. } }));
-        if lead.is_some() && deleting {
-            // The metadata deleted the queue: every member retires at once, the leader too,
-            // without proposing (the others stopped already: no majority would take it); the
-            // connections cancel their consumers themselves (`node/queues.rs`).
-            return self.refuse(batch, None).await;
-        }
-        if let Some(l) = lead.as_mut() {
-            if !self.serve_or_wait(l).await {
-                let hint = l.hint();
-                return self.refuse(batch, hint).await;
-            }
-        }
-        let replicated = lead.is_some();
-        let mut cmds = Vec::with_capacity(batch.len());
-        let mut posts = Vec::with_capacity(batch.len());
-        for req in batch.drain(..) {
-            match req {
-                Request::Publish { msg, confirm } => {
-                    cmds.push(Command::Enqueue { msg });
-                    posts.push(Post::Confirm(confirm));
-                }
-                // Register the sink first: the consume (or attach) itself may dispatch to it.
-                Request::Consume { spec, sink, reply } => {
-                    tracing::debug!(queue = %self.key, consumer = spec.id.0, "consume");
-                    self.register(&spec, sink);
-                    posts.push(Post::Consume(spec.id, reply));
-                    cmds.push(Command::Consume(spec));
-                }
-                Request::Attach { spec, sink, reply } => {
-                    tracing::debug!(queue = %self.key, consumer = spec.id.0, "attach");
-                    self.register(&spec, sink);
-                    posts.push(Post::Attach(spec.id, reply));
-                    cmds.push(Command::Attach { consumers: vec![spec.id] });
-                }
-                Request::Call { cmd: Command::Stats, reply } => posts.push(Post::Stats(reply)),
-                Request::Call { cmd, reply } => {
-                    cmds.push(cmd);
-                    posts.push(Post::Reply(reply));
-                }
-                Request::Cast { cmd } => {
-                    match &cmd {
-                        Command::Cancel { consumer } => {
-                            tracing::debug!(queue = %self.key, consumer = consumer.0, "cancel");
-                            self.sinks.remove(consumer);
-                        }
-                        Command::Detach { consumers } => tracing::debug!(queue = %self.key, ?consumers, "detach"),
-                        _ => {}
-                    }
-                    cmds.push(cmd);
-                    posts.push(Post::Nothing);
-                }
-            }
-        }
-        let results = match self.propose(now, cmds, replicated).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Not applied (or not known to be): publishers get a nack, callers an error
-                // (their reply channel closes; `NotLeader` when leadership moved meanwhile, so
-                // they may go to the new leader), consumers registered for this batch are
-                // dropped.
-                tracing::error!(queue = %self.key, error = %e, "proposal failed");
-                let moved = match e {
-                    GroupError::NotLeader(l) => Some(l),
-                    _ => None,
-                };
-                for post in posts {
-                    match post {
-                        Post::Confirm(Some(c)) => {
-                            let _ = c
-                                .sink
-                                .send(ClientEvent::Confirms { channel: c.channel, seqs: vec![c.seq], ok: false })
-                                .await;
-                        }
-                        Post::Consume(id, tx) | Post::Attach(id, tx) => {
-                            self.sinks.remove(&id);
-                            if let Some(l) = moved {
-                                let _ = tx.send(Reply::NotLeader(l));
-                            }
-                        }
-                        Post::Reply(tx) | Post::Stats(tx) => {
-                            if let Some(l) = moved {
-                                let _ = tx.send(Reply::NotLeader(l));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                return;
-            }
-        };
-        let mut effects = Vec::new();
-        let mut confirms: Vec<(ClientSink, ChannelId, bool, Vec<u64>)> = Vec::new();
-        let mut results = results.into_iter();
-        for post in posts {
-            if let Post::Stats(reply) = post {
-                let _ = reply.send(self.store.read(QueueMachine::stats));
-                continue;
-            }
-            let Some((reply, fx)) = results.next() else { break };
-            effects.extend(fx);
-            match post {
-                Post::Confirm(Some(c)) => {
-                    // A publish the length limit refused is nacked (`x-overflow` reject-publish).
-                    let ok = !matches!(reply, Reply::Rejected);
-                    match confirms.last_mut() {
-                        Some((s, ch, k, seqs)) if *ch == c.channel && *k == ok && s.same_channel(&c.sink) => {
-                            seqs.push(c.seq)
-                        }
-                        _ => confirms.push((c.sink, c.channel, ok, vec![c.seq])),
-                    }
-                }
-                Post::Consume(id, tx) => {
-                    if !matches!(reply, Reply::Consumed) {
-                        self.sinks.remove(&id);
-                    }
-                    let _ = tx.send(reply);
-                }
-                Post::Reply(tx) => {
-                    let _ = tx.send(self.with_body(reply));
-                }
-                Post::Attach(id, tx) => {
-                    if matches!(&reply, Reply::Attached(missing) if missing.contains(&id)) {
-                        self.sinks.remove(&id);
-                    }
-                    let _ = tx.send(reply);
-                }
-                Post::Confirm(None) | Post::Stats(_) | Post::Nothing => {}
-            }
-        }
-        for (sink, channel, ok, seqs) in confirms {
-            let _ = sink.send(ClientEvent::Confirms { channel, seqs, ok }).await;
-        }
-        self.carry_out(now, effects).await;
     }
 
     /// Notes where a consumer's deliveries go.

@@ -97,20 +97,26 @@ fn write_err(e: openraft::errors::RaftError<C, openraft::errors::ClientWriteErro
     }
 }
 
-/// Proposes payloads on a member's Raft and returns, per entry, its log index with the
-/// machine's reply and effects (those reach only a proposer in this process). `NotLeader`
-/// only when nothing was written: a refusal after some entries were written is a failure,
-/// never a reason to propose the batch again.
-pub(crate) async fn write_many<M, SM>(
-    raft: &Raft<C, SM>,
-    payloads: Vec<Payload>,
-) -> Result<Vec<(u64, (M::Reply, Vec<M::Effect>))>, GroupError>
-where
-    M: DurableMachine,
-    SM: RaftStateMachine<C>,
-{
+/// Proposals handed to openraft (`submit_many`), and the stream of their outcomes.
+pub(crate) struct Submitted {
+    stream: futures::stream::BoxStream<'static, Result<openraft::raft::WriteResult<C>, openraft::errors::Fatal<C>>>,
+    n: usize,
+}
+
+/// Hands payloads to openraft at once: the log takes them in the order of these calls, so a
+/// caller may submit again before the outcomes of an earlier submission are in.
+pub(crate) async fn submit_many<SM: RaftStateMachine<C>>(raft: &Raft<C, SM>, payloads: Vec<Payload>) -> Result<Submitted, GroupError> {
     let n = payloads.len();
-    let mut stream = raft.client_write_many(payloads).await.map_err(raft_err)?;
+    let stream = raft.client_write_many(payloads).await.map_err(raft_err)?;
+    Ok(Submitted { stream, n })
+}
+
+/// Waits for the outcomes of submitted proposals: each one's log index, reply and effects
+/// (`NotLeader` only when none was written, as [`write_many`]).
+pub(crate) async fn written<M: DurableMachine>(
+    submitted: Submitted,
+) -> Result<Vec<(u64, (M::Reply, Vec<M::Effect>))>, GroupError> {
+    let Submitted { mut stream, n } = submitted;
     let mut out = Vec::with_capacity(n);
     while let Some(r) = stream.try_next().await.map_err(raft_err)? {
         let resp = r.map_err(|f| {
@@ -129,12 +135,28 @@ where
     Ok(out)
 }
 
+/// Proposes payloads on a member's Raft and returns, per entry, its log index with the
+/// machine's reply and effects (those reach only a proposer in this process). `NotLeader`
+/// only when nothing was written: a refusal after some entries were written is a failure,
+/// never a reason to propose the batch again.
+pub(crate) async fn write_many<M, SM>(
+    raft: &Raft<C, SM>,
+    payloads: Vec<Payload>,
+) -> Result<Vec<(u64, (M::Reply, Vec<M::Effect>))>, GroupError>
+where
+    M: DurableMachine,
+    SM: RaftStateMachine<C>,
+{
+    written::<M>(submit_many(raft, payloads).await?).await
+}
+
 mod adapter;
 mod members;
 mod propose;
 mod watch;
 pub(crate) use adapter::SmAdapter;
 pub use members::Membership;
+pub use propose::Pending;
 pub use watch::{AppliedWatch, Leadership, LeadershipWatch};
 
 /// Tuning of a durable group.

@@ -21,6 +21,6 @@ pub mod types;
 
 pub use durable::{
     AppliedWatch, DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions, Leadership, LeadershipWatch,
-    Membership, Replication,
+    Membership, Pending, Replication,
 };
 pub use group::{ApplyMeta, Group, LogIndex, Machine};

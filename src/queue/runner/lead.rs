@@ -13,12 +13,12 @@
 //! nodes attach them to the new leader) and refuses what still reaches it with
 //! `Reply::NotLeader`, so it never delivers or confirms on the strength of an old term.
 
-use super::store::Store;
+use super::store::{Proposal, Proposed, Store};
 use super::{PROPOSE_PATIENCE, Request, now_ms};
 use crate::ids::{ConsumerId, QueueKey};
 use crate::queue::event::ClientEvent;
 use crate::queue::handle::WeakQueueHandle;
-use crate::queue::machine::{Command, Effect, QueueMachine, Reply};
+use crate::queue::machine::{Command, QueueMachine, Reply};
 use crate::raft::transport::NodeId;
 use crate::raft::{DurableGroup, GroupError, Leadership, LeadershipWatch, Replication};
 use std::collections::BTreeSet;
@@ -109,6 +109,12 @@ impl Lead {
 
     pub(super) fn current(&self) -> Leadership {
         self.watch.current()
+    }
+
+    /// Whether this member serves in its group's current term already (nothing to take over).
+    pub(super) fn settled(&self) -> bool {
+        let l = self.current();
+        l.leading && self.serving == Some(l.term)
     }
 
     /// The next thing to act on. Never resolves once the group stopped.
@@ -317,25 +323,37 @@ impl super::Runner {
         }
     }
 
-    /// Proposes through the store; a replicated queue's leader waits at most
+    /// Proposes through the store and waits; a replicated queue's leader waits at most
     /// [`PROPOSE_PATIENCE`] for a majority.
-    pub(super) async fn propose(
-        &mut self,
-        now: u64,
-        cmds: Vec<Command>,
-        replicated: bool,
-    ) -> Result<Vec<(Reply, Vec<Effect>)>, GroupError> {
-        if !replicated {
-            return self.store.propose(now, cmds).await;
+    pub(super) async fn propose(&mut self, now: u64, cmds: Vec<Command>, replicated: bool) -> Proposed {
+        match self.submit(now, cmds, replicated).await {
+            Proposal::Done(r) => r,
+            Proposal::Pending(p) => p.await,
         }
+    }
+
+    /// Hands a batch to the store (`Store::submit`); a replicated queue's batch fails if no
+    /// majority took it within [`PROPOSE_PATIENCE`].
+    pub(super) async fn submit(&mut self, now: u64, cmds: Vec<Command>, replicated: bool) -> Proposal {
         let n = cmds.len();
+        if !replicated {
+            return self.store.submit(now, cmds).await;
+        }
         tracing::debug!(queue = %self.key, commands = n, "proposing");
-        let r = match tokio::time::timeout(PROPOSE_PATIENCE, self.store.propose(now, cmds)).await {
-            Ok(r) => r,
-            Err(_) => Err(GroupError::Raft("no majority took the batch in time".into())),
-        };
-        tracing::debug!(queue = %self.key, commands = n, ok = r.is_ok(), "proposed");
-        r
+        match self.store.submit(now, cmds).await {
+            Proposal::Pending(p) => {
+                let key = self.key.clone();
+                Proposal::Pending(Box::pin(async move {
+                    let r = match tokio::time::timeout(PROPOSE_PATIENCE, p).await {
+                        Ok(r) => r,
+                        Err(_) => Err(GroupError::Raft("no majority took the batch in time".into())),
+                    };
+                    tracing::debug!(queue = %key, commands = n, ok = r.is_ok(), "proposed");
+                    r
+                }))
+            }
+            done => done,
+        }
     }
 
     /// Answers requests this member cannot serve (it does not lead): publishes are not taken

@@ -25,24 +25,40 @@ pub(super) enum Store {
     Durable(Arc<DurableGroup<QueueMachine>>, GroupLog),
 }
 
+/// What a proposed batch comes to: each command's reply and effects, in order.
+pub(super) type Proposed = Result<Vec<(Reply, Vec<Effect>)>, GroupError>;
+
+/// A batch handed to the store: answered at once (in memory, or refused), or once applied.
+pub(super) enum Proposal {
+    Done(Proposed),
+    Pending(futures::future::BoxFuture<'static, Proposed>),
+}
+
 impl Store {
-    /// Proposes a batch; replies and effects come back in order.
-    pub(super) async fn propose(
-        &mut self,
-        now: u64,
-        cmds: Vec<Command>,
-    ) -> Result<Vec<(Reply, Vec<Effect>)>, GroupError> {
+    /// Hands a batch to the store; the log takes batches in the order they are submitted.
+    pub(super) async fn submit(&mut self, now: u64, cmds: Vec<Command>) -> Proposal {
         match self {
-            Store::Memory(g) => Ok(cmds
+            Store::Memory(g) => Proposal::Done(Ok(cmds
                 .into_iter()
                 .map(|c| {
                     let mut fx = Vec::new();
                     let r = g.propose(now, c, &mut fx);
                     (r, fx)
                 })
-                .collect()),
+                .collect())),
             // Never forwarded: effects (deliveries) are carried out where the batch is proposed.
-            Store::Durable(g, _) => g.propose_local(now, cmds).await,
+            Store::Durable(g, _) => match g.submit_local(now, cmds).await {
+                Ok(pending) => Proposal::Pending(pending),
+                Err(e) => Proposal::Done(Err(e)),
+            },
+        }
+    }
+
+    /// Proposes a batch and waits for it; replies and effects come back in order.
+    pub(super) async fn propose(&mut self, now: u64, cmds: Vec<Command>) -> Proposed {
+        match self.submit(now, cmds).await {
+            Proposal::Done(r) => r,
+            Proposal::Pending(p) => p.await,
         }
     }
 

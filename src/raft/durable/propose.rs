@@ -2,7 +2,7 @@
 //! need be), forwarded to the leader for groups whose effects need not stay where they were
 //! proposed (`raft/forward.rs`), and never forwarded for the others (`propose_local`).
 
-use super::{C, DurableGroup, DurableMachine, GroupError, raft_err, write_err, write_many};
+use super::{C, DurableGroup, DurableMachine, GroupError, raft_err, submit_many, write_err, write_many, written};
 use crate::raft::forward::{Answer, Refusal};
 use crate::raft::peers::{decode, encode};
 use crate::raft::transport::{NodeId, RpcKind, Transport};
@@ -19,6 +19,19 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const LEASE_PATIENCE: Duration = Duration::from_secs(2);
 /// How long the origin of a forwarded proposal waits to apply what the leader committed.
 const APPLY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The replies and effects of a submitted batch, once applied (`submit_local`).
+pub type Pending<M> = futures::future::BoxFuture<
+    'static,
+    Result<Vec<(<M as crate::raft::Machine>::Reply, Vec<<M as crate::raft::Machine>::Effect>)>, GroupError>,
+>;
+
+#[derive(PartialEq)]
+enum Lease {
+    NotLeader,
+    Fresh,
+    Stale,
+}
 
 impl<M: DurableMachine> DurableGroup<M> {
     /// Proposes a command; returns once it is durable and applied, with the machine's reply
@@ -112,8 +125,29 @@ impl<M: DurableMachine> DurableGroup<M> {
         now_ms: u64,
         cmds: Vec<M::Command>,
     ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
+        self.submit_local(now_ms, cmds).await?.await
+    }
+
+    /// Submits commands as one batch on this member, never forwarded (as
+    /// [`DurableGroup::propose_local`]), and returns as soon as the log has taken them in:
+    /// the future it returns answers once they are applied. Batches go into the log in the
+    /// order they were submitted, so a caller can have several in flight. A leader whose
+    /// lease went stale (a supervised group idle for a while) renews it first, since
+    /// openraft refuses writes without one.
+    pub async fn submit_local(&self, now_ms: u64, cmds: Vec<M::Command>) -> Result<Pending<M>, GroupError> {
         let payloads = cmds.iter().map(|c| Payload { now_ms, cmd: M::encode_command(c).into() }).collect();
-        self.propose_here(payloads).await
+        if self.lease() == Lease::Stale {
+            self.renew_lease().await;
+        }
+        let submitted = submit_many(&self.raft, payloads).await?;
+        let (raft, spread) = (self.raft.clone(), self.spread_commits);
+        Ok(Box::pin(async move {
+            let r = written::<M>(submitted).await;
+            if r.is_ok() && spread {
+                let _ = raft.trigger().heartbeat().await;
+            }
+            Ok(r?.into_iter().map(|(_, out)| out).collect())
+        }))
     }
 
     /// Proposes on this member (leading, or a single member).
@@ -143,16 +177,27 @@ impl<M: DurableMachine> DurableGroup<M> {
     /// refuse votes while they hear from it), or does so now when asked (a heartbeat). A
     /// leader that was paused or cut off finds out here before it acts on its old term.
     pub async fn confirm_leadership(&self) -> bool {
-        let fresh = {
-            let m = self.raft.metrics().borrow_watched().clone();
-            if m.state != ServerState::Leader {
-                return false;
-            }
-            let lease = Duration::from_millis(self.raft.config().election_timeout_max);
-            let age = m.last_quorum_acked.as_ref().map(|t| openraft::Instant::elapsed(&**t));
-            age.is_some_and(|a| a < lease * 3 / 4)
-        };
-        fresh || self.renew_lease().await
+        match self.lease() {
+            Lease::NotLeader => false,
+            Lease::Fresh => true,
+            Lease::Stale => self.renew_lease().await,
+        }
+    }
+
+    /// Whether this member leads with a lease a write can count on: a majority acknowledged
+    /// it within three quarters of the lease (openraft's `leader_lease` is the longest
+    /// election timeout); a single voter is always its own majority.
+    fn lease(&self) -> Lease {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return Lease::NotLeader;
+        }
+        if m.membership_config.membership().voter_ids().count() == 1 {
+            return Lease::Fresh;
+        }
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        let age = m.last_quorum_acked.as_ref().map(|t| openraft::Instant::elapsed(&**t));
+        if age.is_some_and(|a| a < lease * 3 / 4) { Lease::Fresh } else { Lease::Stale }
     }
 
     /// On a leader: sends a heartbeat and waits (up to [`LEASE_PATIENCE`]) until a majority

@@ -21,6 +21,11 @@ impl Alarms {
         self.memory || self.disk
     }
 
+    /// Raised in either.
+    pub fn or(self, other: Alarms) -> Alarms {
+        Alarms { memory: self.memory || other.memory, disk: self.disk || other.disk }
+    }
+
     /// The reason RabbitMQ puts in `connection.blocked`.
     pub fn reason(&self) -> &'static str {
         if self.memory { "low on memory" } else { "low on disk" }
@@ -183,5 +188,38 @@ mod tests {
         assert_eq!(rx.borrow().reason(), "low on memory");
         m.set_limit(u64::MAX);
         assert!(!rx.borrow().any());
+    }
+}
+
+/// Keeps `cluster` at the alarms raised anywhere in the cluster: this node's own (`local`)
+/// and the other members' (`peers`, as their answers to hellos said; none on a single node),
+/// as RabbitMQ blocks publishers on every node while any node has an alarm. `said` is what
+/// this node's own answers say of it. Runs until shutdown.
+pub async fn spread(
+    mut local: watch::Receiver<Alarms>,
+    mut peers: Option<watch::Receiver<Alarms>>,
+    said: Option<std::sync::Arc<std::sync::Mutex<Alarms>>>,
+    cluster: watch::Sender<Alarms>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let mine = *local.borrow_and_update();
+        let theirs = peers.as_mut().map(|p| *p.borrow_and_update()).unwrap_or_default();
+        if let Some(s) = &said {
+            *s.lock().unwrap_or_else(|p| p.into_inner()) = mine;
+        }
+        let all = mine.or(theirs);
+        cluster.send_if_modified(|old| std::mem::replace(old, all) != all);
+        let peers_changed = async {
+            match peers.as_mut() {
+                Some(p) => p.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = local.changed() => if r.is_err() { return },
+            r = peers_changed => if r.is_err() { return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
     }
 }

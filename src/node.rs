@@ -107,8 +107,11 @@ pub struct Node {
     /// Direct reply-to pseudo-queues: name -> the requester's connection and channel.
     direct_reply: Mutex<HashMap<String, (ClientSink, ChannelId)>>,
     shutdown: watch::Sender<bool>,
-    /// Raised resource alarms; publishing connections hold their reads while any is raised.
+    /// This node's raised resource alarms.
     alarms: watch::Sender<Alarms>,
+    /// The alarms raised anywhere in the cluster (`alarm::spread`); publishing connections
+    /// hold their reads while any is raised.
+    cluster_alarms: watch::Sender<Alarms>,
     memory: ThresholdAlarm,
     disk: ThresholdAlarm,
     /// This node's name (`warren@<host>`), as RabbitMQ's `rabbit@<host>`.
@@ -137,6 +140,8 @@ pub struct ClusterStart {
     pub seed: Vec<crate::meta::ClusterNode>,
     /// The other members known now.
     pub peers: Vec<crate::raft::transport::NodeId>,
+    /// What this node's answers to hellos say of its alarms (the node keeps it current).
+    pub said_alarms: Arc<Mutex<Alarms>>,
 }
 
 /// Why a node could not start.
@@ -181,12 +186,18 @@ impl Node {
         let id = cluster.as_ref().map_or(1, |c| c.rep.me);
         let router = cluster.as_ref().map(|c| c.rep.router.clone());
         let peers = cluster.as_ref().map(|c| {
-            let me = crate::raft::transport::Hello { name: config.node_name(), id, member: true };
+            let me = crate::raft::transport::Hello {
+                name: config.node_name(),
+                id,
+                member: true,
+                memory_alarm: false,
+                disk_alarm: false,
+            };
             peers::Peers::new(c.rep.transport.clone(), me, c.peers.iter().copied())
         });
-        let (cluster, seed) = match cluster {
-            Some(c) => (Some(c.rep), c.seed),
-            None => (None, Vec::new()),
+        let (cluster, seed, said_alarms) = match cluster {
+            Some(c) => (Some(c.rep), c.seed, Some(c.said_alarms)),
+            None => (None, Vec::new(), None),
         };
         let remote = cluster.as_ref().zip(peers.clone()).map(|(c, p)| {
             let down = p.down();
@@ -242,6 +253,7 @@ impl Node {
             shutdown: watch::channel(false).0,
             runners: tokio_util::task::TaskTracker::new(),
             alarms,
+            cluster_alarms: watch::channel(Alarms::default()).0,
             memory,
             disk,
             name,
@@ -272,7 +284,14 @@ impl Node {
         }));
         let sampler =
             tokio::spawn(every(Arc::downgrade(&node), STATS_INTERVAL, node.shutdown_signal(), Node::sample_stats));
-        node.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([monitor, sampler]);
+        let spread = tokio::spawn(crate::alarm::spread(
+            node.alarms.subscribe(),
+            node.peers.as_ref().map(|p| p.alarms()),
+            said_alarms,
+            node.cluster_alarms.clone(),
+            node.shutdown_signal(),
+        ));
+        node.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([monitor, sampler, spread]);
         if let Some(p) = &node.peers {
             let watcher = tokio::spawn(p.clone().watch(node.shutdown_signal()));
             node.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(watcher);
@@ -370,9 +389,15 @@ impl Node {
         self.shutdown.subscribe()
     }
 
-    /// The raised resource alarms, as they change.
+    /// The resource alarms raised anywhere in the cluster, as they change (what blocks
+    /// publishers).
     pub fn alarms(&self) -> watch::Receiver<Alarms> {
-        self.alarms.subscribe()
+        self.cluster_alarms.subscribe()
+    }
+
+    /// This node's own raised resource alarms.
+    pub fn local_alarms(&self) -> Alarms {
+        *self.alarms.borrow()
     }
 
     /// Sets the memory alarm threshold in bytes (as `rabbitmqctl set_vm_memory_high_watermark

@@ -76,7 +76,8 @@ async fn join_cluster(config: &Config) -> Result<(ClusterStart, Served, Arc<Atom
     let router = Router::new(0);
     let member = Arc::new(AtomicBool::new(false));
     let (stop, mut stopped) = watch::channel(false);
-    let identity = Identity { name: config.node_name(), member: member.clone() };
+    let said_alarms = Arc::default();
+    let identity = Identity { name: config.node_name(), member: member.clone(), alarms: Arc::clone(&said_alarms) };
     let served = tokio::spawn({
         let (router, creds) = (router.clone(), creds.clone());
         async move {
@@ -118,7 +119,7 @@ async fn join_cluster(config: &Config) -> Result<(ClusterStart, Served, Arc<Atom
         router,
         initial: place.founder.then(|| place.founders.iter().map(|(id, _)| *id).collect()),
     };
-    let start = ClusterStart { rep, seed, peers: place.peers.iter().map(|(id, _)| *id).collect() };
+    let start = ClusterStart { rep, seed, peers: place.peers.iter().map(|(id, _)| *id).collect(), said_alarms };
     Ok((start, (stop, served), member, place.stored))
 }
 

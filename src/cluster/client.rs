@@ -118,7 +118,13 @@ impl Transport for GrpcTransport {
             let mut req = tonic::Request::new(body);
             creds.attach(&mut req);
             let r = client.hello(req).await.map_err(|s| failed(target, s))?.into_inner();
-            Ok(Hello { name: r.node_name, id: r.node_id, member: r.member })
+            Ok(Hello {
+                name: r.node_name,
+                id: r.node_id,
+                member: r.member,
+                memory_alarm: r.memory_alarm,
+                disk_alarm: r.disk_alarm,
+            })
         })
     }
 

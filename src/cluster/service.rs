@@ -15,6 +15,8 @@ pub struct Identity {
     pub name: String,
     /// Set once the node is a member of a running cluster ([`crate::raft::transport::Hello`]).
     pub member: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// This node's raised resource alarms, as its hello answers say (set by the node).
+    pub alarms: std::sync::Arc<std::sync::Mutex<crate::alarm::Alarms>>,
 }
 
 struct Service {
@@ -96,7 +98,14 @@ impl Cluster for Service {
         let r = req.into_inner();
         tracing::debug!(peer = %r.node_name, id = r.node_id, addr = %r.advertise_addr, "hello");
         let member = self.me.member.load(std::sync::atomic::Ordering::Acquire);
-        Ok(Response::new(HelloReply { node_name: self.me.name.clone(), node_id: self.router.me(), member }))
+        let alarms = *self.me.alarms.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Response::new(HelloReply {
+            node_name: self.me.name.clone(),
+            node_id: self.router.me(),
+            member,
+            memory_alarm: alarms.memory,
+            disk_alarm: alarms.disk,
+        }))
     }
 
     async fn raft_chunked(&self, req: Request<tonic::Streaming<RaftRequest>>) -> Result<Response<RaftReply>, Status> {

@@ -196,6 +196,15 @@ pub enum CtlCmd {
         /// The node's name (as `cluster_status` lists it).
         node: String,
     },
+    /// Set the node's memory alarm threshold: a fraction of RAM, or `absolute <bytes>` (units
+    /// as rabbitmqctl's: 512MB, 1GiB, ...). Until the node restarts.
+    SetVmMemoryHighWatermark {
+        #[arg(num_args = 1..=2, required = true)]
+        value: Vec<String>,
+    },
+    /// Set the node's free disk space threshold (bytes, or with units: 50MB, 2GiB, ...).
+    /// Until the node restarts.
+    SetDiskFreeLimit { limit: String },
 }
 
 /// `-p vhost` and columns.

@@ -183,6 +183,56 @@ pub fn forget_cluster_node(ctx: &Ctx, node: &str) -> Result<(), CtlError> {
     ctx.api.delete(&path(&["nodes", node]))
 }
 
+/// `set_vm_memory_high_watermark <fraction>` or `set_vm_memory_high_watermark absolute <size>`.
+pub fn set_vm_memory_high_watermark(ctx: &Ctx, value: &[String]) -> Result<(), CtlError> {
+    let body = match value {
+        [abs, size] if abs == "absolute" => json!({ "vm_memory_high_watermark_bytes": size_bytes(size)? }),
+        [fraction] => match fraction.parse::<f64>() {
+            Ok(f) if f > 0.0 && f <= 1.0 => json!({ "vm_memory_high_watermark": f }),
+            _ => return Err(usage("set_vm_memory_high_watermark", format!("'{fraction}' is not a fraction of RAM in (0, 1]"))),
+        },
+        _ => return Err(usage("set_vm_memory_high_watermark", "expected <fraction> or absolute <size>".into())),
+    };
+    set_limits(ctx, &body, "Setting memory threshold")
+}
+
+/// `set_disk_free_limit <size>`.
+pub fn set_disk_free_limit(ctx: &Ctx, limit: &str) -> Result<(), CtlError> {
+    set_limits(ctx, &json!({ "disk_free_limit": size_bytes(limit)? }), "Setting disk free limit")
+}
+
+fn usage(command: &str, message: String) -> CtlError {
+    CtlError::Usage { command: command.into(), message }
+}
+
+fn set_limits(ctx: &Ctx, body: &Value, what: &str) -> Result<(), CtlError> {
+    let overview = ctx.api.object(&path(&["overview"]))?;
+    let node = text(&overview, "node").unwrap_or_default();
+    ctx.out.info(&format!("{what} on {node} ..."));
+    ctx.api.put(&path(&["nodes", &node, "limits"]), body)
+}
+
+/// A size as rabbitmqctl takes it: bytes, or a number with a unit (k/kiB, M/MiB, G/GiB are
+/// powers of 1024; kB, MB, GB of 1000).
+fn size_bytes(s: &str) -> Result<u64, CtlError> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let scale: u64 = match unit {
+        "" => 1,
+        "k" | "K" | "kiB" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(usage("size", format!("'{s}': unknown unit '{unit}'"))),
+    };
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| usage("size", format!("'{s}' is not a size in bytes")))
+}
+
 pub fn cluster_status(ctx: &Ctx) -> Result<(), CtlError> {
     let overview = ctx.api.object(&path(&["overview"]))?;
     let nodes = ctx.api.list(&path(&["nodes"]))?;
@@ -248,4 +298,19 @@ pub fn cluster_status(ctx: &Ctx) -> Result<(), CtlError> {
     }
     print_raw(&s);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_bytes;
+
+    #[test]
+    fn sizes_take_rabbitmqctl_units() {
+        assert_eq!(size_bytes("1000").unwrap(), 1000);
+        assert_eq!(size_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(size_bytes("50MB").unwrap(), 50_000_000);
+        assert_eq!(size_bytes("512M").unwrap(), 512 << 20);
+        assert!(size_bytes("12XB").is_err());
+        assert!(size_bytes("MB").is_err());
+    }
 }

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde_json::{Value, json};
 
 /// The version RabbitMQ clients and tools see as the management and broker version.
@@ -22,8 +22,9 @@ pub fn routes() -> Router<Api> {
         .route("/api/cluster-name", get(cluster_name))
         .route("/api/nodes", get(nodes))
         .route("/api/nodes/{node}", get(node).delete(forget))
+        .route("/api/nodes/{node}/limits", put(set_limits))
         .route("/api/health/checks/alarms", get(alarms))
-        .route("/api/health/checks/local-alarms", get(alarms))
+        .route("/api/health/checks/local-alarms", get(local_alarms))
         .route("/api/health/checks/ready-to-serve-clients", get(ready))
         .route("/api/health/checks/virtual-hosts", get(ok))
         .route("/api/health/checks/node-is-quorum-critical", get(quorum_critical))
@@ -103,7 +104,7 @@ async fn overview(State(node): State<Api>, user: User) -> Json<Value> {
 }
 
 fn node_json(node: &Api) -> Value {
-    let alarms = *node.alarms().borrow();
+    let alarms = node.local_alarms();
     json!({
         "name": node.name(),
         "type": "disc",
@@ -134,6 +135,8 @@ fn peer_json(p: &crate::node::peers::PeerState) -> Value {
         "name": p.name.clone().unwrap_or_else(|| format!("node {} (never answered)", p.id)),
         "type": "disc",
         "running": p.running,
+        "mem_alarm": p.alarms.memory,
+        "disk_free_alarm": p.alarms.disk,
         "partitions": [],
     })
 }
@@ -162,20 +165,66 @@ async fn forget(State(node): State<Api>, user: User, Path(name): Path<String>) -
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// RabbitMQ's `alarms` health check: 503 while any node of the cluster has an alarm raised.
 async fn alarms(State(node): State<Api>, _user: User) -> Response {
-    let a = *node.alarms().borrow();
-    if !a.any() {
+    let mine = (node.name().to_owned(), node.local_alarms());
+    let peers = node.cluster_peers().into_iter().map(|p| (p.name.unwrap_or_else(|| format!("node {}", p.id)), p.alarms));
+    alarms_check(std::iter::once(mine).chain(peers), "resource alarm(s) in effect in the cluster")
+}
+
+/// RabbitMQ's `local-alarms` health check: this node's own alarms only.
+async fn local_alarms(State(node): State<Api>, _user: User) -> Response {
+    let mine = (node.name().to_owned(), node.local_alarms());
+    alarms_check(std::iter::once(mine), "resource alarm(s) in effect on the node")
+}
+
+fn alarms_check(nodes: impl Iterator<Item = (String, crate::alarm::Alarms)>, reason: &str) -> Response {
+    let mut raised = Vec::new();
+    for (name, a) in nodes {
+        if a.memory {
+            raised.push(json!({ "node": name, "resource": "memory" }));
+        }
+        if a.disk {
+            raised.push(json!({ "node": name, "resource": "disk" }));
+        }
+    }
+    if raised.is_empty() {
         return Json(json!({ "status": "ok" })).into_response();
     }
-    let mut raised = Vec::new();
-    if a.memory {
-        raised.push(json!({ "node": node.name(), "resource": "memory" }));
-    }
-    if a.disk {
-        raised.push(json!({ "node": node.name(), "resource": "disk" }));
-    }
-    let body = json!({ "status": "failed", "reason": "resource alarm(s) in effect in the cluster", "alarms": raised });
+    let body = json!({ "status": "failed", "reason": reason, "alarms": raised });
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// Changes this node's alarm thresholds at run time (Warren's, behind `warren ctl
+/// set_vm_memory_high_watermark` and `set_disk_free_limit`, as rabbitmqctl's change the node
+/// they run against): `vm_memory_high_watermark` (a fraction of RAM) or
+/// `vm_memory_high_watermark_bytes`, and `disk_free_limit` (bytes). 204; 404 for another
+/// node's name (ask that node), 400 for a bad value.
+async fn set_limits(
+    State(node): State<Api>,
+    user: User,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<StatusCode, ApiError> {
+    user.require_admin()?;
+    if name != node.name() {
+        return Err(ApiError::not_found());
+    }
+    let bytes = |key: &str| body.get(key).map(|v| v.as_u64().ok_or_else(|| ApiError::bad_request(format!("{key} must be a number of bytes"))));
+    if let Some(f) = body.get("vm_memory_high_watermark") {
+        let f = f.as_f64().filter(|f| *f > 0.0 && *f <= 1.0);
+        let f = f.ok_or_else(|| ApiError::bad_request("vm_memory_high_watermark must be a fraction of RAM in (0, 1]"))?;
+        let total = crate::alarm::total_memory().ok_or_else(|| ApiError::bad_request("total memory unknown: give bytes"))?;
+        node.set_memory_limit((total as f64 * f) as u64);
+    }
+    if let Some(b) = bytes("vm_memory_high_watermark_bytes") {
+        node.set_memory_limit(b?);
+    }
+    if let Some(b) = bytes("disk_free_limit") {
+        node.set_disk_free_limit(b?);
+    }
+    tracing::info!(memory = node.memory_limit(), disk_free = node.disk_free_limit(), by = %user.name, "alarm thresholds changed");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// 503 with `reason` and the queues named, as RabbitMQ's quorum-queue checks answer.

@@ -151,7 +151,7 @@ async fn metrics(State(node): State<Api>) -> impl IntoResponse {
     ] {
         family(&mut out, metric, "gauge", help, "", value);
     }
-    let alarms = *node.alarms().borrow();
+    let alarms = node.local_alarms();
     family(
         &mut out,
         "rabbitmq_alarms_memory_used_watermark",

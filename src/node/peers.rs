@@ -1,8 +1,10 @@
 //! The other members of this node's cluster as this node sees them: their names and whether
 //! they answer a hello (asked every second), for `/api/nodes`, `cluster_status` and the web
 //! UI's nodes table (RabbitMQ lists every cluster node there, `running: false` for one that is
-//! down).
+//! down), and the resource alarms each has raised (a publisher is blocked on every node while
+//! any node has one, `alarm::spread`).
 
+use crate::alarm::Alarms;
 use crate::raft::transport::{Hello, NodeId, Transport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,8 @@ pub struct PeerState {
     /// Its node name, once it answered.
     pub name: Option<String>,
     pub running: bool,
+    /// Its resource alarms, as its last answer said (none while it is down).
+    pub alarms: Alarms,
 }
 
 pub struct Peers {
@@ -27,6 +31,8 @@ pub struct Peers {
     state: Mutex<BTreeMap<NodeId, PeerState>>,
     /// The peers that did not answer their last hello (a peer not asked yet is not down).
     down: watch::Sender<BTreeSet<NodeId>>,
+    /// The alarms raised on any running peer.
+    alarms: watch::Sender<Alarms>,
 }
 
 impl Peers {
@@ -34,9 +40,15 @@ impl Peers {
         let state = members
             .into_iter()
             .filter(|&id| id != me.id)
-            .map(|id| (id, PeerState { id, name: None, running: false }))
+            .map(|id| (id, PeerState { id, name: None, running: false, alarms: Alarms::default() }))
             .collect();
-        Arc::new(Self { transport, me, state: Mutex::new(state), down: watch::channel(BTreeSet::new()).0 })
+        let (down, alarms) = (watch::channel(BTreeSet::new()).0, watch::channel(Alarms::default()).0);
+        Arc::new(Self { transport, me, state: Mutex::new(state), down, alarms })
+    }
+
+    /// The alarms raised on any running peer, as that changes.
+    pub fn alarms(&self) -> watch::Receiver<Alarms> {
+        self.alarms.subscribe()
     }
 
     /// The peers found down, as that changes (replicated queues elect a new leader when
@@ -61,7 +73,7 @@ impl Peers {
             if id == self.me.id || forgotten.contains(&id) {
                 continue;
             }
-            let p = state.entry(id).or_insert(PeerState { id, name: None, running: false });
+            let p = state.entry(id).or_insert(PeerState { id, name: None, running: false, alarms: Alarms::default() });
             if p.name.is_none() && !name.is_empty() {
                 p.name = Some(name);
             }
@@ -94,6 +106,12 @@ impl Peers {
         for (id, answer) in answers {
             let Some(p) = state.get_mut(&id) else { continue };
             let running = answer.as_ref().is_some_and(|h| h.id == id);
+            let said = answer.as_ref().filter(|h| h.id == id).map(|h| Alarms { memory: h.memory_alarm, disk: h.disk_alarm });
+            if said.unwrap_or_default() != p.alarms {
+                p.alarms = said.unwrap_or_default();
+                let name = p.name.clone().unwrap_or_default();
+                tracing::info!(peer = id, %name, memory = p.alarms.memory, disk = p.alarms.disk, "cluster node's alarms");
+            }
             if let Some(h) = answer.filter(|h| h.id == id && !h.name.is_empty()) {
                 p.name = Some(h.name);
             }
@@ -107,6 +125,8 @@ impl Peers {
                 }
             }
         }
+        let raised = state.values().fold(Alarms::default(), |a, p| a.or(p.alarms));
+        self.alarms.send_if_modified(|old| std::mem::replace(old, raised) != raised);
     }
 
     /// Asks every second until shutdown.

@@ -107,6 +107,10 @@ pub struct Hello {
     /// The node is a member of a running cluster (it ran as one before, or has joined or
     /// formed one since it started); a node still finding its place is not.
     pub member: bool,
+    /// The node's own resource alarms are raised (its answer to a hello says so; a hello
+    /// sent says nothing of them).
+    pub memory_alarm: bool,
+    pub disk_alarm: bool,
 }
 
 /// Takes the streams other nodes open to this one: (the opening node, its stream).
@@ -279,7 +283,7 @@ impl Transport for LoopbackPort {
     /// In-process nodes have no names: the answer is the id alone.
     fn hello(&self, target: NodeId, _me: &Hello) -> BoxFuture<'static, Result<Hello, TransportError>> {
         let result = match self.reachable(target) {
-            Some(_) => Ok(Hello { name: String::new(), id: target, member: true }),
+            Some(_) => Ok(Hello { name: String::new(), id: target, member: true, memory_alarm: false, disk_alarm: false }),
             None => Err(TransportError::NotConnected { node: target, reason: "link cut".into() }),
         };
         Box::pin(async move { result })

@@ -75,7 +75,7 @@ pub async fn place(config: &Config, creds: &Credentials) -> Result<Place, StartE
         let me = founder_id.ok_or_else(|| not_listed(&advertised, &c.peers))?;
         return Ok(Place { me, founder: true, stored: false, peers: others(me), founders });
     }
-    let hello = Hello { name: config.node_name(), id: 0, member: false };
+    let hello = Hello { name: config.node_name(), id: 0, member: false, memory_alarm: false, disk_alarm: false };
     let mut round = 0u32;
     let began = tokio::time::Instant::now();
     loop {

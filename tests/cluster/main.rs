@@ -4,6 +4,7 @@
 //! every node; a node killed with SIGKILL misses nothing made while it was down; whatever the
 //! start order and timing, the nodes form one cluster, never two.
 
+mod alarms;
 mod chaos;
 mod checker;
 mod harness;

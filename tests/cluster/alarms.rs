@@ -1,0 +1,70 @@
+//! A resource alarm on one node blocks publishers on every node, as RabbitMQ's alarms do:
+//! with node 2's memory threshold set to one byte (`warren ctl set_vm_memory_high_watermark
+//! absolute 1`), a publisher connected to node 1 gets no confirm (its connection is no longer
+//! read), node 1's `alarms` health check and `/api/nodes` name node 2 (its `local-alarms` check
+//! stays green); once node 2's threshold is back, the publish is confirmed.
+
+use super::{channel, harness::Cluster};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use std::time::Duration;
+
+async fn publish(ch: &Channel, body: &str) -> lapin::PublisherConfirm {
+    let props = BasicProperties::default().with_delivery_mode(2);
+    ch.basic_publish("".into(), "held".into(), BasicPublishOptions::default(), body.as_bytes(), props).await.unwrap()
+}
+
+/// Waits (up to 20 s) until node `i`'s answer to `path` satisfies `ok`.
+async fn until_http(c: &Cluster, i: usize, path: &str, what: &str, ok: impl Fn(u16, &str) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = c.http_get(i, path).await;
+        if ok(status, &body) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node {} never showed {what}: {status} {body}", i + 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_on_one_node_blocks_publishers_on_every_node() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let (_c0, ch) = channel(&c, 0).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("held".into(), durable, args).await.unwrap();
+    assert!(publish(&ch, "before").await.await.unwrap().is_ack());
+
+    let out = c.ctl(1, &["set_vm_memory_high_watermark", "absolute", "1"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    until_http(&c, 0, "/api/health/checks/alarms", "node 2's memory alarm", |s, b| {
+        s == 503 && b.contains("warren@n2") && b.contains("memory")
+    })
+    .await;
+    let (status, _) = c.http_get(0, "/api/health/checks/local-alarms").await;
+    assert_eq!(status, 200, "node 1 has no alarm of its own");
+    let (_, nodes) = c.http_get(0, "/api/nodes").await;
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).unwrap();
+    let n2 = nodes.as_array().unwrap().iter().find(|n| n["name"] == "warren@n2").expect("node 2 listed");
+    assert_eq!(n2["mem_alarm"], true, "{n2}");
+
+    // Node 1 blocks its publisher (lapin then holds its writes) and reads nothing from it:
+    // the publish is not confirmed while the alarm holds.
+    let held = tokio::spawn({
+        let ch = ch.clone();
+        async move { publish(&ch, "held back").await.await }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!held.is_finished(), "confirmed during the alarm");
+
+    let out = c.ctl(1, &["set_vm_memory_high_watermark", "0.9"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let confirm = tokio::time::timeout(Duration::from_secs(15), held).await.expect("confirmed after the alarm cleared");
+    assert!(confirm.unwrap().unwrap().is_ack());
+    until_http(&c, 0, "/api/health/checks/alarms", "no alarm", |s, _| s == 200).await;
+}

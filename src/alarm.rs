@@ -198,7 +198,7 @@ mod tests {
 pub async fn spread(
     mut local: watch::Receiver<Alarms>,
     mut peers: Option<watch::Receiver<Alarms>>,
-    said: Option<std::sync::Arc<std::sync::Mutex<Alarms>>>,
+    said: Option<std::sync::Arc<crate::node::peers::Said>>,
     cluster: watch::Sender<Alarms>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -206,7 +206,7 @@ pub async fn spread(
         let mine = *local.borrow_and_update();
         let theirs = peers.as_mut().map(|p| *p.borrow_and_update()).unwrap_or_default();
         if let Some(s) = &said {
-            *s.lock().unwrap_or_else(|p| p.into_inner()) = mine;
+            *s.alarms.lock().unwrap_or_else(|p| p.into_inner()) = mine;
         }
         let all = mine.or(theirs);
         cluster.send_if_modified(|old| std::mem::replace(old, all) != all);

@@ -112,6 +112,8 @@ pub struct Node {
     /// The alarms raised anywhere in the cluster (`alarm::spread`); publishing connections
     /// hold their reads while any is raised.
     cluster_alarms: watch::Sender<Alarms>,
+    /// What this node's answers to hellos say (a cluster member's).
+    said: Option<Arc<peers::Said>>,
     memory: ThresholdAlarm,
     disk: ThresholdAlarm,
     /// This node's name (`warren@<host>`), as RabbitMQ's `rabbit@<host>`.
@@ -140,8 +142,8 @@ pub struct ClusterStart {
     pub seed: Vec<crate::meta::ClusterNode>,
     /// The other members known now.
     pub peers: Vec<crate::raft::transport::NodeId>,
-    /// What this node's answers to hellos say of its alarms (the node keeps it current).
-    pub said_alarms: Arc<Mutex<Alarms>>,
+    /// What this node's answers to hellos say (the node keeps it current).
+    pub said: Arc<peers::Said>,
 }
 
 /// Why a node could not start.
@@ -190,13 +192,12 @@ impl Node {
                 name: config.node_name(),
                 id,
                 member: true,
-                memory_alarm: false,
-                disk_alarm: false,
+                ..Default::default()
             };
             peers::Peers::new(c.rep.transport.clone(), me, c.peers.iter().copied())
         });
-        let (cluster, seed, said_alarms) = match cluster {
-            Some(c) => (Some(c.rep), c.seed, Some(c.said_alarms)),
+        let (cluster, seed, said) = match cluster {
+            Some(c) => (Some(c.rep), c.seed, Some(c.said)),
             None => (None, Vec::new(), None),
         };
         let remote = cluster.as_ref().zip(peers.clone()).map(|(c, p)| {
@@ -254,6 +255,7 @@ impl Node {
             runners: tokio_util::task::TaskTracker::new(),
             alarms,
             cluster_alarms: watch::channel(Alarms::default()).0,
+            said,
             memory,
             disk,
             name,
@@ -287,7 +289,7 @@ impl Node {
         let spread = tokio::spawn(crate::alarm::spread(
             node.alarms.subscribe(),
             node.peers.as_ref().map(|p| p.alarms()),
-            said_alarms,
+            node.said.clone(),
             node.cluster_alarms.clone(),
             node.shutdown_signal(),
         ));

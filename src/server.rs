@@ -76,8 +76,8 @@ async fn join_cluster(config: &Config) -> Result<(ClusterStart, Served, Arc<Atom
     let router = Router::new(0);
     let member = Arc::new(AtomicBool::new(false));
     let (stop, mut stopped) = watch::channel(false);
-    let said_alarms = Arc::default();
-    let identity = Identity { name: config.node_name(), member: member.clone(), alarms: Arc::clone(&said_alarms) };
+    let said = Arc::<crate::node::peers::Said>::default();
+    let identity = Identity { name: config.node_name(), member: member.clone(), said: said.clone() };
     let served = tokio::spawn({
         let (router, creds) = (router.clone(), creds.clone());
         async move {
@@ -119,7 +119,7 @@ async fn join_cluster(config: &Config) -> Result<(ClusterStart, Served, Arc<Atom
         router,
         initial: place.founder.then(|| place.founders.iter().map(|(id, _)| *id).collect()),
     };
-    let start = ClusterStart { rep, seed, peers: place.peers.iter().map(|(id, _)| *id).collect(), said_alarms };
+    let start = ClusterStart { rep, seed, peers: place.peers.iter().map(|(id, _)| *id).collect(), said };
     Ok((start, (stop, served), member, place.stored))
 }
 

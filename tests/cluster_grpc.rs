@@ -53,7 +53,7 @@ async fn three() -> (Vec<TestNode>, Vec<String>) {
             transport.set_peer(j as u64 + 1, a);
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let identity = Identity { name: format!("warren@n{me}"), member: Default::default(), alarms: Default::default() };
+        let identity = Identity { name: format!("warren@n{me}"), member: Default::default(), said: Default::default() };
         let server = tokio::spawn({
             let (router, creds) = (router.clone(), creds.clone());
             async move {

@@ -124,6 +124,7 @@ impl Transport for GrpcTransport {
                 member: r.member,
                 memory_alarm: r.memory_alarm,
                 disk_alarm: r.disk_alarm,
+                asker_forgotten: r.asker_forgotten,
             })
         })
     }

@@ -15,8 +15,8 @@ pub struct Identity {
     pub name: String,
     /// Set once the node is a member of a running cluster ([`crate::raft::transport::Hello`]).
     pub member: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// This node's raised resource alarms, as its hello answers say (set by the node).
-    pub alarms: std::sync::Arc<std::sync::Mutex<crate::alarm::Alarms>>,
+    /// What its hello answers say of it and of the askers (kept current by the node).
+    pub said: std::sync::Arc<crate::node::peers::Said>,
 }
 
 struct Service {
@@ -98,13 +98,16 @@ impl Cluster for Service {
         let r = req.into_inner();
         tracing::debug!(peer = %r.node_name, id = r.node_id, addr = %r.advertise_addr, "hello");
         let member = self.me.member.load(std::sync::atomic::Ordering::Acquire);
-        let alarms = *self.me.alarms.lock().unwrap_or_else(|p| p.into_inner());
+        let alarms = *self.me.said.alarms.lock().unwrap_or_else(|p| p.into_inner());
+        let asker_forgotten =
+            r.node_id != 0 && self.me.said.forgotten.lock().unwrap_or_else(|p| p.into_inner()).contains(&r.node_id);
         Ok(Response::new(HelloReply {
             node_name: self.me.name.clone(),
             node_id: self.router.me(),
             member,
             memory_alarm: alarms.memory,
             disk_alarm: alarms.disk,
+            asker_forgotten,
         }))
     }
 

@@ -31,6 +31,9 @@ impl Node {
             rep.transport.set_peer(n.id, &n.addr);
         }
         peers.set_members(nodes.values().map(|n| (n.id, n.name.clone())), &forgotten);
+        if let Some(said) = &self.said {
+            *said.forgotten.lock().unwrap_or_else(|p| p.into_inner()) = forgotten.clone();
+        }
         if self.meta.leader() == Some(self.id) && !nodes.is_empty() {
             self.converge_meta();
         }

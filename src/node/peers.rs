@@ -14,6 +14,15 @@ use tokio::sync::watch;
 /// How often each peer is asked, and how long an answer may take.
 const EVERY: Duration = Duration::from_secs(1);
 
+/// What this node's answers to hellos say: its own alarms, and which nodes its cluster
+/// forgot (a forgotten node that comes back with its old data is told so and refuses to
+/// start, `server/formation.rs`).
+#[derive(Debug, Default)]
+pub struct Said {
+    pub alarms: Mutex<Alarms>,
+    pub forgotten: Mutex<BTreeSet<NodeId>>,
+}
+
 /// What this node knows of one peer.
 #[derive(Clone, Debug)]
 pub struct PeerState {

@@ -99,7 +99,7 @@ impl Duplex {
 }
 
 /// Who a node says it is (the answer to a hello: formation, liveness, names in listings).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hello {
     pub name: String,
     /// 0 while the node does not know its id yet (it is finding its place in the cluster).
@@ -111,6 +111,8 @@ pub struct Hello {
     /// sent says nothing of them).
     pub memory_alarm: bool,
     pub disk_alarm: bool,
+    /// (In an answer) the asking node's id was forgotten by the answering node's cluster.
+    pub asker_forgotten: bool,
 }
 
 /// Takes the streams other nodes open to this one: (the opening node, its stream).
@@ -283,7 +285,7 @@ impl Transport for LoopbackPort {
     /// In-process nodes have no names: the answer is the id alone.
     fn hello(&self, target: NodeId, _me: &Hello) -> BoxFuture<'static, Result<Hello, TransportError>> {
         let result = match self.reachable(target) {
-            Some(_) => Ok(Hello { name: String::new(), id: target, member: true, memory_alarm: false, disk_alarm: false }),
+            Some(_) => Ok(Hello { name: String::new(), id: target, member: true, ..Hello::default() }),
             None => Err(TransportError::NotConnected { node: target, reason: "link cut".into() }),
         };
         Box::pin(async move { result })

@@ -2,7 +2,9 @@
 //! it may create the metadata group, and where the other members are.
 //!
 //! - A node that ran before has its id in its data directory (`storage::read_node_id`) and
-//!   simply comes back.
+//!   comes back, unless a member it reaches says that id was removed with
+//!   `forget_cluster_node`: then it refuses to start (as RabbitMQ's `inconsistent_cluster`),
+//!   rather than wait forever for a majority that no longer counts it.
 //! - A node with an empty data directory asks the listed peers who they are (`Hello`). If one
 //!   is a member of a running cluster, it joins that cluster (`raft/join.rs`): it gets a new
 //!   id from the metadata leader, never an old one, so a node that lost its disk never
@@ -65,6 +67,7 @@ pub async fn place(config: &Config, creds: &Credentials) -> Result<Place, StartE
     let founder_id = founders.iter().find(|(_, a)| *a == advertised).map(|(id, _)| *id);
     let others = |me: NodeId| founders.iter().filter(|(id, _)| *id != me).cloned().collect::<Vec<_>>();
     if let Some(me) = crate::storage::read_node_id(&config.data_dir)? {
+        refuse_if_forgotten(config, creds, me, &others(me)).await?;
         let founder = founder_id == Some(me);
         tracing::info!(node_id = me, founder, "rejoining the cluster");
         return Ok(Place { me, founder, stored: true, peers: others(me), founders });
@@ -75,7 +78,7 @@ pub async fn place(config: &Config, creds: &Credentials) -> Result<Place, StartE
         let me = founder_id.ok_or_else(|| not_listed(&advertised, &c.peers))?;
         return Ok(Place { me, founder: true, stored: false, peers: others(me), founders });
     }
-    let hello = Hello { name: config.node_name(), id: 0, member: false, memory_alarm: false, disk_alarm: false };
+    let hello = Hello { name: config.node_name(), ..Hello::default() };
     let mut round = 0u32;
     let began = tokio::time::Instant::now();
     loop {
@@ -113,6 +116,35 @@ pub async fn place(config: &Config, creds: &Credentials) -> Result<Place, StartE
         }
         round += 1;
         tokio::time::sleep(ROUND).await;
+    }
+}
+
+/// One round of hellos, saying who this node was: an error if a member of the cluster says
+/// it forgot this id. Peers that do not answer (the cluster restarting too) stop nothing.
+async fn refuse_if_forgotten(
+    config: &Config,
+    creds: &Credentials,
+    me: NodeId,
+    peers: &[(NodeId, String)],
+) -> Result<(), StartError> {
+    let probe = GrpcTransport::new(me, creds.clone(), source(config));
+    for (id, addr) in peers {
+        probe.set_peer(*id, addr);
+    }
+    let hello = Hello { name: config.node_name(), id: me, ..Hello::default() };
+    let answers = futures::future::join_all(peers.iter().map(|(id, _)| {
+        let ask = probe.hello(*id, &hello);
+        async move { tokio::time::timeout(HELLO_PATIENCE, ask).await.ok().and_then(Result::ok) }
+    }))
+    .await;
+    match answers.into_iter().flatten().find(|h| h.member && h.asker_forgotten) {
+        Some(h) => Err(StartError::Cluster(format!(
+            "this node (id {me}) was removed from the cluster with forget_cluster_node, as {} says; \
+             to join it again as a new member, start it with an empty data directory (move {} away)",
+            h.name,
+            config.data_dir.display()
+        ))),
+        None => Ok(()),
     }
 }
 

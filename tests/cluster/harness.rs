@@ -166,6 +166,23 @@ impl Cluster {
         panic!("{} did not stop within {within:?} of SIGTERM\n{}", self.nodes[i].name, self.log(i));
     }
 
+    /// Waits up to `within` for node `i` to exit by itself: its exit status, `None` if it still
+    /// runs.
+    pub fn exit_status(&mut self, i: usize, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        let c = self.procs[i].as_mut()?;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.procs[i] = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until node `i` serves AMQP (it has joined the cluster and bootstrapped).
     pub async fn await_up(&self, i: usize) {
         let n = &self.nodes[i];

@@ -200,6 +200,14 @@ async fn forget_cluster_node_removes_a_member_down_for_good() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Started again with its old data, node 3 hears it was forgotten and refuses to start
+    // (it would only wait for a majority that no longer counts it).
+    c.start(2);
+    let status = c.exit_status(2, Duration::from_secs(20)).expect("node 3 refuses to start");
+    assert!(!status.success());
+    let log = c.log(2);
+    assert!(log.contains("was removed from the cluster with forget_cluster_node"), "{log}");
+    assert_eq!(passive(&c, 1, "q").await, Ok(80), "the others go on");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -46,6 +46,8 @@ enum What {
     /// The message counters this node's connections kept for queues (of `vhost`, named
     /// `queue` when given): `[{vhost, name, message_stats}]` (`mgmt/queues.rs` adds them up).
     QueueStats,
+    /// The node itself, as its own `/api/nodes/{name}` shows it (memory, uptime, alarms...).
+    Node,
 }
 
 impl Question {
@@ -86,6 +88,7 @@ impl Question {
                 if closed { vec![Value::Bool(true)] } else { Vec::new() }
             }
             What::QueueStats => super::queues::counted_here(node, self.vhost.as_deref(), self.queue.as_deref()),
+            What::Node => vec![super::overview::node_json(node)],
         }
     }
 
@@ -107,6 +110,11 @@ impl Question {
         }
         out
     }
+}
+
+/// The other running nodes as each shows itself (`/api/nodes` lists them with this node).
+pub async fn other_nodes(node: &Api) -> Vec<Value> {
+    Question { what: What::Node, ..Question::default() }.answer_elsewhere(node).await
 }
 
 /// How this node answers the other nodes' questions (`node/peek.rs`).

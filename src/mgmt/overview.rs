@@ -103,7 +103,7 @@ async fn overview(State(node): State<Api>, user: User) -> Json<Value> {
     }))
 }
 
-fn node_json(node: &Api) -> Value {
+pub(super) fn node_json(node: &Api) -> Value {
     let alarms = node.local_alarms();
     json!({
         "name": node.name(),
@@ -128,8 +128,8 @@ fn node_json(node: &Api) -> Value {
     })
 }
 
-/// Another member of the cluster, as this node sees it (what it measures of itself stays
-/// on that node: ask its own `/api/nodes/{name}`).
+/// Another member of the cluster that did not describe itself (down, or slow to answer): what
+/// this node knows of it.
 fn peer_json(p: &crate::node::peers::PeerState) -> Value {
     json!({
         "name": p.name.clone().unwrap_or_else(|| format!("node {} (never answered)", p.id)),
@@ -141,20 +141,25 @@ fn peer_json(p: &crate::node::peers::PeerState) -> Value {
     })
 }
 
+/// Every member: this node, and each other one as it describes itself (memory, uptime,
+/// disk, alarms, as RabbitMQ's nodes table shows them) or, when it does not answer, what this
+/// node knows of it.
+async fn all_nodes(node: &Api) -> Vec<Value> {
+    let mut all = vec![node_json(node)];
+    let answers = super::connections::other_nodes(node).await;
+    for p in node.cluster_peers() {
+        let described = answers.iter().find(|a| p.name.as_deref().is_some_and(|n| a["name"] == n));
+        all.push(described.cloned().unwrap_or_else(|| peer_json(&p)));
+    }
+    all
+}
+
 async fn nodes(State(node): State<Api>, _user: User) -> Json<Value> {
-    let mut all = vec![node_json(&node)];
-    all.extend(node.cluster_peers().iter().map(peer_json));
-    Json(Value::Array(all))
+    Json(Value::Array(all_nodes(&node).await))
 }
 
 async fn node(State(node): State<Api>, _user: User, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    if name == node.name() {
-        return Ok(Json(node_json(&node)));
-    }
-    match node.cluster_peers().iter().find(|p| p.name.as_deref() == Some(name.as_str())) {
-        Some(p) => Ok(Json(peer_json(p))),
-        None => Err(ApiError::not_found()),
-    }
+    all_nodes(&node).await.into_iter().find(|n| n["name"] == name.as_str()).map(Json).ok_or_else(ApiError::not_found)
 }
 
 /// `forget_cluster_node` (Warren's; RabbitMQ's API has no such call): a member that is down

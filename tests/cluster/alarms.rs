@@ -2,7 +2,8 @@
 //! with node 2's memory threshold set to one byte (`warren ctl set_vm_memory_high_watermark
 //! absolute 1`), a publisher connected to node 1 gets no confirm (its connection is no longer
 //! read), node 1's `alarms` health check and `/api/nodes` name node 2 (its `local-alarms` check
-//! stays green); once node 2's threshold is back, the publish is confirmed.
+//! stays green; `/api/nodes` shows node 2 as node 2 describes itself); once node 2's threshold
+//! is back, the publish is confirmed.
 
 use super::{channel, harness::Cluster};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
@@ -52,6 +53,10 @@ async fn an_alarm_on_one_node_blocks_publishers_on_every_node() {
     let nodes: serde_json::Value = serde_json::from_str(&nodes).unwrap();
     let n2 = nodes.as_array().unwrap().iter().find(|n| n["name"] == "warren@n2").expect("node 2 listed");
     assert_eq!(n2["mem_alarm"], true, "{n2}");
+    // Described by node 2 itself, as RabbitMQ's nodes table shows every node: its threshold,
+    // its memory in use, its uptime.
+    assert_eq!(n2["mem_limit"], 1, "{n2}");
+    assert!(n2["mem_used"].as_u64().unwrap_or(0) > 0 && n2["uptime"].as_u64().is_some(), "{n2}");
 
     // Node 1 blocks its publisher (lapin then holds its writes) and reads nothing from it:
     // the publish is not confirmed while the alarm holds.

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod alarms;
 mod bootstrap;
 pub mod clients;
 mod delays;
@@ -188,12 +189,7 @@ impl Node {
         let id = cluster.as_ref().map_or(1, |c| c.rep.me);
         let router = cluster.as_ref().map(|c| c.rep.router.clone());
         let peers = cluster.as_ref().map(|c| {
-            let me = crate::raft::transport::Hello {
-                name: config.node_name(),
-                id,
-                member: true,
-                ..Default::default()
-            };
+            let me = crate::raft::transport::Hello { name: config.node_name(), id, member: true, ..Default::default() };
             peers::Peers::new(c.rep.transport.clone(), me, c.peers.iter().copied())
         });
         let (cluster, seed, said) = match cluster {
@@ -374,14 +370,6 @@ impl Node {
         !*self.shutdown.borrow()
     }
 
-    pub fn memory_limit(&self) -> u64 {
-        self.memory.limit()
-    }
-
-    pub fn disk_free_limit(&self) -> u64 {
-        self.disk.limit()
-    }
-
     /// The current routing snapshot.
     pub fn topology(&self) -> arc_swap::Guard<Arc<Topology>> {
         self.topology.load()
@@ -389,28 +377,6 @@ impl Node {
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
-    }
-
-    /// The resource alarms raised anywhere in the cluster, as they change (what blocks
-    /// publishers).
-    pub fn alarms(&self) -> watch::Receiver<Alarms> {
-        self.cluster_alarms.subscribe()
-    }
-
-    /// This node's own raised resource alarms.
-    pub fn local_alarms(&self) -> Alarms {
-        *self.alarms.borrow()
-    }
-
-    /// Sets the memory alarm threshold in bytes (as `rabbitmqctl set_vm_memory_high_watermark
-    /// absolute`), re-checking at once.
-    pub fn set_memory_limit(&self, bytes: u64) {
-        self.memory.set_limit(bytes);
-    }
-
-    /// Sets the free-disk threshold in bytes (as `rabbitmqctl set_disk_free_limit`).
-    pub fn set_disk_free_limit(&self, bytes: u64) {
-        self.disk.set_limit(bytes);
     }
 
     /// The client connections.

@@ -189,7 +189,12 @@ pub fn set_vm_memory_high_watermark(ctx: &Ctx, value: &[String]) -> Result<(), C
         [abs, size] if abs == "absolute" => json!({ "vm_memory_high_watermark_bytes": size_bytes(size)? }),
         [fraction] => match fraction.parse::<f64>() {
             Ok(f) if f > 0.0 && f <= 1.0 => json!({ "vm_memory_high_watermark": f }),
-            _ => return Err(usage("set_vm_memory_high_watermark", format!("'{fraction}' is not a fraction of RAM in (0, 1]"))),
+            _ => {
+                return Err(usage(
+                    "set_vm_memory_high_watermark",
+                    format!("'{fraction}' is not a fraction of RAM in (0, 1]"),
+                ));
+            }
         },
         _ => return Err(usage("set_vm_memory_high_watermark", "expected <fraction> or absolute <size>".into())),
     };

@@ -173,7 +173,8 @@ async fn forget(State(node): State<Api>, user: User, Path(name): Path<String>) -
 /// RabbitMQ's `alarms` health check: 503 while any node of the cluster has an alarm raised.
 async fn alarms(State(node): State<Api>, _user: User) -> Response {
     let mine = (node.name().to_owned(), node.local_alarms());
-    let peers = node.cluster_peers().into_iter().map(|p| (p.name.unwrap_or_else(|| format!("node {}", p.id)), p.alarms));
+    let peers =
+        node.cluster_peers().into_iter().map(|p| (p.name.unwrap_or_else(|| format!("node {}", p.id)), p.alarms));
     alarms_check(std::iter::once(mine).chain(peers), "resource alarm(s) in effect in the cluster")
 }
 
@@ -215,11 +216,16 @@ async fn set_limits(
     if name != node.name() {
         return Err(ApiError::not_found());
     }
-    let bytes = |key: &str| body.get(key).map(|v| v.as_u64().ok_or_else(|| ApiError::bad_request(format!("{key} must be a number of bytes"))));
+    let bytes = |key: &str| {
+        body.get(key)
+            .map(|v| v.as_u64().ok_or_else(|| ApiError::bad_request(format!("{key} must be a number of bytes"))))
+    };
     if let Some(f) = body.get("vm_memory_high_watermark") {
         let f = f.as_f64().filter(|f| *f > 0.0 && *f <= 1.0);
-        let f = f.ok_or_else(|| ApiError::bad_request("vm_memory_high_watermark must be a fraction of RAM in (0, 1]"))?;
-        let total = crate::alarm::total_memory().ok_or_else(|| ApiError::bad_request("total memory unknown: give bytes"))?;
+        let f =
+            f.ok_or_else(|| ApiError::bad_request("vm_memory_high_watermark must be a fraction of RAM in (0, 1]"))?;
+        let total =
+            crate::alarm::total_memory().ok_or_else(|| ApiError::bad_request("total memory unknown: give bytes"))?;
         node.set_memory_limit((total as f64 * f) as u64);
     }
     if let Some(b) = bytes("vm_memory_high_watermark_bytes") {

@@ -115,7 +115,8 @@ impl Peers {
         for (id, answer) in answers {
             let Some(p) = state.get_mut(&id) else { continue };
             let running = answer.as_ref().is_some_and(|h| h.id == id);
-            let said = answer.as_ref().filter(|h| h.id == id).map(|h| Alarms { memory: h.memory_alarm, disk: h.disk_alarm });
+            let said =
+                answer.as_ref().filter(|h| h.id == id).map(|h| Alarms { memory: h.memory_alarm, disk: h.disk_alarm });
             if said.unwrap_or_default() != p.alarms {
                 p.alarms = said.unwrap_or_default();
                 let name = p.name.clone().unwrap_or_default();

@@ -15,10 +15,10 @@ use super::machine::{Command, QueueConfig, QueueMachine, Reply};
 use crate::broker::{Error, ReplyCode};
 use crate::ids::{ChannelId, ConnectionId, ConsumerId, QueueKey};
 use crate::raft::{DurableGroup, Group, GroupOptions};
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use futures::StreamExt;
 use tokio::sync::mpsc;
 
 mod batch;
@@ -28,8 +28,8 @@ mod lead;
 mod store;
 
 pub use super::handle::{ConfirmTo, QueueHandle, Request};
-pub use forward::forward_confirmed;
 use batch::{IN_FLIGHT, InFlight};
+pub use forward::forward_confirmed;
 use lead::Lead;
 pub use lead::Replica;
 pub use store::Backend;

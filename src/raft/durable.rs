@@ -105,7 +105,10 @@ pub(crate) struct Submitted {
 
 /// Hands payloads to openraft at once: the log takes them in the order of these calls, so a
 /// caller may submit again before the outcomes of an earlier submission are in.
-pub(crate) async fn submit_many<SM: RaftStateMachine<C>>(raft: &Raft<C, SM>, payloads: Vec<Payload>) -> Result<Submitted, GroupError> {
+pub(crate) async fn submit_many<SM: RaftStateMachine<C>>(
+    raft: &Raft<C, SM>,
+    payloads: Vec<Payload>,
+) -> Result<Submitted, GroupError> {
     let n = payloads.len();
     let stream = raft.client_write_many(payloads).await.map_err(raft_err)?;
     Ok(Submitted { stream, n })

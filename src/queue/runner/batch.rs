@@ -199,5 +199,4 @@ impl Runner {
         }
         self.carry_out(now, effects).await;
     }
-
 }

@@ -203,7 +203,10 @@ impl Runner {
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() || !room {
+            // A replicated queue's member looks at its leadership before every batch: a
+            // deposed leader must learn it even while requests keep coming (the fronts send
+            // what it refused straight back while it still counts as leader).
+            if batch.is_empty() || !room || lead.is_some() {
                 let open = rx_open || ctl_open;
                 tokio::select! {
                     biased;
@@ -222,6 +225,7 @@ impl Runner {
                         next_expiry = self.next_expiry(&lead);
                         continue;
                     }
+                    _ = std::future::ready(()), if !batch.is_empty() && room => {}
                     r = ctl_rx.recv(), if ctl_open && room => match r {
                         Some(r) => batch.push(r),
                         None => ctl_open = false,

@@ -17,8 +17,17 @@ use std::time::Duration;
 const ROUNDS: usize = 20;
 const QUEUE: &str = "crash";
 
+/// A port free now, below Linux's ephemeral range (32768 and up), so no outgoing connection
+/// takes it while the broker is down between restarts.
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..32_000);
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 /// A broker process that is killed (SIGKILL) and reaped when dropped, so a failing test

@@ -13,8 +13,18 @@ use std::time::Duration;
 /// The secret every node of a test cluster shares.
 pub const SECRET: &str = "test-cluster-secret";
 
+/// A port free now, below Linux's ephemeral range (32768 and up): a port the kernel hands out
+/// for port 0 can be taken by any outgoing connection (another test's client) before the
+/// node binds it, and a node's cluster port cannot be picked again once its peers know it.
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..32_000);
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 pub struct Spec {

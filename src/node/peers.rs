@@ -34,6 +34,13 @@ pub struct PeerState {
     pub alarms: Alarms,
 }
 
+impl PeerState {
+    /// A member not heard from yet.
+    fn unknown(id: NodeId) -> Self {
+        Self { id, name: None, running: false, alarms: Alarms::default() }
+    }
+}
+
 pub struct Peers {
     transport: Arc<dyn Transport>,
     me: Hello,
@@ -46,11 +53,7 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(transport: Arc<dyn Transport>, me: Hello, members: impl IntoIterator<Item = NodeId>) -> Arc<Self> {
-        let state = members
-            .into_iter()
-            .filter(|&id| id != me.id)
-            .map(|id| (id, PeerState { id, name: None, running: false, alarms: Alarms::default() }))
-            .collect();
+        let state = members.into_iter().filter(|&id| id != me.id).map(|id| (id, PeerState::unknown(id))).collect();
         let (down, alarms) = (watch::channel(BTreeSet::new()).0, watch::channel(Alarms::default()).0);
         Arc::new(Self { transport, me, state: Mutex::new(state), down, alarms })
     }
@@ -82,7 +85,7 @@ impl Peers {
             if id == self.me.id || forgotten.contains(&id) {
                 continue;
             }
-            let p = state.entry(id).or_insert(PeerState { id, name: None, running: false, alarms: Alarms::default() });
+            let p = state.entry(id).or_insert(PeerState::unknown(id));
             if p.name.is_none() && !name.is_empty() {
                 p.name = Some(name);
             }

@@ -82,16 +82,8 @@ pub async fn place(config: &Config, creds: &Credentials) -> Result<Place, StartE
     let mut round = 0u32;
     let began = tokio::time::Instant::now();
     loop {
-        let probe = GrpcTransport::new(0, creds.clone(), source(config));
-        let asked: Vec<&(NodeId, String)> = founders.iter().filter(|(_, a)| *a != advertised).collect();
-        for (id, addr) in &asked {
-            probe.set_peer(*id, addr);
-        }
-        let answers = futures::future::join_all(asked.iter().map(|(id, addr)| {
-            let ask = probe.hello(*id, &hello);
-            async move { (addr.clone(), tokio::time::timeout(HELLO_PATIENCE, ask).await.ok().and_then(Result::ok)) }
-        }))
-        .await;
+        let asked: Vec<(NodeId, String)> = founders.iter().filter(|(_, a)| *a != advertised).cloned().collect();
+        let answers = hellos(config, creds, &hello, &asked).await;
         for (addr, h) in
             answers.iter().filter_map(|(a, h)| h.as_ref().filter(|h| h.member && h.id != 0).map(|h| (a, h)))
         {
@@ -127,17 +119,9 @@ async fn refuse_if_forgotten(
     me: NodeId,
     peers: &[(NodeId, String)],
 ) -> Result<(), StartError> {
-    let probe = GrpcTransport::new(me, creds.clone(), source(config));
-    for (id, addr) in peers {
-        probe.set_peer(*id, addr);
-    }
     let hello = Hello { name: config.node_name(), id: me, ..Hello::default() };
-    let answers = futures::future::join_all(peers.iter().map(|(id, _)| {
-        let ask = probe.hello(*id, &hello);
-        async move { tokio::time::timeout(HELLO_PATIENCE, ask).await.ok().and_then(Result::ok) }
-    }))
-    .await;
-    match answers.into_iter().flatten().find(|h| h.member && h.asker_forgotten) {
+    let answers = hellos(config, creds, &hello, peers).await;
+    match answers.into_iter().filter_map(|(_, h)| h).find(|h| h.member && h.asker_forgotten) {
         Some(h) => Err(StartError::Cluster(format!(
             "this node (id {me}) was removed from the cluster with forget_cluster_node, as {} says; \
              to join it again as a new member, start it with an empty data directory (move {} away)",
@@ -146,6 +130,25 @@ async fn refuse_if_forgotten(
         ))),
         None => Ok(()),
     }
+}
+
+/// Says `hello` to each of `peers` at once: each one's address and its answer (`None` for
+/// one that did not answer within [`HELLO_PATIENCE`]).
+async fn hellos(
+    config: &Config,
+    creds: &Credentials,
+    hello: &Hello,
+    peers: &[(NodeId, String)],
+) -> Vec<(String, Option<Hello>)> {
+    let probe = GrpcTransport::new(hello.id, creds.clone(), source(config));
+    for (id, addr) in peers {
+        probe.set_peer(*id, addr);
+    }
+    futures::future::join_all(peers.iter().map(|(id, addr)| {
+        let ask = probe.hello(*id, hello);
+        async move { (addr.clone(), tokio::time::timeout(HELLO_PATIENCE, ask).await.ok().and_then(Result::ok)) }
+    }))
+    .await
 }
 
 fn not_listed(advertised: &str, peers: &[String]) -> StartError {

@@ -1,8 +1,10 @@
-//! The client side: a [`Transport`] over one lazily connected HTTP/2 channel per peer.
+//! The client side: a [`Transport`] over one lazily connected HTTP/2 channel per peer, whose
+//! small Raft calls share one long-lived stream ([`super::calls`]).
 
 use super::auth::Credentials;
+use super::calls::Link;
 use super::pb::cluster_client::ClusterClient;
-use super::pb::{Frame, HelloRequest, RaftRequest, raft_reply::Outcome};
+use super::pb::{Frame, HelloRequest, RaftRequest};
 use super::service::{MAX_MESSAGE, kind_to_pb};
 use crate::raft::transport::{Duplex, Hello, NodeId, RpcKind, Transport, TransportError};
 use crate::storage::GroupId;
@@ -33,11 +35,13 @@ pub struct GrpcTransport {
     addrs: Arc<Mutex<HashMap<NodeId, String>>>,
     /// One channel per peer (tonic multiplexes every call over it).
     channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
+    /// One stream of Raft calls per peer, over its channel.
+    links: Arc<Mutex<HashMap<NodeId, Link>>>,
 }
 
 impl GrpcTransport {
     pub fn new(me: NodeId, creds: Credentials, source: Option<std::net::IpAddr>) -> Self {
-        Self { me, source, creds, addrs: Arc::default(), channels: Arc::default() }
+        Self { me, source, creds, addrs: Arc::default(), channels: Arc::default(), links: Arc::default() }
     }
 
     fn channel(&self, id: NodeId) -> Result<Channel, TransportError> {
@@ -59,6 +63,26 @@ impl GrpcTransport {
         self.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(id, channel.clone());
         Ok(channel)
     }
+
+    /// The peer's link, opened if there is none.
+    fn link(&self, id: NodeId) -> Result<Link, TransportError> {
+        if let Some(l) = self.links.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(l.clone());
+        }
+        let channel = self.channel(id)?;
+        let links = Arc::downgrade(&self.links);
+        let link = Link::open(channel, self.creds.clone(), id, MAX_MESSAGE, move |failed| {
+            if let Some(links) = links.upgrade() {
+                let mut links = links.lock().unwrap_or_else(|p| p.into_inner());
+                if links.get(&id).is_some_and(|l| l.id == failed) {
+                    links.remove(&id);
+                }
+            }
+        });
+        // Two callers may open one at once: the first in keeps its place.
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(links.entry(id).or_insert(link).clone())
+    }
 }
 
 impl Transport for GrpcTransport {
@@ -69,41 +93,39 @@ impl Transport for GrpcTransport {
         kind: RpcKind,
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        let kind = kind_to_pb(kind) as i32;
+        if body.len() <= CHUNK {
+            let link = self.link(target);
+            return Box::pin(async move {
+                let req = RaftRequest { target, group: group.0, kind, body, call: 0 };
+                match tokio::time::timeout(CALL_TIMEOUT, link?.call(target, req)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(TransportError::Unreachable { node: target, reason: "no answer in time".into() }),
+                }
+            });
+        }
         let channel = self.channel(target);
         let creds = self.creds.clone();
         Box::pin(async move {
             let mut client = ClusterClient::new(channel?)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
-            let kind = kind_to_pb(kind) as i32;
-            let answer = if body.len() > CHUNK {
-                // The first chunk addresses it; the others are slices of the same buffer.
-                let chunks: Vec<RaftRequest> = (0..body.len())
-                    .step_by(CHUNK)
-                    .enumerate()
-                    .map(|(n, at)| {
-                        let part = body.slice(at..(at + CHUNK).min(body.len()));
-                        match n {
-                            0 => RaftRequest { target, group: group.0, kind, body: part },
-                            _ => RaftRequest { body: part, ..Default::default() },
-                        }
-                    })
-                    .collect();
-                let mut req = tonic::Request::new(tokio_stream::iter(chunks));
-                creds.attach(&mut req);
-                client.raft_chunked(req).await
-            } else {
-                let mut req = tonic::Request::new(RaftRequest { target, group: group.0, kind, body });
-                creds.attach(&mut req);
-                client.raft(req).await
-            };
-            match answer {
-                Ok(r) => match r.into_inner().outcome {
-                    Some(Outcome::Body(b)) => Ok(b),
-                    Some(Outcome::NoGroup(g)) => Err(TransportError::NoGroup { node: target, group: g }),
-                    Some(Outcome::Malformed(m)) => Err(TransportError::Malformed(m)),
-                    None => Err(TransportError::Malformed("empty reply".into())),
-                },
+            // The first chunk addresses it; the others are slices of the same buffer.
+            let chunks: Vec<RaftRequest> = (0..body.len())
+                .step_by(CHUNK)
+                .enumerate()
+                .map(|(n, at)| {
+                    let part = body.slice(at..(at + CHUNK).min(body.len()));
+                    match n {
+                        0 => RaftRequest { target, group: group.0, kind, body: part, call: 0 },
+                        _ => RaftRequest { body: part, ..Default::default() },
+                    }
+                })
+                .collect();
+            let mut req = tonic::Request::new(tokio_stream::iter(chunks));
+            creds.attach(&mut req);
+            match client.raft_chunked(req).await {
+                Ok(r) => super::calls::outcome(target, r.into_inner()),
                 Err(s) => Err(failed(target, s)),
             }
         })
@@ -134,6 +156,7 @@ impl Transport for GrpcTransport {
         let old = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, addr.to_owned());
         if old.as_deref() != Some(addr) {
             self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.links.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         }
     }
 
@@ -161,7 +184,7 @@ impl Transport for GrpcTransport {
 }
 
 /// What a failed call says about the peer.
-fn failed(target: NodeId, s: tonic::Status) -> TransportError {
+pub(super) fn failed(target: NodeId, s: tonic::Status) -> TransportError {
     match s.code() {
         tonic::Code::Unauthenticated => {
             tracing::warn!(peer = target, reason = %s.message(), "refused by a peer: check the cluster name and secret");

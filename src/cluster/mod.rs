@@ -5,6 +5,7 @@
 //! secret ([`auth`]), RabbitMQ's Erlang-cookie role.
 
 pub mod auth;
+mod calls;
 pub mod client;
 mod pb;
 pub mod service;

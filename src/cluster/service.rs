@@ -22,6 +22,9 @@ pub struct Identity {
 struct Service {
     router: Router,
     me: Identity,
+    /// Set once the service is stopping: `Calls` streams end (they would hold a graceful stop
+    /// up forever).
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub(super) fn kind_from_pb(k: i32) -> Option<RpcKind> {
@@ -80,6 +83,7 @@ type Frames = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Frame, Status>
 #[tonic::async_trait]
 impl Cluster for Service {
     type StreamStream = Frames;
+    type CallsStream = Replies;
 
     async fn stream(&self, req: Request<tonic::Streaming<Frame>>) -> Result<Response<Frames>, Status> {
         let from = super::auth::caller(&req)?;
@@ -124,25 +128,54 @@ impl Cluster for Service {
             body.extend_from_slice(&c.body);
         }
         first.body = body.freeze();
-        self.raft(Request::new(first)).await
+        Ok(Response::new(answer(&self.router, first).await))
     }
 
-    async fn raft(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let r = req.into_inner();
-        let me = self.router.me();
-        if r.target != me {
-            return Err(Status::failed_precondition(format!("this is node {me}, not {}", r.target)));
-        }
-        let Some(kind) = kind_from_pb(r.kind) else {
-            return Ok(Response::new(RaftReply { outcome: Some(Outcome::Malformed(format!("kind {}", r.kind))) }));
-        };
-        let outcome = match self.router.handle(GroupId(r.group), kind, r.body).await {
+    async fn calls(&self, req: Request<tonic::Streaming<RaftRequest>>) -> Result<Response<Replies>, Status> {
+        let mut calls = req.into_inner();
+        let (replies, out) = tokio::sync::mpsc::channel(REPLIES_BUFFERED);
+        let (router, mut stopping) = (self.router.clone(), self.stopping.clone());
+        tokio::spawn(async move {
+            // Each call is answered on its own task: one group's slow answer (a follower's
+            // fsync) never holds up another's. Once stopping, no call is taken, and the
+            // stream ends when those taken are answered.
+            loop {
+                let next = tokio::select! {
+                    r = calls.message() => r,
+                    _ = stopping.wait_for(|s| *s) => break,
+                };
+                let Ok(Some(r)) = next else { break };
+                let (router, replies) = (router.clone(), replies.clone());
+                tokio::spawn(async move {
+                    let reply = answer(&router, r).await;
+                    let _ = replies.send(Ok(reply)).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
+    }
+}
+
+/// Replies buffered on a `Calls` stream before its answering tasks wait (back-pressure).
+const REPLIES_BUFFERED: usize = 256;
+
+type Replies = std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftReply, Status>> + Send + 'static>>;
+
+/// Hands one Raft RPC to its group and words the answer, under the request's call number.
+async fn answer(router: &Router, r: RaftRequest) -> RaftReply {
+    let me = router.me();
+    let outcome = if r.target != me {
+        Outcome::Refused(format!("this is node {me}, not {}", r.target))
+    } else if let Some(kind) = kind_from_pb(r.kind) {
+        match router.handle(GroupId(r.group), kind, r.body).await {
             Ok(body) => Outcome::Body(body),
             Err(TransportError::NoGroup { group, .. }) => Outcome::NoGroup(group),
             Err(e) => Outcome::Malformed(e.to_string()),
-        };
-        Ok(Response::new(RaftReply { outcome: Some(outcome) }))
-    }
+        }
+    } else {
+        Outcome::Malformed(format!("kind {}", r.kind))
+    };
+    RaftReply { outcome: Some(outcome), call: r.call }
 }
 
 /// Largest message accepted or sent (Raft calls past 4 MiB travel in chunks, `client.rs`;
@@ -159,7 +192,12 @@ pub async fn serve(
     creds: Credentials,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let server = ClusterServer::new(Service { router, me })
+    let (stopped, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        stopped.send_replace(true);
+    };
+    let server = ClusterServer::new(Service { router, me, stopping })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let svc = tonic::service::interceptor::InterceptedService::new(server, move |req: Request<()>| {

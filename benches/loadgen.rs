@@ -26,19 +26,16 @@
 //! either broker and the same client measures both. Every body starts with its send time, so
 //! consumers measure end-to-end latency. Bounded: stops after `--duration` s (at most 600).
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
-use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, confirm, connection, exchange, queue};
-use amq_protocol::types::{AMQPValue, FieldTable, LongString};
-use bytes::{Bytes, BytesMut};
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, confirm, exchange, queue};
+use amq_protocol::types::{AMQPValue, FieldTable};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
-use warren::amqp::frame::{FRAME_BODY, FRAME_HEADER, FRAME_METHOD, decode_method, next_frame};
+use warren::amqp::frame::{FRAME_BODY, FRAME_METHOD, decode_method, next_frame};
 
 #[derive(Clone)]
 struct Args {
@@ -143,96 +140,12 @@ fn parse() -> Args {
     a
 }
 
-fn encode(out: &mut Vec<u8>, frame: &AMQPFrame) {
-    let w = gen_frame(frame)(WriteContext::from(std::mem::take(out))).expect("encode");
-    *out = w.write;
-}
-
-fn method(out: &mut Vec<u8>, ch: u16, m: AMQPClass) {
-    encode(out, &AMQPFrame::Method(ch, m));
-}
-
-/// A handshaken connection with one open channel.
-struct Client {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    buf: BytesMut,
-    frame_max: u32,
-}
-
-impl Client {
-    async fn connect(a: &Args) -> Client {
-        Self::connect_to(a, &a.addr).await
-    }
-
-    async fn connect_to(a: &Args, addr: &str) -> Client {
-        let sock = TcpStream::connect(addr).await.expect("connect");
-        sock.set_nodelay(true).ok();
-        let (rd, wr) = sock.into_split();
-        let mut c = Client { rd, wr, buf: BytesMut::with_capacity(1 << 20), frame_max: 131072 };
-        c.wr.write_all(b"AMQP\x00\x00\x09\x01").await.expect("header");
-        c.expect_method().await;
-        let mut out = Vec::new();
-        method(
-            &mut out,
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: FieldTable::default(),
-                mechanism: "PLAIN".into(),
-                response: LongString::from(format!("\0{}\0{}", a.user, a.pass).into_bytes()),
-                locale: "en_US".into(),
-            })),
-        );
-        c.wr.write_all(&out).await.expect("write");
-        let AMQPClass::Connection(connection::AMQPMethod::Tune(t)) = c.expect_method().await else {
-            panic!("expected tune")
-        };
-        c.frame_max = t.frame_max;
-        let mut out = Vec::new();
-        method(
-            &mut out,
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                channel_max: t.channel_max,
-                frame_max: t.frame_max,
-                heartbeat: 0,
-            })),
-        );
-        method(
-            &mut out,
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open { virtual_host: "/".into() })),
-        );
-        method(&mut out, 1, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})));
-        c.wr.write_all(&out).await.expect("write");
-        c.expect_method().await; // open-ok
-        c.expect_method().await; // channel open-ok
-        c
-    }
-
-    async fn read_more(&mut self) -> bool {
-        matches!(self.rd.read_buf(&mut self.buf).await, Ok(n) if n > 0)
-    }
-
-    async fn expect_method(&mut self) -> AMQPClass {
-        loop {
-            if let Some(f) = next_frame(&mut self.buf, u32::MAX).expect("frame") {
-                if f.kind == FRAME_METHOD {
-                    return decode_method(&f.payload).expect("method");
-                }
-                continue;
-            }
-            assert!(self.read_more().await, "server closed the connection");
-        }
-    }
-
-    async fn call(&mut self, m: AMQPClass) -> AMQPClass {
-        let mut out = Vec::new();
-        method(&mut out, 1, m);
-        self.wr.write_all(&out).await.expect("write");
-        self.expect_method().await
-    }
-}
+#[path = "loadgen/client.rs"]
+mod client;
+#[path = "loadgen/consumer.rs"]
+mod consumer;
+use client::{Client, encode, method};
+use consumer::consumer;
 
 fn queue_args(a: &Args) -> FieldTable {
     let mut t = FieldTable::default();
@@ -393,95 +306,6 @@ async fn producer(
         let _ = tokio::time::timeout(Duration::from_secs(10), window.acquire_many(a.confirm as u32)).await;
     }
     acks.abort();
-}
-
-async fn consumer(
-    a: Args,
-    start: Instant,
-    stop: Arc<AtomicBool>,
-    received: Arc<AtomicU64>,
-    ready: Arc<Semaphore>,
-) -> Histogram<u64> {
-    let mut c = Client::connect_to(&a, a.consume_addr.as_deref().unwrap_or(&a.addr)).await;
-    if a.prefetch > 0 {
-        c.call(AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: a.prefetch, global: false })))
-            .await;
-    }
-    c.call(AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
-        queue: a.queue.as_str().into(),
-        consumer_tag: "".into(),
-        no_local: false,
-        no_ack: a.auto_ack,
-        exclusive: false,
-        nowait: false,
-        arguments: FieldTable::default(),
-    })))
-    .await;
-    ready.add_permits(1);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
-    let mut acks = Vec::with_capacity(1 << 16);
-    let (mut tag, mut unacked, mut in_body, mut expect) = (0u64, 0u64, false, 0usize);
-    let mut first: Option<Bytes> = None;
-    while !stop.load(Ordering::Relaxed) {
-        while let Ok(Some(f)) = next_frame(&mut c.buf, u32::MAX) {
-            match f.kind {
-                FRAME_METHOD => {
-                    if let Ok(AMQPClass::Basic(basic::AMQPMethod::Deliver(d))) = decode_method(&f.payload) {
-                        tag = d.delivery_tag;
-                        in_body = false;
-                    }
-                }
-                FRAME_HEADER => {
-                    expect = u64::from_be_bytes(f.payload[4..12].try_into().unwrap_or_default()) as usize;
-                    in_body = true;
-                    first = None;
-                }
-                FRAME_BODY if in_body => {
-                    if first.is_none() {
-                        first = Some(f.payload.clone());
-                    }
-                    expect = expect.saturating_sub(f.payload.len());
-                    if expect == 0 {
-                        in_body = false;
-                        if let Some(b) = first.take().filter(|b| b.len() >= 8) {
-                            let sent_us = u64::from_be_bytes(b[0..8].try_into().unwrap_or_default());
-                            let _ = hist.record((start.elapsed().as_micros() as u64).saturating_sub(sent_us).max(1));
-                        }
-                        received.fetch_add(1, Ordering::Relaxed);
-                        if !a.auto_ack {
-                            unacked += 1;
-                            if a.multi_ack_every == 0 || unacked >= a.multi_ack_every {
-                                method(
-                                    &mut acks,
-                                    1,
-                                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                                        delivery_tag: tag,
-                                        multiple: a.multi_ack_every > 0,
-                                    })),
-                                );
-                                unacked = 0;
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        if !acks.is_empty() {
-            if c.wr.write_all(&acks).await.is_err() {
-                break;
-            }
-            acks.clear();
-        }
-        match tokio::time::timeout(Duration::from_millis(200), c.rd.read_buf(&mut c.buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            _ => {}
-        }
-        if c.buf.capacity() - c.buf.len() < 65536 {
-            c.buf.reserve(1 << 20);
-        }
-    }
-    hist
 }
 
 fn main() {

@@ -5,6 +5,7 @@
 //! When a queue's inbox is full the task stops reading its socket: back-pressure, not buffering.
 
 use super::channel::{Channel, ChannelState};
+use super::closing::{await_close_ok, send_connection_close};
 use super::error::{AmqpError, Result};
 use super::frame::{self, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, RawFrame};
 use super::handshake::{ClientCaps, Handshake, Refusal};
@@ -141,52 +142,6 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
     conn.tally.flush();
     conn.out.close(writer_task).await;
     tracing::info!(%peer, connection = id.0, connection_name = ?negotiated.connection_name, reason = reason.as_ref().map(|e| e.text.as_str()).unwrap_or("client closed"), "connection closed");
-}
-
-fn send_connection_close(out: &mut Out, e: &AmqpError) {
-    out.method(
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-            reply_code: e.code.code(),
-            reply_text: e.text.as_str().into(),
-            class_id: e.class_id,
-            method_id: e.method_id,
-        })),
-    );
-}
-
-/// After sending `connection.close`, discards frames until `close-ok` (or the client's own
-/// close, or a bounded wait), as the spec asks.
-async fn await_close_ok(reader: &mut OwnedReadHalf, rbuf: &mut BytesMut, out: &mut Out) {
-    out.flush().await;
-    let wait = async {
-        loop {
-            while let Ok(Some(f)) = frame::next_frame(rbuf, u32::MAX) {
-                if f.kind == FRAME_METHOD && f.channel == 0 {
-                    match frame::decode_method(&f.payload) {
-                        Ok(AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => return,
-                        Ok(AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
-                            out.method(
-                                0,
-                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                            );
-                            out.flush().await;
-                            return;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            if frame::next_frame(rbuf, u32::MAX).is_err() {
-                return;
-            }
-            match reader.read_buf(rbuf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
 }
 
 impl Connection {

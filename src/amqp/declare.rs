@@ -113,6 +113,7 @@ impl Connection {
                         auto_delete: d.auto_delete,
                         internal: d.internal,
                         args: d.arguments,
+                        members: Vec::new(),
                     })
                     .await?;
                 }

@@ -5,6 +5,7 @@
 //! spec with RabbitMQ's extensions and error model (`rabbit_reader.erl`, `rabbit_channel.erl`).
 
 pub mod channel;
+mod closing;
 mod connection;
 mod consume;
 mod declare;

@@ -79,11 +79,10 @@ impl Link {
     /// Sends one request and waits for its reply (the caller bounds the wait).
     pub async fn call(&self, target: NodeId, req: RaftRequest) -> Result<Bytes, TransportError> {
         let (answer, answered) = oneshot::channel();
-        let sent = self.calls.send(Call { req, answer }).await.is_ok();
-        if sent {
-            if let Ok(answer) = answered.await {
-                return answer;
-            }
+        if self.calls.send(Call { req, answer }).await.is_ok()
+            && let Ok(answer) = answered.await
+        {
+            return answer;
         }
         // Dropped unanswered: the stream never took the call, and the link has ended (or is
         // ending: its driver says why once the stream is dropped).

@@ -33,6 +33,10 @@ pub enum MetaCommand {
         auto_delete: bool,
         internal: bool,
         args: FieldTable,
+        /// The nodes to hold a durable delayed exchange's store, as the proposing node placed
+        /// them (`node/placement.rs`); empty on a single node, and ignored for any other
+        /// exchange or an existing one.
+        members: Vec<u64>,
     },
     DeleteExchange {
         vhost: String,

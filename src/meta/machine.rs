@@ -99,6 +99,7 @@ impl MetaMachine {
         auto_delete: bool,
         internal: bool,
         args: FieldTable,
+        members: Vec<u64>,
     ) -> Result<(), Error> {
         let v = self.vhost_mut(vhost)?;
         if let Some(x) = v.exchanges.get(&name) {
@@ -124,6 +125,9 @@ impl MetaMachine {
         let mut x = Exchange::new(name.clone(), kind.kind, durable, auto_delete, internal, args);
         if kind.delayed {
             x.delay_group = Some(self.next_group());
+            if durable {
+                x.delay_members = members;
+            }
         }
         let v = self.vhost_mut(vhost)?;
         if let Some(p) = policy::select(v.policies.values(), &name, policy::Target::Exchange) {
@@ -350,8 +354,8 @@ impl Machine for MetaMachine {
                     }),
                 }
             }
-            MetaCommand::DeclareExchange { vhost, name, kind, durable, auto_delete, internal, args } => {
-                self.declare_exchange(&vhost, name, kind, durable, auto_delete, internal, args)
+            MetaCommand::DeclareExchange { vhost, name, kind, durable, auto_delete, internal, args, members } => {
+                self.declare_exchange(&vhost, name, kind, durable, auto_delete, internal, args, members)
             }
             MetaCommand::DeleteExchange { vhost, name, if_unused } => self.delete_exchange(&vhost, &name, if_unused),
             MetaCommand::DeclareQueue { vhost, name, durable, exclusive, auto_delete, args, connection, members } => {

@@ -35,6 +35,10 @@ pub struct Exchange {
     /// A delayed exchange's store of held messages: its storage group (allocated by the
     /// metadata machine, never reused). `None` for an ordinary exchange.
     pub delay_group: Option<u64>,
+    /// The nodes holding a durable delayed exchange's store in a cluster (a Raft group over
+    /// their members); empty: the store lives on every node alone (a single node, or a
+    /// transient exchange, whose held messages a restart loses anyway).
+    pub delay_members: Vec<u64>,
     /// Message counters (`publish_in`, `publish_out`): observations, not state. Never encoded
     /// nor read by the machine; a changed copy of the record shares them, a new exchange
     /// starts from zero.
@@ -64,6 +68,7 @@ impl Exchange {
             policy: None,
             bindings: BindingIndex::default(),
             delay_group: None,
+            delay_members: Vec::new(),
             stats: Arc::default(),
         }
     }

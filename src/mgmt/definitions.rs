@@ -215,6 +215,7 @@ async fn import(node: &Api, doc: &Value, only: Option<&str>) -> Result<(), ApiEr
             auto_delete: x.flag("auto_delete", false)?,
             internal: x.flag("internal", false)?,
             args,
+            members: Vec::new(),
         });
     }
     for q in items(doc, "queues") {

@@ -125,6 +125,7 @@ async fn put(
         auto_delete: body.flag("auto_delete", false)?,
         internal: body.flag("internal", false)?,
         args,
+        members: Vec::new(),
     };
     propose(&node, cmd).await?;
     Ok(if exists { StatusCode::NO_CONTENT } else { StatusCode::CREATED })

@@ -1,12 +1,18 @@
 //! The running stores of delayed exchanges, kept in step with the metadata: after every
 //! metadata batch (and at start-up) each delayed exchange gets a store if it has none, and
 //! the store of an exchange that is gone is deleted with its data.
+//!
+//! In a cluster, a durable exchange's store is replicated over its members
+//! (`Exchange::delay_members`); this node runs its member there. A node that is not a member
+//! (one that joined after the exchange was declared) keeps what its own publishers send in a
+//! store of its own, as a single node does.
 
 use super::Node;
 use crate::ids::QueueKey;
 use crate::meta::MetaState;
 use crate::queue::runner::Request;
 use crate::queue::{Command, QueueHandle, delayed};
+use crate::raft::Replication;
 use crate::storage::GroupId;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,13 +24,13 @@ impl Node {
     /// Starts and stops delay stores to match `meta`; returns the stores for the snapshot.
     pub(super) fn reconcile_delays(&self, meta: &MetaState) -> HashMap<QueueKey, QueueHandle> {
         let mut running = self.delays.lock().unwrap_or_else(|p| p.into_inner());
-        let wanted: HashMap<QueueKey, (u64, bool)> = meta
+        let wanted: HashMap<QueueKey, (u64, &crate::meta::Exchange)> = meta
             .vhosts
             .values()
             .flat_map(|v| {
-                v.exchanges.values().filter_map(|x| {
-                    x.delay_group.map(|g| (QueueKey::new(v.name.clone(), x.name.clone()), (g, x.durable)))
-                })
+                v.exchanges
+                    .values()
+                    .filter_map(|x| x.delay_group.map(|g| (QueueKey::new(v.name.clone(), x.name.clone()), (g, &**x))))
             })
             .collect();
         running.retain(|key, (group, handle)| {
@@ -39,12 +45,17 @@ impl Node {
             }
             keep
         });
-        for (key, (group, durable)) in wanted {
+        for (key, (group, x)) in wanted {
             if running.contains_key(&key) {
                 continue;
             }
-            let log = durable.then(|| self.storage.group(GroupId(group)));
-            let handle = delayed::spawn(key.clone(), log, self.delay_router());
+            let log = x.durable.then(|| self.storage.group(GroupId(group)));
+            let rep = self
+                .replication
+                .as_ref()
+                .filter(|_| x.delay_members.contains(&self.id))
+                .map(|r| Replication { initial: Some(x.delay_members.iter().copied().collect()), ..r.clone() });
+            let handle = delayed::spawn(key.clone(), log, self.delay_router(), rep);
             running.insert(key, (group, handle));
         }
         running.iter().map(|(k, (_, h))| (k.clone(), h.clone())).collect()

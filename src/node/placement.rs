@@ -1,6 +1,7 @@
-//! Where a new quorum queue's replicas go in a cluster: chosen by the node that proposes the
-//! declaration and carried in the command (`MetaCommand::DeclareQueue::members`), so the
-//! metadata machine stays deterministic.
+//! Where a new quorum queue's replicas (and a durable delayed exchange's store) go in a
+//! cluster: chosen by the node that proposes the declaration and carried in the command
+//! (`MetaCommand::DeclareQueue::members`, `DeclareExchange::members`), so the metadata
+//! machine stays deterministic.
 //!
 //! As RabbitMQ (`rabbit_queue_location`): `x-quorum-initial-group-size` replicas (default 3,
 //! at most the cluster's size); the first leader by `x-queue-leader-locator`: the declaring
@@ -17,8 +18,15 @@ use std::collections::BTreeMap;
 const DEFAULT_GROUP_SIZE: u64 = 3;
 
 impl Node {
-    /// Places a quorum queue declared in a cluster: fills in its members.
+    /// Places a quorum queue, or a durable delayed exchange's store, declared in a cluster:
+    /// fills in its members.
     pub(super) fn place(&self, cmd: &mut MetaCommand) {
+        if let MetaCommand::DeclareExchange { vhost, name, kind, durable, members, .. } = cmd {
+            if kind.delayed && *durable && members.is_empty() {
+                self.place_store(vhost, name, members);
+            }
+            return;
+        }
         let MetaCommand::DeclareQueue { vhost, name, args, connection, members, .. } = cmd else { return };
         let Some(peers) = &self.peers else { return };
         let quorum = argument::get(args, "x-queue-type").and_then(argument::as_str).as_deref() == Some("quorum");
@@ -54,5 +62,28 @@ impl Node {
         let mut others: Vec<u64> = nodes.into_iter().filter(|&n| n != first).collect();
         others.sort_by_key(|&n| (down.contains(&n), count(&replicas, n), n));
         *members = std::iter::once(first).chain(others).take(size).collect();
+    }
+
+    /// A durable delayed exchange's store: [`DEFAULT_GROUP_SIZE`] members (at most the
+    /// cluster's size), this node first (it proposes the declaration), then the running nodes
+    /// holding the fewest stores.
+    fn place_store(&self, vhost: &str, name: &str, members: &mut Vec<u64>) {
+        let Some(peers) = &self.peers else { return };
+        let (stores, exists) = self.meta.read(|m| {
+            let mut stores: BTreeMap<u64, usize> = BTreeMap::new();
+            for x in m.state().vhosts.values().flat_map(|v| v.exchanges.values()) {
+                for n in &x.delay_members {
+                    *stores.entry(*n).or_default() += 1;
+                }
+            }
+            (stores, m.state().vhosts.get(vhost).is_some_and(|v| v.exchanges.contains_key(name)))
+        });
+        if exists {
+            return;
+        }
+        let down = peers.down().borrow().clone();
+        let mut others: Vec<u64> = peers.members().into_iter().filter(|&n| n != self.id).collect();
+        others.sort_by_key(|&n| (down.contains(&n), stores.get(&n).copied().unwrap_or(0), n));
+        *members = std::iter::once(self.id).chain(others).take(DEFAULT_GROUP_SIZE as usize).collect();
     }
 }

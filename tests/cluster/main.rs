@@ -7,6 +7,7 @@
 mod alarms;
 mod chaos;
 mod checker;
+mod delayed;
 mod harness;
 mod membership;
 mod netproxy;

@@ -38,6 +38,7 @@ fn exchange(name: &str, kind: ExchangeKind, auto_delete: bool) -> MetaCommand {
         auto_delete,
         internal: false,
         args: FieldTable::default(),
+        members: Vec::new(),
     }
 }
 

@@ -108,6 +108,21 @@ impl DurableMachine for DelayMachine {
     fn first_live_index(&self) -> Option<u64> {
         DelayMachine::first_live_index(self)
     }
+    /// Every held message's `Hold` entry (its body is there): a snapshot sent to a member
+    /// that lags carries them.
+    fn live_indexes(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.entries().map(|(_, id, _)| id.0).collect();
+        ids.sort_unstable();
+        ids
+    }
+    /// Nothing to say: a hold forwarded from a member that does not lead is confirmed once
+    /// the leader has it.
+    fn encode_reply(_reply: &()) -> Option<Vec<u8>> {
+        Some(Vec::new())
+    }
+    fn decode_reply(_bytes: &Bytes) -> Result<(), DecodeError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

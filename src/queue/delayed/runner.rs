@@ -1,11 +1,19 @@
 //! The task that owns a delayed exchange's store: holds publishes, releases what is due.
+//!
+//! In a cluster a durable exchange's store is a Raft group over its members' nodes
+//! (`Exchange::delay_members`), with openraft's own heartbeats and elections (delayed exchanges
+//! are few). Every member's runner holds what its node's publishers send (a member that does
+//! not lead forwards the hold to the leader, and confirms once the leader has it); only the
+//! leader's runner releases. So a held message outlives its node: when the leader dies,
+//! another member is elected and releases it on time (or late by the election).
 
 use super::machine::{DelayCommand, DelayMachine, Due};
 use crate::broker::delayed;
 use crate::ids::{MsgId, QueueKey};
 use crate::queue::runner::{ConfirmTo, DeadLetterRouter, Request, forward_confirmed};
 use crate::queue::{ClientEvent, Command, Message, QueueHandle, Reply};
-use crate::raft::{DurableGroup, Group, GroupError, GroupOptions};
+use crate::raft::transport::NodeId;
+use crate::raft::{AppliedWatch, DurableGroup, Group, GroupError, GroupOptions, LeadershipWatch, Replication};
 use crate::storage::GroupLog;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,6 +29,35 @@ const RELEASE: usize = 4096;
 const RELEASE_BYTES: u64 = 8 << 20;
 /// An idle durable store snapshots after this long (its log then shrinks to what it holds).
 const IDLE_SNAPSHOT: Duration = Duration::from_secs(2);
+/// A replicated store's timers: as the metadata group's (openraft's own heartbeats).
+fn replicated_options() -> GroupOptions {
+    GroupOptions { heartbeat_ms: 250, election_ms: (1000, 1500), ..GroupOptions::default() }
+}
+
+/// A replicated store's member: who it is, and what tells it to look again (it led, or
+/// another member's hold was applied).
+struct Member {
+    me: NodeId,
+    leadership: LeadershipWatch,
+    applied: AppliedWatch,
+}
+
+impl Member {
+    fn leads(&self) -> bool {
+        let l = self.leadership.current();
+        l.leading && l.leader == Some(self.me)
+    }
+}
+
+/// Resolves when a replicated store's leadership or applied entries change; never for a
+/// store of one node.
+async fn moved(member: &mut Option<Member>) -> Option<()> {
+    let Some(m) = member else { return std::future::pending().await };
+    tokio::select! {
+        l = m.leadership.changed() => l.map(|_| ()),
+        a = m.applied.changed() => a.map(|_| ()),
+    }
+}
 
 /// Routes a released message: given the vhost, the message and its routing keys, the queues
 /// to hand it to.
@@ -79,18 +116,31 @@ impl Store {
 }
 
 /// Starts the store of delayed exchange `key` (vhost and exchange name); `log` is its
-/// storage group for a durable exchange, `None` for a transient one.
-pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router) -> QueueHandle {
+/// storage group for a durable exchange, `None` for a transient one; `rep` makes a durable
+/// store this node's member of a replicated one (its `initial` the store's members).
+pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router, rep: Option<Replication>) -> QueueHandle {
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(16);
     let handle = QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default() };
     let key = handle.key.clone();
     tokio::spawn(async move {
+        let mut member = None;
         let store = match log {
             None => Store::Memory(Group::new(DelayMachine::in_memory())),
             Some(log) => {
-                match DurableGroup::open(log.clone(), DelayMachine::durable(), GroupOptions::default()).await {
-                    Ok(g) => Store::Durable(Arc::new(g), log),
+                let me = rep.as_ref().map(|r| r.me);
+                let opened = match rep {
+                    None => DurableGroup::open(log.clone(), DelayMachine::durable(), GroupOptions::default()).await,
+                    Some(rep) => {
+                        let init = DelayMachine::durable();
+                        DurableGroup::open_member(log.clone(), init, replicated_options(), rep).await
+                    }
+                };
+                match opened {
+                    Ok(g) => {
+                        member = me.map(|me| Member { me, leadership: g.leadership(), applied: g.applied_watch() });
+                        Store::Durable(Arc::new(g), log)
+                    }
                     Err(e) => {
                         tracing::error!(exchange = %key.name, vhost = %key.vhost, error = %e,
                         "cannot open the delayed exchange's log: its messages are unavailable");
@@ -103,7 +153,7 @@ pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router) -> QueueHandle
         if held > 0 {
             tracing::info!(exchange = %key.name, vhost = %key.vhost, held, "recovered delayed messages");
         }
-        Runner { store, key, route }.run(rx, ctl_rx).await;
+        Runner { store, key, route, member }.run(rx, ctl_rx).await;
     });
     handle
 }
@@ -112,6 +162,8 @@ struct Runner {
     store: Store,
     key: Arc<QueueKey>,
     route: Router,
+    /// This node's member of a replicated store (`None`: the store is this node's alone).
+    member: Option<Member>,
 }
 
 fn now_ms() -> u64 {
@@ -122,13 +174,28 @@ impl Runner {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut ctl_rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut snapshot_due = false;
+        let mut deleted = false;
+        let mut led = false;
         loop {
-            let next = self.store.read(DelayMachine::next_due);
+            // Only the leader of a replicated store releases.
+            let releases = self.member.as_ref().is_none_or(Member::leads);
+            if self.member.is_some() && releases != led {
+                led = releases;
+                let (exchange, vhost) = (&self.key.name, &self.key.vhost);
+                match led {
+                    true => tracing::info!(%exchange, %vhost, "this node leads the delayed exchange's store"),
+                    false => {
+                        tracing::info!(%exchange, %vhost, "this node no longer leads the delayed exchange's store")
+                    }
+                }
+            }
+            let next = if releases { self.store.read(DelayMachine::next_due) } else { None };
             let wait = next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             tokio::select! {
                 biased;
                 Some(r) = ctl_rx.recv() => batch.push(r),
                 n = rx.recv_many(&mut batch, BATCH) => if n == 0 { break },
+                Some(()) = moved(&mut self.member) => continue,
                 _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
                     self.release_due().await;
                     snapshot_due = true;
@@ -145,11 +212,12 @@ impl Runner {
                 }
             }
             if self.serve(&mut batch).await {
+                deleted = true;
                 break;
             }
             snapshot_due = true;
         }
-        self.stop().await;
+        self.stop(deleted).await;
     }
 
     /// Holds a batch of publishes and confirms them once stored; returns true once the
@@ -190,6 +258,9 @@ impl Runner {
 
     /// Routes the messages due now, waits until their queues have them, then forgets them.
     async fn release_due(&mut self) {
+        if self.member.as_ref().is_some_and(|m| !m.leads()) {
+            return;
+        }
         let due = self.store.read(|m| m.due(now_ms(), RELEASE, RELEASE_BYTES));
         if due.is_empty() {
             return;
@@ -212,9 +283,11 @@ impl Runner {
         }
     }
 
-    async fn stop(self) {
+    /// Stops the group; removes its data once the exchange is gone (`deleted`: the node asked,
+    /// or another member's deletion was applied here).
+    async fn stop(self, deleted: bool) {
         if let Store::Durable(g, log) = self.store {
-            let deleted = g.read(DelayMachine::is_deleted);
+            let deleted = deleted || g.read(DelayMachine::is_deleted);
             if let Err(e) = g.shutdown().await {
                 tracing::warn!(exchange = %self.key.name, error = %e, "stopping the delayed exchange's group");
             }

@@ -38,6 +38,7 @@ fn script() -> Vec<MetaCommand> {
         auto_delete: ad,
         internal: false,
         args,
+        members: Vec::new(),
     };
     let bind = |src: &str, d: Destination, key: &str, args: FieldTable| MetaCommand::Bind {
         vhost: v(),
@@ -83,6 +84,7 @@ fn script() -> Vec<MetaCommand> {
             auto_delete: false,
             internal: false,
             args: table(&[("x-delayed-type", s("topic"))]),
+            members: vec![2, 1, 3],
         },
         q("orders", false),
         q("mine", true),
@@ -235,6 +237,7 @@ fn restored_state_behaves_like_the_original() {
             auto_delete: false,
             internal: false,
             args: FieldTable::default(),
+            members: Vec::new(),
         },
         MetaCommand::DeleteQueue { vhost: "/".into(), name: "orders".into() },
         MetaCommand::ConnectionClosed { connection: ConnectionId(7) },
@@ -251,6 +254,7 @@ fn restored_state_behaves_like_the_original() {
             auto_delete: false,
             internal: false,
             args: table(&[("x-delayed-type", s("direct"))]),
+            members: Vec::new(),
         },
     ];
     for c in later {
@@ -260,6 +264,7 @@ fn restored_state_behaves_like_the_original() {
     assert_eq!(encode_state(m.state()), encode_state(copy.state()));
     let later = &copy.state().vhosts["/"].exchanges["later"];
     assert!(later.delay_group.is_some() && later.kind == ExchangeKind::Topic, "a delayed exchange keeps its store");
+    assert_eq!(later.delay_members, [2, 1, 3], "and its store's members");
     assert!(
         !m.state().vhosts["/"].exchanges.contains_key("logs"),
         "the auto-delete exchange went with its last binding"

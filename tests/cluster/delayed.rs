@@ -1,0 +1,122 @@
+//! A durable delayed-message exchange in a cluster: its store of held messages is a Raft group
+//! over three nodes, so a message held through any node is released on time by whichever
+//! member leads, and the death of the store's leader, even with the node messages were
+//! published through, loses nothing confirmed: another member is elected and releases them.
+
+use super::{channel, harness};
+use futures::StreamExt;
+use harness::Cluster;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, ExchangeKind};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const HELD: usize = 20;
+const DELAY_MS: i64 = 6000;
+const LEADS: &str = "this node leads the delayed exchange's store";
+
+/// The node of `alive` whose log says it leads the store now (its last word on it), waiting
+/// until exactly one does.
+async fn store_leader(c: &Cluster, alive: &[usize]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leading: Vec<usize> = alive
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let log = c.log(i);
+                let led = log.rfind(LEADS);
+                let lost = log.rfind("this node no longer leads the delayed exchange's store");
+                led.is_some() && (lost.is_none() || lost < led)
+            })
+            .collect();
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(Instant::now() < deadline, "no single leader of the store: {leading:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn held_messages_outlive_the_store_leaders_death() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let (_c0, ch0) = channel(&c, 0).await;
+    let mut xargs = FieldTable::default();
+    xargs.insert("x-delayed-type".into(), AMQPValue::LongString("direct".into()));
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    ch0.exchange_declare("later".into(), ExchangeKind::Custom("x-delayed-message".into()), durable, xargs)
+        .await
+        .unwrap();
+    let mut qargs = FieldTable::default();
+    qargs.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let qopts = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch0.queue_declare("due".into(), qopts, qargs).await.unwrap();
+    ch0.queue_bind("due".into(), "later".into(), "k".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+
+    // Half held through the store leader's node, half through another (whose member forwards
+    // each hold to the leader), each confirmed once the store's majority has it.
+    let leader = store_leader(&c, &[0, 1, 2]).await;
+    let mut headers = FieldTable::default();
+    headers.insert("x-delay".into(), AMQPValue::LongLongInt(DELAY_MS));
+    let props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+    let published = Instant::now();
+    let mut conns = Vec::new();
+    for (via, bodies) in [(leader, 0..HELD / 2), ((leader + 1) % 3, HELD / 2..HELD)] {
+        let (conn, ch) = channel(&c, via).await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let mut pending = Vec::new();
+        for i in bodies {
+            let body = format!("held-{i}");
+            let p = ch
+                .basic_publish(
+                    "later".into(),
+                    "k".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    props.clone(),
+                )
+                .await
+                .unwrap();
+            pending.push(p);
+        }
+        for p in pending {
+            assert!(p.await.unwrap().is_ack(), "a delayed publish through node {} was nacked", via + 1);
+        }
+        conns.push(conn);
+    }
+    assert!(published.elapsed() < Duration::from_millis(DELAY_MS as u64 / 2), "holding took too long to test");
+
+    // The store's leader dies before anything is due.
+    c.kill(leader);
+    let alive: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let survivor = alive[0];
+    let (_cc, chc) = channel(&c, survivor).await;
+    let mut consumer = chc
+        .basic_consume("due".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut got = BTreeSet::new();
+    while got.len() < HELD {
+        let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
+        let d = next.expect("the held messages were released").unwrap().unwrap();
+        let since = published.elapsed();
+        assert!(since >= Duration::from_millis(DELAY_MS as u64 - 500), "released early, after {since:?}");
+        let body = String::from_utf8_lossy(&d.data).into_owned();
+        assert!(got.insert(body.clone()), "{body} released twice");
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let want: BTreeSet<String> = (0..HELD).map(|i| format!("held-{i}")).collect();
+    assert_eq!(got, want);
+    // Another member took the store over, and nothing more comes.
+    store_leader(&c, &alive).await;
+    let more = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+    assert!(more.is_err(), "a message came twice: {more:?}");
+}

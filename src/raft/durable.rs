@@ -177,8 +177,9 @@ pub struct GroupOptions {
     pub heartbeat_ms: u64,
     pub election_ms: (u64, u64),
     /// Heartbeats and elections are driven from outside (queue groups): the leader sends no
-    /// heartbeats and a follower never starts an election by itself, so an idle group costs
-    /// nothing; the node calls [`DurableGroup::elect`] when the leader's node is down. A
+    /// heartbeats, a follower never starts an election by itself and the core takes no ticks,
+    /// so an idle group costs next to nothing; the node calls [`DurableGroup::elect`] when the
+    /// leader's node is down. A
     /// member still refuses votes for `election_ms.1` after it last heard from its leader
     /// (openraft's leader lease).
     pub supervised: bool,
@@ -267,6 +268,10 @@ impl<M: DurableMachine> DurableGroup<M> {
             cluster_name: "warren".into(),
             enable_heartbeat: !opts.supervised,
             enable_elect: !opts.supervised,
+            // A tick only checks the election and heartbeat timers, both off in a supervised
+            // group: without it an idle group's core sleeps (openraft ticks every 13/64 of a
+            // heartbeat interval, 20 times a second for a queue group).
+            enable_tick: !opts.supervised,
             // A member of several must win an election after a restart (its applied state is
             // rebuilt from its snapshot; the committed index is not stored).
             enable_leader_restore: members.then_some(false),

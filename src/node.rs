@@ -54,10 +54,6 @@ const STATS_INTERVAL: Duration = Duration::from_secs(5);
 const RUNNERS_PATIENCE: Duration = Duration::from_secs(10);
 /// Metadata proposals waiting for the actor before proposers wait.
 const META_INBOX: usize = 1024;
-/// The metadata group's heartbeat and election timeouts in a cluster (ms): it is one group,
-/// so ordinary Raft timers cost nothing and fail over in about a second.
-const META_HEARTBEAT_MS: u64 = 250;
-const META_ELECTION_MS: (u64, u64) = (1000, 1500);
 
 use meta_actor::{MetaRequest, meta_actor};
 
@@ -207,9 +203,10 @@ impl Node {
         let meta = match cluster {
             None => DurableGroup::open(log, MetaMachine::default(), opts).await,
             Some(rep) => {
+                let timed = GroupOptions::self_timed();
                 let opts = GroupOptions {
-                    heartbeat_ms: META_HEARTBEAT_MS,
-                    election_ms: META_ELECTION_MS,
+                    heartbeat_ms: timed.heartbeat_ms,
+                    election_ms: timed.election_ms,
                     spread_commits: true,
                     ..opts
                 };

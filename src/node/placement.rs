@@ -12,7 +12,7 @@
 use super::Node;
 use crate::broker::argument::{self, LeaderLocator};
 use crate::meta::MetaCommand;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Replicas of a quorum queue without `x-quorum-initial-group-size` (RabbitMQ's default).
 const DEFAULT_GROUP_SIZE: u64 = 3;
@@ -59,9 +59,7 @@ impl Node {
             LeaderLocator::ClientLocal if nodes.contains(&local) => local,
             _ => nodes.iter().copied().min_by_key(|&n| (down.contains(&n), count(&leaders, n), n)).unwrap_or(self.id),
         };
-        let mut others: Vec<u64> = nodes.into_iter().filter(|&n| n != first).collect();
-        others.sort_by_key(|&n| (down.contains(&n), count(&replicas, n), n));
-        *members = std::iter::once(first).chain(others).take(size).collect();
+        *members = spread(first, nodes, &down, &replicas, size);
     }
 
     /// A durable delayed exchange's store: [`DEFAULT_GROUP_SIZE`] members (at most the
@@ -82,8 +80,14 @@ impl Node {
             return;
         }
         let down = peers.down().borrow().clone();
-        let mut others: Vec<u64> = peers.members().into_iter().filter(|&n| n != self.id).collect();
-        others.sort_by_key(|&n| (down.contains(&n), stores.get(&n).copied().unwrap_or(0), n));
-        *members = std::iter::once(self.id).chain(others).take(DEFAULT_GROUP_SIZE as usize).collect();
+        *members = spread(self.id, peers.members(), &down, &stores, DEFAULT_GROUP_SIZE as usize);
     }
+}
+
+/// `size` members: `first`, then the other `nodes`, running ones before those `down` and
+/// among them those holding the fewest (`held`) first.
+fn spread(first: u64, nodes: Vec<u64>, down: &BTreeSet<u64>, held: &BTreeMap<u64, usize>, size: usize) -> Vec<u64> {
+    let mut others: Vec<u64> = nodes.into_iter().filter(|&n| n != first).collect();
+    others.sort_by_key(|&n| (down.contains(&n), held.get(&n).copied().unwrap_or(0), n));
+    std::iter::once(first).chain(others).take(size).collect()
 }

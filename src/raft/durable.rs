@@ -189,6 +189,15 @@ pub struct GroupOptions {
     pub spread_commits: bool,
 }
 
+impl GroupOptions {
+    /// A group of several members that keeps its own time (openraft's heartbeats and
+    /// elections): the metadata group and delayed exchanges' stores. They are few, so ordinary
+    /// Raft timers cost nothing and fail over in about a second.
+    pub fn self_timed() -> Self {
+        Self { heartbeat_ms: 250, election_ms: (1000, 1500), ..Self::default() }
+    }
+}
+
 impl Default for GroupOptions {
     fn default() -> Self {
         Self {

@@ -12,7 +12,6 @@ use crate::broker::delayed;
 use crate::ids::{MsgId, QueueKey};
 use crate::queue::runner::{ConfirmTo, DeadLetterRouter, Request, forward_confirmed};
 use crate::queue::{ClientEvent, Command, Message, QueueHandle, Reply};
-use crate::raft::transport::NodeId;
 use crate::raft::{AppliedWatch, DurableGroup, Group, GroupError, GroupOptions, LeadershipWatch, Replication};
 use crate::storage::GroupLog;
 use std::sync::Arc;
@@ -29,24 +28,12 @@ const RELEASE: usize = 4096;
 const RELEASE_BYTES: u64 = 8 << 20;
 /// An idle durable store snapshots after this long (its log then shrinks to what it holds).
 const IDLE_SNAPSHOT: Duration = Duration::from_secs(2);
-/// A replicated store's timers: as the metadata group's (openraft's own heartbeats).
-fn replicated_options() -> GroupOptions {
-    GroupOptions { heartbeat_ms: 250, election_ms: (1000, 1500), ..GroupOptions::default() }
-}
 
-/// A replicated store's member: who it is, and what tells it to look again (it led, or
-/// another member's hold was applied).
+/// A replicated store's member: what tells it to look again (it led, or another member's
+/// hold was applied).
 struct Member {
-    me: NodeId,
     leadership: LeadershipWatch,
     applied: AppliedWatch,
-}
-
-impl Member {
-    fn leads(&self) -> bool {
-        let l = self.leadership.current();
-        l.leading && l.leader == Some(self.me)
-    }
 }
 
 /// Resolves when a replicated store's leadership or applied entries change; never for a
@@ -128,17 +115,17 @@ pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router, rep: Option<Re
         let store = match log {
             None => Store::Memory(Group::new(DelayMachine::in_memory())),
             Some(log) => {
-                let me = rep.as_ref().map(|r| r.me);
+                let replicated = rep.is_some();
                 let opened = match rep {
                     None => DurableGroup::open(log.clone(), DelayMachine::durable(), GroupOptions::default()).await,
                     Some(rep) => {
                         let init = DelayMachine::durable();
-                        DurableGroup::open_member(log.clone(), init, replicated_options(), rep).await
+                        DurableGroup::open_member(log.clone(), init, GroupOptions::self_timed(), rep).await
                     }
                 };
                 match opened {
                     Ok(g) => {
-                        member = me.map(|me| Member { me, leadership: g.leadership(), applied: g.applied_watch() });
+                        member = replicated.then(|| Member { leadership: g.leadership(), applied: g.applied_watch() });
                         Store::Durable(Arc::new(g), log)
                     }
                     Err(e) => {
@@ -177,8 +164,7 @@ impl Runner {
         let mut deleted = false;
         let mut led = false;
         loop {
-            // Only the leader of a replicated store releases.
-            let releases = self.member.as_ref().is_none_or(Member::leads);
+            let releases = self.releases();
             if self.member.is_some() && releases != led {
                 led = releases;
                 let (exchange, vhost) = (&self.key.name, &self.key.vhost);
@@ -220,6 +206,11 @@ impl Runner {
         self.stop(deleted).await;
     }
 
+    /// Whether this runner releases: the store is this node's alone, or its member leads.
+    fn releases(&self) -> bool {
+        self.member.as_ref().is_none_or(|m| m.leadership.current().leading)
+    }
+
     /// Holds a batch of publishes and confirms them once stored; returns true once the
     /// exchange was deleted.
     async fn serve(&mut self, batch: &mut Vec<Request>) -> bool {
@@ -258,7 +249,7 @@ impl Runner {
 
     /// Routes the messages due now, waits until their queues have them, then forgets them.
     async fn release_due(&mut self) {
-        if self.member.as_ref().is_some_and(|m| !m.leads()) {
+        if !self.releases() {
             return;
         }
         let due = self.store.read(|m| m.due(now_ms(), RELEASE, RELEASE_BYTES));

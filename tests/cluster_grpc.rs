@@ -160,3 +160,35 @@ async fn another_secret_or_cluster_name_is_refused() {
         stop(n).await;
     }
 }
+
+/// A peer that refused connections (it was down) is reached as soon as it listens again:
+/// none of the failed calls leaves the link to it broken for good (a link whose stream failed
+/// at once, before the transport had put it in place, once stayed in place, dead, and every
+/// later Raft call to that peer failed with "tcp connect error").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_refused_connections_is_reached_once_it_listens() {
+    let creds = Credentials::new("test", "secret");
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let t = GrpcTransport::new(9, creds.clone(), None);
+    t.set_peer(1, &addr.to_string());
+    for round in 0..200 {
+        let r = t.call(1, GROUP, RpcKind::Vote, bytes::Bytes::new()).await;
+        assert!(matches!(r, Err(TransportError::NotConnected { .. })), "round {round}: {r:?}");
+    }
+    // The peer is up: it has no group 0, and says so (the call arrived).
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let identity = Identity { name: "warren@n1".into(), member: Default::default(), said: Default::default() };
+    let server = tokio::spawn(serve(listener, Router::new(1), identity, creds, async {
+        let _ = stopped.await;
+    }));
+    for round in 0..20 {
+        let r = t.call(1, GROUP, RpcKind::Vote, bytes::Bytes::new()).await;
+        assert!(matches!(r, Err(TransportError::NoGroup { .. })), "round {round}: {r:?}");
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+}

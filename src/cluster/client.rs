@@ -70,18 +70,24 @@ impl GrpcTransport {
             return Ok(l.clone());
         }
         let channel = self.channel(id)?;
-        let links = Arc::downgrade(&self.links);
+        let weak = Arc::downgrade(&self.links);
+        // Opened and put in place under the lock its failure takes to remove it: a link that
+        // fails at once (the peer refuses connections) is removed after it is in place, never
+        // before (a dead link left in place would fail every call to the peer from then on).
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = links.get(&id) {
+            return Ok(l.clone());
+        }
         let link = Link::open(channel, self.creds.clone(), id, MAX_MESSAGE, move |failed| {
-            if let Some(links) = links.upgrade() {
+            if let Some(links) = weak.upgrade() {
                 let mut links = links.lock().unwrap_or_else(|p| p.into_inner());
                 if links.get(&id).is_some_and(|l| l.id == failed) {
                     links.remove(&id);
                 }
             }
         });
-        // Two callers may open one at once: the first in keeps its place.
-        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(links.entry(id).or_insert(link).clone())
+        links.insert(id, link.clone());
+        Ok(link)
     }
 }
 

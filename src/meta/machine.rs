@@ -126,6 +126,7 @@ impl MetaMachine {
         if kind.delayed {
             x.delay_group = Some(self.next_group());
             if durable {
+                x.delay_founders = members.clone();
                 x.delay_members = members;
             }
         }

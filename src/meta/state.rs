@@ -39,6 +39,9 @@ pub struct Exchange {
     /// their members); empty: the store lives on every node alone (a single node, or a
     /// transient exchange, whose held messages a restart loses anyway).
     pub delay_members: Vec<u64>,
+    /// The store's members at declaration (they start its group; a member that replaced a
+    /// removed one joins it, added by the store's leader), as a quorum queue's founders.
+    pub delay_founders: Vec<u64>,
     /// Message counters (`publish_in`, `publish_out`): observations, not state. Never encoded
     /// nor read by the machine; a changed copy of the record shares them, a new exchange
     /// starts from zero.
@@ -69,6 +72,7 @@ impl Exchange {
             bindings: BindingIndex::default(),
             delay_group: None,
             delay_members: Vec::new(),
+            delay_founders: Vec::new(),
             stats: Arc::default(),
         }
     }

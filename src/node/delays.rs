@@ -3,9 +3,12 @@
 //! the store of an exchange that is gone is deleted with its data.
 //!
 //! In a cluster, a durable exchange's store is replicated over its members
-//! (`Exchange::delay_members`); this node runs its member there. A node that is not a member
-//! (one that joined after the exchange was declared) keeps what its own publishers send in a
-//! store of its own, as a single node does.
+//! (`Exchange::delay_members`); this node runs its member there. The founders
+//! (`Exchange::delay_founders`) start the group; a member that replaced a removed one starts
+//! empty and waits for the store's leader to add it, as the members the metadata says reach
+//! the running store (whose leader converges on them). A node that is not a member (one that
+//! joined after the exchange was declared) keeps what its own publishers send in a store of
+//! its own, as a single node does.
 
 use super::Node;
 use crate::ids::QueueKey;
@@ -16,9 +19,17 @@ use crate::raft::Replication;
 use crate::storage::GroupId;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::watch;
 
-/// A running store: its storage group and its address.
-pub(super) type Running = HashMap<QueueKey, (u64, QueueHandle)>;
+/// A running store: its storage group, its address, and its members as the metadata says.
+pub(super) struct Store {
+    group: u64,
+    handle: QueueHandle,
+    members: watch::Sender<Vec<u64>>,
+}
+
+/// The running stores by exchange.
+pub(super) type Running = HashMap<QueueKey, Store>;
 
 impl Node {
     /// Starts and stops delay stores to match `meta`; returns the stores for the snapshot.
@@ -33,10 +44,10 @@ impl Node {
                     .filter_map(|x| x.delay_group.map(|g| (QueueKey::new(v.name.clone(), x.name.clone()), (g, &**x))))
             })
             .collect();
-        running.retain(|key, (group, handle)| {
-            let keep = wanted.get(key).is_some_and(|(g, _)| g == group);
+        running.retain(|key, store| {
+            let keep = wanted.get(key).is_some_and(|(g, _)| *g == store.group);
             if !keep {
-                let h = handle.clone();
+                let h = store.handle.clone();
                 // Never block the metadata actor: the store may be waiting on a queue.
                 tokio::spawn(async move {
                     let _ =
@@ -46,19 +57,25 @@ impl Node {
             keep
         });
         for (key, (group, x)) in wanted {
-            if running.contains_key(&key) {
+            if let Some(store) = running.get(&key) {
+                store.members.send_if_modified(|m| {
+                    let changed = *m != x.delay_members;
+                    m.clone_from(&x.delay_members);
+                    changed
+                });
                 continue;
             }
             let log = x.durable.then(|| self.storage.group(GroupId(group)));
-            let rep = self
-                .replication
-                .as_ref()
-                .filter(|_| x.delay_members.contains(&self.id))
-                .map(|r| Replication { initial: Some(x.delay_members.iter().copied().collect()), ..r.clone() });
+            let (members, watched) = watch::channel(x.delay_members.clone());
+            let rep = self.replication.as_ref().filter(|_| x.delay_members.contains(&self.id)).map(|r| {
+                let founder = x.delay_founders.contains(&self.id);
+                let initial = founder.then(|| x.delay_founders.iter().copied().collect());
+                delayed::runner::Member { rep: Replication { initial, ..r.clone() }, members: watched }
+            });
             let handle = delayed::spawn(key.clone(), log, self.delay_router(), rep);
-            running.insert(key, (group, handle));
+            running.insert(key, Store { group, handle, members });
         }
-        running.iter().map(|(k, (_, h))| (k.clone(), h.clone())).collect()
+        running.iter().map(|(k, s)| (k.clone(), s.handle.clone())).collect()
     }
 
     /// Routes a released message through its exchange as the bindings are now.

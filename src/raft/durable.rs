@@ -158,7 +158,7 @@ mod members;
 mod propose;
 mod watch;
 pub(crate) use adapter::SmAdapter;
-pub use members::Membership;
+pub use members::{Membership, keep_converging};
 pub use propose::Pending;
 pub use watch::{AppliedWatch, Leadership, LeadershipWatch};
 

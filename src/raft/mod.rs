@@ -21,6 +21,6 @@ pub mod types;
 
 pub use durable::{
     AppliedWatch, DecodeError, DurableGroup, DurableMachine, GroupError, GroupOptions, Leadership, LeadershipWatch,
-    Membership, Pending, Replication,
+    Membership, Pending, Replication, keep_converging,
 };
 pub use group::{ApplyMeta, Group, LogIndex, Machine};

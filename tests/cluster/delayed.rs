@@ -3,12 +3,12 @@
 //! member leads, and the death of the store's leader, even with the node messages were
 //! published through, loses nothing confirmed: another member is elected and releases them.
 
-use super::{channel, harness};
+use super::{channel, harness, publish_to};
 use futures::StreamExt;
 use harness::Cluster;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
@@ -42,54 +42,47 @@ async fn store_leader(c: &Cluster, alive: &[usize]) -> usize {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn held_messages_outlive_the_store_leaders_death() {
-    let mut c = Cluster::new(3);
-    c.start_all();
-    let (_c0, ch0) = channel(&c, 0).await;
+/// Declares durable delayed exchange `later` (direct) and quorum queue `due` bound to it
+/// with key `k`.
+pub(super) async fn declare_later_and_due(ch: &lapin::Channel) {
     let mut xargs = FieldTable::default();
     xargs.insert("x-delayed-type".into(), AMQPValue::LongString("direct".into()));
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch0.exchange_declare("later".into(), ExchangeKind::Custom("x-delayed-message".into()), durable, xargs)
+    ch.exchange_declare("later".into(), ExchangeKind::Custom("x-delayed-message".into()), durable, xargs)
         .await
         .unwrap();
     let mut qargs = FieldTable::default();
     qargs.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     let qopts = QueueDeclareOptions { durable: true, ..Default::default() };
-    ch0.queue_declare("due".into(), qopts, qargs).await.unwrap();
-    ch0.queue_bind("due".into(), "later".into(), "k".into(), QueueBindOptions::default(), FieldTable::default())
+    ch.queue_declare("due".into(), qopts, qargs).await.unwrap();
+    ch.queue_bind("due".into(), "later".into(), "k".into(), QueueBindOptions::default(), FieldTable::default())
         .await
         .unwrap();
+}
+
+/// Properties of a message held `ms` milliseconds.
+pub(super) fn delay(ms: i64) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("x-delay".into(), AMQPValue::LongLongInt(ms));
+    BasicProperties::default().with_headers(headers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn held_messages_outlive_the_store_leaders_death() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let (_c0, ch0) = channel(&c, 0).await;
+    declare_later_and_due(&ch0).await;
 
     // Half held through the store leader's node, half through another (whose member forwards
     // each hold to the leader), each confirmed once the store's majority has it.
     let leader = store_leader(&c, &[0, 1, 2]).await;
-    let mut headers = FieldTable::default();
-    headers.insert("x-delay".into(), AMQPValue::LongLongInt(DELAY_MS));
-    let props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
     let published = Instant::now();
     let mut conns = Vec::new();
     for (via, bodies) in [(leader, 0..HELD / 2), ((leader + 1) % 3, HELD / 2..HELD)] {
         let (conn, ch) = channel(&c, via).await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        let mut pending = Vec::new();
-        for i in bodies {
-            let body = format!("held-{i}");
-            let p = ch
-                .basic_publish(
-                    "later".into(),
-                    "k".into(),
-                    BasicPublishOptions::default(),
-                    body.as_bytes(),
-                    props.clone(),
-                )
-                .await
-                .unwrap();
-            pending.push(p);
-        }
-        for p in pending {
-            assert!(p.await.unwrap().is_ack(), "a delayed publish through node {} was nacked", via + 1);
-        }
+        publish_to(&ch, "later", "k", delay(DELAY_MS), bodies.map(|i| format!("held-{i}"))).await;
         conns.push(conn);
     }
     assert!(published.elapsed() < Duration::from_millis(DELAY_MS as u64 / 2), "holding took too long to test");

@@ -53,17 +53,29 @@ pub async fn passive(c: &Cluster, i: usize, queue: &str) -> Result<u32, String> 
 
 /// Publishes `bodies` persistent with confirms; every one must be acked.
 pub async fn publish_confirmed(ch: &Channel, queue: &str, bodies: impl Iterator<Item = String>) {
-    let props = BasicProperties::default().with_delivery_mode(2);
+    publish_to(ch, "", queue, BasicProperties::default(), bodies).await;
+}
+
+/// Publishes `bodies` persistent (with `props`) to `exchange` with `key` on a channel in
+/// confirm mode; every one must be acked.
+pub async fn publish_to(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    props: BasicProperties,
+    bodies: impl Iterator<Item = String>,
+) {
+    let props = props.with_delivery_mode(2);
     let mut pending = Vec::new();
     for b in bodies {
         let c = ch
-            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), b.as_bytes(), props.clone())
+            .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), b.as_bytes(), props.clone())
             .await
             .unwrap();
         pending.push(c);
     }
     for c in pending {
-        assert!(c.await.unwrap().is_ack(), "a publish to a remote queue was nacked");
+        assert!(c.await.unwrap().is_ack(), "a publish to '{exchange}' with key '{key}' was nacked");
     }
 }
 

@@ -3,8 +3,9 @@
 //! another node afterwards); `forget_cluster_node` removes a member that is down for good;
 //! a node started a minute after the others joins the cluster they formed.
 
+use super::delayed::{declare_later_and_due, delay};
 use super::harness::Cluster;
-use super::{channel, declare, exists, passive, publish_confirmed};
+use super::{channel, declare, exists, passive, publish_confirmed, publish_to};
 use futures::StreamExt;
 use lapin::ExchangeKind;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions};
@@ -125,6 +126,8 @@ async fn a_node_with_an_empty_data_directory_takes_a_dead_ones_place() {
     c.start_all();
     declare_quorum(&c, 0, "kept").await;
     publish(&c, 0, "kept", 0..200).await;
+    // A durable delayed exchange: its store is a group over the three nodes too.
+    declare_later_and_due(&channel(&c, 0).await.1).await;
 
     // (A node slower than the two others to start joins the cluster they founded.)
     let ids: Vec<u64> = (0..3).map(|i| logged_id(&c, i, &["founding the cluster", "joined the cluster"])).collect();
@@ -147,7 +150,8 @@ async fn a_node_with_an_empty_data_directory_takes_a_dead_ones_place() {
     assert!(new > 3 && !ids.contains(&new), "node 3 came back as {new}, the nodes were {ids:?}");
     let members: BTreeSet<u64> = [ids[0], ids[1], new].into();
     until_logged(&c, &["the metadata group's members changed"], &members).await;
-    until_logged(&c, &["the queue's group has its members", "kept"], &members).await;
+    until_logged(&c, &["the group has its members", "'kept'"], &members).await;
+    until_logged(&c, &["the group has its members", "'later'"], &members).await;
 
     // The new node is a full member: with node 1 down, node 2 and it are the majority of
     // the metadata and of the queue; what they confirm meanwhile is on both.
@@ -155,6 +159,11 @@ async fn a_node_with_an_empty_data_directory_takes_a_dead_ones_place() {
     let (_c1, ch1) = channel(&c, 1).await;
     declare(&ch1, "made-without-node-1", ExchangeKind::Direct).await.unwrap();
     publish(&c, 1, "kept", 200..300).await;
+    // Held through node 2, each confirmed once the delayed store's majority (node 2 and the
+    // new node) has it; released when due by whichever members are left then (node 2 is
+    // usually gone by then).
+    ch1.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    publish_to(&ch1, "later", "k", delay(8000), (0..10).map(|n| format!("held-{n}"))).await;
     // Node 1 comes back and node 2 goes: node 1 and the new node are the majority, and the
     // messages only node 2 and the new node had are all there.
     c.start(0);
@@ -163,6 +172,8 @@ async fn a_node_with_an_empty_data_directory_takes_a_dead_ones_place() {
     assert!(exists(&c, 2, "made-without-node-1").await);
     let seen = consume(&c, 2, "kept", 300).await;
     assert_eq!(seen.len(), 300);
+    let held = consume(&c, 2, "due", 10).await;
+    assert_eq!(held, (0..10).map(|n| format!("held-{n}")).collect());
 }
 
 #[tokio::test(flavor = "multi_thread")]

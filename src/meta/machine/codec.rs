@@ -17,9 +17,9 @@ const VERSION: u8 = 1;
 /// Version of the state encoding (2: vhost metadata and policies after each vhost's
 /// exchanges; 3: each queue's home node after its group; 4: a replicated queue's members
 /// after its home; 5: a replicated queue's founders after its members, and the node registry
-/// after the vhosts; 6: a delayed exchange's store members after its group). Versions 1 to 5
-/// are still read.
-const STATE_VERSION: u8 = 6;
+/// after the vhosts; 6: a delayed exchange's store members after its group; 7: the store's
+/// founders after its members). Versions 1 to 6 are still read.
+const STATE_VERSION: u8 = 7;
 
 mod tag {
     pub const ADD_VHOST: u8 = 1;

@@ -9,7 +9,8 @@
 //! classic queues it was home to go (their data was on it), and so do the exclusive queues of
 //! its connections. A replacement instead takes the removed node's place in each quorum queue
 //! it held a replica of; the queue's leader then adds the new member to its group
-//! (`queue/runner/lead.rs`), so the queue keeps its replication factor.
+//! (`queue/runner/lead.rs`), so the queue keeps its replication factor. Durable delayed
+//! exchanges' stores follow the same rules (`queue/delayed/runner.rs` converges them).
 
 use super::MetaMachine;
 use crate::broker::Error;
@@ -88,14 +89,33 @@ impl MetaMachine {
             let v = Arc::make_mut(v);
             for q in v.queues.values_mut().filter(|q| q.members.contains(&old)) {
                 let q = Arc::make_mut(q);
-                match replacement {
-                    Some(new) => q.members.iter_mut().filter(|m| **m == old).for_each(|m| *m = new),
-                    None => q.members.retain(|&m| m != old),
-                }
+                replace_member(&mut q.members, old, replacement);
                 if q.home == old {
                     q.home = q.members.first().copied().unwrap_or(old);
                 }
             }
         }
+        // Durable delayed exchanges' stores likewise: the replacement takes the removed
+        // member's place, or the store goes on with its other members (with none left, its
+        // held messages were on the removed node alone: each node's publishers then hold in
+        // a store of their own node, as a single node does).
+        for v in self.state.vhosts.values_mut() {
+            if !v.exchanges.values().any(|x| x.delay_members.contains(&old)) {
+                continue;
+            }
+            let v = Arc::make_mut(v);
+            for x in v.exchanges.values_mut().filter(|x| x.delay_members.contains(&old)) {
+                let x = Arc::make_mut(x);
+                replace_member(&mut x.delay_members, old, replacement);
+            }
+        }
+    }
+}
+
+/// `old` replaced by `replacement` in a group's `members`, or removed from them.
+fn replace_member(members: &mut Vec<u64>, old: u64, replacement: Option<u64>) {
+    match replacement {
+        Some(new) => members.iter_mut().filter(|m| **m == old).for_each(|m| *m = new),
+        None => members.retain(|&m| m != old),
     }
 }

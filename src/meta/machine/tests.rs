@@ -247,6 +247,25 @@ fn quorum(name: &str, members: Vec<u64>) -> MetaCommand {
     }
 }
 
+/// A durable delayed exchange whose store's members are `members`.
+fn delayed(name: &str, members: Vec<u64>) -> MetaCommand {
+    let mut args = FieldTable::default();
+    args.insert("x-delayed-type".into(), amq_protocol::types::AMQPValue::LongString("direct".into()));
+    MetaCommand::DeclareExchange {
+        vhost: "/".into(),
+        name: name.into(),
+        kind: crate::broker::exchange::ExchangeType {
+            kind: crate::broker::exchange::ExchangeKind::Direct,
+            delayed: true,
+        },
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        args,
+        members,
+    }
+}
+
 fn node(id: u64, name: &str) -> ClusterNode {
     ClusterNode { id, name: name.into(), addr: format!("10.0.0.{id}:25672") }
 }
@@ -257,6 +276,7 @@ fn a_forgotten_node_takes_its_replicas_and_its_classic_queues_along() {
     apply(&mut m, MetaCommand::SeedNodes { nodes: vec![node(1, ""), node(2, ""), node(3, "")] });
     apply(&mut m, quorum("three", vec![3, 1, 2]));
     apply(&mut m, quorum("alone", vec![3]));
+    apply(&mut m, delayed("later", vec![3, 1, 2]));
     // A durable classic queue on node 3, and an exclusive one of a node-3 connection.
     let mut on3 = queue("classic", false, crate::ids::node_base(3));
     if let MetaCommand::DeclareQueue { durable, .. } = &mut on3 {
@@ -276,6 +296,8 @@ fn a_forgotten_node_takes_its_replicas_and_its_classic_queues_along() {
     let q = &m.state().vhosts["/"].queues["three"];
     assert_eq!((&q.members, &q.founders, q.home), (&vec![1, 2], &vec![3, 1, 2], 1));
     assert!(m.state().vhosts["/"].queues.contains_key("kept"));
+    let x = &m.state().vhosts["/"].exchanges["later"];
+    assert_eq!((&x.delay_members, &x.delay_founders), (&vec![1, 2], &vec![3, 1, 2]), "the store goes on without it");
     // Forgotten for good: not again, and it may not register again under its old id.
     assert!(refused(apply(&mut m, MetaCommand::ForgetNode { id: 3 }).0).starts_with("NOT_FOUND"));
     let again = apply(&mut m, MetaCommand::RegisterNode { node: node(3, "warren@c") }).0;
@@ -288,10 +310,13 @@ fn a_joining_node_gets_a_new_id_and_takes_the_place_of_the_node_it_replaces() {
     apply(&mut m, MetaCommand::SeedNodes { nodes: vec![node(1, ""), node(2, ""), node(3, "")] });
     apply(&mut m, MetaCommand::RegisterNode { node: node(2, "warren@b") });
     apply(&mut m, quorum("q", vec![2, 3, 1]));
+    apply(&mut m, delayed("later", vec![2, 3, 1]));
     // Same name, another address: node 2 is replaced.
     let (r, _) = apply(&mut m, MetaCommand::JoinNode { name: "warren@b".into(), addr: "10.9.9.9:25672".into() });
     assert!(matches!(r, MetaReply::NodeJoined { id: 4 }), "{r:?}");
     assert_eq!(m.state().vhosts["/"].queues["q"].members, vec![4, 3, 1]);
+    let x = &m.state().vhosts["/"].exchanges["later"];
+    assert_eq!((&x.delay_members, &x.delay_founders), (&vec![4, 3, 1], &vec![2, 3, 1]), "and in the delayed store");
     // A brand-new node replaces nobody.
     let (r, _) = apply(&mut m, MetaCommand::JoinNode { name: "warren@e".into(), addr: "10.0.0.5:25672".into() });
     assert!(matches!(r, MetaReply::NodeJoined { id: 5 }), "{r:?}");

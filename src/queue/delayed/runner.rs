@@ -12,11 +12,13 @@ use crate::broker::delayed;
 use crate::ids::{MsgId, QueueKey};
 use crate::queue::runner::{ConfirmTo, DeadLetterRouter, Request, forward_confirmed};
 use crate::queue::{ClientEvent, Command, Message, QueueHandle, Reply};
+use crate::raft::transport::NodeId;
 use crate::raft::{AppliedWatch, DurableGroup, Group, GroupError, GroupOptions, LeadershipWatch, Replication};
 use crate::storage::GroupLog;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 /// Capacity of a store's inbox.
 const INBOX: usize = 4096;
@@ -29,20 +31,31 @@ const RELEASE_BYTES: u64 = 8 << 20;
 /// An idle durable store snapshots after this long (its log then shrinks to what it holds).
 const IDLE_SNAPSHOT: Duration = Duration::from_secs(2);
 
-/// A replicated store's member: what tells it to look again (it led, or another member's
-/// hold was applied).
-struct Member {
-    leadership: LeadershipWatch,
-    applied: AppliedWatch,
+/// What makes this node's store a member of a replicated one: how it reaches the others (its
+/// `initial` members set on the store's founders only), and the members the metadata says
+/// (they change when a node is forgotten or replaced).
+pub struct Member {
+    pub rep: Replication,
+    pub members: watch::Receiver<Vec<NodeId>>,
 }
 
-/// Resolves when a replicated store's leadership or applied entries change; never for a
-/// store of one node.
-async fn moved(member: &mut Option<Member>) -> Option<()> {
+/// A running member: what tells it to look again (it led, another member's hold was
+/// applied, or the members changed), and the task converging the group on its members.
+struct Watched {
+    leadership: LeadershipWatch,
+    applied: AppliedWatch,
+    members: watch::Receiver<Vec<NodeId>>,
+    converging: Option<JoinHandle<()>>,
+}
+
+/// Resolves when a replicated store's leadership, applied entries or members change; never
+/// for a store of one node.
+async fn moved(member: &mut Option<Watched>) -> Option<()> {
     let Some(m) = member else { return std::future::pending().await };
     tokio::select! {
         l = m.leadership.changed() => l.map(|_| ()),
         a = m.applied.changed() => a.map(|_| ()),
+        c = m.members.changed() => c.ok(),
     }
 }
 
@@ -104,8 +117,8 @@ impl Store {
 
 /// Starts the store of delayed exchange `key` (vhost and exchange name); `log` is its
 /// storage group for a durable exchange, `None` for a transient one; `rep` makes a durable
-/// store this node's member of a replicated one (its `initial` the store's members).
-pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router, rep: Option<Replication>) -> QueueHandle {
+/// store this node's member of a replicated one.
+pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router, rep: Option<Member>) -> QueueHandle {
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(16);
     let handle = QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default() };
@@ -115,17 +128,26 @@ pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router, rep: Option<Re
         let store = match log {
             None => Store::Memory(Group::new(DelayMachine::in_memory())),
             Some(log) => {
-                let replicated = rep.is_some();
-                let opened = match rep {
-                    None => DurableGroup::open(log.clone(), DelayMachine::durable(), GroupOptions::default()).await,
-                    Some(rep) => {
+                let (opened, members) = match rep {
+                    None => {
+                        (DurableGroup::open(log.clone(), DelayMachine::durable(), GroupOptions::default()).await, None)
+                    }
+                    Some(Member { rep, members }) => {
                         let init = DelayMachine::durable();
-                        DurableGroup::open_member(log.clone(), init, GroupOptions::self_timed(), rep).await
+                        (
+                            DurableGroup::open_member(log.clone(), init, GroupOptions::self_timed(), rep).await,
+                            Some(members),
+                        )
                     }
                 };
                 match opened {
                     Ok(g) => {
-                        member = replicated.then(|| Member { leadership: g.leadership(), applied: g.applied_watch() });
+                        member = members.map(|members| Watched {
+                            leadership: g.leadership(),
+                            applied: g.applied_watch(),
+                            members,
+                            converging: None,
+                        });
                         Store::Durable(Arc::new(g), log)
                     }
                     Err(e) => {
@@ -150,7 +172,7 @@ struct Runner {
     key: Arc<QueueKey>,
     route: Router,
     /// This node's member of a replicated store (`None`: the store is this node's alone).
-    member: Option<Member>,
+    member: Option<Watched>,
 }
 
 fn now_ms() -> u64 {
@@ -174,6 +196,9 @@ impl Runner {
                         tracing::info!(%exchange, %vhost, "this node no longer leads the delayed exchange's store")
                     }
                 }
+            }
+            if releases {
+                self.converge();
             }
             let next = if releases { self.store.read(DelayMachine::next_due) } else { None };
             let wait = next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
@@ -204,6 +229,17 @@ impl Runner {
             snapshot_due = true;
         }
         self.stop(deleted).await;
+    }
+
+    /// On the store's leader: brings the group's members in line with the metadata's (in a
+    /// task of its own, `raft::keep_converging`), unless they are or a task is at it.
+    fn converge(&mut self) {
+        let (Some(m), Store::Durable(g, _)) = (&mut self.member, &self.store) else { return };
+        if m.converging.as_ref().is_some_and(|t| !t.is_finished()) || g.has_members(&m.members.borrow()) {
+            return;
+        }
+        let what = format!("delayed exchange '{}' in vhost '{}'", self.key.name, self.key.vhost);
+        m.converging = Some(crate::raft::keep_converging(g, m.members.clone(), what));
     }
 
     /// Whether this runner releases: the store is this node's alone, or its member leads.

@@ -30,8 +30,6 @@ use tokio::time::Instant;
 const TURN: Duration = Duration::from_millis(400);
 /// How long a member waits for an election it started before it tries again.
 const RETRY: Duration = Duration::from_millis(1000);
-/// Between attempts to change a queue group's members (a new member down or far behind).
-const CONVERGE_RETRY: Duration = Duration::from_secs(5);
 /// How long an elected member that cannot take over yet holds what reaches it.
 const TAKEOVER_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -203,41 +201,16 @@ impl Lead {
 
     /// On the serving leader: brings the group's membership in line with the metadata's
     /// members (a new member catches up as a learner first, `raft/durable/members.rs`), in
-    /// a task of its own so the queue keeps serving meanwhile; tried again every
-    /// [`CONVERGE_RETRY`] until it is done, leadership moves or the queue stops.
+    /// a task of its own so the queue keeps serving meanwhile, until it is done, leadership
+    /// moves or the queue stops.
     pub(super) fn converge(&mut self, g: &std::sync::Arc<DurableGroup<QueueMachine>>) {
         if self.serving.is_none() || self.converging.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        let now = g.membership();
-        let wanted: BTreeSet<NodeId> = self.members.borrow().iter().copied().collect();
-        if !now.joint && now.voters == wanted && now.learners.is_empty() {
+        if g.has_members(&self.members.borrow()) {
             return;
         }
-        let (g, key, mut members) = (std::sync::Arc::downgrade(g), self.key.clone(), self.members.clone());
-        self.converging = Some(tokio::spawn(async move {
-            loop {
-                let Some(group) = g.upgrade() else { return };
-                let wanted = members.borrow_and_update().clone();
-                match group.converge(&wanted, usize::MAX).await {
-                    Ok(_) => {
-                        tracing::info!(queue = %key, members = ?wanted, "the queue's group has its members");
-                        if !members.has_changed().unwrap_or(false) {
-                            return;
-                        }
-                    }
-                    Err(GroupError::NotLeader(l)) => {
-                        tracing::info!(queue = %key, leader = ?l, "no longer leads: leaves the queue's members to its leader");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(queue = %key, error = %e, "cannot change the queue's members yet");
-                        drop(group);
-                        tokio::time::sleep(CONVERGE_RETRY).await;
-                    }
-                }
-            }
-        }));
+        self.converging = Some(crate::raft::keep_converging(g, self.members.clone(), self.key.to_string()));
     }
 }
 

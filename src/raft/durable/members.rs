@@ -12,11 +12,17 @@ use crate::raft::transport::NodeId;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, ChangeMembers};
 use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// How long a new member may take to catch up before the change is given up (and tried again
 /// by the caller later).
 const CATCH_UP: Duration = Duration::from_secs(120);
+
+/// Between attempts to change a group's members (a new member down or far behind).
+const CONVERGE_RETRY: Duration = Duration::from_secs(5);
 
 /// A group's membership as one member knows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +44,12 @@ impl<M: DurableMachine> DurableGroup<M> {
             learners: m.learner_ids().collect(),
             joint: m.get_joint_config().len() > 1,
         }
+    }
+
+    /// Whether the group's voters are `wanted`, with no learner and no change half-way.
+    pub fn has_members(&self, wanted: &[NodeId]) -> bool {
+        let now = self.membership();
+        !now.joint && now.learners.is_empty() && now.voters == wanted.iter().copied().collect()
     }
 
     /// On the leader: makes `wanted` the group's members: voters up to `max_voters` (those that
@@ -126,4 +138,39 @@ impl<M: DurableMachine> DurableGroup<M> {
     pub async fn is_initialized(&self) -> Result<bool, GroupError> {
         self.raft.is_initialized().await.map_err(raft_err)
     }
+}
+
+/// On a group's leader: a task that brings the group's membership in line with `members` (as
+/// the metadata says them: a node was forgotten or replaced), trying again every
+/// [`CONVERGE_RETRY`], until the group has them and they did not change meanwhile, this
+/// member no longer leads, or the group is gone. `what` names the group in the log.
+pub fn keep_converging<M: DurableMachine>(
+    group: &Arc<DurableGroup<M>>,
+    mut members: watch::Receiver<Vec<NodeId>>,
+    what: String,
+) -> JoinHandle<()> {
+    let group: Weak<DurableGroup<M>> = Arc::downgrade(group);
+    tokio::spawn(async move {
+        loop {
+            let Some(g) = group.upgrade() else { return };
+            let wanted = members.borrow_and_update().clone();
+            match g.converge(&wanted, usize::MAX).await {
+                Ok(_) => {
+                    tracing::info!(group = %what, members = ?wanted, "the group has its members");
+                    if !members.has_changed().unwrap_or(false) {
+                        return;
+                    }
+                }
+                Err(GroupError::NotLeader(l)) => {
+                    tracing::info!(group = %what, leader = ?l, "no longer leads: leaves the group's members to its leader");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(group = %what, error = %e, "cannot change the group's members yet");
+                    drop(g);
+                    tokio::time::sleep(CONVERGE_RETRY).await;
+                }
+            }
+        }
+    })
 }

@@ -38,6 +38,7 @@ pub(super) fn encode_state(s: &MetaState) -> Vec<u8> {
             if let Some(g) = x.delay_group {
                 w.u64(g);
                 put_nodes(&mut w, &x.delay_members);
+                put_nodes(&mut w, &x.delay_founders);
             }
             w.bool(x.durable).bool(x.auto_delete).bool(x.internal);
             put_table(&mut w, &x.args);
@@ -119,12 +120,14 @@ pub(super) fn decode_state(bytes: &Bytes) -> Result<MetaMachine, CodecError> {
             let (name, ty) = (r.str()?, get_kind(&mut r)?);
             let delay_group = if ty.delayed { Some(r.u64()?) } else { None };
             let delay_members = if ty.delayed && v >= 6 { get_nodes(&mut r)? } else { Vec::new() };
+            let delay_founders = if ty.delayed && v >= 7 { get_nodes(&mut r)? } else { delay_members.clone() };
             let (durable, auto_delete, internal) = (r.bool()?, r.bool()?, r.bool()?);
             let args = get_table(&mut r)?;
             let kind = ty.kind;
             let mut x = Exchange::new(name.clone(), kind, durable, auto_delete, internal, args);
             x.delay_group = delay_group;
             x.delay_members = delay_members;
+            x.delay_founders = delay_founders;
             for _ in 0..r.u32()? {
                 let binding = Binding { destination: get_dest(&mut r)?, key: r.str()?, args: get_table(&mut r)? };
                 x.bindings.add(kind, binding).map_err(|e| CodecError(e.reply_text()))?;

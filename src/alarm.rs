@@ -139,9 +139,23 @@ pub fn threads() -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()
 }
 
-/// The machine's memory, from `/proc/meminfo` (Linux).
+/// The memory this node may use: the machine's (`/proc/meminfo`), or less where its cgroup
+/// (a container's `--memory`, a Kubernetes memory limit) allows less. Without the cgroup's
+/// limit a container's watermark would be a fraction of the host's memory, above the limit
+/// at which the container is killed.
 pub fn total_memory() -> Option<u64> {
-    kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")
+    let machine = kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")?;
+    let cgroup = CGROUP_LIMITS.iter().find_map(|p| cgroup_limit(&std::fs::read_to_string(p).ok()?));
+    Some(cgroup.map_or(machine, |c| c.min(machine)))
+}
+
+/// Where a cgroup's memory limit is: v2, then v1.
+const CGROUP_LIMITS: [&str; 2] = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"];
+
+/// A cgroup memory limit file's value: `None` for none (v2's `max`; v1 says none with a
+/// number near `i64::MAX`, which the machine's memory then caps).
+fn cgroup_limit(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
 }
 
 fn kib_field(text: &str, name: &str) -> Option<u64> {
@@ -160,6 +174,14 @@ mod tests {
         assert_eq!(kib_field("VmRSS: junk", "VmRSS:"), None);
         assert!(resident_bytes().unwrap() > 0);
         assert!(total_memory().unwrap() > resident_bytes().unwrap());
+    }
+
+    #[test]
+    fn a_cgroup_memory_limit_parses_and_none_is_none() {
+        assert_eq!(cgroup_limit("1073741824\n"), Some(1 << 30));
+        assert_eq!(cgroup_limit("max\n"), None);
+        // cgroup v1's "no limit" is a huge number: the machine's memory stays the bound.
+        assert_eq!(cgroup_limit("9223372036854771712\n"), Some(9_223_372_036_854_771_712));
     }
 
     #[test]

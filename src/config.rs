@@ -46,9 +46,14 @@ pub struct Config {
     pub default_queue_type: QueueType,
     /// Users who may log in only from loopback addresses (RabbitMQ: `loopback_users = [guest]`).
     pub loopback_users: Vec<String>,
-    /// Create `guest`/`guest` (administrator, full access to `/`) unless a user of that name is
-    /// configured.
+    /// Create the default user (administrator, full access to `/`) with a new database, unless
+    /// a user of that name is configured.
     pub default_user: bool,
+    /// The default user's name and password: `guest`/`guest`, or RabbitMQ's
+    /// `RABBITMQ_DEFAULT_USER`/`_PASS` as `WARREN_DEFAULT_USER`/`WARREN_DEFAULT_PASS` (`guest`
+    /// may log in from loopback only, so a cluster behind a proxy needs another).
+    pub default_user_name: String,
+    pub default_pass: String,
     pub users: Vec<UserConfig>,
     pub vhosts: Vec<VhostConfig>,
     pub permissions: Vec<PermissionConfig>,
@@ -212,6 +217,8 @@ impl Default for Config {
             consumer_timeout: 1_800_000,
             loopback_users: vec!["guest".to_owned()],
             default_user: true,
+            default_user_name: "guest".to_owned(),
+            default_pass: "guest".to_owned(),
             users: Vec::new(),
             vhosts: Vec::new(),
             permissions: Vec::new(),
@@ -281,13 +288,17 @@ impl Config {
             }
         }
         self.cluster.validate()?;
+        if self.default_user && (self.default_user_name.is_empty() || self.default_pass.is_empty()) {
+            return Err(ConfigError::Invalid("the default user needs a name and a password".into()));
+        }
         for u in &self.users {
             if u.password.is_none() && u.password_hash.is_none() {
                 return Err(ConfigError::Invalid(format!("user '{}' needs a password or a password_hash", u.name)));
             }
         }
         for p in &self.permissions {
-            if !self.users.iter().any(|u| u.name == p.user) && !(self.default_user && p.user == "guest") {
+            if !self.users.iter().any(|u| u.name == p.user) && !(self.default_user && p.user == self.default_user_name)
+            {
                 return Err(ConfigError::Invalid(format!("permissions for unknown user '{}'", p.user)));
             }
             if p.vhost != "/" && !self.vhosts.iter().any(|v| v.name == p.vhost) {

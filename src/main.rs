@@ -71,6 +71,16 @@ struct ServerArgs {
     /// that `ps` shows).
     #[arg(skip = std::env::var("WARREN_CLUSTER_SECRET").ok())]
     cluster_secret: Option<String>,
+    /// The administrator created with a new database instead of guest (RabbitMQ's
+    /// RABBITMQ_DEFAULT_USER); its password comes from WARREN_DEFAULT_PASS.
+    #[arg(long, env = "WARREN_DEFAULT_USER")]
+    default_user: Option<String>,
+    /// The default user's password (only from the environment).
+    #[arg(skip = std::env::var("WARREN_DEFAULT_PASS").ok())]
+    default_pass: Option<String>,
+    /// What a plain durable declare (no x-queue-type) gets [default: classic].
+    #[arg(long, env = "WARREN_DEFAULT_QUEUE_TYPE", value_parser = ["classic", "quorum"])]
+    default_queue_type: Option<String>,
 }
 
 impl ServerArgs {
@@ -118,6 +128,19 @@ impl ServerArgs {
         }
         if let Some(v) = self.cluster_secret {
             (c.cluster.secret, c.cluster.secret_file) = (Some(v), None);
+        }
+        match (self.default_user, self.default_pass) {
+            (Some(user), Some(pass)) => (c.default_user_name, c.default_pass) = (user, pass),
+            (None, None) => {}
+            (Some(_), None) => return Err("WARREN_DEFAULT_USER needs WARREN_DEFAULT_PASS".into()),
+            (None, Some(_)) => return Err("WARREN_DEFAULT_PASS needs WARREN_DEFAULT_USER".into()),
+        }
+        if let Some(v) = self.default_queue_type {
+            c.default_queue_type = if v == "quorum" {
+                warren::broker::argument::QueueType::Quorum
+            } else {
+                warren::broker::argument::QueueType::Classic
+            };
         }
         c.validate().map_err(|e| e.to_string())?;
         Ok(c)

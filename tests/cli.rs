@@ -104,3 +104,52 @@ fn a_data_directory_with_other_files_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no Warren data"));
     assert!(dir.path().join("notes.txt").exists());
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `WARREN_DEFAULT_USER` / `WARREN_DEFAULT_PASS` (RabbitMQ's `RABBITMQ_DEFAULT_USER` / `_PASS`)
+/// make that administrator instead of guest; `ctl check_ready` (the containers' probe) passes
+/// for it, fails with 77 for a user that does not exist and with 69 where nothing answers.
+#[test]
+fn the_default_user_from_the_environment_replaces_guest_and_check_ready_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (amqp, http) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let prometheus = format!("127.0.0.1:{}", free_port());
+    let server = |user: Option<&str>, pass: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
+        c.args(["server", "--amqp-addr", &amqp, "--http-addr", &http, "--prometheus-addr", &prometheus]);
+        c.args(["--data-dir", dir.path().to_str().unwrap()]);
+        c.env_remove("WARREN_DEFAULT_USER").env_remove("WARREN_DEFAULT_PASS");
+        if let Some(u) = user {
+            c.env("WARREN_DEFAULT_USER", u);
+        }
+        if let Some(p) = pass {
+            c.env("WARREN_DEFAULT_PASS", p);
+        }
+        c
+    };
+    let half = server(Some("admin"), None).output().unwrap();
+    assert_eq!(half.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&half.stderr).contains("WARREN_DEFAULT_USER needs WARREN_DEFAULT_PASS"));
+
+    let mut node = server(Some("admin"), Some("s3cret")).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let up = warren(&["ctl", "--amqp-addr", &amqp, "await_startup", "-t", "30"]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let ctl = |user: &str, pass: &str, args: &[&str]| {
+        let mut all = vec!["ctl", "--http-addr", &http, "--username", user, "--password", pass];
+        all.extend(args);
+        warren(&all)
+    };
+    let ready = ctl("admin", "s3cret", &["check_ready"]);
+    assert!(ready.status.success(), "{}", String::from_utf8_lossy(&ready.stderr));
+    assert_eq!(String::from_utf8_lossy(&ready.stdout).trim(), "Node is ready to serve clients");
+    let users = ctl("admin", "s3cret", &["-s", "list_users"]);
+    assert_eq!(String::from_utf8_lossy(&users.stdout), "admin\t[administrator]\n");
+    assert_eq!(ctl("guest", "guest", &["check_ready"]).status.code(), Some(77), "guest was not created");
+    let _ = node.kill();
+    let _ = node.wait();
+    let nothing = ctl("admin", "s3cret", &["-t", "2", "check_ready"]);
+    assert_eq!(nothing.status.code(), Some(69));
+}

@@ -190,6 +190,9 @@ pub enum CtlCmd {
     Status,
     /// Show the nodes of the cluster.
     ClusterStatus,
+    /// Exit 0 only if the node serves clients as part of a majority with a known metadata
+    /// leader (the management API's ready-to-serve-clients check; for container probes).
+    CheckReady,
     /// Remove a node that is down for good from the cluster (its replicas go; a node with an
     /// empty data directory started in its place joins as a new member instead).
     ForgetClusterNode {

@@ -118,6 +118,7 @@ fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
         C::ImportDefinitions { path } => definitions::import(&ctx, &path),
         C::Status => status::status(&ctx),
         C::ClusterStatus => status::cluster_status(&ctx),
+        C::CheckReady => status::check_ready(&ctx),
         C::ForgetClusterNode { node } => status::forget_cluster_node(&ctx, &node),
         C::SetVmMemoryHighWatermark { value } => status::set_vm_memory_high_watermark(&ctx, &value),
         C::SetDiskFreeLimit { limit } => status::set_disk_free_limit(&ctx, &limit),

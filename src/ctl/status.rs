@@ -238,6 +238,14 @@ fn size_bytes(s: &str) -> Result<u64, CtlError> {
         .ok_or_else(|| usage("size", format!("'{s}' is not a size in bytes")))
 }
 
+/// The node's readiness: an error (exit 69, with the node's reason) unless it serves clients
+/// as part of a majority.
+pub fn check_ready(ctx: &Ctx) -> Result<(), CtlError> {
+    ctx.api.get(&path(&["health", "checks", "ready-to-serve-clients"]))?;
+    ctx.out.info("Node is ready to serve clients");
+    Ok(())
+}
+
 pub fn cluster_status(ctx: &Ctx) -> Result<(), CtlError> {
     let overview = ctx.api.object(&path(&["overview"]))?;
     let nodes = ctx.api.list(&path(&["nodes"]))?;

@@ -17,7 +17,7 @@ impl Node {
         let empty_here = self.meta.read(|m| m.state().users.is_empty() && m.state().vhosts.is_empty());
         // The default vhost first, also as a barrier: once it is applied here, so is whatever
         // the cluster committed before it; so in a new cluster only the first node to get here
-        // creates guest.
+        // creates the default user.
         self.barrier().await?;
         let fresh = empty_here && self.meta.read(|m| m.state().users.is_empty());
         let mut cmds = Vec::new();
@@ -31,16 +31,18 @@ impl Node {
             cmds.push(MetaCommand::RegisterNode { node });
         }
         cmds.extend(c.vhosts.iter().map(|v| MetaCommand::AddVhost { name: v.name.clone() }));
-        // As RabbitMQ: guest is created with a new database, not again at every start.
-        if fresh && c.default_user && !c.users.iter().any(|u| u.name == "guest") {
+        // As RabbitMQ: the default user (guest, or RABBITMQ_DEFAULT_USER's counterpart) is
+        // created with a new database, not again at every start.
+        let default = &c.default_user_name;
+        if fresh && c.default_user && !c.users.iter().any(|u| &u.name == default) {
             cmds.push(MetaCommand::PutUser {
-                name: "guest".into(),
-                password_hash: password::hash("guest", rand::random()),
+                name: default.clone(),
+                password_hash: password::hash(&c.default_pass, rand::random()),
                 tags: vec!["administrator".into()],
             });
             cmds.push(MetaCommand::SetPermissions {
                 vhost: "/".into(),
-                user: "guest".into(),
+                user: default.clone(),
                 configure: ".*".into(),
                 write: ".*".into(),
                 read: ".*".into(),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Three-node figures, Warren beside RabbitMQ 3.10.8, interleaved (docs/benchmarks.md, "Cluster").
-# Warren's nodes come from scripts/cluster (AMQP 5672-5674, HTTP 15672-15674), RabbitMQ's from
+# Warren's nodes come from benches/local-cluster.sh (AMQP 5672-5674, HTTP 15672-15674), RabbitMQ's from
 # benches/rabbitmq-cluster.sh (AMQP 5681-5683, HTTP 15681-15683); both must be up.
 #
 #   benches/cluster.sh throughput [ROUNDS] [SECONDS]   quorum queue (three replicas), 1 KB
@@ -53,9 +53,9 @@ failover() {
         --duration 20 --keep --queue "$q" --label "$b failover r$r" 2>/dev/null &
       local load=$!
       sleep 8
-      if [ $b = warren ]; then scripts/cluster kill 1 >/dev/null; else benches/rabbitmq-cluster.sh kill 1 >/dev/null; fi
+      if [ $b = warren ]; then benches/local-cluster.sh kill 1 >/dev/null; else benches/rabbitmq-cluster.sh kill 1 >/dev/null; fi
       wait $load || true
-      if [ $b = warren ]; then scripts/cluster start 1 >/dev/null; else benches/rabbitmq-cluster.sh start 1 >/dev/null; fi
+      if [ $b = warren ]; then benches/local-cluster.sh start 1 >/dev/null; else benches/rabbitmq-cluster.sh start 1 >/dev/null; fi
       delete "$b" 2 "$q"
     done
   done

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# A three-node Warren cluster on this machine, for trying clustering by hand.
+# A three-node Warren cluster of plain processes on this machine (no containers): the one the
+# cluster benchmarks measure beside RabbitMQ's own three processes (benches/cluster.sh), and a
+# quick way to try clustering by hand. (`scripts/cluster` runs the containerized cluster behind
+# HAProxy.)
 #
-#   scripts/cluster up        build (release) and start nodes n1..n3, wait until they serve
-#   scripts/cluster status    which nodes run, and their ports
-#   scripts/cluster kill N    SIGKILL node N (1..3)       scripts/cluster start N   start it again
-#   scripts/cluster down      stop every node (SIGTERM)   scripts/cluster clean     and remove the data
+#   benches/local-cluster.sh up        build (release) and start nodes n1..n3, wait until they serve
+#   benches/local-cluster.sh status    which nodes run, and their ports
+#   benches/local-cluster.sh kill N    SIGKILL node N (1..3);  `start N` starts it again
+#   benches/local-cluster.sh down      stop every node (SIGTERM);  `clean` also removes the data
 #
 # Node N listens on AMQP 567(1+N), management 1567(1+N), Prometheus 1569(1+N) and cluster
 # 2567(1+N), all on 127.0.0.1: n1 takes 5672/15672 like a single node, n2 5673/15673, n3
@@ -78,5 +81,5 @@ case "${1:-}" in
       if running "$i"; then state="running (pid $(cat "$DIR/n$i.pid"))"; else state="stopped"; fi
       echo "n$i $state  amqp 127.0.0.1:$(amqp "$i")  http 127.0.0.1:$(http "$i")  cluster 127.0.0.1:$(clus "$i")"
     done ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

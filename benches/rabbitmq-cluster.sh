@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A three-node RabbitMQ cluster on this one machine: the RabbitMQ side of the cluster figures in
-# docs/benchmarks.md (Warren's own three nodes come from scripts/cluster). RabbitMQ is Debian's
+# docs/benchmarks.md (Warren's own three nodes come from benches/local-cluster.sh). RabbitMQ is Debian's
 # `rabbitmq-server` package (3.10.8 on Debian 12), installed on first use.
 #
 #   benches/rabbitmq-cluster.sh up        install if needed, start rabbit1..3, join 2 and 3 to 1,
@@ -17,7 +17,7 @@
 #
 # Node N (1..3) is rabbitN@localhost: AMQP 127.0.0.1:568N, management (HTTP API, guest/guest)
 # 127.0.0.1:1568N, Erlang distribution 127.0.0.1:2568N; epmd's 4369 is shared. Nothing listens
-# on 5672/15672/25672, which belong to Warren (a single node, or scripts/cluster's nodes).
+# on 5672/15672/25672, which belong to Warren (a single node, or benches/local-cluster.sh's nodes).
 #   rabbitmqadmin -P 15681 declare queue name=q1 durable=true arguments='{"x-queue-type":"quorum"}'
 #
 # Everything lives under $RABBIT_CLUSTER_DIR (default ~/.cache/warren-rabbit-cluster): nN/mnesia,

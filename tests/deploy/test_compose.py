@@ -1,0 +1,269 @@
+"""The containerized cluster as a user runs it: ``scripts/cluster up`` from nothing (images
+built, base image made when no registry has one), three nodes behind HAProxy, the seed's
+hello world and a confirmed quorum queue through HAProxy, the queue leader's container
+killed while a client reconnects through HAProxy and gets every confirmed message, HAProxy
+taking a paused node and a node cut off from the others out of rotation (its stats CSV), and
+``scripts/cluster down`` leaving no container, network or volume behind.
+
+Needs Docker and ``WARREN_BIN`` (the binary put in the image; ``scripts/test`` passes the
+debug build). The cluster gets its own compose project, env file, subnet and free host
+ports, so it does not touch a cluster a developer runs with ``scripts/cluster up``.
+"""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pika
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROJECT = "warrentest"
+SUBNET = "172.29.84"
+NODES = ["warren@warren-1", "warren@warren-2", "warren@warren-3"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComposeCluster:
+    def __init__(self, tmp):
+        self.env_file = os.path.join(tmp, "cluster.env")
+        self.amqp, self.http, self.stats = free_port(), free_port(), free_port()
+        self.env = dict(
+            os.environ,
+            WARREN_PROJECT=PROJECT,
+            WARREN_ENV_FILE=self.env_file,
+            WARREN_SUBNET_PREFIX=SUBNET,
+            WARREN_AMQP_PORT=str(self.amqp),
+            WARREN_HTTP_PORT=str(self.http),
+            WARREN_STATS_PORT=str(self.stats),
+        )
+
+    def script(self, *args, timeout=120):
+        return subprocess.run(
+            [os.path.join(ROOT, "scripts", "cluster"), *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def credentials(self):
+        values = {}
+        with open(self.env_file) as f:
+            for line in f:
+                if "=" in line and not line.startswith("#"):
+                    k, v = line.strip().split("=", 1)
+                    values[k] = v
+        return values["WARREN_DEFAULT_USER"], values["WARREN_DEFAULT_PASS"]
+
+    def api(self, path):
+        user, password = self.credentials()
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.http, path))
+        token = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+        req.add_header("Authorization", "Basic " + token)
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def params(self):
+        user, password = self.credentials()
+        return pika.ConnectionParameters(
+            "127.0.0.1", self.amqp, "/", pika.PlainCredentials(user, password),
+            connection_attempts=1, socket_timeout=5, blocked_connection_timeout=10,
+        )
+
+    def connect(self, within=30.0):
+        """A connection through HAProxy, retried until `within` seconds have passed."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return pika.BlockingConnection(self.params())
+            except pika.exceptions.AMQPConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def haproxy_view(self):
+        """{(backend, server): status} from HAProxy's stats CSV."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/;csv" % self.stats, timeout=5) as r:
+            rows = r.read().decode().splitlines()
+        header = rows[0].lstrip("# ").split(",")
+        px, sv, st = header.index("pxname"), header.index("svname"), header.index("status")
+        view = {}
+        for row in rows[1:]:
+            cols = row.split(",")
+            if len(cols) > st and cols[sv] not in ("FRONTEND", "BACKEND"):
+                view[(cols[px], cols[sv])] = cols[st]
+        return view
+
+    def until_status(self, server, wanted, within):
+        """Waits until HAProxy's AMQP backend shows `server` with a status starting with
+        `wanted` ("UP" or "DOWN"); the seconds it took."""
+        began = time.monotonic()
+        seen = None
+        while time.monotonic() - began < within:
+            seen = self.haproxy_view().get(("warren_amqp", server))
+            if seen is not None and seen.split(" ")[0] == wanted:
+                return time.monotonic() - began
+            time.sleep(0.2)
+        pytest.fail("HAProxy never showed %s %s within %ss (last: %s)" % (server, wanted, within, seen))
+
+    def container(self, service):
+        out = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=%s" % PROJECT,
+             "--filter", "label=com.docker.compose.service=%s" % service],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.split()
+        assert len(out) == 1, "expected one container of %s, got %s" % (service, out)
+        return out[0]
+
+    def leftovers(self):
+        label = "label=com.docker.compose.project=%s" % PROJECT
+        found = {}
+        for kind, cmd in [
+            ("containers", ["docker", "ps", "-aq", "--filter", label]),
+            ("networks", ["docker", "network", "ls", "-q", "--filter", label]),
+            ("volumes", ["docker", "volume", "ls", "-q", "--filter", label]),
+        ]:
+            found[kind] = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout.split()
+        return found
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not os.environ.get("WARREN_BIN"):
+        pytest.fail("WARREN_BIN must name the warren binary to put in the image")
+    with tempfile.TemporaryDirectory() as tmp:
+        c = ComposeCluster(tmp)
+        # From nothing: the first run also builds the images (and the base image when no
+        # registry has one), which takes minutes on a fresh machine.
+        up = c.script("up", timeout=1200)
+        try:
+            assert up.returncode == 0, "scripts/cluster up failed:\n%s\n%s" % (up.stdout, up.stderr)
+            assert "cluster ready in" in up.stdout, up.stdout
+            yield c
+        finally:
+            c.script("down", timeout=120)
+
+
+def wait_all_up(c, within=60):
+    for n in (1, 2, 3):
+        c.until_status("warren-%d" % n, "UP", within)
+
+
+def test_all_three_nodes_are_listed_running_through_haproxy(cluster):
+    nodes = cluster.api("/api/nodes")
+    assert sorted(n["name"] for n in nodes) == NODES
+    assert all(n["running"] for n in nodes), nodes
+    view = cluster.haproxy_view()
+    assert all(view[("warren_amqp", "warren-%d" % n)] == "UP" for n in (1, 2, 3)), view
+
+
+def test_the_seeds_hello_world_through_haproxy(cluster):
+    conn = cluster.connect()
+    ch = conn.channel()
+    ch.queue_declare(queue="hello")
+    ch.basic_publish(exchange="", routing_key="hello", body=b"Hello World!")
+    body = None
+    deadline = time.monotonic() + 10
+    while body is None and time.monotonic() < deadline:
+        _, _, body = ch.basic_get(queue="hello", auto_ack=True)
+    assert body == b"Hello World!"
+    conn.close()
+
+
+def test_a_killed_leader_loses_nothing_confirmed(cluster):
+    conn = cluster.connect()
+    ch = conn.channel()
+    ch.confirm_delivery()
+    # A plain durable declare: the compose cluster's default queue type is quorum.
+    ch.queue_declare(queue="orders", durable=True)
+    props = pika.BasicProperties(delivery_mode=2)
+    for i in range(300):
+        ch.basic_publish(exchange="", routing_key="orders", body=b"order-%d" % i, properties=props)
+    conn.close()
+    q = cluster.api("/api/queues/%2F/orders")
+    assert q["type"] == "quorum", q
+    assert sorted(q["members"]) == NODES, q
+    leader = q["leader"]
+    assert leader in NODES, q
+
+    # The leader's container dies hard; a client reconnects through HAProxy (which sends it
+    # to a live node) and gets every confirmed message.
+    service = leader.split("@", 1)[1]
+    killed = cluster.container(service)
+    subprocess.run(["docker", "kill", "-s", "KILL", killed], check=True, timeout=30, capture_output=True)
+    cluster.until_status(service, "DOWN", within=10)
+    got = set()
+    deadline = time.monotonic() + 90
+    while len(got) < 300:
+        assert time.monotonic() < deadline, "only %d of 300 confirmed messages came back" % len(got)
+        try:
+            conn = cluster.connect()
+            ch = conn.channel()
+            ch.basic_qos(prefetch_count=100)
+            for method, _, body in ch.consume("orders", inactivity_timeout=5):
+                if method is None:
+                    break
+                got.add(body)
+                ch.basic_ack(method.delivery_tag)
+                if len(got) == 300:
+                    break
+            conn.close()
+        except (pika.exceptions.AMQPError, OSError):
+            time.sleep(0.5)  # the queue's new leader is being elected, or the node went
+    assert got == {b"order-%d" % i for i in range(300)}
+    # Started again (a killed container stays down: Docker's restart policy leaves what was
+    # killed by hand), it rejoins and HAProxy takes it back.
+    subprocess.run(["docker", "start", killed], check=True, timeout=60, capture_output=True)
+    wait_all_up(cluster, within=90)
+
+
+def test_haproxy_takes_a_paused_node_out_and_back(cluster):
+    wait_all_up(cluster)
+    c2 = cluster.container("warren-2")
+    subprocess.run(["docker", "pause", c2], check=True, timeout=30)
+    try:
+        took = cluster.until_status("warren-2", "DOWN", within=10)
+        # Clients still get in, on the others.
+        cluster.connect(within=10).close()
+    finally:
+        subprocess.run(["docker", "unpause", c2], check=True, timeout=30)
+    cluster.until_status("warren-2", "UP", within=20)
+    print("paused node marked down after %.1f s" % took)
+
+
+def test_haproxy_takes_a_node_cut_off_from_the_others_out_and_back(cluster):
+    wait_all_up(cluster)
+    c3 = cluster.container("warren-3")
+    # Node 3 cannot reach nodes 1 and 2 (nor they it); HAProxy still reaches all three.
+    cut = "; ".join(
+        "iptables -A INPUT -s {ip} -j DROP; iptables -A OUTPUT -d {ip} -j DROP".format(ip="%s.%d" % (SUBNET, n))
+        for n in (11, 12)
+    )
+    sidecar = ["docker", "run", "--rm", "--network", "container:%s" % c3, "--cap-add", "NET_ADMIN",
+               "warren-haproxy:latest"]
+    subprocess.run(sidecar + ["sh", "-c", cut], check=True, timeout=60, capture_output=True)
+    try:
+        took = cluster.until_status("warren-3", "DOWN", within=15)
+        # The two others are the majority: they stay in (or come back within an election,
+        # when node 3 led the metadata), and clients get in through them.
+        for n in (1, 2):
+            cluster.until_status("warren-%d" % n, "UP", within=15)
+        cluster.connect(within=10).close()
+    finally:
+        subprocess.run(sidecar + ["iptables", "-F"], check=True, timeout=60, capture_output=True)
+    cluster.until_status("warren-3", "UP", within=30)
+    print("cut-off node marked down after %.1f s" % took)
+
+
+def test_down_leaves_no_container_network_or_volume(cluster):
+    down = cluster.script("down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert cluster.leftovers() == {"containers": [], "networks": [], "volumes": []}

@@ -117,6 +117,8 @@ pub struct Node {
     name: String,
     amqp_addr: SocketAddr,
     started: std::time::Instant,
+    /// When (ms after `started`, plus one) a health check last saw a live metadata leader.
+    leader_seen: AtomicU64,
     /// Background tasks (alarm checks, rate sampling), awaited at shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Every queue runner; at shutdown storage closes only after they are done (a runner
@@ -254,6 +256,7 @@ impl Node {
             name,
             amqp_addr,
             started: std::time::Instant::now(),
+            leader_seen: AtomicU64::new(0),
             tasks: Mutex::default(),
             clients: Arc::default(),
             stats: Arc::default(),

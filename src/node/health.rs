@@ -7,11 +7,20 @@ use super::Node;
 use crate::ids::QueueKey;
 use crate::meta::QueueRecord;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How long a node that reaches a majority stays ready without a live metadata leader: longer
+/// than the majority takes to elect a new one once it lost its leader (a death or a cut), so
+/// that a routine election does not take every node out of its load balancer at once (and
+/// HAProxy's `shutdown-sessions` with them every client of the cluster). A node cut off from
+/// the majority fails the first condition at once, grace or not.
+const LEADER_GRACE: Duration = Duration::from_secs(5);
 
 impl Node {
     /// Whether this node may serve clients as part of its cluster: it sees a majority of the
-    /// cluster's nodes (itself included) and knows a live metadata leader. A single node
-    /// always does. The reason otherwise (`ready-to-serve-clients`, HAProxy's check).
+    /// cluster's nodes (itself included) and knows a live metadata leader, or knew one less
+    /// than [`LEADER_GRACE`] ago (an election under way). A single node always does. The
+    /// reason otherwise (`ready-to-serve-clients`, HAProxy's check).
     pub fn in_majority(&self) -> Result<(), String> {
         let Some(peers) = &self.peers else { return Ok(()) };
         let members = peers.members();
@@ -20,9 +29,19 @@ impl Node {
         if up * 2 <= members.len() {
             return Err(format!("this node reaches {up} of the cluster's {} nodes: not a majority", members.len()));
         }
+        let now = self.started.elapsed().as_millis() as u64 + 1;
         match self.meta.leader() {
-            Some(l) if l == self.id || !down.contains(&l) => Ok(()),
-            _ => Err("no metadata leader is known".into()),
+            Some(l) if l == self.id || !down.contains(&l) => {
+                self.leader_seen.store(now, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => {
+                let seen = self.leader_seen.load(Ordering::Relaxed);
+                if seen != 0 && now - seen < LEADER_GRACE.as_millis() as u64 {
+                    return Ok(());
+                }
+                Err("no metadata leader is known".into())
+            }
         }
     }
 

@@ -82,29 +82,6 @@ WARREN_PEERS: every pod's cluster address, the same list on every pod,
 {{- join "," $peers }}
 {{- end }}
 
-{{/*
-A Kubernetes memory quantity ("1Gi", "512Mi", "2G", "1073741824") in bytes, as an integer.
-*/}}
-{{- define "warren.quantityBytes" -}}
-{{- $q := . }}
-{{- if or (kindIs "float64" $q) (kindIs "int" $q) (kindIs "int64" $q) }}
-{{- int64 $q }}
-{{- else }}
-{{- $q = toString $q }}
-{{- if regexMatch "^[0-9]+(\\.[0-9]+)?[eE][0-9]+$" $q }}
-{{- float64 $q | int64 }}
-{{- else }}
-{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" $q) }}
-{{- fail (printf "resources.limits.memory %q: the chart derives Warren's memory alarm from it and understands a number with an optional Ki, Mi, Gi, Ti, k, M, G or T suffix (or 1e9); write it so, or set config.memory_high_watermark_bytes" $q) }}
-{{- end }}
-{{- $num := regexReplaceAll "^([0-9.]+).*$" $q "${1}" | float64 }}
-{{- $suffix := regexReplaceAll "^[0-9.]+" $q "" }}
-{{- $mult := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
-{{- mulf $num (get $mult $suffix) | floor | int64 }}
-{{- end }}
-{{- end }}
-{{- end }}
-
 {{/* One TOML value: a string, boolean, number (integral numbers as integers) or array. */}}
 {{- define "warren.tomlValue" -}}
 {{- $v := . }}
@@ -128,27 +105,22 @@ A Kubernetes memory quantity ("1Gi", "512Mi", "2G", "1073741824") in bytes, as a
 {{- end }}
 
 {{/*
-The effective configuration: .Values.config, plus memory_high_watermark_bytes derived from
-resources.limits.memory when the config does not give it (Warren measures the machine's RAM,
-not the container's limit). An empty map: no config file.
+The configuration file's content: .Values.config as given, with a memory_high_watermark that
+`--set` handed over as a string ("0.4") read as the number it is. An empty map: no config
+file, no ConfigMap. (Warren sizes its memory alarm itself: the fraction applies to the
+container's memory limit where that is below the machine's RAM.)
 */}}
-{{- define "warren.effectiveConfig" -}}
+{{- define "warren.config" -}}
 {{- $config := deepCopy (.Values.config | default dict) }}
-{{- if and (hasKey $config "memory_high_watermark") (kindIs "string" (get $config "memory_high_watermark")) }}{{/* --set gives "0.4" */}}
+{{- if and (hasKey $config "memory_high_watermark") (kindIs "string" (get $config "memory_high_watermark")) }}
 {{- $_ := set $config "memory_high_watermark" (float64 (get $config "memory_high_watermark")) }}
-{{- end }}
-{{- $limit := dig "limits" "memory" "" (.Values.resources | default dict) }}
-{{- if and $limit (not (hasKey $config "memory_high_watermark_bytes")) }}
-{{- $fraction := float64 (get $config "memory_high_watermark" | default 0.6) }}
-{{- $bytes := include "warren.quantityBytes" $limit | float64 }}
-{{- $_ := set $config "memory_high_watermark_bytes" (mulf $fraction $bytes | floor | int64) }}
 {{- end }}
 {{- toJson $config }}
 {{- end }}
 
-{{/* warren.toml from the effective configuration: top-level keys first, then [[tables]]. */}}
+{{/* warren.toml from warren.config: top-level keys first, then [[tables]]. */}}
 {{- define "warren.toml" -}}
-{{- $config := include "warren.effectiveConfig" . | fromJson }}
+{{- $config := include "warren.config" . | fromJson }}
 {{- $tables := list "users" "vhosts" "permissions" }}
 # warren.toml rendered by the Helm chart from .Values.config
 {{- range $key, $value := $config }}

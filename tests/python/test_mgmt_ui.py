@@ -334,6 +334,37 @@ def test_queue_list_purge_publish_get(logged_in, ui_url, broker, queue):
     shot(d, "queue-get")
 
 
+def test_a_quorum_queue_shows_its_leader_and_members(logged_in, ui_url, broker):
+    """The queues table shows a quorum queue's leader with "+N" for its other members online
+    (RabbitMQ's UI does the same); its page lists leader, members and online members."""
+    d = logged_in
+    name = "ui-quorum-%s" % uuid.uuid4().hex[:10]
+    c = broker.connect()
+    c.channel().queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+    c.close()
+    try:
+        status, q = api(ui_url, "GET", "/queues/%s/%s" % (urllib.parse.quote(broker.vhost, safe=""), name))
+        assert status == 200, q
+        members = q.get("members") or [q["node"]]
+        go(d, ui_url, "/queues")
+        wait(d, lambda x: queue_row(x, broker.vhost, name) is not None, "the quorum queue's row")
+        node = cell(queue_row(d, broker.vhost, name), "node")
+        leader = q.get("leader") or q["node"]
+        want = leader + (" +%d" % (len(members) - 1) if len(members) > 1 else "")
+        assert node == want, (node, q)
+        if q.get("members"):
+            go(d, ui_url, "/queues/%s/%s" % (urllib.parse.quote(broker.vhost, safe=""), name))
+            wait(d, lambda x: (text_of(x, "#queue-members") or "") != "", "the members row")
+            assert sorted(text_of(d, "#queue-members").split(", ")) == sorted(q["members"])
+            assert text_of(d, "#queue-leader") == q["leader"]
+    finally:
+        c = broker.connect()
+        try:
+            c.channel().queue_delete(name)
+        finally:
+            c.close()
+
+
 def test_escapes_names(logged_in, ui_url, broker):
     """A queue name full of markup shows up verbatim in the table."""
     d = logged_in

@@ -350,7 +350,7 @@ const queueCols = [
   { key: 'vhost', label: 'Virtual host', get: (q) => q.vhost },
   { key: 'name', label: 'Name', get: (q) => h('a', { href: `#/queues/${enc(q.vhost)}/${enc(q.name)}` }, q.name) },
   { key: 'type', label: 'Type', get: (q) => q.type || '' },
-  { key: 'node', label: 'Node', get: (q) => q.node || '' },
+  { key: 'node', label: 'Node', get: queueNode },
   { key: 'features', label: 'Features', get: features },
   { key: 'state', label: 'State', get: (q) => q.state || '' },
   { key: 'ready', label: 'Ready', num: true, get: (q) => num(q.messages_ready) },
@@ -362,11 +362,25 @@ const queueCols = [
   { key: 'rate-ack', label: 'Ack', num: true, get: (q) => rate(q, 'ack') },
 ];
 
+// A replicated queue's node as RabbitMQ's UI shows it: its leader, then "+N" for the other
+// members online and "-N" (in red) for those that are not.
+function queueNode(q) {
+  const leader = q.leader || q.node || '';
+  if (!Array.isArray(q.members)) return leader;
+  const online = new Set(q.online || []);
+  const others = q.members.filter((m) => m !== leader);
+  const up = others.filter((m) => online.has(m)).length;
+  const down = others.length - up;
+  return h('span', { title: `members: ${q.members.join(', ')}` }, leader,
+    up ? h('span', { class: 'members-up', 'data-testid': 'members-up' }, ` +${up}`) : '',
+    down ? h('span', { class: 'members-down', 'data-testid': 'members-down' }, ` -${down}`) : '');
+}
+
 function pageQueues(main) {
   const slot = h('div', { id: 'queues-slot' });
   const vhost = vhostSelect('queue-vhost');
   const name = input('queue-name-input', { required: true });
-  const type = select('queue-type', ['classic', 'quorum', 'stream']);
+  const type = select('queue-type', ['classic', 'quorum']);
   const durable = select('queue-durable', [['true', 'Durable'], ['false', 'Transient']]);
   const autoDelete = select('queue-auto-delete', [['false', 'No'], ['true', 'Yes']]);
   const args = textarea('queue-arguments', { placeholder: '{"x-max-length": 1000}', rows: 2 });
@@ -438,6 +452,10 @@ function pageQueue(main, vhost, name) {
     }
     info.replaceChildren(kv([
       ['Type', q.type], ['State', q.state, 'queue-state'], ['Features', features(q)], ['Node', q.node],
+      ...(Array.isArray(q.members) ? [
+        ['Leader', q.leader || '', 'queue-leader'], ['Members', q.members.join(', '), 'queue-members'],
+        ['Online', (q.online || []).join(', '), 'queue-online'],
+      ] : []),
       ['Policy', q.policy || ''], ['Ready', num(q.messages_ready), 'queue-ready'],
       ['Unacked', num(q.messages_unacknowledged), 'queue-unacked'], ['Total', num(q.messages), 'queue-messages'],
       ['Consumers', num(q.consumers)], ['Incoming', rate(q, 'publish')],

@@ -19,6 +19,7 @@ mod policies;
 pub mod prometheus;
 mod queues;
 mod rates;
+pub mod starting;
 mod tracer;
 mod ui;
 

@@ -136,6 +136,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     config.validate()?;
     let (amqp, amqp_addr) = bind(config.amqp_addr).await?;
     let (http, http_addr) = bind(config.http_addr).await?;
+    // Until the node serves, its management port answers 503 with the reason (it may wait
+    // minutes for a majority of its cluster).
+    let (http, starting) =
+        mgmt::starting::answer(http).map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     let (prometheus, prometheus_addr) = bind(config.prometheus_addr).await?;
     let (start, cluster, member) = if config.cluster.peers.is_empty() {
         (None, None, None)
@@ -154,6 +158,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     tracing::info!(%amqp_addr, "AMQP 0-9-1 listener started");
     let server = tokio::spawn(amqp::server::serve(node.clone(), amqp));
+    if let Some(s) = starting {
+        s.stop().await;
+    }
     tracing::info!(%http_addr, "management listener started");
     let api = tokio::spawn(mgmt::serve(node.clone(), http, node.shutdown_signal()));
     tracing::info!(%prometheus_addr, "prometheus listener started");

@@ -201,3 +201,29 @@ async fn any_start_order_forms_one_cluster() {
         }
     }
 }
+
+/// A node waiting at start-up for a majority of its cluster answers health checks at once:
+/// 503 with the reason (HAProxy and probes fail fast and say why), then 200 once the others
+/// are up and it serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_waiting_for_its_cluster_says_so_on_its_management_port() {
+    let mut c = Cluster::new(3);
+    c.start(0);
+    let ready = "/api/health/checks/ready-to-serve-clients";
+    // (Before, the port accepted the connection and never answered: `http_get` gave up.)
+    let (status, body) = c.http_get(0, ready).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the node is starting"), "{body}");
+    c.start(1);
+    c.start(2);
+    c.await_up(0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = c.http_get(0, ready).await;
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

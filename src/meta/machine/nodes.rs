@@ -82,8 +82,13 @@ impl MetaMachine {
             lost_replicas || lost_home || q.exclusive_owner.is_some_and(|c| c.node() == old)
         };
         self.delete_queues_where(gone, effects);
+        // Durable delayed exchanges' stores likewise: the replacement takes the removed
+        // member's place, or the store goes on with its other members (with none left, its
+        // held messages were on the removed node alone: each node's publishers then hold in
+        // a store of their own node, as a single node does).
         for v in self.state.vhosts.values_mut() {
-            if !v.queues.values().any(|q| q.members.contains(&old)) {
+            let in_queue = v.queues.values().any(|q| q.members.contains(&old));
+            if !in_queue && !v.exchanges.values().any(|x| x.delay_members.contains(&old)) {
                 continue;
             }
             let v = Arc::make_mut(v);
@@ -94,19 +99,8 @@ impl MetaMachine {
                     q.home = q.members.first().copied().unwrap_or(old);
                 }
             }
-        }
-        // Durable delayed exchanges' stores likewise: the replacement takes the removed
-        // member's place, or the store goes on with its other members (with none left, its
-        // held messages were on the removed node alone: each node's publishers then hold in
-        // a store of their own node, as a single node does).
-        for v in self.state.vhosts.values_mut() {
-            if !v.exchanges.values().any(|x| x.delay_members.contains(&old)) {
-                continue;
-            }
-            let v = Arc::make_mut(v);
             for x in v.exchanges.values_mut().filter(|x| x.delay_members.contains(&old)) {
-                let x = Arc::make_mut(x);
-                replace_member(&mut x.delay_members, old, replacement);
+                replace_member(&mut Arc::make_mut(x).delay_members, old, replacement);
             }
         }
     }

@@ -235,11 +235,9 @@ impl Runner {
     /// task of its own, `raft::keep_converging`), unless they are or a task is at it.
     fn converge(&mut self) {
         let (Some(m), Store::Durable(g, _)) = (&mut self.member, &self.store) else { return };
-        if m.converging.as_ref().is_some_and(|t| !t.is_finished()) || g.has_members(&m.members.borrow()) {
-            return;
-        }
-        let what = format!("delayed exchange '{}' in vhost '{}'", self.key.name, self.key.vhost);
-        m.converging = Some(crate::raft::keep_converging(g, m.members.clone(), what));
+        let key = &self.key;
+        let what = || format!("delayed exchange '{}' in vhost '{}'", key.name, key.vhost);
+        crate::raft::keep_converging(&mut m.converging, g, &m.members, what);
     }
 
     /// Whether this runner releases: the store is this node's alone, or its member leads.

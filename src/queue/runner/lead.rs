@@ -204,13 +204,9 @@ impl Lead {
     /// a task of its own so the queue keeps serving meanwhile, until it is done, leadership
     /// moves or the queue stops.
     pub(super) fn converge(&mut self, g: &std::sync::Arc<DurableGroup<QueueMachine>>) {
-        if self.serving.is_none() || self.converging.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
+        if self.serving.is_some() {
+            crate::raft::keep_converging(&mut self.converging, g, &self.members, || self.key.to_string());
         }
-        if g.has_members(&self.members.borrow()) {
-            return;
-        }
-        self.converging = Some(crate::raft::keep_converging(g, self.members.clone(), self.key.to_string()));
     }
 }
 

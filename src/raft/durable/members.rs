@@ -47,7 +47,7 @@ impl<M: DurableMachine> DurableGroup<M> {
     }
 
     /// Whether the group's voters are `wanted`, with no learner and no change half-way.
-    pub fn has_members(&self, wanted: &[NodeId]) -> bool {
+    fn has_members(&self, wanted: &[NodeId]) -> bool {
         let now = self.membership();
         !now.joint && now.learners.is_empty() && now.voters == wanted.iter().copied().collect()
     }
@@ -140,16 +140,28 @@ impl<M: DurableMachine> DurableGroup<M> {
     }
 }
 
-/// On a group's leader: a task that brings the group's membership in line with `members` (as
-/// the metadata says them: a node was forgotten or replaced), trying again every
+/// On a group's leader: unless the task in `task` is still at it or the group has `members`
+/// already, starts one that brings the group's membership in line with `members` (as the
+/// metadata says them: a node was forgotten or replaced), trying again every
 /// [`CONVERGE_RETRY`], until the group has them and they did not change meanwhile, this
 /// member no longer leads, or the group is gone. `what` names the group in the log.
 pub fn keep_converging<M: DurableMachine>(
+    task: &mut Option<JoinHandle<()>>,
     group: &Arc<DurableGroup<M>>,
+    members: &watch::Receiver<Vec<NodeId>>,
+    what: impl FnOnce() -> String,
+) {
+    if task.as_ref().is_some_and(|t| !t.is_finished()) || group.has_members(&members.borrow()) {
+        return;
+    }
+    *task = Some(converging(Arc::downgrade(group), members.clone(), what()));
+}
+
+fn converging<M: DurableMachine>(
+    group: Weak<DurableGroup<M>>,
     mut members: watch::Receiver<Vec<NodeId>>,
     what: String,
 ) -> JoinHandle<()> {
-    let group: Weak<DurableGroup<M>> = Arc::downgrade(group);
     tokio::spawn(async move {
         loop {
             let Some(g) = group.upgrade() else { return };

@@ -7,15 +7,16 @@
 //! (`Exchange::delay_founders`) start the group; a member that replaced a removed one starts
 //! empty and waits for the store's leader to add it, as the members the metadata says reach
 //! the running store (whose leader converges on them). A node that is not a member (one that
-//! joined after the exchange was declared) keeps what its own publishers send in a store of
-//! its own, as a single node does.
+//! joined after the exchange was declared) holds nothing itself: it sends what its
+//! publishers send to the store's leader.
 
 use super::Node;
 use crate::ids::QueueKey;
-use crate::meta::MetaState;
+use crate::meta::{Exchange, MetaState};
+use crate::queue::delayed::runner::{Keeping, Member};
 use crate::queue::runner::Request;
 use crate::queue::{Command, QueueHandle, delayed};
-use crate::raft::Replication;
+use crate::raft::{Outsider, Replication};
 use crate::storage::GroupId;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,17 +66,47 @@ impl Node {
                 });
                 continue;
             }
-            let log = x.durable.then(|| self.storage.group(GroupId(group)));
             let (members, watched) = watch::channel(x.delay_members.clone());
-            let rep = self.replication.as_ref().filter(|_| x.delay_members.contains(&self.id)).map(|r| {
-                let founder = x.delay_founders.contains(&self.id);
-                let initial = founder.then(|| x.delay_founders.iter().copied().collect());
-                delayed::runner::Member { rep: Replication { initial, ..r.clone() }, members: watched }
-            });
-            let handle = delayed::spawn(key.clone(), log, self.delay_router(), rep);
+            let keeping = self.delay_keeping(GroupId(group), x, watched);
+            let handle = delayed::spawn(key.clone(), keeping, self.delay_router());
             running.insert(key, Store { group, handle, members });
         }
         running.iter().map(|(k, s)| (k.clone(), s.handle.clone())).collect()
+    }
+
+    /// Where this node's store of delayed exchange `x` (storage group `group`) keeps what it
+    /// holds: in memory for a transient exchange; for a durable one, in this node's member
+    /// of the replicated store, at its leader when this node is no member, or in this
+    /// node's log alone (a single node; a store whose members were all forgotten; one this
+    /// node held alone before it was replicated from other nodes, which keeps its messages).
+    fn delay_keeping(&self, group: GroupId, x: &Exchange, members: watch::Receiver<Vec<u64>>) -> Keeping {
+        if !x.durable {
+            return Keeping::Memory;
+        }
+        let log = self.storage.group(group);
+        let Some(r) = self.replication.as_ref().filter(|_| !x.delay_members.is_empty()) else {
+            return Keeping::Alone(log);
+        };
+        if x.delay_members.contains(&self.id) {
+            let founder = x.delay_founders.contains(&self.id);
+            let initial = founder.then(|| x.delay_founders.iter().copied().collect());
+            return Keeping::Member(log, Member { rep: Replication { initial, ..r.clone() }, members });
+        }
+        match log.last() {
+            Ok(None) => {
+                tracing::info!(exchange = %x.name, members = ?x.delay_members,
+                    "this node holds no member of the delayed exchange's store: its holds go to the store's leader");
+                Keeping::Outside(Outsider::new(r.transport.clone(), group, self.id, members))
+            }
+            Ok(Some(_)) => {
+                tracing::warn!(exchange = %x.name, "this node keeps the delayed messages it held alone before");
+                Keeping::Alone(log)
+            }
+            Err(e) => {
+                tracing::error!(exchange = %x.name, error = %e, "cannot read the delayed exchange's log");
+                Keeping::Alone(log)
+            }
+        }
     }
 
     /// Routes a released message through its exchange as the bindings are now.

@@ -9,13 +9,21 @@
 //!
 //! A refusal with `NotLeader` means nothing was written, so the origin may try again at the
 //! new leader; any other failure is ambiguous (the entry may yet commit) and is returned.
+//!
+//! A node with no member of a group proposes the same way through an [`Outsider`], which
+//! finds the leader by asking the members.
 
 use super::durable::{DurableMachine, GroupError, write_many};
-use super::transport::NodeId;
+use super::peers::{decode, encode, find_leader};
+use super::transport::{NodeId, RpcKind, Transport, TransportError};
 use super::types::{Payload, Warren};
+use crate::storage::GroupId;
 use openraft::Raft;
 use openraft::storage::RaftStateMachine;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 type C = Warren;
 
@@ -52,4 +60,103 @@ where
                 .ok_or_else(|| Refusal::Failed("this group's replies cannot be forwarded".into()))
         })
         .collect()
+}
+
+/// Sends encoded proposals to `leader`'s member of `group`; per proposal, its log index and
+/// encoded reply. [`GroupError::NotLeader`] and [`GroupError::LeaderUnreachable`] mean
+/// nothing was written (try again); any other error is ambiguous.
+pub(crate) async fn send(
+    transport: &dyn Transport,
+    leader: NodeId,
+    group: GroupId,
+    body: bytes::Bytes,
+) -> Result<Vec<(u64, Vec<u8>)>, GroupError> {
+    let raft_err = |e: &dyn std::fmt::Display| GroupError::Raft(e.to_string());
+    let answer = match transport.call(leader, group, RpcKind::Propose, body).await {
+        Ok(a) => a,
+        // Never sent, or no member there to take it.
+        Err(e @ (TransportError::NotConnected { .. } | TransportError::NoGroup { .. })) => {
+            return Err(GroupError::LeaderUnreachable(e.to_string()));
+        }
+        Err(e) => return Err(raft_err(&e)),
+    };
+    match decode::<Answer>(&answer).map_err(|e| raft_err(&e))? {
+        Ok(a) => Ok(a),
+        Err(Refusal::NotLeader(l)) => Err(GroupError::NotLeader(l)),
+        Err(Refusal::Failed(m)) => Err(GroupError::Raft(format!("at the leader: {m}"))),
+    }
+}
+
+/// A forwarded proposal's reply, as the leader encoded it.
+pub(crate) fn decode_reply<M: DurableMachine>(r: Vec<u8>) -> Result<M::Reply, GroupError> {
+    M::decode_reply(&bytes::Bytes::from(r)).map_err(|e| GroupError::Raft(e.to_string()))
+}
+
+/// How long an outsider's proposal looks for a leader that takes it before it fails.
+const OUTSIDE_PATIENCE: Duration = Duration::from_secs(10);
+/// How long an outsider waits before it asks again when no member named a reachable leader.
+const OUTSIDE_PAUSE: Duration = Duration::from_millis(200);
+
+/// Proposes to a group this node holds no member of (a delayed exchange's store seen from a
+/// node that joined after the store's members were chosen): its proposals go to the
+/// group's leader, found by asking the members the metadata lists, and are answered once
+/// the leader committed them. Nothing is kept here, so nothing is lost with this node.
+pub struct Outsider {
+    transport: Arc<dyn Transport>,
+    group: GroupId,
+    me: NodeId,
+    members: watch::Receiver<Vec<NodeId>>,
+    /// The leader last named, tried first.
+    leader: Option<NodeId>,
+}
+
+impl Outsider {
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        group: GroupId,
+        me: NodeId,
+        members: watch::Receiver<Vec<NodeId>>,
+    ) -> Self {
+        Self { transport, group, me, members, leader: None }
+    }
+
+    /// Proposes commands as one batch at the group's leader; returns their replies. Waits up
+    /// to [`OUTSIDE_PATIENCE`] for a leader that takes them while nothing was written (no
+    /// leader known, a member without the group yet, a leader that could not be reached or
+    /// no longer leads); a failure after the batch may have arrived is returned at once.
+    pub async fn propose_many<M: DurableMachine>(
+        &mut self,
+        now_ms: u64,
+        cmds: &[M::Command],
+    ) -> Result<Vec<M::Reply>, GroupError> {
+        let payloads: Vec<Payload> =
+            cmds.iter().map(|c| Payload { now_ms, cmd: M::encode_command(c).into() }).collect();
+        let body = encode(&payloads).map_err(|e| GroupError::Raft(e.to_string()))?;
+        let deadline = Instant::now() + OUTSIDE_PATIENCE;
+        loop {
+            if self.leader.is_none() {
+                let members = self.members.borrow().clone();
+                self.leader = find_leader(self.transport.as_ref(), self.group, &members, self.me, &|_| false).await;
+            }
+            let refused = match self.leader {
+                None => GroupError::NotLeader(None),
+                Some(l) => match send(self.transport.as_ref(), l, self.group, body.clone()).await {
+                    Ok(answered) => return answered.into_iter().map(|(_, r)| decode_reply::<M>(r)).collect(),
+                    Err(e @ (GroupError::NotLeader(_) | GroupError::LeaderUnreachable(_))) => e,
+                    Err(e) => return Err(e),
+                },
+            };
+            if Instant::now() >= deadline {
+                return Err(refused);
+            }
+            let named = match refused {
+                GroupError::NotLeader(Some(next)) if Some(next) != self.leader => Some(next),
+                _ => None,
+            };
+            if named.is_none() {
+                tokio::time::sleep(OUTSIDE_PAUSE).await;
+            }
+            self.leader = named;
+        }
+    }
 }

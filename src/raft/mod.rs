@@ -8,6 +8,7 @@
 
 pub mod durable;
 mod forward;
+pub use forward::Outsider;
 mod group;
 pub mod join;
 pub mod log_store;

@@ -2,6 +2,8 @@
 //! over three nodes, so a message held through any node is released on time by whichever
 //! member leads, and the death of the store's leader, even with the node messages were
 //! published through, loses nothing confirmed: another member is elected and releases them.
+//! A node that joined later and is no member holds nothing itself: its holds go to the
+//! store's leader, and they outlive it.
 
 use super::{channel, harness, publish_to};
 use futures::StreamExt;
@@ -90,14 +92,30 @@ async fn held_messages_outlive_the_store_leaders_death() {
     // The store's leader dies before anything is due.
     c.kill(leader);
     let alive: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let survivor = alive[0];
-    let (_cc, chc) = channel(&c, survivor).await;
-    let mut consumer = chc
+    let (got, mut consumer, _cc) = released(&c, alive[0], published, HELD).await;
+    let want: BTreeSet<String> = (0..HELD).map(|i| format!("held-{i}")).collect();
+    assert_eq!(got, want);
+    // Another member took the store over, and nothing more comes.
+    store_leader(&c, &alive).await;
+    let more = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+    assert!(more.is_err(), "a message came twice: {more:?}");
+}
+
+/// Consumes `want` messages from `due` through node `via`, each released no earlier than
+/// `DELAY_MS` after `published`; their bodies, and the consumer with its connection.
+async fn released(
+    c: &Cluster,
+    via: usize,
+    published: Instant,
+    want: usize,
+) -> (BTreeSet<String>, lapin::Consumer, lapin::Connection) {
+    let (conn, ch) = channel(c, via).await;
+    let mut consumer = ch
         .basic_consume("due".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
     let mut got = BTreeSet::new();
-    while got.len() < HELD {
+    while got.len() < want {
         let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
         let d = next.expect("the held messages were released").unwrap().unwrap();
         let since = published.elapsed();
@@ -106,10 +124,36 @@ async fn held_messages_outlive_the_store_leaders_death() {
         assert!(got.insert(body.clone()), "{body} released twice");
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
-    let want: BTreeSet<String> = (0..HELD).map(|i| format!("held-{i}")).collect();
-    assert_eq!(got, want);
-    // Another member took the store over, and nothing more comes.
-    store_leader(&c, &alive).await;
-    let more = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
-    assert!(more.is_err(), "a message came twice: {more:?}");
+    (got, consumer, conn)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_outside_the_store_holds_through_its_members() {
+    // Four nodes listed; three found the cluster and the store is placed on them.
+    let mut c = Cluster::new(4);
+    for i in 0..3 {
+        c.start(i);
+    }
+    for i in 0..3 {
+        c.await_up(i).await;
+    }
+    let (_c0, ch0) = channel(&c, 0).await;
+    declare_later_and_due(&ch0).await;
+    // The fourth joins later: it is no member of the store.
+    c.start(3);
+    c.await_up(3).await;
+    let (conn, ch) = channel(&c, 3).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let published = Instant::now();
+    publish_to(&ch, "later", "k", delay(DELAY_MS), (0..HELD).map(|i| format!("outside-{i}"))).await;
+    assert!(published.elapsed() < Duration::from_millis(DELAY_MS as u64 / 2), "holding took too long to test");
+    let log = c.log(3);
+    assert!(log.contains("holds no member of the delayed exchange's store"), "{log}");
+
+    // Confirmed means held by the store's members: the node they went through dies before
+    // any is due, and all are released on time all the same.
+    drop(conn);
+    c.kill(3);
+    let (got, ..) = released(&c, 1, published, HELD).await;
+    assert_eq!(got, (0..HELD).map(|i| format!("outside-{i}")).collect::<BTreeSet<_>>());
 }

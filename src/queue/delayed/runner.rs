@@ -5,7 +5,9 @@
 //! are few). Every member's runner holds what its node's publishers send (a member that does
 //! not lead forwards the hold to the leader, and confirms once the leader has it); only the
 //! leader's runner releases. So a held message outlives its node: when the leader dies,
-//! another member is elected and releases it on time (or late by the election).
+//! another member is elected and releases it on time (or late by the election). A node
+//! that is not a member (it joined later) holds nothing itself: its runner sends each batch
+//! of holds to the store's leader ([`Outsider`]) and confirms once the leader committed it.
 
 use super::machine::{DelayCommand, DelayMachine, Due};
 use crate::broker::delayed;
@@ -13,7 +15,9 @@ use crate::ids::{MsgId, QueueKey};
 use crate::queue::runner::{ConfirmTo, DeadLetterRouter, Request, forward_confirmed};
 use crate::queue::{ClientEvent, Command, Message, QueueHandle, Reply};
 use crate::raft::transport::NodeId;
-use crate::raft::{AppliedWatch, DurableGroup, Group, GroupError, GroupOptions, LeadershipWatch, Replication};
+use crate::raft::{
+    AppliedWatch, DurableGroup, Group, GroupError, GroupOptions, LeadershipWatch, Outsider, Replication,
+};
 use crate::storage::GroupLog;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -66,7 +70,11 @@ pub type Router = DeadLetterRouter;
 enum Store {
     Memory(Group<DelayMachine>),
     Durable(Arc<DurableGroup<DelayMachine>>, GroupLog),
+    Outside(Outsider),
 }
+
+/// What an outsider's store reads: nothing is held here.
+static NOTHING_HELD: std::sync::LazyLock<DelayMachine> = std::sync::LazyLock::new(DelayMachine::durable);
 
 impl Store {
     async fn propose(&mut self, now: u64, cmds: Vec<DelayCommand>) -> Result<(), GroupError> {
@@ -78,6 +86,15 @@ impl Store {
                 Ok(())
             }
             Store::Durable(g, _) => g.propose_many(now, cmds).await.map(|_| ()),
+            // The store's own members delete it when the exchange goes.
+            Store::Outside(o) => {
+                let holds: Vec<DelayCommand> =
+                    cmds.into_iter().filter(|c| !matches!(c, DelayCommand::Delete)).collect();
+                if holds.is_empty() {
+                    return Ok(());
+                }
+                o.propose_many::<DelayMachine>(now, &holds).await.map(|_| ())
+            }
         }
     }
 
@@ -85,6 +102,7 @@ impl Store {
         match self {
             Store::Memory(g) => f(g.state()),
             Store::Durable(g, _) => g.read(f),
+            Store::Outside(_) => f(&NOTHING_HELD),
         }
     }
 
@@ -115,47 +133,55 @@ impl Store {
     }
 }
 
-/// Starts the store of delayed exchange `key` (vhost and exchange name); `log` is its
-/// storage group for a durable exchange, `None` for a transient one; `rep` makes a durable
-/// store this node's member of a replicated one.
-pub fn spawn(key: QueueKey, log: Option<GroupLog>, route: Router, rep: Option<Member>) -> QueueHandle {
+/// Where a store keeps what it holds.
+pub enum Keeping {
+    /// In memory (a transient exchange).
+    Memory,
+    /// In this node's log alone (a durable exchange on a single node).
+    Alone(GroupLog),
+    /// In the log of this node's member of a replicated store.
+    Member(GroupLog, Member),
+    /// At the leader of a replicated store this node holds no member of (it joined the
+    /// cluster after the store's members were chosen): every hold goes there.
+    Outside(Outsider),
+}
+
+/// Starts the store of delayed exchange `key` (vhost and exchange name), keeping what it
+/// holds as `keeping` says.
+pub fn spawn(key: QueueKey, keeping: Keeping, route: Router) -> QueueHandle {
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(16);
     let handle = QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default() };
     let key = handle.key.clone();
     tokio::spawn(async move {
         let mut member = None;
-        let store = match log {
-            None => Store::Memory(Group::new(DelayMachine::in_memory())),
-            Some(log) => {
-                let (opened, members) = match rep {
-                    None => {
-                        (DurableGroup::open(log.clone(), DelayMachine::durable(), GroupOptions::default()).await, None)
-                    }
-                    Some(Member { rep, members }) => {
-                        let init = DelayMachine::durable();
-                        (
-                            DurableGroup::open_member(log.clone(), init, GroupOptions::self_timed(), rep).await,
-                            Some(members),
-                        )
-                    }
-                };
-                match opened {
-                    Ok(g) => {
-                        member = members.map(|members| Watched {
-                            leadership: g.leadership(),
-                            applied: g.applied_watch(),
-                            members,
-                            converging: None,
-                        });
-                        Store::Durable(Arc::new(g), log)
-                    }
-                    Err(e) => {
-                        tracing::error!(exchange = %key.name, vhost = %key.vhost, error = %e,
-                        "cannot open the delayed exchange's log: its messages are unavailable");
-                        return;
-                    }
-                }
+        let opened = match keeping {
+            Keeping::Memory => Ok(Store::Memory(Group::new(DelayMachine::in_memory()))),
+            Keeping::Outside(o) => Ok(Store::Outside(o)),
+            Keeping::Alone(log) => {
+                let opened = DurableGroup::open(log.clone(), DelayMachine::durable(), GroupOptions::default()).await;
+                opened.map(|g| Store::Durable(Arc::new(g), log))
+            }
+            Keeping::Member(log, Member { rep, members }) => {
+                let init = DelayMachine::durable();
+                let opened = DurableGroup::open_member(log.clone(), init, GroupOptions::self_timed(), rep).await;
+                opened.map(|g| {
+                    member = Some(Watched {
+                        leadership: g.leadership(),
+                        applied: g.applied_watch(),
+                        members,
+                        converging: None,
+                    });
+                    Store::Durable(Arc::new(g), log)
+                })
+            }
+        };
+        let store = match opened {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::error!(exchange = %key.name, vhost = %key.vhost, error = %e,
+                    "cannot open the delayed exchange's log: its messages are unavailable");
+                return;
             }
         };
         let held = store.read(DelayMachine::len);
@@ -242,7 +268,7 @@ impl Runner {
 
     /// Whether this runner releases: the store is this node's alone, or its member leads.
     fn releases(&self) -> bool {
-        self.member.as_ref().is_none_or(|m| m.leadership.current().leading)
+        !matches!(self.store, Store::Outside(_)) && self.member.as_ref().is_none_or(|m| m.leadership.current().leading)
     }
 
     /// Holds a batch of publishes and confirms them once stored; returns true once the

@@ -3,9 +3,8 @@
 //! proposed (`raft/forward.rs`), and never forwarded for the others (`propose_local`).
 
 use super::{C, DurableGroup, DurableMachine, GroupError, raft_err, submit_many, write_err, write_many, written};
-use crate::raft::forward::{Answer, Refusal};
-use crate::raft::peers::{decode, encode};
-use crate::raft::transport::{NodeId, RpcKind, Transport};
+use crate::raft::peers::encode;
+use crate::raft::transport::{NodeId, Transport};
 use crate::raft::types::Payload;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
@@ -93,28 +92,14 @@ impl<M: DurableMachine> DurableGroup<M> {
         payloads: Vec<Payload>,
     ) -> Result<Vec<(M::Reply, Vec<M::Effect>)>, GroupError> {
         let body = encode(&payloads).map_err(raft_err)?;
-        let answer = match transport.call(leader, self.log.id(), RpcKind::Propose, body).await {
-            Ok(a) => a,
-            Err(e @ crate::raft::transport::TransportError::NotConnected { .. }) => {
-                return Err(GroupError::LeaderUnreachable(e.to_string()));
-            }
-            Err(e) => return Err(raft_err(e)),
-        };
-        let answered = match decode::<Answer>(&answer).map_err(raft_err)? {
-            Ok(a) => a,
-            Err(Refusal::NotLeader(l)) => return Err(GroupError::NotLeader(l)),
-            Err(Refusal::Failed(m)) => return Err(GroupError::Raft(format!("at the leader: {m}"))),
-        };
+        let answered = crate::raft::forward::send(transport, leader, self.log.id(), body).await?;
         let last = answered.iter().map(|(i, _)| *i).max();
         self.raft
             .wait(Some(APPLY_PATIENCE))
             .applied_index_at_least(last, "forwarded proposals applied")
             .await
             .map_err(raft_err)?;
-        answered
-            .into_iter()
-            .map(|(_, r)| M::decode_reply(&bytes::Bytes::from(r)).map(|r| (r, Vec::new())).map_err(raft_err))
-            .collect()
+        answered.into_iter().map(|(_, r)| crate::raft::forward::decode_reply::<M>(r).map(|r| (r, Vec::new()))).collect()
     }
 
     /// Proposes commands as one batch on this member, never forwarded: a group whose effects

@@ -70,6 +70,9 @@ pub struct Node {
     /// Set once start-up has recovered this node's queues: the reconciler waits for it (or it
     /// would start them a second time, without their recovery, on the same storage group).
     recovered: std::sync::atomic::AtomicBool,
+    /// Set once the routing snapshot has every recovered queue: what routes before (a
+    /// delayed exchange's store releasing what fell due while the node was down) waits.
+    routes_ready: std::sync::atomic::AtomicBool,
     /// Held while reconciling, so the metadata actor and start-up never reconcile at once.
     reconciling: Mutex<()>,
     /// This node's id in its cluster (1 for a single node).
@@ -230,6 +233,7 @@ impl Node {
             queues: Mutex::new(HashMap::new()),
             running_records: Mutex::default(),
             recovered: Default::default(),
+            routes_ready: Default::default(),
             reconciling: Mutex::new(()),
             id,
             remote,

@@ -97,6 +97,7 @@ impl Node {
         self.recovered.store(true, std::sync::atomic::Ordering::Release);
         self.reconcile_queues();
         self.publish_topology();
+        self.routes_ready.store(true, std::sync::atomic::Ordering::Release);
         if !fresh {
             tracing::info!(queues = n, "recovered metadata and queues");
         }

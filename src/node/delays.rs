@@ -109,13 +109,17 @@ impl Node {
         }
     }
 
-    /// Routes a released message through its exchange as the bindings are now.
+    /// Routes a released message through its exchange as the bindings are now; `None` while
+    /// the routes are not known yet (the node is starting) or no longer (it is stopping).
     fn delay_router(&self) -> delayed::runner::Router {
         let me = self.me.clone();
         Arc::new(move |vhost: &str, msg: &crate::queue::Message, keys: &[String]| {
-            let Some(node) = me.upgrade() else { return Vec::new() };
+            let node = me.upgrade()?;
+            if !node.routes_ready.load(std::sync::atomic::Ordering::Acquire) || !node.is_serving() {
+                return None;
+            }
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            node.topology().targets(vhost, &msg.exchange, &keys, msg.properties.headers().as_ref(), |_| true)
+            Some(node.topology().targets(vhost, &msg.exchange, &keys, msg.properties.headers().as_ref(), |_| true))
         })
     }
 }

@@ -335,7 +335,7 @@ impl Machine for QueueMachine {
     fn apply(&mut self, meta: ApplyMeta, cmd: Command, effects: &mut Vec<Effect>) -> Reply {
         if self.deleted {
             return match cmd {
-                Command::Enqueue { .. } => Reply::Dropped,
+                Command::Enqueue { .. } | Command::EnqueueAgain { .. } => Reply::Dropped,
                 Command::Settle { .. } => Reply::Settled(0),
                 Command::Cancel { .. } => Reply::Cancelled(false),
                 Command::Delete { .. } => Reply::Deleted(0),
@@ -346,7 +346,8 @@ impl Machine for QueueMachine {
         self.now = meta.now_ms;
         self.expire(meta.now_ms, effects);
         let reply = match cmd {
-            Command::Enqueue { msg } => self.enqueue(MsgId(meta.index.0), meta.now_ms, msg, effects),
+            Command::Enqueue { msg } => self.enqueue(MsgId(meta.index.0), meta.now_ms, msg, 0, effects),
+            Command::EnqueueAgain { msg } => self.enqueue(MsgId(meta.index.0), meta.now_ms, msg, 1, effects),
             Command::Consume(spec) => {
                 self.last_used = meta.now_ms;
                 self.consume(spec)

@@ -92,21 +92,29 @@ async fn held_messages_outlive_the_store_leaders_death() {
     // The store's leader dies before anything is due.
     c.kill(leader);
     let alive: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let (got, mut consumer, _cc) = released(&c, alive[0], published, HELD).await;
+    let (got, mut consumer, _cc) = released(&c, alive[0], published, DELAY_MS as u64, HELD).await;
     let want: BTreeSet<String> = (0..HELD).map(|i| format!("held-{i}")).collect();
     assert_eq!(got, want);
     // Another member took the store over, and nothing more comes.
     store_leader(&c, &alive).await;
-    let more = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
-    assert!(more.is_err(), "a message came twice: {more:?}");
+    no_unmarked_copy(&mut consumer, Duration::from_secs(2)).await;
+}
+
+/// Nothing more comes within `wait`, but copies marked redelivered.
+async fn no_unmarked_copy(consumer: &mut lapin::Consumer, wait: Duration) {
+    while let Ok(more) = tokio::time::timeout(wait, consumer.next()).await {
+        let d = more.expect("the consumer goes on").unwrap();
+        assert!(d.redelivered, "a message came twice, unmarked: {}", String::from_utf8_lossy(&d.data));
+    }
 }
 
 /// Consumes `want` messages from `due` through node `via`, each released no earlier than
-/// `DELAY_MS` after `published`; their bodies, and the consumer with its connection.
+/// `delay_ms` after `published`; their bodies, and the consumer with its connection.
 async fn released(
     c: &Cluster,
     via: usize,
     published: Instant,
+    delay_ms: u64,
     want: usize,
 ) -> (BTreeSet<String>, lapin::Consumer, lapin::Connection) {
     let (conn, ch) = channel(c, via).await;
@@ -119,9 +127,11 @@ async fn released(
         let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
         let d = next.expect("the held messages were released").unwrap().unwrap();
         let since = published.elapsed();
-        assert!(since >= Duration::from_millis(DELAY_MS as u64 - 500), "released early, after {since:?}");
+        assert!(since >= Duration::from_millis(delay_ms - 500), "released early, after {since:?}");
         let body = String::from_utf8_lossy(&d.data).into_owned();
-        assert!(got.insert(body.clone()), "{body} released twice");
+        // A copy is allowed only marked redelivered: a store leader that died between a
+        // queue taking a message and recording its release leaves its successor in doubt.
+        assert!(got.insert(body.clone()) || d.redelivered, "{body} released twice, the copy not marked redelivered");
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
     (got, consumer, conn)
@@ -154,6 +164,78 @@ async fn a_node_outside_the_store_holds_through_its_members() {
     // any is due, and all are released on time all the same.
     drop(conn);
     c.kill(3);
-    let (got, ..) = released(&c, 1, published, HELD).await;
+    let (got, ..) = released(&c, 1, published, DELAY_MS as u64, HELD).await;
     assert_eq!(got, (0..HELD).map(|i| format!("outside-{i}")).collect::<BTreeSet<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_due_while_its_queue_is_down_is_released_once_the_queue_is_back() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let (_c0, ch0) = channel(&c, 0).await;
+    declare_later_and_due(&ch0).await;
+    // A durable classic queue on a node that does not lead the store, bound to it.
+    let leader = store_leader(&c, &[0, 1, 2]).await;
+    let home = (leader + 1) % 3;
+    let (conn_home, ch_home) = channel(&c, home).await;
+    ch_home
+        .queue_declare("far".into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+    ch_home
+        .queue_bind("far".into(), "later".into(), "f".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    drop(conn_home);
+    let (_cl, chl) = channel(&c, leader).await;
+    chl.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    publish_to(&chl, "later", "f", delay(2000), (0..HELD).map(|i| format!("far-{i}"))).await;
+
+    // The queue's node is down when they are due: the store keeps them until it is back.
+    c.kill(home);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    c.start(home);
+    c.await_up(home).await;
+    let (_ch, chh) = channel(&c, home).await;
+    let mut consumer = chh
+        .basic_consume("far".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut got = BTreeSet::new();
+    while got.len() < HELD {
+        let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
+        let d = next.unwrap_or_else(|_| panic!("only {} of {HELD} released: {got:?}", got.len())).unwrap().unwrap();
+        got.insert(String::from_utf8_lossy(&d.data).into_owned());
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let log = c.log(leader);
+    assert!(log.contains("queues did not take released delayed messages"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_due_while_every_node_was_down_are_released_once_all_restart() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let (conn, ch) = channel(&c, 0).await;
+    declare_later_and_due(&ch).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let published = Instant::now();
+    publish_to(&ch, "later", "k", delay(1500), (0..HELD).map(|i| format!("power-{i}"))).await;
+    drop(conn);
+    // A power loss: every node dies before anything is due, and comes back after.
+    for i in 0..3 {
+        c.kill(i);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..3 {
+        c.start(i);
+    }
+    for i in 0..3 {
+        c.await_up(i).await;
+    }
+    // Each released once: not dropped by a store that led before its node knew the routes,
+    // not released twice by one that led before it had applied its predecessor's releases.
+    let (got, mut consumer, _conn) = released(&c, 1, published, 1500, HELD).await;
+    assert_eq!(got, (0..HELD).map(|i| format!("power-{i}")).collect::<BTreeSet<_>>());
+    no_unmarked_copy(&mut consumer, Duration::from_secs(3)).await;
 }

@@ -10,11 +10,9 @@ debug build). The cluster gets its own compose project, env file, subnet and fre
 ports, so it does not touch a cluster a developer runs with ``scripts/cluster up``.
 """
 
-import base64
-import json
 import os
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -23,53 +21,23 @@ import pika
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "cluster-tests"))
+from chaos.cluster import Cluster  # noqa: E402
+
 PROJECT = "warrentest"
 SUBNET = "172.29.84"
 NODES = ["warren@warren-1", "warren@warren-2", "warren@warren-3"]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class ComposeCluster(Cluster):
+    """The chaos suite's cluster control (``cluster-tests/chaos/cluster.py``) under this
+    test's project, subnet and ports, with what these tests ask of HAProxy besides."""
 
-
-class ComposeCluster:
     def __init__(self, tmp):
-        self.env_file = os.path.join(tmp, "cluster.env")
-        self.amqp, self.http, self.stats = free_port(), free_port(), free_port()
-        self.env = dict(
-            os.environ,
-            WARREN_PROJECT=PROJECT,
-            WARREN_ENV_FILE=self.env_file,
-            WARREN_SUBNET_PREFIX=SUBNET,
-            WARREN_AMQP_PORT=str(self.amqp),
-            WARREN_HTTP_PORT=str(self.http),
-            WARREN_STATS_PORT=str(self.stats),
-        )
+        super().__init__(tmp, project=PROJECT, subnet=SUBNET)
 
     def script(self, *args, timeout=120):
-        return subprocess.run(
-            [os.path.join(ROOT, "scripts", "cluster"), *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        )
-
-    def credentials(self):
-        values = {}
-        with open(self.env_file) as f:
-            for line in f:
-                if "=" in line and not line.startswith("#"):
-                    k, v = line.strip().split("=", 1)
-                    values[k] = v
-        return values["WARREN_DEFAULT_USER"], values["WARREN_DEFAULT_PASS"]
-
-    def api(self, path):
-        user, password = self.credentials()
-        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.http, path))
-        token = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
-        req.add_header("Authorization", "Basic " + token)
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read())
+        return super().script(*args, timeout=timeout, check=False)
 
     def params(self):
         user, password = self.credentials()
@@ -130,15 +98,6 @@ class ComposeCluster:
                 since = None
             time.sleep(0.2)
         pytest.fail("HAProxy never kept %s UP for %ss within %ss (last: %s)" % (server, hold, within, seen))
-
-    def container(self, service):
-        out = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=%s" % PROJECT,
-             "--filter", "label=com.docker.compose.service=%s" % service],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout.split()
-        assert len(out) == 1, "expected one container of %s, got %s" % (service, out)
-        return out[0]
 
     def leftovers(self):
         label = "label=com.docker.compose.project=%s" % PROJECT

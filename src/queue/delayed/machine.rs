@@ -102,6 +102,11 @@ impl DelayMachine {
             .collect()
     }
 
+    /// When held message `id` falls due, if it is held.
+    pub fn due_time(&self, id: MsgId) -> Option<u64> {
+        self.due_of.get(&id).copied()
+    }
+
     /// The oldest log entry a held message still needs.
     pub fn first_live_index(&self) -> Option<u64> {
         self.due_of.keys().next().map(|id| id.0)

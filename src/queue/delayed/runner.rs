@@ -12,7 +12,7 @@
 use super::machine::{DelayCommand, DelayMachine, Due};
 use crate::broker::delayed;
 use crate::ids::{MsgId, QueueKey};
-use crate::queue::runner::{ConfirmTo, DeadLetterRouter, Request, forward_confirmed};
+use crate::queue::runner::{ConfirmTo, Request, forward_again, forward_confirmed};
 use crate::queue::{ClientEvent, Command, Message, QueueHandle, Reply};
 use crate::raft::transport::NodeId;
 use crate::raft::{
@@ -32,6 +32,8 @@ const BATCH: usize = 512;
 const RELEASE: usize = 4096;
 /// ...and most bytes of bodies (past the first message).
 const RELEASE_BYTES: u64 = 8 << 20;
+/// How long released messages a queue did not take wait before they go again.
+const RELEASE_RETRY: Duration = Duration::from_secs(1);
 /// An idle durable store snapshots after this long (its log then shrinks to what it holds).
 const IDLE_SNAPSHOT: Duration = Duration::from_secs(2);
 
@@ -50,6 +52,8 @@ struct Watched {
     applied: AppliedWatch,
     members: watch::Receiver<Vec<NodeId>>,
     converging: Option<JoinHandle<()>>,
+    /// The term in which this member took the store over (it releases in that term only).
+    serving: Option<u64>,
 }
 
 /// Resolves when a replicated store's leadership, applied entries or members change; never
@@ -64,8 +68,9 @@ async fn moved(member: &mut Option<Watched>) -> Option<()> {
 }
 
 /// Routes a released message: given the vhost, the message and its routing keys, the queues
-/// to hand it to.
-pub type Router = DeadLetterRouter;
+/// to hand it to; `None` while the node cannot route (starting or stopping): nothing is
+/// released then.
+pub type Router = Arc<dyn Fn(&str, &Message, &[String]) -> Option<Vec<QueueHandle>> + Send + Sync>;
 
 enum Store {
     Memory(Group<DelayMachine>),
@@ -171,6 +176,7 @@ pub fn spawn(key: QueueKey, keeping: Keeping, route: Router) -> QueueHandle {
                         applied: g.applied_watch(),
                         members,
                         converging: None,
+                        serving: None,
                     });
                     Store::Durable(Arc::new(g), log)
                 })
@@ -188,7 +194,7 @@ pub fn spawn(key: QueueKey, keeping: Keeping, route: Router) -> QueueHandle {
         if held > 0 {
             tracing::info!(exchange = %key.name, vhost = %key.vhost, held, "recovered delayed messages");
         }
-        Runner { store, key, route, member }.run(rx, ctl_rx).await;
+        Runner { store, key, route, member, not_before: None, took_over_at: now_ms() }.run(rx, ctl_rx).await;
     });
     handle
 }
@@ -199,6 +205,11 @@ struct Runner {
     route: Router,
     /// This node's member of a replicated store (`None`: the store is this node's alone).
     member: Option<Watched>,
+    /// No release before this (messages a queue did not take wait a little).
+    not_before: Option<tokio::time::Instant>,
+    /// When this runner started releasing (it started, or its member took the store over):
+    /// what fell due before may have been released already.
+    took_over_at: u64,
 }
 
 fn now_ms() -> u64 {
@@ -212,7 +223,7 @@ impl Runner {
         let mut deleted = false;
         let mut led = false;
         loop {
-            let releases = self.releases();
+            let releases = self.releases() || self.take_over().await;
             if self.member.is_some() && releases != led {
                 led = releases;
                 let (exchange, vhost) = (&self.key.name, &self.key.vhost);
@@ -227,7 +238,9 @@ impl Runner {
                 self.converge();
             }
             let next = if releases { self.store.read(DelayMachine::next_due) } else { None };
-            let wait = next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+            let backoff = self.not_before.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+            let wait =
+                next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())).max(backoff.unwrap_or_default()));
             tokio::select! {
                 biased;
                 Some(r) = ctl_rx.recv() => batch.push(r),
@@ -266,9 +279,41 @@ impl Runner {
         crate::raft::keep_converging(&mut m.converging, g, &m.members, what);
     }
 
-    /// Whether this runner releases: the store is this node's alone, or its member leads.
+    /// Whether this runner releases: the store is this node's alone, or its member leads and
+    /// has taken over in this term ([`Runner::take_over`]).
     fn releases(&self) -> bool {
-        !matches!(self.store, Store::Outside(_)) && self.member.as_ref().is_none_or(|m| m.leadership.current().leading)
+        !matches!(self.store, Store::Outside(_))
+            && self.member.as_ref().is_none_or(|m| {
+                let l = m.leadership.current();
+                l.leading && m.serving == Some(l.term)
+            })
+    }
+
+    /// On a member just elected: commits an entry of its own term (an empty release) before
+    /// it releases anything, so its state has every entry committed before (another leader's
+    /// releases among them) and nothing is released twice; as a quorum queue's new leader
+    /// proposes its failover first. Whether it now releases.
+    async fn take_over(&mut self) -> bool {
+        let Some(m) = &self.member else { return true };
+        let l = m.leadership.current();
+        if !l.leading || matches!(self.store, Store::Outside(_)) {
+            return false;
+        }
+        match self.store.propose(now_ms(), vec![DelayCommand::Release { ids: Vec::new() }]).await {
+            Ok(()) => {
+                if let Some(m) = &mut self.member {
+                    m.serving = Some(l.term);
+                }
+                self.took_over_at = now_ms();
+                self.releases()
+            }
+            Err(e) => {
+                tracing::warn!(exchange = %self.key.name, vhost = %self.key.vhost, error = %e,
+                    "cannot take the delayed exchange's store over");
+                tokio::time::sleep(RELEASE_RETRY).await;
+                false
+            }
+        }
     }
 
     /// Holds a batch of publishes and confirms them once stored; returns true once the
@@ -316,19 +361,47 @@ impl Runner {
         if due.is_empty() {
             return;
         }
+        // Messages that go nowhere (or whose body is gone) are forgotten at once; the others
+        // once their queues have them. Those due before this runner took over may have been
+        // released by the one before it (it died before it could record it): they go again
+        // marked redelivered.
         let mut ids = Vec::with_capacity(due.len());
-        let mut out = Vec::with_capacity(due.len());
+        let (mut sent, mut out) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
         for (id, msg) in self.store.load(&self.key, due) {
-            ids.push(id);
-            let Some(msg) = msg else { continue };
+            let Some(msg) = msg else {
+                ids.push(id);
+                continue;
+            };
             let msg = released(&msg);
             let keys = routing_keys(&msg);
-            let targets = (self.route)(&self.key.vhost, &msg, &keys);
-            if !targets.is_empty() {
-                out.push((targets, Arc::new(msg)));
+            let Some(targets) = (self.route)(&self.key.vhost, &msg, &keys) else {
+                // Not now: the whole round goes again shortly.
+                self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+                return;
+            };
+            if targets.is_empty() {
+                ids.push(id);
+                continue;
             }
+            let again = self.store.read(|m| m.due_time(id)).is_some_and(|due| due <= self.took_over_at);
+            let (sent, out) = if again { (&mut sent.1, &mut out.1) } else { (&mut sent.0, &mut out.0) };
+            sent.push(id);
+            out.push((targets, Arc::new(msg)));
         }
-        forward_confirmed(out).await;
+        let taken = [forward_confirmed(out.0).await, forward_again(out.1).await].concat();
+        let sent = [sent.0, sent.1].concat();
+        let refused = taken.iter().filter(|t| !**t).count();
+        ids.extend(sent.into_iter().zip(taken).filter(|(_, t)| *t).map(|(id, _)| id));
+        if refused > 0 {
+            // A queue without a leader for a while (or refusing publishes): those stay held
+            // and go again shortly.
+            tracing::warn!(exchange = %self.key.name, vhost = %self.key.vhost, refused,
+                "queues did not take released delayed messages: they are held and released again");
+            self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+        }
+        if ids.is_empty() {
+            return;
+        }
         if let Err(e) = self.store.propose(now_ms(), vec![DelayCommand::Release { ids }]).await {
             tracing::error!(exchange = %self.key.name, error = %e, "releasing delayed messages failed");
         }

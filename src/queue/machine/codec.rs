@@ -40,6 +40,7 @@ mod tag {
     pub const FAILOVER: u8 = 14;
     pub const ATTACH: u8 = 15;
     pub const DETACH: u8 = 16;
+    pub const ENQUEUE_AGAIN: u8 = 17;
 }
 
 fn put_consumers(w: &mut Writer, ids: &[ConsumerId]) {
@@ -208,6 +209,10 @@ pub(crate) fn encode_command(cmd: &Command) -> Vec<u8> {
             w.u8(tag::ENQUEUE);
             put_message(&mut w, msg);
         }
+        Command::EnqueueAgain { msg } => {
+            w.u8(tag::ENQUEUE_AGAIN);
+            put_message(&mut w, msg);
+        }
         Command::Consume(spec) => {
             w.u8(tag::CONSUME);
             put_spec(&mut w, spec);
@@ -274,6 +279,7 @@ pub(crate) fn decode_command(bytes: &Bytes) -> Result<Command, CodecError> {
     }
     let cmd = match r.u8()? {
         tag::ENQUEUE => Command::Enqueue { msg: Arc::new(get_message(&mut r)?) },
+        tag::ENQUEUE_AGAIN => Command::EnqueueAgain { msg: Arc::new(get_message(&mut r)?) },
         tag::CONSUME => Command::Consume(get_spec(&mut r)?),
         tag::CANCEL => Command::Cancel { consumer: ConsumerId(r.u64()?) },
         tag::CREDIT => Command::Credit { consumer: ConsumerId(r.u64()?), add: r.u32()? },

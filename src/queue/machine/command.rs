@@ -53,6 +53,13 @@ pub enum Command {
     Enqueue {
         msg: Arc<Message>,
     },
+    /// A message that may have reached the queue once already: a delayed exchange's store
+    /// releasing again what its previous leader may have released just before it died (or
+    /// crashed). Enqueued as `Enqueue`, but delivered marked redelivered (AMQP's flag for
+    /// "this may have been delivered before"), so a consumer can tell a possible copy.
+    EnqueueAgain {
+        msg: Arc<Message>,
+    },
     Consume(ConsumerSpec),
     Cancel {
         consumer: ConsumerId,

@@ -90,7 +90,16 @@ impl QueueMachine {
             || c.max_length_bytes.is_some_and(|m| self.ready_bytes + extra_bytes > m)
     }
 
-    pub(super) fn enqueue(&mut self, id: MsgId, now: u64, msg: Arc<Message>, effects: &mut Vec<Effect>) -> Reply {
+    /// Enqueues `msg` as entry `id`; `returns` 1 marks one that may have been delivered
+    /// before (`Command::EnqueueAgain`).
+    pub(super) fn enqueue(
+        &mut self,
+        id: MsgId,
+        now: u64,
+        msg: Arc<Message>,
+        returns: u16,
+        effects: &mut Vec<Effect>,
+    ) -> Reply {
         if let (Some(window), Some(key)) = (&self.config.dedup, dedup::key_of(&msg)) {
             if !self.seen.first_sighting(window, key, now) {
                 return Reply::Duplicate;
@@ -115,7 +124,7 @@ impl QueueMachine {
         };
         let expires = ttl.map_or(NEVER, |t| now.saturating_add(t).min(NEVER - 1));
         let priority = msg.properties.priority().unwrap_or(0).min(self.ready.max_priority());
-        let mut e = Entry { id, size, msg: None, returns: 0, persistent, expires, priority };
+        let mut e = Entry { id, size, msg: None, returns, persistent, expires, priority };
         match self.budget {
             Some(b) if self.held + e.weight() > b => {}
             Some(_) => {

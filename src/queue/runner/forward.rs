@@ -7,6 +7,7 @@ use super::{ConfirmTo, QueueHandle, Request};
 use crate::ids::ChannelId;
 use crate::queue::Message;
 use crate::queue::event::ClientEvent;
+use crate::queue::machine::{Command, Reply};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -30,17 +31,30 @@ pub(super) fn spawn_forwarder() -> mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)
 }
 
 /// Hands each message to its queues with a confirm request and returns once every queue has
-/// confirmed (or refused, or gone away). A delay store forgets a message only after that;
-/// the management API's publish answers only then.
-pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) {
+/// answered (or gone away): per message, whether every queue it went to confirmed it (a
+/// queue deleted meanwhile counts as taking it, as routing to nothing does). A delay store
+/// forgets a message only once it was taken; the management API's publish answers only then.
+pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) -> Vec<bool> {
+    let mut taken = vec![true; items.len()];
     if items.is_empty() {
-        return;
+        return taken;
     }
     let (sink, mut confirms) = mpsc::channel::<ClientEvent>(FORWARD_CONFIRMS);
-    let mut seq = 0;
-    for (targets, msg) in items {
+    // The message of each confirm sequence number (from 1).
+    let mut item_of = Vec::new();
+    let mut note = |event: ClientEvent, item_of: &Vec<usize>| {
+        if let ClientEvent::Confirms { seqs, ok: false, .. } | ClientEvent::NotTaken { seqs, .. } = event {
+            for seq in seqs {
+                if let Some(&i) = item_of.get(seq as usize - 1) {
+                    taken[i] = false;
+                }
+            }
+        }
+    };
+    for (i, (targets, msg)) in items.into_iter().enumerate() {
         for h in targets {
-            seq += 1;
+            item_of.push(i);
+            let seq = item_of.len() as u64;
             let confirm = Some(ConfirmTo { sink: sink.clone(), channel: ChannelId(0), seq });
             let send = h.tx.send(Request::Publish { msg: msg.clone(), confirm });
             tokio::pin!(send);
@@ -49,12 +63,47 @@ pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) {
             loop {
                 tokio::select! {
                     _ = &mut send => break,
-                    Some(_) = confirms.recv() => {}
+                    Some(event) = confirms.recv() => note(event, &item_of),
                 }
             }
         }
     }
     // Every pending confirm holds a sender; once all are answered or dropped, this ends.
     drop(sink);
-    while confirms.recv().await.is_some() {}
+    while let Some(event) = confirms.recv().await {
+        note(event, &item_of);
+    }
+    taken
+}
+
+/// As [`forward_confirmed`], for messages that may have reached their queues once already
+/// (a delayed exchange's store releasing again what its previous leader may have released):
+/// each goes as `Command::EnqueueAgain`, so it is delivered marked redelivered. Per message,
+/// whether every queue took it (enqueued it, or had gone: deleted); a queue that refused it
+/// (no leader, or full with `reject-publish`) did not.
+pub async fn forward_again(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) -> Vec<bool> {
+    let mut answers = Vec::with_capacity(items.len());
+    for (targets, msg) in items {
+        let mut replies = Vec::with_capacity(targets.len());
+        for h in targets {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let cmd = Command::EnqueueAgain { msg: msg.clone() };
+            if h.tx.send(Request::Call { cmd, reply }).await.is_ok() {
+                replies.push(answer);
+            }
+        }
+        answers.push(replies);
+    }
+    let mut taken = Vec::with_capacity(answers.len());
+    for replies in answers {
+        let mut all = true;
+        for answer in replies {
+            all &= match answer.await {
+                Ok(Reply::Enqueued(_) | Reply::Dropped | Reply::Duplicate) | Err(_) => true,
+                Ok(_) => false,
+            };
+        }
+        taken.push(all);
+    }
+    taken
 }

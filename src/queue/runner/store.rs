@@ -74,7 +74,7 @@ impl Store {
                 .iter()
                 .zip(cmds)
                 .map(|(id, c)| match c {
-                    Some(Command::Enqueue { msg }) => Some(msg),
+                    Some(Command::Enqueue { msg } | Command::EnqueueAgain { msg }) => Some(msg),
                     _ => {
                         tracing::error!(queue = %key, id = id.0, "a message's log entry is missing");
                         None

@@ -13,6 +13,7 @@ the checker finds the history invalid (or the run could not be made).
 import argparse
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -121,6 +122,8 @@ def main(argv=None):
     parser.add_argument("--cycles", type=int, help="cycles of each fault (the profile's by default)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
     args = parser.parse_args(argv)
+    # `timeout` (CI) ends a run with SIGTERM: heal and take the cluster down all the same.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return run(args)
     except Exception:

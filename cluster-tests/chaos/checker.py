@@ -153,6 +153,12 @@ def check(events):
         k = _key(e)
         attempts.setdefault(k, []).append(e.get("outcome"))
         ident[k] = _ident(e)
+    # A publish sent whose outcome was never recorded (the run ended while it waited) is an
+    # attempt in doubt.
+    for e in _of(events, "invoke"):
+        k = _key(e)
+        attempts.setdefault(k, []).append(None)
+        ident[k] = _ident(e)
     confirmed = {k for k, outcomes in attempts.items() if "ack" in outcomes}
     v = Verdict(attempted=len(attempts), confirmed=len(confirmed),
                 indeterminate=len(attempts) - len(confirmed))

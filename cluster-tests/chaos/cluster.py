@@ -143,6 +143,23 @@ class Cluster:
             time.sleep(0.3)
         raise RuntimeError("no leader of %s within %ss" % (queue, within))
 
+    def store_leader(self, within=30.0):
+        """The node whose log last said it leads the delayed exchange's store (and has not
+        said since that it no longer does)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            leading = []
+            for node in NODES:
+                log = self.logs(node, tail=20000, since_start=True)
+                led = log.rfind("this node leads the delayed exchange's store")
+                lost = log.rfind("this node no longer leads the delayed exchange's store")
+                if led >= 0 and led > lost:
+                    leading.append(node)
+            if len(leading) == 1:
+                return leading[0]
+            time.sleep(0.5)
+        raise RuntimeError("no single leader of the delayed exchange's store within %ss" % within)
+
     def ready(self, node):
         """Whether `node` answers its readiness check (its own view: a majority, a leader)."""
         r = self.api_or_none("/api/health/checks/ready-to-serve-clients", via=node, timeout=2)
@@ -166,7 +183,14 @@ class Cluster:
         up = [row for row in rows if row.startswith("warren_amqp,warren-") and ",UP," in row]
         return len(up) >= len(NODES)
 
-    def logs(self, service, tail=200):
-        r = subprocess.run(["docker", "logs", "--tail", str(tail), self.container(service)],
+    def logs(self, service, tail=200, since_start=False):
+        """The container's log (`since_start`: of its current run only; a container killed
+        and started again keeps its earlier runs' lines)."""
+        cid = self.container(service)
+        since = []
+        if since_start:
+            started = self.docker("inspect", "-f", "{{.State.StartedAt}}", cid).stdout.strip()
+            since = ["--since", started]
+        r = subprocess.run(["docker", "logs", "--tail", str(tail), *since, cid],
                            capture_output=True, text=True, timeout=30)
         return r.stdout + r.stderr

@@ -65,13 +65,16 @@ def follower(cluster, queue, rng):
 
 
 class Kill(Fault):
-    """``kill -9`` of a node's process (the container), started again after `hold`."""
+    """``kill -9`` of a node's process (the container), started again after `hold`: the
+    queue's leader, a follower, or the delayed exchange's store's leader."""
 
     def __init__(self, whom="leader", hold=5.0):
         self.whom, self.hold = whom, hold
         self.name = "kill-%s" % whom
 
     def pick(self, cluster, queue, rng):
+        if self.whom == "store-leader":
+            return cluster.store_leader()
         return follower(cluster, queue, rng) if self.whom == "follower" else cluster.leader(queue)
 
     def start(self, cluster, target):
@@ -242,14 +245,16 @@ def profile(name):
     """The faults of a profile, each with its number of cycles."""
     if name == "quick":
         faults = [
-            Kill("leader"), Kill("follower"), Pause(5), Partition("leader"), Partition("follower"),
+            Kill("leader"), Kill("follower"), Kill("store-leader"), Pause(5), Partition("leader"),
+            Partition("follower"),
             Partition("bridge"), ClientsCut(), Loss(10), SlowLink(), HaproxyRestart(), KillAll(),
             RollingRestart(),
         ]
         return [(f, 1) for f in faults]
     if name == "full":
         faults = [
-            Kill("leader"), Kill("follower"), KillAll(), Pause(5), Pause(15), Pause(60), Pause(15, "follower"),
+            Kill("leader"), Kill("follower"), Kill("store-leader"), KillAll(), Pause(5), Pause(15), Pause(60),
+            Pause(15, "follower"),
             Partition("leader"), Partition("follower"), Partition("bridge"), ClientsCut(), Loss(10), Loss(30),
             SlowLink(), HaproxyRestart(), RollingRestart(),
         ]

@@ -25,6 +25,9 @@ DELAYED_X = "chaos-delayed"
 DELAYED_Q = "chaos-d"
 DEDUP = "chaos-dedup"
 DELAY_MS = 500
+# The drain ends once every node said every queue is empty for this long (a delayed store
+# retries what a queue did not take every second).
+QUIET = 5.0
 
 
 class History:
@@ -42,8 +45,10 @@ class History:
         fields = {"ev": ev, "t": round(self.now(), 4), **fields}
         line = json.dumps(fields, separators=(",", ":"))
         with self._lock:
-            self._f.write(line + "\n")
-            self._f.flush()
+            # A thread still running after the end (its publish never answered) writes no more.
+            if not self._f.closed:
+                self._f.write(line + "\n")
+                self._f.flush()
 
     def close(self):
         with self._lock:
@@ -123,6 +128,7 @@ class Publisher(threading.Thread):
                         headers["x-deduplication-header"] = value
                     props = pika.BasicProperties(delivery_mode=2, message_id=value, headers=headers or None)
                     sent = self.history.now()
+                    self.history.record("invoke", q=queue, p=self.p, seq=seq, value=value, via=self.via)
                     outcome = "ack"
                     try:
                         ch.basic_publish(exchange, key, value.encode(), props)
@@ -200,20 +206,21 @@ def start(cluster, history, rng, nodes):
 
 
 def drain(cluster, history, nodes, within=120.0):
-    """Empties every queue through every node (``basic.get`` until each says empty twice
-    over), then records each node's view of each queue's depth (waiting a little for the
+    """Empties every queue through every node (``basic.get`` until all say empty for
+    ``QUIET`` seconds), then records each node's view of each queue's depth (waiting a little for the
     figures to settle at 0)."""
     queues = [QUORUM, DELAYED_Q, DEDUP]
     deadline = time.monotonic() + within
     # Delayed messages published last are held until due.
     time.sleep(DELAY_MS / 1000.0 + 1)
-    quiet_rounds = 0
-    while quiet_rounds < 2 and time.monotonic() < deadline:
+    last_activity = time.monotonic()
+    while time.monotonic() - last_activity < QUIET and time.monotonic() < deadline:
         got = 0
         for node in nodes:
             try:
                 conn = connect(cluster, node)
             except Exception:
+                got += 1  # a node not answering yet: go round again
                 continue
             try:
                 ch = conn.channel()
@@ -234,7 +241,10 @@ def drain(cluster, history, nodes, within=120.0):
                     conn.close()
                 except Exception:
                     pass
-        quiet_rounds = quiet_rounds + 1 if got == 0 else 0
+        if got:
+            last_activity = time.monotonic()
+        else:
+            time.sleep(0.5)
     for q in queues:
         for node in nodes:
             messages = None

@@ -300,3 +300,11 @@ def test_main_exit_codes(tmp_path, capsys):
     assert checker.main([write(tmp_path, without(clean(), "p1:1"))]) == 1
     assert "INVALID" in capsys.readouterr().out
     assert checker.main([str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_a_publish_sent_without_a_recorded_outcome_is_in_doubt_not_unexpected():
+    invoke = {"ev": "invoke", "t": 8.5, "q": Q, "p": "p3", "seq": 1, "value": "p3:1", "via": "haproxy"}
+    h = clean() + [invoke, dlv(10.8, "p3:1", "drain", drain=True)]
+    v = checker.check(h)
+    assert v.valid, v.problems()
+    assert ("chaos-q", "p3:1") in v.recovered and not v.unexpected

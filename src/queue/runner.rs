@@ -29,7 +29,7 @@ mod store;
 
 pub use super::handle::{ConfirmTo, QueueHandle, Request};
 use batch::{IN_FLIGHT, InFlight};
-pub use forward::{forward_again, forward_confirmed};
+pub use forward::{forward_confirmed, forward_released};
 use lead::Lead;
 pub use lead::Replica;
 pub use store::Backend;

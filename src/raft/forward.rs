@@ -133,6 +133,7 @@ impl Outsider {
             cmds.iter().map(|c| Payload { now_ms, cmd: M::encode_command(c).into() }).collect();
         let body = encode(&payloads).map_err(|e| GroupError::Raft(e.to_string()))?;
         let deadline = Instant::now() + OUTSIDE_PATIENCE;
+        let mut tried = Vec::new();
         loop {
             if self.leader.is_none() {
                 let members = self.members.borrow().clone();
@@ -149,12 +150,16 @@ impl Outsider {
             if Instant::now() >= deadline {
                 return Err(refused);
             }
+            tried.extend(self.leader);
+            // A leader named that was not tried yet is asked at once; otherwise (members
+            // disagreeing while an election settles) after a pause.
             let named = match refused {
-                GroupError::NotLeader(Some(next)) if Some(next) != self.leader => Some(next),
+                GroupError::NotLeader(Some(next)) if !tried.contains(&next) => Some(next),
                 _ => None,
             };
             if named.is_none() {
                 tokio::time::sleep(OUTSIDE_PAUSE).await;
+                tried.clear();
             }
             self.leader = named;
         }

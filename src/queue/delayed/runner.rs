@@ -12,7 +12,7 @@
 use super::machine::{DelayCommand, DelayMachine, Due};
 use crate::broker::delayed;
 use crate::ids::{MsgId, QueueKey};
-use crate::queue::runner::{ConfirmTo, Request, forward_again, forward_confirmed};
+use crate::queue::runner::{ConfirmTo, Request, forward_released};
 use crate::queue::{ClientEvent, Command, Message, QueueHandle, Reply};
 use crate::raft::transport::NodeId;
 use crate::raft::{
@@ -32,8 +32,12 @@ const BATCH: usize = 512;
 const RELEASE: usize = 4096;
 /// ...and most bytes of bodies (past the first message).
 const RELEASE_BYTES: u64 = 8 << 20;
-/// How long released messages a queue did not take wait before they go again.
+/// How long released messages a queue did not take wait before they go again (and a new
+/// leader that could not take the store over before it tries again).
 const RELEASE_RETRY: Duration = Duration::from_secs(1);
+/// Messages due up to this long after a runner took over go marked redelivered too: their
+/// due times come from the clock of the member that held them, which may run ahead.
+const CLOCK_MARGIN_MS: u64 = 2000;
 /// An idle durable store snapshots after this long (its log then shrinks to what it holds).
 const IDLE_SNAPSHOT: Duration = Duration::from_secs(2);
 
@@ -194,7 +198,16 @@ pub fn spawn(key: QueueKey, keeping: Keeping, route: Router) -> QueueHandle {
         if held > 0 {
             tracing::info!(exchange = %key.name, vhost = %key.vhost, held, "recovered delayed messages");
         }
-        Runner { store, key, route, member, not_before: None, took_over_at: now_ms() }.run(rx, ctl_rx).await;
+        let runner = Runner {
+            store,
+            key,
+            route,
+            member,
+            not_before: None,
+            took_over_at: now_ms(),
+            in_doubt: Default::default(),
+        };
+        runner.run(rx, ctl_rx).await;
     });
     handle
 }
@@ -210,6 +223,9 @@ struct Runner {
     /// When this runner started releasing (it started, or its member took the store over):
     /// what fell due before may have been released already.
     took_over_at: u64,
+    /// Messages handed to their queues that are still held (a queue did not take them, or
+    /// their release was not recorded): they go again marked redelivered.
+    in_doubt: std::collections::HashSet<MsgId>,
 }
 
 fn now_ms() -> u64 {
@@ -239,8 +255,15 @@ impl Runner {
             }
             let next = if releases { self.store.read(DelayMachine::next_due) } else { None };
             let backoff = self.not_before.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
-            let wait =
-                next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())).max(backoff.unwrap_or_default()));
+            // A member elected that could not take the store over yet tries again shortly.
+            let unserved = !releases
+                && !matches!(self.store, Store::Outside(_))
+                && self.member.as_ref().is_some_and(|m| m.leadership.current().leading);
+            let wait = match next {
+                Some(at) => Some(Duration::from_millis(at.saturating_sub(now_ms())).max(backoff.unwrap_or_default())),
+                None if unserved => Some(backoff.unwrap_or(RELEASE_RETRY)),
+                None => None,
+            };
             tokio::select! {
                 biased;
                 Some(r) = ctl_rx.recv() => batch.push(r),
@@ -294,9 +317,15 @@ impl Runner {
     /// releases among them) and nothing is released twice; as a quorum queue's new leader
     /// proposes its failover first. Whether it now releases.
     async fn take_over(&mut self) -> bool {
+        if matches!(self.store, Store::Outside(_)) {
+            return false;
+        }
         let Some(m) = &self.member else { return true };
         let l = m.leadership.current();
-        if !l.leading || matches!(self.store, Store::Outside(_)) {
+        if !l.leading {
+            return false;
+        }
+        if self.not_before.is_some_and(|t| t > tokio::time::Instant::now()) {
             return false;
         }
         match self.store.propose(now_ms(), vec![DelayCommand::Release { ids: Vec::new() }]).await {
@@ -310,7 +339,7 @@ impl Runner {
             Err(e) => {
                 tracing::warn!(exchange = %self.key.name, vhost = %self.key.vhost, error = %e,
                     "cannot take the delayed exchange's store over");
-                tokio::time::sleep(RELEASE_RETRY).await;
+                self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
                 false
             }
         }
@@ -357,16 +386,26 @@ impl Runner {
         if !self.releases() {
             return;
         }
+        // A leader that was paused or cut off finds out here, before it hands anything out
+        // on its old term (its successor may have released these already).
+        if let (Some(_), Store::Durable(g, _)) = (&self.member, &self.store) {
+            if !g.confirm_leadership().await {
+                self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+                return;
+            }
+        }
         let due = self.store.read(|m| m.due(now_ms(), RELEASE, RELEASE_BYTES));
         if due.is_empty() {
             return;
         }
         // Messages that go nowhere (or whose body is gone) are forgotten at once; the others
-        // once their queues have them. Those due before this runner took over may have been
-        // released by the one before it (it died before it could record it): they go again
-        // marked redelivered.
+        // once their queues have them. Those that may have reached their queues already go
+        // marked redelivered: due before this runner took over (its predecessor may have
+        // released them and died before it recorded it), or sent before by this runner
+        // without every queue taking them or without their release being recorded.
         let mut ids = Vec::with_capacity(due.len());
-        let (mut sent, mut out) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+        let (mut sent, mut out) = (Vec::with_capacity(due.len()), Vec::with_capacity(due.len()));
+        let before = self.took_over_at.saturating_add(CLOCK_MARGIN_MS);
         for (id, msg) in self.store.load(&self.key, due) {
             let Some(msg) = msg else {
                 ids.push(id);
@@ -383,27 +422,37 @@ impl Runner {
                 ids.push(id);
                 continue;
             }
-            let again = self.store.read(|m| m.due_time(id)).is_some_and(|due| due <= self.took_over_at);
-            let (sent, out) = if again { (&mut sent.1, &mut out.1) } else { (&mut sent.0, &mut out.0) };
+            let old = self.store.read(|m| m.due_time(id)).is_some_and(|due| due <= before);
+            let again = old || self.in_doubt.contains(&id);
             sent.push(id);
-            out.push((targets, Arc::new(msg)));
+            out.push((targets, Arc::new(msg), again));
         }
-        let taken = [forward_confirmed(out.0).await, forward_again(out.1).await].concat();
-        let sent = [sent.0, sent.1].concat();
-        let refused = taken.iter().filter(|t| !**t).count();
-        ids.extend(sent.into_iter().zip(taken).filter(|(_, t)| *t).map(|(id, _)| id));
-        if refused > 0 {
-            // A queue without a leader for a while (or refusing publishes): those stay held
-            // and go again shortly.
-            tracing::warn!(exchange = %self.key.name, vhost = %self.key.vhost, refused,
+        let taken = forward_released(out).await;
+        let refused: Vec<MsgId> = sent.iter().zip(&taken).filter(|(_, t)| !**t).map(|(id, _)| *id).collect();
+        ids.extend(sent.iter().zip(&taken).filter(|(_, t)| **t).map(|(id, _)| *id));
+        if !refused.is_empty() {
+            // A queue without a leader for a while (or down): those stay held and go again
+            // shortly, marked (the queues that did take them get a marked copy).
+            tracing::warn!(exchange = %self.key.name, vhost = %self.key.vhost, refused = refused.len(),
                 "queues did not take released delayed messages: they are held and released again");
             self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+            self.in_doubt.extend(refused);
         }
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = self.store.propose(now_ms(), vec![DelayCommand::Release { ids }]).await {
-            tracing::error!(exchange = %self.key.name, error = %e, "releasing delayed messages failed");
+        match self.store.propose(now_ms(), vec![DelayCommand::Release { ids: ids.clone() }]).await {
+            Ok(()) => {
+                for id in &ids {
+                    self.in_doubt.remove(id);
+                }
+            }
+            Err(e) => {
+                // Whether it was recorded is unknown: what was handed out goes again marked.
+                tracing::error!(exchange = %self.key.name, error = %e, "releasing delayed messages failed");
+                self.in_doubt.extend(ids);
+                self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+            }
         }
     }
 

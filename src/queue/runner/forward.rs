@@ -76,18 +76,22 @@ pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) -> 
     taken
 }
 
-/// As [`forward_confirmed`], for messages that may have reached their queues once already
-/// (a delayed exchange's store releasing again what its previous leader may have released):
-/// each goes as `Command::EnqueueAgain`, so it is delivered marked redelivered. Per message,
-/// whether every queue took it (enqueued it, or had gone: deleted); a queue that refused it
-/// (no leader, or full with `reject-publish`) did not.
-pub async fn forward_again(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) -> Vec<bool> {
+/// A delayed exchange's store handing released messages to their queues, in order: each as
+/// `Command::Enqueue`, or as `Command::EnqueueAgain` (delivered marked redelivered) when it
+/// may have reached them once already (`again`: released by a leader that died before it
+/// could record it, or sent before without an answer). Returns, per message, whether every
+/// queue took it for good: enqueued it, refused it as full (`reject-publish`: the plugin
+/// drops it too), already had it (deduplication) or is gone (deleted). A queue without a
+/// leader, or an answer that never came, is not: the store keeps the message and tries again.
+pub async fn forward_released(items: Vec<(Vec<QueueHandle>, Arc<Message>, bool)>) -> Vec<bool> {
     let mut answers = Vec::with_capacity(items.len());
-    for (targets, msg) in items {
+    for (targets, msg, again) in items {
         let mut replies = Vec::with_capacity(targets.len());
         for h in targets {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            let cmd = Command::EnqueueAgain { msg: msg.clone() };
+            let cmd =
+                if again { Command::EnqueueAgain { msg: msg.clone() } } else { Command::Enqueue { msg: msg.clone() } };
+            // A queue whose runner has stopped is gone: nothing to hand it.
             if h.tx.send(Request::Call { cmd, reply }).await.is_ok() {
                 replies.push(answer);
             }
@@ -98,10 +102,7 @@ pub async fn forward_again(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) -> Vec<
     for replies in answers {
         let mut all = true;
         for answer in replies {
-            all &= match answer.await {
-                Ok(Reply::Enqueued(_) | Reply::Dropped | Reply::Duplicate) | Err(_) => true,
-                Ok(_) => false,
-            };
+            all &= matches!(answer.await, Ok(Reply::Enqueued(_) | Reply::Dropped | Reply::Duplicate | Reply::Rejected));
         }
         taken.push(all);
     }

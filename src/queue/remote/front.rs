@@ -239,6 +239,10 @@ impl Front {
         }
         match self.target {
             Some(t) if self.waiting.is_empty() => self.send(t, req).await,
+            // A delayed exchange's release waits for no leader: the store keeps the message
+            // and sends it again itself while it still leads (a release that waited here
+            // would reach the next leader late, after a deposed store leader woke up).
+            _ if is_release(&req) => refuse(&self.key, req).await,
             _ => {
                 self.wait(req);
                 if self.target.is_none() && self.member.is_none() && self.waiting.len() == 1 {
@@ -368,6 +372,8 @@ impl Front {
                 tokio::spawn(answer(rx, reply, events, None, move |reply| Request::Attach { spec: s, sink: k, reply }));
                 Request::Attach { spec, sink, reply: tx }
             }
+            // Not sent again on `NotLeader`: back to the store (see `route`).
+            req @ Request::Call { .. } if is_release(&req) => req,
             Request::Call { cmd, reply } => {
                 let (tx, rx) = oneshot::channel();
                 let c = cmd.clone();
@@ -474,6 +480,12 @@ fn leaderless(key: &QueueKey) -> Error {
             key.name, key.vhost
         ),
     )
+}
+
+/// A delayed exchange's store handing a released message to the queue
+/// (`runner::forward_released`): publishers' messages come as `Request::Publish`.
+fn is_release(req: &Request) -> bool {
+    matches!(req, Request::Call { cmd: Command::Enqueue { .. } | Command::EnqueueAgain { .. }, .. })
 }
 
 /// Answers a request that cannot reach a leader.

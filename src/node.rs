@@ -268,7 +268,8 @@ impl Node {
             me: me.clone(),
         });
         if let Some(router) = router {
-            router.set_acceptor(crate::queue::remote::acceptor(node.home_queues()));
+            let down = node.peers.as_ref().map(|p| p.down());
+            router.set_acceptor(crate::queue::remote::acceptor(node.home_queues(), down));
             let seen = Arc::new(crate::raft::Seen(node.meta_seen.clone()));
             router.register(crate::raft::transport::METADATA_SEEN, seen);
             router.register(crate::raft::transport::NODE_JOIN, Arc::new(crate::raft::Joins(node.admitter())));

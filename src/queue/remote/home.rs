@@ -29,11 +29,29 @@ const EVENTS: usize = 256;
 /// (this node's member of it, which serves only while it leads).
 pub type Resolve = Arc<dyn Fn(&QueueKey) -> Option<(QueueHandle, bool)> + Send + Sync>;
 
+/// The nodes this node finds down (`None`: it never finds any, as in tests).
+pub type PeersDown = Option<tokio::sync::watch::Receiver<std::collections::BTreeSet<NodeId>>>;
+
 /// Takes the streams other nodes open and serves each in a session.
-pub fn acceptor(resolve: Resolve) -> Acceptor {
+pub fn acceptor(resolve: Resolve, down: PeersDown) -> Acceptor {
     Arc::new(move |from: NodeId, d: Duplex| {
-        tokio::spawn(session(from, d, resolve.clone()));
+        tokio::spawn(session(from, d, resolve.clone(), down.clone()));
     })
+}
+
+/// Resolves once `from` is found down after it was seen up (`seen_up`: a node that has just
+/// come back may open its link before this node noticed it; never without a watch).
+async fn found_down(down: &mut PeersDown, from: NodeId, seen_up: &mut bool) {
+    let Some(rx) = down else { return std::future::pending().await };
+    if !*seen_up {
+        if rx.wait_for(|d| !d.contains(&from)).await.is_err() {
+            return std::future::pending().await;
+        }
+        *seen_up = true;
+    }
+    if rx.wait_for(|d| d.contains(&from)).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 struct Consumer {
@@ -65,13 +83,26 @@ fn not_found(key: &QueueKey) -> Reply {
     Reply::Refused(Error::new(ReplyCode::NotFound, format!("no queue '{}' in vhost '{}'", key.name, key.vhost)))
 }
 
-async fn session(from: NodeId, d: Duplex, resolve: Resolve) {
+async fn session(from: NodeId, d: Duplex, resolve: Resolve, mut peers_down: PeersDown) {
     tracing::debug!(peer = from, "remote-queue link opened");
     let Duplex { tx: down, mut rx } = d;
     let held = Shared::default();
     let confirms = confirm_sink(down.clone());
     let mut sinks: HashMap<ConnectionId, ClientSink> = HashMap::new();
-    while let Some(frame) = rx.recv().await {
+    let mut seen_up = false;
+    loop {
+        // A session ends as soon as its origin is found down (cut off, frozen): what it sent
+        // before and the network delivers only once it heals (a delayed store's release
+        // from a deposed leader) must not be acted on late; the origin takes its link for
+        // broken and sends again, to whichever node leads by then.
+        let frame = tokio::select! {
+            f = rx.recv() => f,
+            () = found_down(&mut peers_down, from, &mut seen_up) => {
+                tracing::debug!(peer = from, "remote-queue link's origin found down: session ended");
+                None
+            }
+        };
+        let Some(frame) = frame else { break };
         let up = match Up::decode(frame) {
             Ok(up) => up,
             Err(e) => {

@@ -99,7 +99,7 @@ fn setup() -> Setup {
     let loopback = Loopback::default();
     let r1 = Router::new(1);
     let served = home.clone();
-    r1.set_acceptor(acceptor(Arc::new(move |k: &QueueKey| (k.name == "q").then(|| (served.clone(), false)))));
+    r1.set_acceptor(acceptor(Arc::new(move |k: &QueueKey| (k.name == "q").then(|| (served.clone(), false))), None));
     loopback.join(r1);
     let net = Breakable { inner: loopback.join(Router::new(2)), cut: watch::channel(0).0 };
     let remote = Remote::new(Arc::new(net.clone()), names(), 2, watch::channel(Default::default()).1);

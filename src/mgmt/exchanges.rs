@@ -245,7 +245,7 @@ async fn publish(
     let targets =
         node.topology().targets(&vhost, &x.name, &[routing_key.as_str()], msg.properties.headers().as_ref(), |_| true);
     let routed = !targets.is_empty();
-    if forward_confirmed(vec![(targets, msg)]).await.contains(&false) {
+    if !forward_confirmed(vec![(targets, msg)]).await {
         let why = "a queue did not take the message (it may have no leader now); publish it again";
         return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", why));
     }

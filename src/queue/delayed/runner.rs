@@ -256,9 +256,7 @@ impl Runner {
             let next = if releases { self.store.read(DelayMachine::next_due) } else { None };
             let backoff = self.not_before.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
             // A member elected that could not take the store over yet tries again shortly.
-            let unserved = !releases
-                && !matches!(self.store, Store::Outside(_))
-                && self.member.as_ref().is_some_and(|m| m.leadership.current().leading);
+            let unserved = !releases && self.lead_term().is_some();
             let wait = match next {
                 Some(at) => Some(Duration::from_millis(at.saturating_sub(now_ms())).max(backoff.unwrap_or_default())),
                 None if unserved => Some(backoff.unwrap_or(RELEASE_RETRY)),
@@ -302,14 +300,30 @@ impl Runner {
         crate::raft::keep_converging(&mut m.converging, g, &m.members, what);
     }
 
+    /// The term this runner leads the store in: 0 for a store of its node alone, its
+    /// member's term while that leads, `None` otherwise (an outsider never leads).
+    fn lead_term(&self) -> Option<u64> {
+        if matches!(self.store, Store::Outside(_)) {
+            return None;
+        }
+        match &self.member {
+            None => Some(0),
+            Some(m) => {
+                let l = m.leadership.current();
+                l.leading.then_some(l.term)
+            }
+        }
+    }
+
     /// Whether this runner releases: the store is this node's alone, or its member leads and
     /// has taken over in this term ([`Runner::take_over`]).
     fn releases(&self) -> bool {
-        !matches!(self.store, Store::Outside(_))
-            && self.member.as_ref().is_none_or(|m| {
-                let l = m.leadership.current();
-                l.leading && m.serving == Some(l.term)
-            })
+        self.lead_term().is_some_and(|t| self.member.as_ref().is_none_or(|m| m.serving == Some(t)))
+    }
+
+    /// No release (nor take-over) for a little while.
+    fn back_off(&mut self) {
+        self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
     }
 
     /// On a member just elected: commits an entry of its own term (an empty release) before
@@ -317,13 +331,9 @@ impl Runner {
     /// releases among them) and nothing is released twice; as a quorum queue's new leader
     /// proposes its failover first. Whether it now releases.
     async fn take_over(&mut self) -> bool {
-        if matches!(self.store, Store::Outside(_)) {
-            return false;
-        }
-        let Some(m) = &self.member else { return true };
-        let l = m.leadership.current();
-        if !l.leading {
-            return false;
+        let Some(term) = self.lead_term() else { return false };
+        if self.member.is_none() {
+            return true;
         }
         if self.not_before.is_some_and(|t| t > tokio::time::Instant::now()) {
             return false;
@@ -331,7 +341,7 @@ impl Runner {
         match self.store.propose(now_ms(), vec![DelayCommand::Release { ids: Vec::new() }]).await {
             Ok(()) => {
                 if let Some(m) = &mut self.member {
-                    m.serving = Some(l.term);
+                    m.serving = Some(term);
                 }
                 self.took_over_at = now_ms();
                 self.releases()
@@ -339,7 +349,7 @@ impl Runner {
             Err(e) => {
                 tracing::warn!(exchange = %self.key.name, vhost = %self.key.vhost, error = %e,
                     "cannot take the delayed exchange's store over");
-                self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+                self.back_off();
                 false
             }
         }
@@ -390,7 +400,7 @@ impl Runner {
         // on its old term (its successor may have released these already).
         if let (Some(_), Store::Durable(g, _)) = (&self.member, &self.store) {
             if !g.confirm_leadership().await {
-                self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+                self.back_off();
                 return;
             }
         }
@@ -415,7 +425,7 @@ impl Runner {
             let keys = routing_keys(&msg);
             let Some(targets) = (self.route)(&self.key.vhost, &msg, &keys) else {
                 // Not now: the whole round goes again shortly.
-                self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+                self.back_off();
                 return;
             };
             if targets.is_empty() {
@@ -435,7 +445,7 @@ impl Runner {
             // shortly, marked (the queues that did take them get a marked copy).
             tracing::warn!(exchange = %self.key.name, vhost = %self.key.vhost, refused = refused.len(),
                 "queues did not take released delayed messages: they are held and released again");
-            self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+            self.back_off();
             self.in_doubt.extend(refused);
         }
         if ids.is_empty() {
@@ -451,7 +461,7 @@ impl Runner {
                 // Whether it was recorded is unknown: what was handed out goes again marked.
                 tracing::error!(exchange = %self.key.name, error = %e, "releasing delayed messages failed");
                 self.in_doubt.extend(ids);
-                self.not_before = Some(tokio::time::Instant::now() + RELEASE_RETRY);
+                self.back_off();
             }
         }
     }

@@ -31,30 +31,18 @@ pub(super) fn spawn_forwarder() -> mpsc::Sender<(Vec<QueueHandle>, Arc<Message>)
 }
 
 /// Hands each message to its queues with a confirm request and returns once every queue has
-/// answered (or gone away): per message, whether every queue it went to confirmed it (a
-/// queue deleted meanwhile counts as taking it, as routing to nothing does). A delay store
-/// forgets a message only once it was taken; the management API's publish answers only then.
-pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) -> Vec<bool> {
-    let mut taken = vec![true; items.len()];
-    if items.is_empty() {
-        return taken;
-    }
+/// answered (or gone away): whether every queue confirmed every message (a queue deleted
+/// meanwhile counts as taking it, as routing to nothing does). The management API's publish
+/// answers only then.
+pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) -> bool {
     let (sink, mut confirms) = mpsc::channel::<ClientEvent>(FORWARD_CONFIRMS);
-    // The message of each confirm sequence number (from 1).
-    let mut item_of = Vec::new();
-    let mut note = |event: ClientEvent, item_of: &Vec<usize>| {
-        if let ClientEvent::Confirms { seqs, ok: false, .. } | ClientEvent::NotTaken { seqs, .. } = event {
-            for seq in seqs {
-                if let Some(&i) = item_of.get(seq as usize - 1) {
-                    taken[i] = false;
-                }
-            }
-        }
-    };
-    for (i, (targets, msg)) in items.into_iter().enumerate() {
+    let refused =
+        |event: ClientEvent| matches!(event, ClientEvent::Confirms { ok: false, .. } | ClientEvent::NotTaken { .. });
+    let mut taken = true;
+    let mut seq = 0;
+    for (targets, msg) in items {
         for h in targets {
-            item_of.push(i);
-            let seq = item_of.len() as u64;
+            seq += 1;
             let confirm = Some(ConfirmTo { sink: sink.clone(), channel: ChannelId(0), seq });
             let send = h.tx.send(Request::Publish { msg: msg.clone(), confirm });
             tokio::pin!(send);
@@ -63,7 +51,7 @@ pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) -> 
             loop {
                 tokio::select! {
                     _ = &mut send => break,
-                    Some(event) = confirms.recv() => note(event, &item_of),
+                    Some(event) = confirms.recv() => taken &= !refused(event),
                 }
             }
         }
@@ -71,7 +59,7 @@ pub async fn forward_confirmed(items: Vec<(Vec<QueueHandle>, Arc<Message>)>) -> 
     // Every pending confirm holds a sender; once all are answered or dropped, this ends.
     drop(sink);
     while let Some(event) = confirms.recv().await {
-        note(event, &item_of);
+        taken &= !refused(event);
     }
     taken
 }

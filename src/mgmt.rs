@@ -18,6 +18,7 @@ mod overview;
 mod policies;
 pub mod prometheus;
 mod queues;
+mod quorum;
 mod rates;
 pub mod starting;
 mod tracer;
@@ -42,6 +43,7 @@ pub fn router(node: Api) -> Router {
         .merge(admin::routes())
         .merge(exchanges::routes())
         .merge(queues::routes())
+        .merge(quorum::routes())
         .merge(connections::routes())
         .merge(policies::routes())
         .merge(definitions::routes())

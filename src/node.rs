@@ -30,6 +30,7 @@ mod bootstrap;
 pub mod clients;
 mod delays;
 mod health;
+pub mod leadership;
 mod members;
 mod meta_actor;
 pub mod peek;

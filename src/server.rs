@@ -47,6 +47,9 @@ impl Running {
     /// Stops accepting, closes every client connection with 320 CONNECTION_FORCED, stops the
     /// queues and the metadata group, and closes storage (so the data directory's lock is free).
     pub async fn shutdown(self) {
+        // Leaderships first, while this node still serves: the other members take over at
+        // once instead of after the failure detector finds this node gone.
+        self.node.hand_over_leaderships().await;
         self.node.begin_shutdown();
         for t in self.listeners {
             let _ = t.await;

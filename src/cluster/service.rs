@@ -39,6 +39,10 @@ pub(super) fn kind_from_pb(k: i32) -> Option<RpcKind> {
         pb::RaftKind::Join => Some(RpcKind::Join),
         pb::RaftKind::Peek => Some(RpcKind::Peek),
         pb::RaftKind::Reply => Some(RpcKind::Reply),
+        pb::RaftKind::TransferLeader => Some(RpcKind::TransferLeader),
+        pb::RaftKind::HandOver => Some(RpcKind::HandOver),
+        pb::RaftKind::Elect => Some(RpcKind::Elect),
+        pb::RaftKind::Status => Some(RpcKind::Status),
     }
 }
 
@@ -54,6 +58,10 @@ pub(super) fn kind_to_pb(k: RpcKind) -> pb::RaftKind {
         RpcKind::Join => pb::RaftKind::Join,
         RpcKind::Peek => pb::RaftKind::Peek,
         RpcKind::Reply => pb::RaftKind::Reply,
+        RpcKind::TransferLeader => pb::RaftKind::TransferLeader,
+        RpcKind::HandOver => pb::RaftKind::HandOver,
+        RpcKind::Elect => pb::RaftKind::Elect,
+        RpcKind::Status => pb::RaftKind::Status,
     }
 }
 

@@ -205,6 +205,27 @@ pub enum CtlCmd {
         #[arg(num_args = 1..=2, required = true)]
         value: Vec<String>,
     },
+    /// Show each member of a quorum queue: Raft state, term, log indexes
+    /// (rabbitmq-queues quorum_status).
+    QuorumStatus {
+        #[command(flatten)]
+        vhost: Vhost,
+        queue: String,
+    },
+    /// Move a quorum queue's leadership to the member on NODE, or to the most up-to-date
+    /// other member (rabbitmq-queues transfer_leadership).
+    TransferLeadership {
+        #[command(flatten)]
+        vhost: Vhost,
+        queue: String,
+        node: Option<String>,
+    },
+    /// Spread quorum queue leaders evenly over the running nodes (rabbitmq-queues rebalance).
+    Rebalance {
+        /// Only `quorum` (or `all`) queues have leaders to move.
+        #[arg(default_value = "quorum")]
+        kind: String,
+    },
     /// Set the node's free disk space threshold (bytes, or with units: 50MB, 2GiB, ...).
     /// Until the node restarts.
     SetDiskFreeLimit { limit: String },

@@ -19,6 +19,7 @@ pub mod http;
 pub mod output;
 pub mod policies;
 pub mod queues;
+pub mod quorum;
 pub mod status;
 pub mod vhosts;
 
@@ -120,6 +121,11 @@ fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
         C::ClusterStatus => status::cluster_status(&ctx),
         C::CheckReady => status::check_ready(&ctx),
         C::ForgetClusterNode { node } => status::forget_cluster_node(&ctx, &node),
+        C::QuorumStatus { vhost, queue } => quorum::quorum_status(&ctx, &vhost.vhost, &queue),
+        C::TransferLeadership { vhost, queue, node } => {
+            quorum::transfer_leadership(&ctx, &vhost.vhost, &queue, node.as_deref())
+        }
+        C::Rebalance { kind } => quorum::rebalance(&ctx, &kind),
         C::SetVmMemoryHighWatermark { value } => status::set_vm_memory_high_watermark(&ctx, &value),
         C::SetDiskFreeLimit { limit } => status::set_disk_free_limit(&ctx, &limit),
     }

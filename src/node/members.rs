@@ -73,10 +73,7 @@ impl Node {
     /// `forget_cluster_node`: removes a member that is down for good (by name, or by id).
     /// A running node is refused, as RabbitMQ refuses to forget a node that runs.
     pub async fn forget_node(&self, name: &str) -> Result<(), Error> {
-        let found = self
-            .meta
-            .read(|m| m.state().nodes.values().find(|n| n.name == name || n.id.to_string() == name).map(|n| n.id));
-        let id = found.ok_or_else(|| Error::not_found(format!("no cluster node '{name}'")))?;
+        let id = self.node_id_named(name)?;
         if id == self.id {
             return Err(Error::precondition(format!("node '{name}' is this node; ask another member to forget it")));
         }

@@ -154,8 +154,11 @@ where
 }
 
 mod adapter;
+mod handover;
 mod members;
 mod propose;
+pub(crate) use handover::Handover;
+pub use handover::{HandoverError, MemberStatus, ask_hand_over, ask_status};
 mod watch;
 pub(crate) use adapter::SmAdapter;
 pub use members::{Membership, keep_converging};
@@ -244,6 +247,8 @@ pub struct DurableGroup<M: DurableMachine> {
     transport: Option<Arc<dyn Transport>>,
     /// [`GroupOptions::spread_commits`].
     spread_commits: bool,
+    /// Set while this member hands its leadership over: its runner proposes nothing meanwhile.
+    gate: handover::Gate,
 }
 
 impl<M: DurableMachine> DurableGroup<M> {
@@ -269,7 +274,8 @@ impl<M: DurableMachine> DurableGroup<M> {
             .await?;
         let stopping = Arc::new(AtomicBool::new(false));
         tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
-        Ok(Self { raft, sm, log, stopping, me: SELF, router: None, transport: None, spread_commits: false })
+        let gate = Arc::new(tokio::sync::watch::channel(false).0);
+        Ok(Self { raft, sm, log, stopping, me: SELF, router: None, transport: None, spread_commits: false, gate })
     }
 
     fn config(opts: &GroupOptions, members: bool) -> Result<Arc<Config>, GroupError> {
@@ -309,7 +315,15 @@ impl<M: DurableMachine> DurableGroup<M> {
         let sm = SmAdapter::new(init, log.clone());
         let net = Peers { transport: rep.transport.clone(), group: log.id(), kept: kept_entries::<M>(log.clone()) };
         let raft = Raft::new(rep.me, config, net, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
-        rep.router.register(log.id(), Arc::new(Member::<M> { raft: raft.clone(), log: log.clone() }));
+        let gate: handover::Gate = Arc::new(tokio::sync::watch::channel(false).0);
+        let handover = Arc::new(Handover {
+            raft: raft.clone(),
+            gate: gate.clone(),
+            transport: rep.transport.clone(),
+            me: rep.me,
+            group: log.id(),
+        });
+        rep.router.register(log.id(), Arc::new(Member::<M> { raft: raft.clone(), log: log.clone(), handover }));
         if let Some(voters) = rep.initial {
             if !raft.is_initialized().await.map_err(raft_err)? {
                 let members: BTreeMap<NodeId, BasicNode> =
@@ -323,7 +337,7 @@ impl<M: DurableMachine> DurableGroup<M> {
         let stopping = Arc::new(AtomicBool::new(false));
         tokio::spawn(purger(raft.clone(), sm.clone(), opts.purge_batch, stopping.clone()));
         let (me, transport, spread_commits) = (rep.me, Some(rep.transport), opts.spread_commits);
-        Ok(Self { raft, sm, log, stopping, me, router: Some(rep.router), transport, spread_commits })
+        Ok(Self { raft, sm, log, stopping, me, router: Some(rep.router), transport, spread_commits, gate })
     }
 
     /// The group's id (its storage group).
@@ -361,6 +375,14 @@ impl<M: DurableMachine> DurableGroup<M> {
             return Ok(());
         }
         self.raft.trigger().elect(true).await.map_err(raft_err)
+    }
+
+    /// Returns once no handover of this member's leadership is under way (at once when none
+    /// is): a runner waits here before it proposes, so the target catches up and nothing new
+    /// is written by a leader about to go (`durable/handover.rs`).
+    pub async fn handover_done(&self) {
+        let mut rx = self.gate.subscribe();
+        let _ = rx.wait_for(|handing| !handing).await;
     }
 
     /// The index of the last entry purged from this member's log (0: none).

@@ -4,7 +4,7 @@
 //! Snapshots go whole in one call for now (`RpcKind::Snapshot`); sending them in chunks is the
 //! cluster transport's to do, under this same call.
 
-use super::durable::{DurableMachine, SmAdapter};
+use super::durable::{DurableMachine, Handover, SmAdapter};
 use super::forward;
 use super::transport::{Handler, NodeId, RpcKind, Transport, TransportError};
 use super::types::{Payload, Warren};
@@ -16,7 +16,10 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, OptionalSend, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -92,9 +95,13 @@ impl PeerClient {
 }
 
 impl PeerClient {
-    /// A vote or pre-vote request and its answer.
-    async fn ballot(&self, kind: RpcKind, req: VoteRequest<C>) -> Result<VoteResponse<C>, RPCError<C>> {
-        match self.round_trip::<_, _, RaftError<C>>(kind, &req).await {
+    /// One request and its answer, the remote side failing with `Err`.
+    async fn rpc<Req: Serialize, Resp: DeserializeOwned, Err: DeserializeOwned + std::error::Error + 'static>(
+        &self,
+        kind: RpcKind,
+        req: &Req,
+    ) -> Result<Resp, RPCError<C>> {
+        match self.round_trip::<_, _, Err>(kind, req).await {
             Ok(Ok(r)) => Ok(r),
             // The peer's member stopped (a fatal error there): unreachable until it is back.
             Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
@@ -111,22 +118,27 @@ impl RaftNetworkV2<C> for PeerClient {
         req: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        match self.round_trip::<_, _, RaftError<C>>(RpcKind::Append, &req).await {
-            Ok(Ok(r)) => Ok(r),
-            // The peer's member stopped (a fatal error there): unreachable until it is back.
-            Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
-            Err(e) => Err(rpc_error(e)),
-        }
+        self.rpc::<_, _, RaftError<C>>(RpcKind::Append, &req).await
     }
 
     async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.ballot(RpcKind::Vote, req).await
+        self.rpc::<_, _, RaftError<C>>(RpcKind::Vote, &req).await
     }
 
     /// Carried for real: openraft's default grants every pre-vote, so a member with a stale
     /// log (just restarted) would go on to real elections and unseat a working leader.
     async fn pre_vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.ballot(RpcKind::PreVote, req).await
+        self.rpc::<_, _, RaftError<C>>(RpcKind::PreVote, &req).await
+    }
+
+    /// Carried for real: a handover (`durable/handover.rs`) needs every voter to give up its
+    /// lease for the old leader and the target to stand at once.
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        _option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.rpc::<_, _, Fatal<C>>(RpcKind::TransferLeader, &req).await
     }
 
     async fn full_snapshot(
@@ -207,11 +219,13 @@ pub async fn find_leader(
 pub(crate) struct Member<M: DurableMachine> {
     pub raft: Raft<C, SmAdapter<M>>,
     pub log: crate::storage::GroupLog,
+    /// Handovers and status questions (`durable/handover.rs`).
+    pub handover: Arc<Handover<SmAdapter<M>>>,
 }
 
 impl<M: DurableMachine> Handler for Member<M> {
     fn handle(&self, kind: RpcKind, body: Bytes) -> BoxFuture<'static, Result<Bytes, TransportError>> {
-        let (raft, log) = (self.raft.clone(), self.log.clone());
+        let (raft, log, handover) = (self.raft.clone(), self.log.clone(), self.handover.clone());
         Box::pin(async move {
             match kind {
                 RpcKind::Append => {
@@ -241,6 +255,11 @@ impl<M: DurableMachine> Handler for Member<M> {
                     encode(&forward::propose_here::<M, _>(&raft, payloads).await)
                 }
                 RpcKind::Leader => encode(&raft.server_metrics().borrow_watched().current_leader),
+                RpcKind::TransferLeader => {
+                    let req: TransferLeaderRequest<C> = decode(&body)?;
+                    encode(&raft.handle_transfer_leader(req).await)
+                }
+                RpcKind::HandOver | RpcKind::Elect | RpcKind::Status => handover.answer(kind, &body).await,
                 RpcKind::Applied | RpcKind::Join | RpcKind::Peek | RpcKind::Reply => {
                     Err(TransportError::Malformed("not a group's question".into()))
                 }

@@ -50,6 +50,15 @@ pub enum RpcKind {
     /// A direct reply-to reply for a requester on the node asked (to the [`NODE_REPLY`]
     /// pseudo-group; `node/replies.rs`).
     Reply,
+    /// openraft's leadership transfer, sent by a leader to every voter of its group.
+    TransferLeader,
+    /// Hand the group's leadership to a member (an `Option<NodeId>`; answers the new leader,
+    /// `raft/durable/handover.rs`).
+    HandOver,
+    /// Stand for election now (a leader that offered its leadership asks).
+    Elect,
+    /// How the member sees itself (`MemberStatus`).
+    Status,
 }
 
 /// A call that did not come back with an answer from the group.
@@ -187,6 +196,11 @@ impl Router {
 
     pub(crate) fn register(&self, group: GroupId, h: Arc<dyn Handler>) {
         self.lock().insert(group, h);
+    }
+
+    /// The groups with a member on this node (not the node's pseudo-groups).
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.lock().keys().filter(|g| g.0 < NODE_REPLY.0.min(NODE_PEEK.0)).copied().collect()
     }
 
     pub(crate) fn unregister(&self, group: GroupId) {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const QUEUE: &str = "chaos";
+pub const QUEUE: &str = "chaos";
 /// Publishes awaiting their confirm at most.
 const WINDOW: usize = 64;
 /// Faults per run.
@@ -210,7 +210,7 @@ async fn consumer(sh: Arc<Shared>, mut node: usize) {
 }
 
 /// The index of the node leading the chaos queue, as a live node's management API tells it.
-async fn leader(c: &Cluster, alive: &[bool]) -> Option<usize> {
+pub async fn leader(c: &Cluster, alive: &[bool]) -> Option<usize> {
     leader_of(c, alive, QUEUE).await
 }
 
@@ -233,17 +233,17 @@ pub async fn leader_of(c: &Cluster, alive: &[bool], queue: &str) -> Option<usize
 }
 
 /// A quorum queue with a publisher and a consumer at work on it, through the nodes.
-struct Workload {
+pub struct Workload {
     sh: Arc<Shared>,
     publisher: tokio::task::JoinHandle<()>,
     consumer: tokio::task::JoinHandle<()>,
-    faults: Vec<Instant>,
+    pub faults: Vec<Instant>,
 }
 
 impl Workload {
     /// Declares the queue through node 1 and starts the clients (publishing through node 2,
     /// consuming through node 3, each moving on when its node fails it).
-    async fn start(c: &Cluster) -> Self {
+    pub async fn start(c: &Cluster) -> Self {
         let (_c0, ch0) = super::channel(c, 0).await;
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
@@ -267,16 +267,16 @@ impl Workload {
     }
 
     /// Notes that node `i` is down (or up again), as the clients should know it.
-    fn set_alive(&self, i: usize, up: bool) {
+    pub fn set_alive(&self, i: usize, up: bool) {
         self.sh.alive[i].store(up, Ordering::Relaxed);
     }
 
-    fn alive(&self) -> Vec<bool> {
+    pub fn alive(&self) -> Vec<bool> {
         self.sh.alive.iter().map(|a| a.load(Ordering::Relaxed)).collect()
     }
 
     /// Stops publishing, drains the queue, stops consuming, and checks the history.
-    async fn finish(self, c: &Cluster) {
+    pub async fn finish(self, c: &Cluster) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let sh = self.sh;
         sh.stop_publishing.store(true, Ordering::Relaxed);

@@ -9,6 +9,7 @@ mod chaos;
 mod checker;
 mod delayed;
 mod harness;
+mod leadership;
 mod membership;
 mod netproxy;
 mod partition;

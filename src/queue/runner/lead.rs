@@ -238,8 +238,13 @@ impl super::Runner {
     /// Whether this member serves a batch that reached it: once it took over, or after
     /// waiting (up to [`TAKEOVER_PATIENCE`]) while it was elected but could not take over yet
     /// (its election won before the other members' groups were running, or its lease not yet
-    /// renewed). What waits meanwhile stays in the inbox rather than being refused.
+    /// renewed). What waits meanwhile stays in the inbox rather than being refused. While
+    /// this member hands its leadership over, the batch waits for the outcome: it is refused
+    /// (and sent on to the new leader by the fronts) once leadership moved.
     pub(super) async fn serve_or_wait(&mut self, lead: &mut Lead) -> bool {
+        if let Store::Durable(g, _) = &self.store {
+            g.handover_done().await;
+        }
         let deadline = Instant::now() + TAKEOVER_PATIENCE;
         loop {
             if self.sync_leadership(lead).await {

@@ -1,0 +1,145 @@
+//! Moving quorum queue leaders as an operator does (`rabbitmq-queues transfer_leadership`,
+//! `rebalance`, `quorum_status`) and as a node stopping gracefully does (it hands its
+//! leaderships over before it goes), each under confirmed load and checked with the
+//! total-queue checker: nothing confirmed lost, nothing repeated without `redelivered`.
+
+use super::chaos::{QUEUE, Workload, leader, leader_of};
+use super::harness::Cluster;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// `quorum_status` of the chaos queue through node `via`, as JSON rows.
+async fn quorum_status(c: &Cluster, via: usize, queue: &str) -> Vec<Value> {
+    let out = c.ctl(via, &["--formatter", "json", "quorum_status", queue]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Waits (up to 10 s) until the management API shows `queue` led by node `want`.
+async fn await_leader(c: &Cluster, alive: &[bool], queue: &str, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = leader_of(c, alive, queue).await;
+        if now == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{queue} is led by {now:?}, not node {}", want + 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfer_leadership_moves_the_leader_under_load_and_loses_nothing() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let mut w = Workload::start(&c).await;
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let lead = leader(&c, &w.alive()).await.expect("a leader is shown");
+        let target = (lead + 1 + round % 2) % 3;
+        let via = (lead + 2) % 3;
+        let name = c.nodes[target].name.clone();
+        eprintln!(
+            "round {}: leader node {}, moving to node {} through node {}",
+            round + 1,
+            lead + 1,
+            target + 1,
+            via + 1
+        );
+        w.faults.push(Instant::now());
+        let out = c.ctl(via, &["transfer_leadership", QUEUE, &name]).await;
+        assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log(lead));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("Leader is now {name}")));
+        await_leader(&c, &w.alive(), QUEUE, target).await;
+        // Every member agrees: one leader, on the target, every member a voter in one term.
+        let rows = quorum_status(&c, round % 3, QUEUE).await;
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let leaders: Vec<&Value> = rows.iter().filter(|r| r["raft_state"] == "leader").collect();
+        assert_eq!(leaders.len(), 1, "{rows:?}");
+        assert_eq!(leaders[0]["node_name"], name.as_str(), "{rows:?}");
+        assert!(rows.iter().all(|r| r["membership"] == "voter"), "{rows:?}");
+    }
+    // Asking for the leader it has already, or a node without a replica, is answered plainly.
+    let lead = leader(&c, &w.alive()).await.expect("a leader is shown");
+    let out = c.ctl(0, &["transfer_leadership", QUEUE, &c.nodes[lead].name.clone()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.ctl(0, &["transfer_leadership", QUEUE, "nosuchnode"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cluster node 'nosuchnode'"), "{out:?}");
+    w.finish(&c).await;
+}
+
+/// SIGTERM on the node that leads: before it stops, another member leads already (without the
+/// handover the others would still wait for the failure detector to find it gone). A rolling
+/// restart of all three nodes this way loses nothing confirmed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_stopping_gracefully_hands_its_leaderships_over_first() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let mut w = Workload::start(&c).await;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let lead = leader(&c, &w.alive()).await.expect("a leader is shown");
+        eprintln!("round {}: SIGTERM node {} (the leader)", round + 1, lead + 1);
+        w.set_alive(lead, false);
+        w.faults.push(Instant::now());
+        c.terminate(lead, Duration::from_secs(40));
+        let log = c.log(lead);
+        assert!(log.contains("leaderships handed over before stopping"), "{log}");
+        // At once after the exit: a live member leads.
+        let via = (lead + 1) % 3;
+        let rows = quorum_status(&c, via, QUEUE).await;
+        let leading: Vec<&Value> = rows.iter().filter(|r| r["raft_state"] == "leader").collect();
+        assert_eq!(leading.len(), 1, "no member leads right after the leader stopped: {rows:?}");
+        assert_ne!(leading[0]["node_name"], c.nodes[lead].name.as_str(), "{rows:?}");
+        c.start(lead);
+        c.await_up(lead).await;
+        w.set_alive(lead, true);
+    }
+    w.finish(&c).await;
+}
+
+/// Six quorum queues declared through node 1 all start led there; `rebalance` spreads them
+/// two to a node.
+#[tokio::test(flavor = "multi_thread")]
+async fn rebalance_spreads_leaders_evenly() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    for i in 0..3 {
+        c.await_up(i).await;
+    }
+    let (_conn, ch) = super::channel(&c, 0).await;
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    let names: Vec<String> = (0..6).map(|i| format!("rb-{i}")).collect();
+    for n in &names {
+        ch.queue_declare(n.as_str().into(), durable, args.clone()).await.unwrap();
+    }
+    let all = [true, true, true];
+    for n in &names {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while leader_of(&c, &all, n).await.is_none() {
+            assert!(Instant::now() < deadline, "{n} has no leader");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let out = c.ctl(1, &["--formatter", "json", "rebalance", "quorum"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut per_node = [0usize; 3];
+        for n in &names {
+            if let Some(l) = leader_of(&c, &all, n).await {
+                per_node[l] += 1;
+            }
+        }
+        if per_node == [2, 2, 2] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leaders after rebalance: {per_node:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -37,6 +37,7 @@ pub mod peek;
 pub mod peers;
 mod placement;
 mod queues;
+pub mod replicas;
 mod replies;
 mod topology;
 pub mod traces;
@@ -87,9 +88,10 @@ pub struct Node {
     replicas: Mutex<HashMap<QueueKey, QueueHandle>>,
     /// The leader each replicated queue's front sends to (0: none known), for listings.
     leaders: Mutex<HashMap<QueueKey, Arc<AtomicU64>>>,
-    /// Each replicated queue's members as the metadata says, for its front and member (they
-    /// change when a node is forgotten or replaced).
-    member_lists: Mutex<HashMap<QueueKey, watch::Sender<Vec<u64>>>>,
+    /// Each replicated queue's members as the metadata says, and this node's member while it
+    /// holds one, for its front and member (they change when a node is forgotten or
+    /// replaced, and with `add_member` / `delete_member`).
+    member_lists: Mutex<HashMap<QueueKey, queues::FrontFeeds>>,
     /// The metadata index this node has applied and acts on (its routing snapshot and queues
     /// follow it): what peers ask before they answer a change (`RpcKind::Applied`).
     meta_seen: Arc<AtomicU64>,

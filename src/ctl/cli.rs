@@ -220,6 +220,42 @@ pub enum CtlCmd {
         queue: String,
         node: Option<String>,
     },
+    /// Add a replica of a quorum queue on NODE (rabbitmq-queues add_member).
+    AddMember {
+        #[command(flatten)]
+        vhost: Vhost,
+        queue: String,
+        node: String,
+    },
+    /// Remove the replica of a quorum queue on NODE (rabbitmq-queues delete_member).
+    DeleteMember {
+        #[command(flatten)]
+        vhost: Vhost,
+        queue: String,
+        node: String,
+    },
+    /// Add a replica on NODE to every matching quorum queue lacking one (`all`), or to those
+    /// with an even number of replicas (`even`) (rabbitmq-queues grow).
+    Grow {
+        node: String,
+        #[arg(value_parser = ["all", "even"])]
+        strategy: String,
+        #[arg(long = "vhost-pattern", default_value = ".*")]
+        vhost_pattern: String,
+        #[arg(long = "queue-pattern", default_value = ".*")]
+        queue_pattern: String,
+        /// Only list the queues that could not be changed.
+        #[arg(long = "errors-only")]
+        errors_only: bool,
+    },
+    /// Remove the replica on NODE from every quorum queue (never a queue's last)
+    /// (rabbitmq-queues shrink).
+    Shrink {
+        node: String,
+        /// Only list the queues that could not be changed.
+        #[arg(long = "errors-only")]
+        errors_only: bool,
+    },
     /// Spread quorum queue leaders evenly over the running nodes (rabbitmq-queues rebalance).
     Rebalance {
         /// Only `quorum` (or `all`) queues have leaders to move.

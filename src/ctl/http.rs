@@ -69,7 +69,8 @@ impl Api {
         let auth = self.auth.as_str();
         let sent = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("Authorization", auth).call(),
-            ("DELETE", _) => self.agent.delete(&url).header("Authorization", auth).call(),
+            ("DELETE", Some(b)) => self.agent.delete(&url).header("Authorization", auth).force_send_body().send_json(b),
+            ("DELETE", None) => self.agent.delete(&url).header("Authorization", auth).call(),
             ("PUT", Some(b)) => self.agent.put(&url).header("Authorization", auth).send_json(b),
             ("PUT", None) => self.agent.put(&url).header("Authorization", auth).send_empty(),
             (_, Some(b)) => self.agent.post(&url).header("Authorization", auth).send_json(b),

@@ -126,6 +126,12 @@ fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
             quorum::transfer_leadership(&ctx, &vhost.vhost, &queue, node.as_deref())
         }
         C::Rebalance { kind } => quorum::rebalance(&ctx, &kind),
+        C::AddMember { vhost, queue, node } => quorum::add_member(&ctx, &vhost.vhost, &queue, &node),
+        C::DeleteMember { vhost, queue, node } => quorum::delete_member(&ctx, &vhost.vhost, &queue, &node),
+        C::Grow { node, strategy, vhost_pattern, queue_pattern, errors_only } => {
+            quorum::grow(&ctx, &node, &strategy, &vhost_pattern, &queue_pattern, errors_only)
+        }
+        C::Shrink { node, errors_only } => quorum::shrink(&ctx, &node, errors_only),
         C::SetVmMemoryHighWatermark { value } => status::set_vm_memory_high_watermark(&ctx, &value),
         C::SetDiskFreeLimit { limit } => status::set_disk_free_limit(&ctx, &limit),
     }

@@ -1,6 +1,6 @@
 //! Quorum queues' members and leaders, as `rabbitmq-queues` names the commands:
-//! `quorum_status`, `transfer_leadership`, `rebalance` (over `/api/queues/quorum/…` and
-//! `/api/rebalance/queues`).
+//! `quorum_status`, `add_member`, `delete_member`, `grow`, `shrink`, `transfer_leadership`,
+//! `rebalance` (over `/api/queues/quorum/…` and `/api/rebalance/queues`).
 
 use super::http::path;
 use super::{CtlError, Ctx};
@@ -56,4 +56,57 @@ pub fn rebalance(ctx: &Ctx, kind: &str) -> Result<(), CtlError> {
         .unwrap_or_default();
     ctx.out.table(&columns, &rows);
     Ok(())
+}
+
+pub fn add_member(ctx: &Ctx, vhost: &str, queue: &str, node: &str) -> Result<(), CtlError> {
+    ctx.out.info(&format!("Adding a replica for queue {queue} on node {node}..."));
+    ctx.api.call(
+        "POST",
+        &path(&["queues", "quorum", vhost, queue, "replicas", "add"]),
+        Some(&json!({ "node": node })),
+    )?;
+    Ok(())
+}
+
+pub fn delete_member(ctx: &Ctx, vhost: &str, queue: &str, node: &str) -> Result<(), CtlError> {
+    ctx.out.info(&format!("Removing a replica of queue {queue} on node {node}..."));
+    let p = path(&["queues", "quorum", vhost, queue, "replicas", "delete"]);
+    ctx.api.call("DELETE", &p, Some(&json!({ "node": node })))?;
+    Ok(())
+}
+
+pub fn grow(
+    ctx: &Ctx,
+    node: &str,
+    strategy: &str,
+    vhost_pattern: &str,
+    queue_pattern: &str,
+    errors_only: bool,
+) -> Result<(), CtlError> {
+    ctx.out.info(&format!("Growing {strategy} quorum queues matching {queue_pattern} in {vhost_pattern} on {node}..."));
+    let body = json!({ "strategy": strategy, "vhost_pattern": vhost_pattern, "queue_pattern": queue_pattern });
+    let rows = ctx.api.call("POST", &path(&["queues", "quorum", "replicas", "on", node, "grow"]), Some(&body))?;
+    changes(ctx, &rows, errors_only);
+    Ok(())
+}
+
+pub fn shrink(ctx: &Ctx, node: &str, errors_only: bool) -> Result<(), CtlError> {
+    ctx.out.info(&format!("Shrinking quorum queues on {node}..."));
+    let rows = ctx.api.call("DELETE", &path(&["queues", "quorum", "replicas", "on", node, "shrink"]), None)?;
+    changes(ctx, &rows, errors_only);
+    Ok(())
+}
+
+/// `grow` and `shrink` results as rabbitmq-queues prints them: vhost, name, size, result.
+fn changes(ctx: &Ctx, rows: &Value, errors_only: bool) {
+    let columns: Vec<String> = ["vhost", "name", "size", "result"].iter().map(|c| c.to_string()).collect();
+    let cells: Vec<Vec<Value>> = rows
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| !errors_only || r["result"] != "ok")
+        .map(|r| columns.iter().map(|c| r.get(c).cloned().unwrap_or(Value::Null)).collect())
+        .collect();
+    ctx.out.table(&columns, &cells);
 }

@@ -139,6 +139,20 @@ pub enum MetaCommand {
     ForgetNode {
         id: u64,
     },
+    /// `rabbitmq-queues add_member`: node `node` holds a replica of the quorum queue too (its
+    /// leader adds it to the group once it caught up, `raft/durable/members.rs`).
+    AddQueueMember {
+        vhost: String,
+        name: String,
+        node: u64,
+    },
+    /// `rabbitmq-queues delete_member`: node `node` no longer holds a replica (never the
+    /// last one).
+    DeleteQueueMember {
+        vhost: String,
+        name: String,
+        node: u64,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -430,6 +430,8 @@ impl Machine for MetaMachine {
                 return MetaReply::NodeJoined { id: self.join_node(name, addr, effects) };
             }
             MetaCommand::ForgetNode { id } => self.forget_node(id, effects),
+            MetaCommand::AddQueueMember { vhost, name, node } => self.add_queue_member(&vhost, &name, node),
+            MetaCommand::DeleteQueueMember { vhost, name, node } => self.delete_queue_member(&vhost, &name, node),
         };
         match r {
             Ok(()) => MetaReply::Ok,

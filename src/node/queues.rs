@@ -16,6 +16,17 @@ use crate::storage::GroupId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// How long a member removed by `delete_member` may take to hand over and retire.
+const RETIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a replicated queue's front and member follow as the metadata changes.
+pub(super) struct FrontFeeds {
+    members: tokio::sync::watch::Sender<Vec<u64>>,
+    member: tokio::sync::watch::Sender<Option<Member>>,
+    /// The front's handle (deliveries of this node's member carry it).
+    front: crate::queue::handle::WeakQueueHandle,
+}
+
 impl Node {
     /// The settings a queue's machine starts with.
     fn queue_config(&self, key: QueueKey, rec: &QueueRecord) -> QueueConfig {
@@ -77,33 +88,43 @@ impl Node {
             return;
         }
         let inboxes = FrontInboxes::new(key.clone());
-        let members = tokio::sync::watch::channel(rec.members.clone()).0;
-        let member = rec.members.contains(&self.id).then(|| {
-            let none = Leadership { leader: None, term: 0, leading: false };
-            let (leadership, watched) = tokio::sync::watch::channel(none);
-            let replica = Replica {
-                rep: rep.clone(),
-                members: members.subscribe(),
-                founders: rec.founders.clone(),
-                down: self
-                    .peers
-                    .as_ref()
-                    .map(|p| p.down())
-                    .unwrap_or_else(|| tokio::sync::watch::channel(Default::default()).1),
-                front: inboxes.handle().downgrade(),
-                leadership,
-            };
-            let log = self.storage.group(GroupId(rec.group));
-            let config = self.queue_config(key.clone(), rec);
-            let runner = queue::spawn(config, Backend::Replicated(log, Box::new(replica)), None, self.queue_hooks());
-            self.replicas.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), runner.clone());
-            Member { runner, leadership: watched }
-        });
+        let feeds = FrontFeeds {
+            members: tokio::sync::watch::channel(rec.members.clone()).0,
+            member: tokio::sync::watch::channel(None).0,
+            front: inboxes.handle().downgrade(),
+        };
+        if rec.members.contains(&self.id) {
+            self.start_member(&key, rec, rep, &feeds);
+        }
         let shown = Arc::new(std::sync::atomic::AtomicU64::new(0));
         self.leaders.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), shown.clone());
-        let front = remote.serve_front(inboxes, GroupId(rec.group), members.subscribe(), member, shown);
-        self.member_lists.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), members);
+        let front =
+            remote.serve_front(inboxes, GroupId(rec.group), feeds.members.subscribe(), feeds.member.subscribe(), shown);
+        self.member_lists.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), feeds);
         self.track(key, rec, front);
+    }
+
+    /// Starts this node's member of a replicated queue and hands it to the queue's front.
+    fn start_member(&self, key: &QueueKey, rec: &QueueRecord, rep: &crate::raft::Replication, feeds: &FrontFeeds) {
+        let none = Leadership { leader: None, term: 0, leading: false };
+        let (leadership, watched) = tokio::sync::watch::channel(none);
+        let replica = Replica {
+            rep: rep.clone(),
+            members: feeds.members.subscribe(),
+            founders: rec.founders.clone(),
+            down: self
+                .peers
+                .as_ref()
+                .map(|p| p.down())
+                .unwrap_or_else(|| tokio::sync::watch::channel(Default::default()).1),
+            front: feeds.front.clone(),
+            leadership,
+        };
+        let log = self.storage.group(GroupId(rec.group));
+        let config = self.queue_config(key.clone(), rec);
+        let runner = queue::spawn(config, Backend::Replicated(log, Box::new(replica)), None, self.queue_hooks());
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), runner.clone());
+        feeds.member.send_replace(Some(Member { runner, leadership: watched }));
     }
 
     /// Serves a queue whose home is another node through a proxy to it.
@@ -236,24 +257,44 @@ impl Node {
         }
     }
 
-    /// A replicated queue's members changed (a node was forgotten or replaced): its front and
-    /// this node's member follow the new list in place (the leader changes the group to
-    /// match, `queue/runner/lead.rs`), so consumers and publishers carry on. Whether it was
-    /// done in place; not when this node itself became or stopped being a member: then the
-    /// queue is started again here (a member removed retires its data).
+    /// A replicated queue's members changed (a node was forgotten or replaced, or an
+    /// operator added or deleted one): its front and this node's member follow the new list
+    /// in place (the leader changes the group to match, `queue/runner/lead.rs`), so
+    /// consumers and publishers carry on. A node that became a member starts its member
+    /// (it waits until the leader adds it); one that stopped being one stops it, after
+    /// handing over the leadership if it had it (its data goes at the next start,
+    /// `remove_orphan_groups`). Whether it was done in place.
     fn change_members(&self, key: &QueueKey, old: &QueueRecord, rec: &Arc<QueueRecord>) -> bool {
         if old.group != rec.group || !old.replicated() || !rec.replicated() {
             return false;
         }
+        let Some(rep) = &self.replication else { return false };
         let me = self.id;
         tracing::info!(queue = %key, from = ?old.members, to = ?rec.members, "replicated queue's members changed");
-        if old.members.contains(&me) != rec.members.contains(&me) {
-            self.stop_queue(key, old, false);
-            return false;
+        let lists = self.member_lists.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(feeds) = lists.get(key) else { return false };
+        feeds.members.send_replace(rec.members.clone());
+        match (old.members.contains(&me), rec.members.contains(&me)) {
+            (false, true) => {
+                tracing::info!(queue = %key, "this node now holds a replica of the queue");
+                self.start_member(key, rec, rep, feeds);
+            }
+            (true, false) => {
+                tracing::info!(queue = %key, "this node no longer holds a replica of the queue");
+                feeds.member.send_replace(None);
+                let runner = self.replicas.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+                if let Some(runner) = runner {
+                    // The member retires by itself once it sees the new list (handing its
+                    // leadership over first if it has it, `queue/runner/lead.rs`): its
+                    // handle is kept until then, so its inboxes do not close under it.
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(RETIRE_PATIENCE, runner.tx.closed()).await;
+                    });
+                }
+            }
+            _ => {}
         }
-        if let Some(tx) = self.member_lists.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
-            tx.send_replace(rec.members.clone());
-        }
+        drop(lists);
         self.running_records.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), rec.clone());
         true
     }

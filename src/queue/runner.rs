@@ -222,6 +222,9 @@ impl Runner {
                         if let Some(l) = lead.as_mut() {
                             self.on_lead_event(ev, l).await;
                         }
+                        if self.retired {
+                            break;
+                        }
                         next_expiry = self.next_expiry(&lead);
                         continue;
                     }

@@ -377,6 +377,16 @@ impl<M: DurableMachine> DurableGroup<M> {
         self.raft.trigger().elect(true).await.map_err(raft_err)
     }
 
+    /// Hands this member's leadership to `to`, or to the most up-to-date other voter
+    /// (`durable/handover.rs`); answers the new leader.
+    pub async fn hand_over(&self, to: Option<NodeId>) -> Result<NodeId, HandoverError> {
+        let Some(transport) = self.transport.clone() else {
+            return Err(HandoverError::Refused("a group of one member".into()));
+        };
+        let h = Handover { raft: self.raft.clone(), gate: self.gate.clone(), transport, me: self.me, group: self.id() };
+        h.hand_over(to).await
+    }
+
     /// Returns once no handover of this member's leadership is under way (at once when none
     /// is): a runner waits here before it proposes, so the target catches up and nothing new
     /// is written by a leader about to go (`durable/handover.rs`).

@@ -16,12 +16,21 @@ pub const SECRET: &str = "test-cluster-secret";
 /// A port free now, below Linux's ephemeral range (32768 and up): a port the kernel hands out
 /// for port 0 can be taken by any outgoing connection (another test's client) before the
 /// node binds it, and a node's cluster port cannot be picked again once its peers know it.
+/// A port free now and never handed out before in this process: tests run side by side
+/// in one process, and a port one test found free must not be found free by another before
+/// its node binds it (a cluster port cannot be moved once the peers are told it).
 fn free_addr() -> SocketAddr {
     use rand::Rng;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut rng = rand::rng();
     loop {
         let port = rng.random_range(20_000..32_000);
+        let mut given = GIVEN.lock().unwrap();
+        if given.contains(&port) {
+            continue;
+        }
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            given.push(port);
             return l.local_addr().unwrap();
         }
     }

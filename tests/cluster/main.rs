@@ -15,6 +15,7 @@ mod netproxy;
 mod partition;
 mod queues;
 mod quorum;
+mod replicas;
 
 use harness::Cluster;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions};

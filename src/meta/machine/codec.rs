@@ -50,6 +50,8 @@ mod tag {
     /// `DeclareExchange` with the members of a durable delayed exchange's replicated store
     /// (`DECLARE_EXCHANGE` has none).
     pub const DECLARE_EXCHANGE_ON: u8 = 24;
+    pub const ADD_QUEUE_MEMBER: u8 = 25;
+    pub const DELETE_QUEUE_MEMBER: u8 = 26;
 }
 
 fn put_node(w: &mut Writer, n: &ClusterNode) {
@@ -249,6 +251,12 @@ fn encode_command(cmd: &MetaCommand) -> Vec<u8> {
         MetaCommand::ForgetNode { id } => {
             w.u8(tag::FORGET_NODE).u64(*id);
         }
+        MetaCommand::AddQueueMember { vhost, name, node } => {
+            w.u8(tag::ADD_QUEUE_MEMBER).str(vhost).str(name).u64(*node);
+        }
+        MetaCommand::DeleteQueueMember { vhost, name, node } => {
+            w.u8(tag::DELETE_QUEUE_MEMBER).str(vhost).str(name).u64(*node);
+        }
     }
     w.buf
 }
@@ -330,6 +338,8 @@ fn decode_command(bytes: &Bytes) -> Result<MetaCommand, CodecError> {
         tag::REGISTER_NODE => MetaCommand::RegisterNode { node: get_node(&mut r)? },
         tag::JOIN_NODE => MetaCommand::JoinNode { name: r.str()?, addr: r.str()? },
         tag::FORGET_NODE => MetaCommand::ForgetNode { id: r.u64()? },
+        tag::ADD_QUEUE_MEMBER => MetaCommand::AddQueueMember { vhost: r.str()?, name: r.str()?, node: r.u64()? },
+        tag::DELETE_QUEUE_MEMBER => MetaCommand::DeleteQueueMember { vhost: r.str()?, name: r.str()?, node: r.u64()? },
         t => return Err(CodecError(format!("unknown metadata command tag {t}"))),
     };
     r.finish()?;

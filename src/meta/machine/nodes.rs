@@ -113,3 +113,47 @@ fn replace_member(members: &mut Vec<u64>, old: u64, replacement: Option<u64>) {
         None => members.retain(|&m| m != old),
     }
 }
+
+/// Quorum queues' members changed by an operator (`add_member`, `delete_member`; as
+/// `rabbit_quorum_queue:add_member/4` and `delete_member/3` refuse: a node that is not in
+/// the cluster, one that is a member already, or the last member).
+impl MetaMachine {
+    /// A replicated queue's record, to change.
+    fn replicated_mut(&mut self, vhost: &str, name: &str) -> Result<&mut QueueRecord, Error> {
+        let v = self.vhost_mut(vhost)?;
+        let q = v.queues.get_mut(name).ok_or_else(|| Error::no_queue(vhost, name))?;
+        if !q.replicated() {
+            return Err(Error::precondition(format!(
+                "queue '{name}' in vhost '{vhost}' is not a replicated (quorum) queue"
+            )));
+        }
+        Ok(Arc::make_mut(q))
+    }
+
+    pub(super) fn add_queue_member(&mut self, vhost: &str, name: &str, node: u64) -> Result<(), Error> {
+        if !self.state.nodes.contains_key(&node) {
+            return Err(Error::not_found(format!("no cluster node {node}")));
+        }
+        let q = self.replicated_mut(vhost, name)?;
+        if q.members.contains(&node) {
+            return Err(Error::precondition(format!("node {node} is already a member of queue '{name}'")));
+        }
+        q.members.push(node);
+        Ok(())
+    }
+
+    pub(super) fn delete_queue_member(&mut self, vhost: &str, name: &str, node: u64) -> Result<(), Error> {
+        let q = self.replicated_mut(vhost, name)?;
+        if !q.members.contains(&node) {
+            return Err(Error::precondition(format!("node {node} is not a member of queue '{name}'")));
+        }
+        if q.members.len() == 1 {
+            return Err(Error::precondition(format!("node {node} is the last member of queue '{name}'")));
+        }
+        q.members.retain(|&m| m != node);
+        if q.home == node {
+            q.home = q.members[0];
+        }
+        Ok(())
+    }
+}

@@ -326,3 +326,29 @@ fn a_joining_node_gets_a_new_id_and_takes_the_place_of_the_node_it_replaces() {
     apply(&mut m, MetaCommand::SeedNodes { nodes: vec![node(1, ""), node(2, ""), node(3, "")] });
     assert!(!m.state().nodes.contains_key(&2));
 }
+
+#[test]
+fn operators_add_and_delete_quorum_queue_members_but_never_the_last() {
+    let mut m = setup();
+    apply(&mut m, MetaCommand::SeedNodes { nodes: vec![node(1, ""), node(2, ""), node(3, ""), node(4, "")] });
+    apply(&mut m, quorum("q", vec![1, 2, 3]));
+    apply(&mut m, queue("classic", false, crate::ids::node_base(1)));
+    let add = |n: u64| MetaCommand::AddQueueMember { vhost: "/".into(), name: "q".into(), node: n };
+    let del = |n: u64| MetaCommand::DeleteQueueMember { vhost: "/".into(), name: "q".into(), node: n };
+    assert!(matches!(apply(&mut m, add(4)).0, MetaReply::Ok));
+    assert!(refused(apply(&mut m, add(4)).0).contains("node 4 is already a member of queue 'q'"));
+    assert!(refused(apply(&mut m, add(9)).0).starts_with("NOT_FOUND - no cluster node 9"));
+    // The preferred leader goes: the next member is preferred.
+    assert!(matches!(apply(&mut m, del(1)).0, MetaReply::Ok));
+    let q = &m.state().vhosts["/"].queues["q"];
+    assert_eq!((&q.members, &q.founders, q.home), (&vec![2, 3, 4], &vec![1, 2, 3], 2));
+    assert!(refused(apply(&mut m, del(1)).0).contains("node 1 is not a member of queue 'q'"));
+    for n in [2, 3] {
+        assert!(matches!(apply(&mut m, del(n)).0, MetaReply::Ok));
+    }
+    assert!(refused(apply(&mut m, del(4)).0).contains("node 4 is the last member of queue 'q'"));
+    let classic = MetaCommand::AddQueueMember { vhost: "/".into(), name: "classic".into(), node: 2 };
+    assert!(refused(apply(&mut m, classic).0).contains("is not a replicated (quorum) queue"));
+    let missing = MetaCommand::AddQueueMember { vhost: "/".into(), name: "nope".into(), node: 2 };
+    assert!(refused(apply(&mut m, missing).0).starts_with("NOT_FOUND - no queue 'nope'"));
+}

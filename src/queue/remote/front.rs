@@ -82,6 +82,7 @@ impl FrontTx {
 }
 
 /// This node's member of the queue: its runner and whether it serves, as it changes.
+#[derive(Clone)]
 pub struct Member {
     pub runner: QueueHandle,
     /// Published by the runner: `leading` once it serves (took over in that term).
@@ -109,14 +110,15 @@ impl FrontInboxes {
 
 impl Remote {
     /// Serves a replicated queue's front (the group `group`, with these members; `member`
-    /// on a member node) and returns its handle.
+    /// while this node holds a replica: it comes and goes with `add_member` and
+    /// `delete_member`) and returns its handle.
     /// The front shows the leader it sends to in `shown` (0 while it knows none).
     pub fn serve_front(
         self: &Arc<Self>,
         inboxes: FrontInboxes,
         group: GroupId,
         members: watch::Receiver<Vec<NodeId>>,
-        member: Option<Member>,
+        mut member: watch::Receiver<Option<Member>>,
         shown: Arc<AtomicU64>,
     ) -> QueueHandle {
         let FrontInboxes { handle, rx, ctl } = inboxes;
@@ -128,14 +130,14 @@ impl Remote {
             members,
             remote: self.clone(),
             own: handle.downgrade(),
-            member,
+            member: member.borrow_and_update().clone(),
             target: None,
             waiting: VecDeque::new(),
             waiting_since: None,
             consumers: HashMap::new(),
             events,
         };
-        tokio::spawn(front.run(rx, ctl, events_rx));
+        tokio::spawn(front.run(rx, ctl, events_rx, member));
         handle
     }
 }
@@ -174,6 +176,7 @@ impl Front {
         mut rx: mpsc::Receiver<Request>,
         mut ctl: mpsc::Receiver<Request>,
         mut events: mpsc::Receiver<FrontEvent>,
+        mut member: watch::Receiver<Option<Member>>,
     ) {
         let mut down = self.remote.down.clone();
         let mut leadership = self.member.as_ref().map(|m| m.leadership.clone());
@@ -201,6 +204,15 @@ impl Front {
                     }
                 }
                 Ok(()) = down.changed() => self.on_liveness().await,
+                Ok(()) = member.changed() => {
+                    // This node gained or lost its replica: its runner serves, or no longer.
+                    self.member = member.borrow_and_update().clone();
+                    leadership = self.member.as_ref().map(|m| m.leadership.clone());
+                    if self.target == Some(self.remote.me) && self.member.is_none() {
+                        self.point_at(None);
+                    }
+                    self.resolve().await;
+                }
                 _ = tokio::time::sleep(RESOLVE_EVERY), if looking => {
                     self.resolve().await;
                     self.expire_waiting().await;

@@ -215,6 +215,7 @@ impl Lead {
 impl super::Runner {
     pub(super) async fn on_lead_event(&mut self, ev: Event, lead: &mut Lead) {
         match ev {
+            Event::Changed if !lead.members.borrow().contains(&lead.me) => self.retire(lead).await,
             Event::Changed => {
                 self.sync_leadership(lead).await;
                 lead.rearm();
@@ -229,6 +230,24 @@ impl super::Runner {
                 }
             }
         }
+    }
+
+    /// This node no longer holds a replica (`delete_member`): a member that leads hands its
+    /// leadership over first (the other members stand only once its node is down, which it
+    /// is not), then the runner stops and its data goes.
+    async fn retire(&mut self, lead: &mut Lead) {
+        if let Store::Durable(g, _) = &self.store {
+            if lead.current().leading {
+                match g.hand_over(None).await {
+                    Ok(to) => tracing::info!(queue = %self.key, to, "leadership handed over before retiring"),
+                    Err(e) => tracing::warn!(queue = %self.key, error = %e, "retiring without handing over"),
+                }
+            }
+        }
+        lead.serving = None;
+        lead.publish();
+        tracing::info!(queue = %self.key, "replica retired");
+        self.retired = true;
     }
 
     /// Brings this member's serving in line with its group's leadership; whether it serves.

@@ -164,6 +164,8 @@ fn every_command_round_trips() {
     all.push(MetaCommand::UpdateVhost { name: "v".into(), description: None, tags: None, tracing: Some(false) });
     all.push(MetaCommand::ClearPolicy { vhost: "/".into(), name: "limits".into() });
     all.push(MetaCommand::ForgetNode { id: 2 });
+    all.push(MetaCommand::AddQueueMember { vhost: "/".into(), name: "q".into(), node: 4 });
+    all.push(MetaCommand::DeleteQueueMember { vhost: "/".into(), name: "q".into(), node: 2 });
     for cmd in all {
         let bytes = Bytes::from(encode_command(&cmd));
         let back = decode_command(&bytes).unwrap();

@@ -2,8 +2,9 @@
 //! exposition format with the metric names of RabbitMQ's `rabbitmq_prometheus` plugin
 //! (aggregated form), so its Grafana "RabbitMQ-Overview" dashboard reads Warren unchanged:
 //! identity and build info, global message counters (`rabbitmq_global_messages_*_total`,
-//! label `protocol="amqp091"`), object counts, queue message gauges summed over queues, and
-//! resident memory, disk and file descriptors.
+//! label `protocol="amqp091"`), object counts, queue message gauges summed over queues,
+//! resident memory, disk and file descriptors, and the Raft families of quorum queues
+//! (`rabbitmq_raft_*`, summed over the group members the node runs).
 
 use super::{Api, queues};
 use crate::stats::Stat;
@@ -34,6 +35,29 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, labels: &str, va
 
 fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// RabbitMQ's Raft families (`rabbitmq_raft_*`, from its ra metrics), summed over the
+/// members this node runs as the aggregated form sums every per-object metric; plus how
+/// many of them lead (Warren's).
+fn raft_families(out: &mut String, members: &[crate::raft::durable::MemberStatus]) {
+    let sum = |f: fn(&crate::raft::durable::MemberStatus) -> u64| members.iter().map(f).sum::<u64>();
+    for (metric, kind, help, value) in [
+        ("rabbitmq_raft_term_total", "counter", "Current Raft term number", sum(|m| m.term)),
+        ("rabbitmq_raft_log_snapshot_index", "gauge", "Raft log snapshot index", sum(|m| m.snapshot_index)),
+        ("rabbitmq_raft_log_last_applied_index", "gauge", "Raft log last applied index", sum(|m| m.last_applied)),
+        ("rabbitmq_raft_log_commit_index", "gauge", "Raft log commit index", sum(|m| m.commit_index)),
+        ("rabbitmq_raft_log_last_written_index", "gauge", "Raft log last written index", sum(|m| m.last_log_index)),
+        ("warren_raft_members", "gauge", "Raft group members on this node", members.len() as u64),
+        (
+            "warren_raft_leaders",
+            "gauge",
+            "Raft group members on this node that lead their group",
+            members.iter().filter(|m| m.raft_state == "leader").count() as u64,
+        ),
+    ] {
+        family(out, metric, kind, help, "", value);
+    }
 }
 
 async fn metrics(State(node): State<Api>) -> impl IntoResponse {
@@ -168,6 +192,7 @@ async fn metrics(State(node): State<Api>) -> impl IntoResponse {
         "",
         u8::from(alarms.disk),
     );
+    raft_families(&mut out, &node.local_raft_members().await);
     family(&mut out, "rabbitmq_erlang_uptime_seconds", "gauge", "Node uptime", "", node.uptime_ms() as f64 / 1000.0);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }

@@ -165,6 +165,18 @@ impl Node {
         Ok(counts)
     }
 
+    /// Every Raft group member this node runs (quorum queues, delayed stores, the metadata),
+    /// as each sees itself: for Prometheus' `rabbitmq_raft_*` families.
+    pub async fn local_raft_members(&self) -> Vec<MemberStatus> {
+        let Some(rep) = &self.replication else { return Vec::new() };
+        futures::stream::iter(rep.router.groups())
+            .map(|g| ask_status(rep.transport.as_ref(), &rep.router, self.id, g))
+            .buffer_unordered(64)
+            .filter_map(|r| async move { r.ok() })
+            .collect()
+            .await
+    }
+
     /// On a graceful stop: hands every leadership this node's members hold (quorum queues,
     /// delayed exchanges' stores, the metadata) to caught-up members, before clients are
     /// closed, so the others serve at once. Answers how many moved.

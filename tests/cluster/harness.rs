@@ -231,7 +231,17 @@ impl Cluster {
 
     /// GETs a management API path on node `i` as guest: the status and the body.
     pub async fn http_get(&self, i: usize, path: &str) -> (u16, String) {
-        let url = format!("http://{}{path}", self.nodes[i].http);
+        Self::get(format!("http://{}{path}", self.nodes[i].http)).await
+    }
+
+    /// Node `i`'s Prometheus metrics (`/metrics` on its Prometheus port).
+    pub async fn metrics(&self, i: usize) -> String {
+        let (status, body) = Self::get(format!("http://{}/metrics", self.nodes[i].prometheus)).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn get(url: String) -> (u16, String) {
         tokio::task::spawn_blocking(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)

@@ -142,4 +142,20 @@ async fn rebalance_spreads_leaders_evenly() {
         assert!(Instant::now() < deadline, "leaders after rebalance: {per_node:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Prometheus: each node runs a member of the six queues and of the metadata; the seven
+    // groups have one leader each, two queues' on every node.
+    let mut leaders = 0;
+    for i in 0..3 {
+        let m = c.metrics(i).await;
+        let value = |name: &str| {
+            let line = m.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+            line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        };
+        assert_eq!(value("warren_raft_members"), 7, "{m}");
+        assert!(value("warren_raft_leaders") >= 2, "{m}");
+        assert!(value("rabbitmq_raft_term_total") >= 7, "{m}");
+        assert!(value("rabbitmq_raft_log_commit_index") > 0, "{m}");
+        leaders += value("warren_raft_leaders");
+    }
+    assert_eq!(leaders, 7);
 }

@@ -8,6 +8,9 @@ use super::harness::Cluster;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// The node the workload's consumer starts on (`Workload::start`).
+const CONSUMER_NODE: usize = 2;
+
 /// `quorum_status` rows of the chaos queue through node `via`.
 async fn status(c: &Cluster, via: usize) -> Vec<Value> {
     let out = c.ctl(via, &["--formatter", "json", "quorum_status", QUEUE]).await;
@@ -81,10 +84,18 @@ async fn members_added_and_removed_under_load_lose_nothing() {
     ctl_ok(&c, (li + 1) % 4, &["delete_member", QUEUE, &leader]).await;
     members.retain(|&m| m != li);
     await_members(&c, (li + 2) % 4, &members).await;
-    // shrink takes another node's replica away; grow puts one back on the removed leader's.
+    // shrink takes away the replica of the node the consumer is on, while it leads (its
+    // front must find the new leader for the consumer); grow puts one back on the removed
+    // leader's node.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let gone = members[0];
-    eprintln!("shrinking node {}, growing node {}", gone + 1, li + 1);
+    let gone = CONSUMER_NODE;
+    if !members.contains(&gone) {
+        ctl_ok(&c, 0, &["add_member", QUEUE, &c.nodes[gone].name.clone()]).await;
+        members.push(gone);
+        await_members(&c, 0, &members).await;
+    }
+    ctl_ok(&c, 0, &["transfer_leadership", QUEUE, &c.nodes[gone].name.clone()]).await;
+    eprintln!("shrinking node {} (it leads), growing node {}", gone + 1, li + 1);
     w.faults.push(Instant::now());
     let out = ctl_ok(&c, li, &["shrink", &c.nodes[gone].name.clone()]).await;
     assert!(out.contains(QUEUE) && out.contains("ok"), "{out}");

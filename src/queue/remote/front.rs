@@ -279,6 +279,9 @@ impl Front {
             _ if self.member.is_none() || self.busy() => self.ask_members().await,
             _ => None,
         };
+        // The others may still name this node while the member it no longer holds hands its
+        // leadership over (`delete_member`): not a leader to send to; look again shortly.
+        let found = found.filter(|&n| n != self.remote.me || self.member.is_some());
         self.set_target(found).await;
     }
 
@@ -351,7 +354,12 @@ impl Front {
     async fn send(&mut self, t: NodeId, req: Request) {
         let req = self.intercept(req);
         if t == self.remote.me {
-            let Some(m) = &self.member else { return };
+            let Some(m) = &self.member else {
+                // This node's replica went meanwhile: the request waits for the leader.
+                self.point_at(None);
+                self.wait(req);
+                return;
+            };
             let inbox = m.runner.inbox_for(&req).clone();
             if let Err(mpsc::error::SendError(req)) = inbox.send(req).await {
                 // The runner stopped (the queue is going): nothing more to do here.

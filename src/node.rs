@@ -31,6 +31,7 @@ pub mod clients;
 mod delays;
 mod health;
 pub mod leadership;
+pub mod maintenance;
 mod members;
 mod meta_actor;
 pub mod peek;
@@ -110,6 +111,8 @@ pub struct Node {
     /// Direct reply-to pseudo-queues: name -> the requester's connection and channel.
     direct_reply: Mutex<HashMap<String, (ClientSink, ChannelId)>>,
     shutdown: watch::Sender<bool>,
+    /// Maintenance mode (`node/maintenance.rs`).
+    maintenance: watch::Sender<bool>,
     /// This node's raised resource alarms.
     alarms: watch::Sender<Alarms>,
     /// The alarms raised anywhere in the cluster (`alarm::spread`); publishing connections
@@ -254,6 +257,7 @@ impl Node {
             next_consumer: AtomicU64::new(ids::first_of_this_start(id, now_micros())),
             direct_reply: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
+            maintenance: watch::channel(false).0,
             runners: tokio_util::task::TaskTracker::new(),
             alarms,
             cluster_alarms: watch::channel(Alarms::default()).0,

@@ -15,6 +15,11 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) if node.in_maintenance() => {
+                    // A drained node takes no clients (RabbitMQ suspends its listeners).
+                    tracing::debug!(%peer, "connection refused: the node is in maintenance mode");
+                    drop(sock);
+                }
                 Ok((sock, peer)) => {
                     let _ = sock.set_nodelay(true);
                     conns.spawn(connection::run(node.clone(), sock, peer));

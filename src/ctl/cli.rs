@@ -256,6 +256,11 @@ pub enum CtlCmd {
         #[arg(long = "errors-only")]
         errors_only: bool,
     },
+    /// Put the node into maintenance mode: hand its leaderships over, close its clients'
+    /// connections, take no new ones (rabbitmq-upgrade drain).
+    Drain,
+    /// Take the node out of maintenance mode (rabbitmq-upgrade revive).
+    Revive,
     /// Spread quorum queue leaders evenly over the running nodes (rabbitmq-queues rebalance).
     Rebalance {
         /// Only `quorum` (or `all`) queues have leaders to move.

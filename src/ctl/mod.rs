@@ -126,6 +126,8 @@ fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
             quorum::transfer_leadership(&ctx, &vhost.vhost, &queue, node.as_deref())
         }
         C::Rebalance { kind } => quorum::rebalance(&ctx, &kind),
+        C::Drain => status::drain(&ctx),
+        C::Revive => status::revive(&ctx),
         C::AddMember { vhost, queue, node } => quorum::add_member(&ctx, &vhost.vhost, &queue, &node),
         C::DeleteMember { vhost, queue, node } => quorum::delete_member(&ctx, &vhost.vhost, &queue, &node),
         C::Grow { node, strategy, vhost_pattern, queue_pattern, errors_only } => {

@@ -183,6 +183,24 @@ pub fn forget_cluster_node(ctx: &Ctx, node: &str) -> Result<(), CtlError> {
     ctx.api.delete(&path(&["nodes", node]))
 }
 
+/// `drain`: maintenance mode on the node the API address names.
+pub fn drain(ctx: &Ctx) -> Result<(), CtlError> {
+    ctx.out.info(&format!("Will put node {} into maintenance mode ...", ctx.api.base()));
+    let d = ctx.api.call("POST", &path(&["node", "drain"]), Some(&json!({})))?;
+    ctx.out.info(&format!(
+        "Node is in maintenance mode: {} leaderships handed over, {} client connections closed",
+        d["leaderships_moved"], d["connections_closed"]
+    ));
+    Ok(())
+}
+
+/// `revive`: out of maintenance mode.
+pub fn revive(ctx: &Ctx) -> Result<(), CtlError> {
+    ctx.out.info(&format!("Will take node {} out of maintenance mode ...", ctx.api.base()));
+    ctx.api.call("POST", &path(&["node", "revive"]), Some(&json!({})))?;
+    Ok(())
+}
+
 /// `set_vm_memory_high_watermark <fraction>` or `set_vm_memory_high_watermark absolute <size>`.
 pub fn set_vm_memory_high_watermark(ctx: &Ctx, value: &[String]) -> Result<(), CtlError> {
     let body = match value {

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
 /// The version RabbitMQ clients and tools see as the management and broker version.
@@ -26,6 +26,8 @@ pub fn routes() -> Router<Api> {
         .route("/api/health/checks/alarms", get(alarms))
         .route("/api/health/checks/local-alarms", get(local_alarms))
         .route("/api/health/checks/ready-to-serve-clients", get(ready))
+        .route("/api/node/drain", post(drain))
+        .route("/api/node/revive", post(revive))
         .route("/api/health/checks/virtual-hosts", get(ok))
         .route("/api/health/checks/node-is-quorum-critical", get(quorum_critical))
         .route("/api/health/checks/quorum-queues-without-elected-leaders/all-vhosts", get(leaderless))
@@ -109,6 +111,7 @@ pub(super) fn node_json(node: &Api) -> Value {
         "name": node.name(),
         "type": "disc",
         "running": true,
+        "being_drained": node.in_maintenance(),
         "mem_used": crate::alarm::resident_bytes().unwrap_or(0),
         "mem_limit": node.memory_limit(),
         "mem_alarm": alarms.memory,
@@ -265,7 +268,13 @@ async fn leaderless(State(node): State<Api>, _user: User) -> Response {
 /// a majority with a live metadata leader (the check HAProxy and Kubernetes use: a node cut
 /// off from the others is taken out of rotation).
 async fn ready(State(node): State<Api>, _user: User) -> Response {
-    let why = if !node.is_serving() { Err("the node is not serving clients".to_owned()) } else { node.in_majority() };
+    let why = if !node.is_serving() {
+        Err("the node is not serving clients".to_owned())
+    } else if node.in_maintenance() {
+        Err("the node is in maintenance mode".to_owned())
+    } else {
+        node.in_majority()
+    };
     match why {
         Ok(()) => Json(json!({ "status": "ok" })).into_response(),
         Err(reason) => {
@@ -273,6 +282,20 @@ async fn ready(State(node): State<Api>, _user: User) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
+}
+
+/// Puts this node into maintenance mode (`rabbitmq-upgrade drain`; `node/maintenance.rs`).
+async fn drain(State(node): State<Api>, user: User) -> Result<Json<Value>, ApiError> {
+    user.require_admin()?;
+    let d = node.drain().await;
+    Ok(Json(json!({ "leaderships_moved": d.leaderships_moved, "connections_closed": d.connections_closed })))
+}
+
+/// Takes this node out of maintenance mode (`rabbitmq-upgrade revive`).
+async fn revive(State(node): State<Api>, user: User) -> Result<StatusCode, ApiError> {
+    user.require_admin()?;
+    node.revive();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn ok(_user: User) -> Json<Value> {

@@ -119,6 +119,7 @@ impl Node {
                 .unwrap_or_else(|| tokio::sync::watch::channel(Default::default()).1),
             front: feeds.front.clone(),
             leadership,
+            maintenance: self.maintenance_watch(),
         };
         let log = self.storage.group(GroupId(rec.group));
         let config = self.queue_config(key.clone(), rec);

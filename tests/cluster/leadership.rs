@@ -159,3 +159,51 @@ async fn rebalance_spreads_leaders_evenly() {
     }
     assert_eq!(leaders, 7);
 }
+
+/// `drain` (maintenance mode): the node hands its leaderships over, closes its clients,
+/// takes no new ones and fails its readiness check; its members stand for nothing, so when
+/// the new leader is killed the third node leads, never the drained one. `revive` ends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_node_leads_nothing_and_serves_no_clients_until_revived() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    let mut w = Workload::start(&c).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let drained = leader(&c, &w.alive()).await.expect("a leader is shown");
+    eprintln!("draining node {} (the leader)", drained + 1);
+    w.faults.push(Instant::now());
+    let out = c.ctl(drained, &["drain"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, body) = c.http_get(drained, "/api/health/checks/ready-to-serve-clients").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("maintenance mode"), "{body}");
+    let uri = format!("amqp://guest:guest@{}/%2f", c.nodes[drained].amqp);
+    let refused = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()).await;
+    assert!(refused.is_err(), "a drained node took a client");
+    let mut alive = w.alive();
+    let now = leader(&c, &alive).await.expect("a leader is shown");
+    assert_ne!(now, drained, "the drained node still leads");
+    // The leader dies: of the two left, only the one not drained may lead.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    eprintln!("killing node {} (the new leader)", now + 1);
+    w.set_alive(now, false);
+    c.kill(now);
+    w.faults.push(Instant::now());
+    alive[now] = false;
+    let third = 3 - now - drained;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows = quorum_status(&c, third, QUEUE).await;
+    let leading: Vec<&Value> = rows.iter().filter(|r| r["raft_state"] == "leader").collect();
+    assert_eq!(leading.len(), 1, "{rows:?}");
+    assert_eq!(leading[0]["node_name"], c.nodes[third].name.as_str(), "{rows:?}");
+    c.start(now);
+    c.await_up(now).await;
+    w.set_alive(now, true);
+    let out = c.ctl(drained, &["revive"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, body) = c.http_get(drained, "/api/health/checks/ready-to-serve-clients").await;
+    assert_eq!(status, 200, "{body}");
+    let out = c.ctl(third, &["transfer_leadership", QUEUE, &c.nodes[drained].name.clone()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    w.finish(&c).await;
+}

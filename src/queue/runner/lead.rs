@@ -49,6 +49,9 @@ pub struct Replica {
     pub front: WeakQueueHandle,
     /// Where the runner tells the front who leads (`leading` once this member serves).
     pub leadership: watch::Sender<Leadership>,
+    /// The node's maintenance mode: a member of a drained node does not stand for election,
+    /// and hands over a leadership it wins anyway.
+    pub maintenance: watch::Receiver<bool>,
 }
 
 /// What happened to the group's leadership.
@@ -75,6 +78,7 @@ pub(super) struct Lead {
     named: Option<NodeId>,
     key: std::sync::Arc<QueueKey>,
     publish: watch::Sender<Leadership>,
+    maintenance: watch::Receiver<bool>,
 }
 
 impl Lead {
@@ -92,6 +96,7 @@ impl Lead {
             named: None,
             key,
             publish: r.leadership.clone(),
+            maintenance: r.maintenance.clone(),
         };
         lead.rearm();
         lead.publish();
@@ -170,7 +175,7 @@ impl Lead {
     /// member that merely has not heard from its leader (it just started, and an idle leader
     /// says nothing) asks the others first, and stands only if none names a live leader.
     pub(super) async fn elect(&mut self, g: &DurableGroup<QueueMachine>) {
-        if !self.leaderless() {
+        if !self.leaderless() || *self.maintenance.borrow() {
             return;
         }
         self.elect_at = Some(Instant::now() + RETRY);
@@ -216,6 +221,16 @@ impl super::Runner {
     pub(super) async fn on_lead_event(&mut self, ev: Event, lead: &mut Lead) {
         match ev {
             Event::Changed if !lead.members.borrow().contains(&lead.me) => self.retire(lead).await,
+            Event::Changed if lead.current().leading && *lead.maintenance.borrow() => {
+                // Won while the node is drained (the only live member, say): hand it on.
+                if let Store::Durable(g, _) = &self.store {
+                    if let Ok(to) = g.hand_over(None).await {
+                        tracing::info!(queue = %self.key, to, "leadership handed over: the node is in maintenance mode");
+                    }
+                }
+                self.sync_leadership(lead).await;
+                lead.rearm();
+            }
             Event::Changed => {
                 self.sync_leadership(lead).await;
                 lead.rearm();

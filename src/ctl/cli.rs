@@ -256,6 +256,11 @@ pub enum CtlCmd {
         #[arg(long = "errors-only")]
         errors_only: bool,
     },
+    /// Exit 0 only if stopping the node would leave every quorum queue with a majority online.
+    CheckIfNodeIsQuorumCritical,
+    /// Wait (up to --timeout) until stopping the node would leave every quorum queue with a
+    /// majority online (a pre-stop hook).
+    AwaitOnlineQuorumPlusOne,
     /// Put the node into maintenance mode: hand its leaderships over, close its clients'
     /// connections, take no new ones (rabbitmq-upgrade drain).
     Drain,

@@ -127,6 +127,8 @@ fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
         }
         C::Rebalance { kind } => quorum::rebalance(&ctx, &kind),
         C::Drain => status::drain(&ctx),
+        C::CheckIfNodeIsQuorumCritical => status::check_if_node_is_quorum_critical(&ctx),
+        C::AwaitOnlineQuorumPlusOne => status::await_online_quorum_plus_one(&ctx),
         C::Revive => status::revive(&ctx),
         C::AddMember { vhost, queue, node } => quorum::add_member(&ctx, &vhost.vhost, &queue, &node),
         C::DeleteMember { vhost, queue, node } => quorum::delete_member(&ctx, &vhost.vhost, &queue, &node),

@@ -264,6 +264,30 @@ pub fn check_ready(ctx: &Ctx) -> Result<(), CtlError> {
     Ok(())
 }
 
+/// `check_if_node_is_quorum_critical`: fails (listing them) while stopping this node would
+/// leave quorum queues without a majority.
+pub fn check_if_node_is_quorum_critical(ctx: &Ctx) -> Result<(), CtlError> {
+    ctx.api.get(&path(&["health", "checks", "node-is-quorum-critical"]))?;
+    ctx.out.info("Node is not quorum critical");
+    Ok(())
+}
+
+/// `await_online_quorum_plus_one` (RabbitMQ's pre-stop hook): waits until stopping this node
+/// leaves every quorum queue it holds a replica of with a majority online.
+pub fn await_online_quorum_plus_one(ctx: &Ctx) -> Result<(), CtlError> {
+    ctx.out.info("Will wait for a quorum + 1 of nodes to be online for all quorum queues ...");
+    let deadline = std::time::Instant::now() + ctx.timeout;
+    loop {
+        match ctx.api.get(&path(&["health", "checks", "node-is-quorum-critical"])) {
+            Ok(_) => return Ok(()),
+            Err(CtlError::Api { status: 503, .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub fn cluster_status(ctx: &Ctx) -> Result<(), CtlError> {
     let overview = ctx.api.object(&path(&["overview"]))?;
     let nodes = ctx.api.list(&path(&["nodes"]))?;

@@ -112,6 +112,7 @@ pub(super) fn node_json(node: &Api) -> Value {
         "type": "disc",
         "running": true,
         "being_drained": node.in_maintenance(),
+        "quorum_leaders": node.quorum_leaders_here(),
         "mem_used": crate::alarm::resident_bytes().unwrap_or(0),
         "mem_limit": node.memory_limit(),
         "mem_alarm": alarms.memory,

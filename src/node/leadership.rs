@@ -112,9 +112,7 @@ impl Node {
     /// node leading fewest. Answers how many each node leads afterwards.
     pub async fn rebalance(&self) -> Result<LeaderCounts, Error> {
         let down = self.peers.as_ref().map(|p| p.down().borrow().clone()).unwrap_or_default();
-        let queues: Vec<Arc<QueueRecord>> = self.meta.read(|m| {
-            m.state().vhosts.values().flat_map(|v| v.queues.values()).filter(|q| q.replicated()).cloned().collect()
-        });
+        let queues = self.replicated_queues();
         let mut led: BTreeMap<u64, usize> = BTreeMap::new();
         let nodes: Vec<u64> = self.meta.read(|m| m.state().nodes.keys().copied().collect());
         for &n in nodes.iter().filter(|n| !down.contains(n)) {
@@ -151,18 +149,23 @@ impl Node {
         // The counts as the fronts see them now.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut counts = LeaderCounts::new();
-        for q in self.meta.read(|m| {
-            m.state()
-                .vhosts
-                .values()
-                .flat_map(|v| v.queues.values())
-                .filter(|q| q.replicated())
-                .cloned()
-                .collect::<Vec<_>>()
-        }) {
+        for q in self.replicated_queues() {
             *counts.entry(self.name_of(self.queue_node(&q))).or_default() += 1;
         }
         Ok(counts)
+    }
+
+    /// How many replicated queues this node's fronts see led here (the nodes table's
+    /// "Quorum leaders").
+    pub fn quorum_leaders_here(&self) -> usize {
+        self.replicated_queues().iter().filter(|q| self.queue_node(q) == self.id).count()
+    }
+
+    /// Every replicated queue's record.
+    fn replicated_queues(&self) -> Vec<Arc<QueueRecord>> {
+        self.meta.read(|m| {
+            m.state().vhosts.values().flat_map(|v| v.queues.values()).filter(|q| q.replicated()).cloned().collect()
+        })
     }
 
     /// Every Raft group member this node runs (quorum queues, delayed stores, the metadata),

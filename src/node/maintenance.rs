@@ -1,8 +1,11 @@
 //! Maintenance mode, as RabbitMQ's `rabbitmq-upgrade drain` / `revive`: a drained node hands
 //! every leadership it holds to other members, closes its clients' connections (320
 //! CONNECTION_FORCED, RabbitMQ's text), accepts no new ones, fails its readiness check (so
-//! HAProxy and Kubernetes send clients elsewhere) and its quorum queue members do not stand
-//! for election, while they keep their replicas up to date. `revive` undoes it; leaderships
+//! HAProxy and Kubernetes send clients elsewhere) and its quorum queue members stand for
+//! election only as a last resort, after every other member had its turn (when the drained
+//! member's log is the only complete one, no other can win) and hand over a leadership they
+//! win as soon as another member has caught up; they keep their replicas up to date (RabbitMQ
+//! stops them instead, so a queue loses a voter while its node is drained). `revive` undoes it; leaderships
 //! come back with `rebalance`. The mode lasts until `revive` or until the node restarts
 //! (RabbitMQ keeps it across a restart).
 

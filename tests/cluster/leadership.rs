@@ -161,8 +161,10 @@ async fn rebalance_spreads_leaders_evenly() {
 }
 
 /// `drain` (maintenance mode): the node hands its leaderships over, closes its clients,
-/// takes no new ones and fails its readiness check; its members stand for nothing, so when
-/// the new leader is killed the third node leads, never the drained one. `revive` ends it.
+/// takes no new ones and fails its readiness check; its members stand only as a last resort
+/// and hand over again, so when the new leader is killed the third node ends up leading (at
+/// once, or through the drained member when its log was the only complete one). `revive`
+/// ends it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drained_node_leads_nothing_and_serves_no_clients_until_revived() {
     let mut c = Cluster::new(3);
@@ -191,11 +193,16 @@ async fn a_drained_node_leads_nothing_and_serves_no_clients_until_revived() {
     w.faults.push(Instant::now());
     alive[now] = false;
     let third = 3 - now - drained;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rows = quorum_status(&c, third, QUEUE).await;
-    let leading: Vec<&Value> = rows.iter().filter(|r| r["raft_state"] == "leader").collect();
-    assert_eq!(leading.len(), 1, "{rows:?}");
-    assert_eq!(leading[0]["node_name"], c.nodes[third].name.as_str(), "{rows:?}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = quorum_status(&c, third, QUEUE).await;
+        let leading: Vec<&Value> = rows.iter().filter(|r| r["raft_state"] == "leader").collect();
+        if leading.len() == 1 && leading[0]["node_name"] == c.nodes[third].name.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node not drained never led: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     c.start(now);
     c.await_up(now).await;
     w.set_alive(now, true);
@@ -206,4 +213,41 @@ async fn a_drained_node_leads_nothing_and_serves_no_clients_until_revived() {
     let out = c.ctl(third, &["transfer_leadership", QUEUE, &c.nodes[drained].name.clone()]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     w.finish(&c).await;
+}
+
+/// The pre-stop checks: with a member's node down, stopping another member's would leave the
+/// queue without a majority: `check_if_node_is_quorum_critical` fails naming it and
+/// `await_online_quorum_plus_one` waits, until the node is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn quorum_critical_checks_say_when_a_node_may_stop() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    for i in 0..3 {
+        c.await_up(i).await;
+    }
+    let (conn, ch) = super::channel(&c, 0).await;
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("critical".into(), durable, args).await.unwrap();
+    drop((conn, ch));
+    let out = c.ctl(0, &["check_if_node_is_quorum_critical"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.kill(1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = c.ctl(0, &["check_if_node_is_quorum_critical"]).await;
+        if !out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("would lose their quorum"), "{out:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1 never became quorum critical");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let out = c.ctl(0, &["--timeout", "2", "await_online_quorum_plus_one"]).await;
+    assert!(!out.status.success(), "it did not wait while node 2 was down");
+    c.start(1);
+    c.await_up(1).await;
+    let out = c.ctl(0, &["--timeout", "30", "await_online_quorum_plus_one"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

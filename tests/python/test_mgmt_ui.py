@@ -283,6 +283,11 @@ def test_login_and_overview(logged_in, ui_url):
     for k in ("publish", "deliver", "ack"):
         assert text_of(d, "#rate-" + k).endswith("/s"), k
     assert text_of(d, "#whoami") == "guest"
+    # The last ten minutes as charts (drawn from what the page sampled; one sample so far),
+    # their legends with the latest values.
+    for chart in ("#chart-queued", "#chart-rates"):
+        assert d.find_elements(*by_css(chart)), chart
+    assert "Ready" in d.page_source and "Deliver / get" in d.page_source
     shot(d, "overview")
 
 
@@ -357,6 +362,7 @@ def test_a_quorum_queue_shows_its_leader_and_members(logged_in, ui_url, broker):
             wait(d, lambda x: (text_of(x, "#queue-members") or "") != "", "the members row")
             assert sorted(text_of(d, "#queue-members").split(", ")) == sorted(q["members"])
             assert text_of(d, "#queue-leader") == q["leader"]
+            assert d.find_elements(*by_css("#queue-chart-queued")) and d.find_elements(*by_css("#queue-chart-rates"))
     finally:
         c = broker.connect()
         try:

@@ -42,6 +42,72 @@ function rate(obj, key) {
   return d && typeof d.rate === 'number' ? d.rate.toFixed(1) + '/s' : '';
 }
 
+// ---------------------------------------------------------------- charts
+
+// The last CHART_SPAN_MS of samples of each chart, kept while the page is open (the
+// overview's and each queue's), one sample per refresh.
+const CHART_SPAN_MS = 10 * 60 * 1000;
+const chartHistory = new Map();
+
+// Adds a sample ({name: value}) to the history `key` and returns the history.
+function remember(key, values) {
+  const now = Date.now();
+  const hist = chartHistory.get(key) || [];
+  hist.push({ t: now, v: values });
+  while (hist.length && hist[0].t < now - CHART_SPAN_MS) hist.shift();
+  chartHistory.set(key, hist);
+  return hist;
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs, ...kids) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  for (const kid of kids) e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  return e;
+}
+
+const CHART_COLOURS = ['#2f6fdf', '#e07b1f', '#2a9d55', '#b03a9a'];
+
+// A line chart of `series` ([name, label]) over the samples in `hist` (as far back as they
+// go: one minute at least, ten at most), with the latest value of each series in the legend.
+function lineChart(testid, hist, series, unit) {
+  const W = 560; const H = 140; const L = 48; const B = 18;
+  const now = Date.now();
+  const minutes = Math.min(10, Math.max(1, Math.ceil((now - (hist.length ? hist[0].t : now)) / 60000)));
+  const span = minutes * 60000;
+  const max = Math.max(1, ...hist.flatMap((s) => series.map(([k]) => s.v[k] || 0)));
+  const x = (t) => L + ((t - (now - span)) / span) * (W - L - 4);
+  const y = (v) => H - B - (v / max) * (H - B - 8);
+  const chart = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'data-testid': testid, id: testid });
+  chart.append(
+    svg('line', { x1: L, y1: H - B, x2: W - 4, y2: H - B, class: 'axis' }),
+    svg('text', { x: L - 4, y: 12, class: 'tick', 'text-anchor': 'end' }, fmtNum(max)),
+    svg('text', { x: L - 4, y: H - B, class: 'tick', 'text-anchor': 'end' }, '0'),
+    svg('text', { x: L, y: H - 2, class: 'tick' }, `-${minutes} min`),
+    svg('text', { x: W - 4, y: H - 2, class: 'tick', 'text-anchor': 'end' }, 'now'));
+  series.forEach(([k], i) => {
+    const pts = hist.map((s) => `${x(s.t).toFixed(1)},${y(s.v[k] || 0).toFixed(1)}`).join(' ');
+    if (hist.length > 1) chart.append(svg('polyline', { points: pts, fill: 'none', stroke: CHART_COLOURS[i], 'stroke-width': 2 }));
+  });
+  const last = hist.length ? hist[hist.length - 1].v : {};
+  const legend = h('div', { class: 'legend' }, series.map(([k, label], i) =>
+    h('span', { class: 'legend-item' },
+      svg('svg', { width: 10, height: 10, class: 'swatch' }, svg('rect', { width: 10, height: 10, rx: 2, fill: CHART_COLOURS[i] })),
+      `${label} ${fmtNum(last[k] || 0)}${unit}`)));
+  return h('div', { class: 'chart-box' }, chart, legend);
+}
+
+function fmtNum(n) {
+  return n >= 100 || Number.isInteger(n) ? String(Math.round(n)) : n.toFixed(1);
+}
+
+// message_stats.<key>_details.rate as a number (0 when absent).
+function rateOf(obj, key) {
+  const d = obj && obj.message_stats && obj.message_stats[key + '_details'];
+  return d && typeof d.rate === 'number' ? d.rate : 0;
+}
+
 function parseJsonObject(text, what) {
   if (!text.trim()) return {};
   let v;
@@ -312,6 +378,10 @@ function pageOverview(main) {
     const nodes = await api('GET', '/nodes');
     const t = o.object_totals || {};
     const q = o.queue_totals || {};
+    const hist = remember('overview', {
+      ready: q.messages_ready || 0, unacked: q.messages_unacknowledged || 0,
+      publish: rateOf(o, 'publish'), deliver: rateOf(o, 'deliver_get'), ack: rateOf(o, 'ack'),
+    });
     slot.replaceChildren(
       section('Node', kv([
         ['Node', o.node, 'overview-node'], ['Cluster', o.cluster_name, 'overview-cluster'],
@@ -331,6 +401,9 @@ function pageOverview(main) {
         tile('Publish', rate(o, 'publish') || '0.0/s', 'rate-publish'),
         tile('Deliver / get', rate(o, 'deliver_get') || '0.0/s', 'rate-deliver'),
         tile('Consumer ack', rate(o, 'ack') || '0.0/s', 'rate-ack'))),
+      section('Recent', h('div', { class: 'two' },
+        lineChart('chart-queued', hist, [['ready', 'Ready'], ['unacked', 'Unacked']], ''),
+        lineChart('chart-rates', hist, [['publish', 'Publish'], ['deliver', 'Deliver / get'], ['ack', 'Ack']], '/s'))),
     );
   };
 }
@@ -339,11 +412,12 @@ const mib = (n) => (typeof n === 'number' ? `${(n / 1048576).toFixed(0)} MiB` : 
 const ago = (ms) => (typeof ms === 'number' ? `${Math.floor(ms / 3600000)}h ${Math.floor(ms / 60000) % 60}m ${Math.floor(ms / 1000) % 60}s` : '');
 const nodeCols = [
   { key: 'name', label: 'Name', get: (n) => n.name },
-  { key: 'running', label: 'State', get: (n) => (n.running ? 'running' : 'down') },
+  { key: 'running', label: 'State', get: (n) => (!n.running ? 'down' : n.being_drained ? 'maintenance' : 'running') },
   { key: 'uptime', label: 'Uptime', get: (n) => ago(n.uptime) },
   { key: 'memory', label: 'Memory', num: true, get: (n) => mib(n.mem_used) },
   { key: 'disk', label: 'Disk free', num: true, get: (n) => mib(n.disk_free) },
   { key: 'alarms', label: 'Alarms', get: (n) => [n.mem_alarm && 'memory', n.disk_free_alarm && 'disk'].filter(Boolean).join(', ') },
+  { key: 'leaders', label: 'Quorum leaders', num: true, get: (n) => num(n.quorum_leaders) },
 ];
 
 const queueCols = [
@@ -424,7 +498,7 @@ function bindingsTable(testid, vhost, bindings, refresh, showSource) {
 
 function pageQueue(main, vhost, name) {
   const base = `/queues/${enc(vhost)}/${enc(name)}`;
-  const info = h('div'); const args = h('div'); const consumers = h('div'); const bindings = h('div');
+  const info = h('div'); const args = h('div'); const consumers = h('div'); const bindings = h('div'); const charts = h('div');
   const purge = button('queue-purge', 'Purge messages', () => {
     if (!confirm(`Purge all messages from queue "${name}"?`)) return;
     attempt(async () => { await api('DELETE', base + '/contents'); await refresh(); }, 'Queue purged.');
@@ -437,7 +511,8 @@ function pageQueue(main, vhost, name) {
     h('h1', {}, 'Queue ', h('span', { id: 'queue-name', 'data-testid': 'queue-name' }, name),
       h('small', { class: 'muted' }, ' in virtual host ' + vhost)),
     h('div', { class: 'toolbar' }, purge, del),
-    section('Details', info), section('Arguments', args), section('Consumers', consumers),
+    section('Details', info), section('Recent', charts), section('Arguments', args),
+    section('Consumers', consumers),
     section('Bindings', bindings),
     h('div', { class: 'two' }, section('Publish message', publishForm(vhost, '', name)),
       section('Get messages', getForm(vhost, name, () => refresh()))),
@@ -461,6 +536,13 @@ function pageQueue(main, vhost, name) {
       ['Consumers', num(q.consumers)], ['Incoming', rate(q, 'publish')],
       ['Deliver / get', rate(q, 'deliver_get')], ['Ack', rate(q, 'ack')],
     ]));
+    const hist = remember('queue ' + vhost + ' ' + name, {
+      ready: q.messages_ready || 0, unacked: q.messages_unacknowledged || 0,
+      publish: rateOf(q, 'publish'), deliver: rateOf(q, 'deliver_get'), ack: rateOf(q, 'ack'),
+    });
+    charts.replaceChildren(h('div', { class: 'two' },
+      lineChart('queue-chart-queued', hist, [['ready', 'Ready'], ['unacked', 'Unacked']], ''),
+      lineChart('queue-chart-rates', hist, [['publish', 'Incoming'], ['deliver', 'Deliver / get'], ['ack', 'Ack']], '/s')));
     args.replaceChildren(argsTable('queue-arguments-table', q.arguments));
     consumers.replaceChildren(dataTable('queue-consumers-table', [
       { key: 'tag', label: 'Consumer tag', get: (c) => c.consumer_tag },

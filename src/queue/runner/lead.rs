@@ -49,8 +49,8 @@ pub struct Replica {
     pub front: WeakQueueHandle,
     /// Where the runner tells the front who leads (`leading` once this member serves).
     pub leadership: watch::Sender<Leadership>,
-    /// The node's maintenance mode: a member of a drained node does not stand for election,
-    /// and hands over a leadership it wins anyway.
+    /// The node's maintenance mode: a member of a drained node stands for election last (as
+    /// a last resort, when no other member can win), and hands a leadership it wins over.
     pub maintenance: watch::Receiver<bool>,
 }
 
@@ -60,6 +60,8 @@ pub(super) enum Event {
     Changed,
     /// This member's turn to stand for election came.
     Elect,
+    /// Time to try again to hand on a leadership won on a drained node.
+    HandOn,
 }
 
 pub(super) struct Lead {
@@ -79,6 +81,8 @@ pub(super) struct Lead {
     key: std::sync::Arc<QueueKey>,
     publish: watch::Sender<Leadership>,
     maintenance: watch::Receiver<bool>,
+    /// When to try again to hand on a leadership won on a drained node.
+    hand_on_at: Option<Instant>,
 }
 
 impl Lead {
@@ -97,6 +101,7 @@ impl Lead {
             key,
             publish: r.leadership.clone(),
             maintenance: r.maintenance.clone(),
+            hand_on_at: None,
         };
         lead.rearm();
         lead.publish();
@@ -122,7 +127,7 @@ impl Lead {
 
     /// The next thing to act on. Never resolves once the group stopped.
     pub(super) async fn next(&mut self) -> Event {
-        let at = self.elect_at;
+        let (at, hand_on) = (self.elect_at, self.hand_on_at);
         tokio::select! {
             l = self.watch.changed() => match l {
                 Some(_) => Event::Changed,
@@ -139,6 +144,10 @@ impl Lead {
             _ = tokio::time::sleep_until(at.unwrap_or_else(Instant::now)), if at.is_some() => {
                 self.elect_at = None;
                 Event::Elect
+            }
+            _ = tokio::time::sleep_until(hand_on.unwrap_or_else(Instant::now)), if hand_on.is_some() => {
+                self.hand_on_at = None;
+                Event::HandOn
             }
         }
     }
@@ -166,7 +175,13 @@ impl Lead {
             let down = self.down.borrow();
             let members = self.members.borrow();
             let rank = members.iter().filter(|n| !down.contains(n)).position(|&n| n == self.me);
-            let rank = rank.unwrap_or(members.len()) as u32;
+            let mut rank = rank.unwrap_or(members.len()) as u32;
+            // A member on a drained node stands last, after every other had its turn: only
+            // when none of them can win (its log is the only complete one), and it hands over
+            // as soon as another has caught up.
+            if *self.maintenance.borrow() {
+                rank += members.len() as u32;
+            }
             self.elect_at = Some(Instant::now() + TURN * rank);
         }
     }
@@ -175,7 +190,7 @@ impl Lead {
     /// member that merely has not heard from its leader (it just started, and an idle leader
     /// says nothing) asks the others first, and stands only if none names a live leader.
     pub(super) async fn elect(&mut self, g: &DurableGroup<QueueMachine>) {
-        if !self.leaderless() || *self.maintenance.borrow() {
+        if !self.leaderless() {
             return;
         }
         self.elect_at = Some(Instant::now() + RETRY);
@@ -221,16 +236,24 @@ impl super::Runner {
     pub(super) async fn on_lead_event(&mut self, ev: Event, lead: &mut Lead) {
         match ev {
             Event::Changed if !lead.members.borrow().contains(&lead.me) => self.retire(lead).await,
-            Event::Changed if lead.current().leading && *lead.maintenance.borrow() => {
-                // Won while the node is drained (the only live member, say): hand it on.
+            Event::Changed | Event::HandOn if lead.current().leading && *lead.maintenance.borrow() => {
+                // Won while the node is drained (its log was the only complete one, say):
+                // hand it on once another member has caught up, trying again until one has.
                 if let Store::Durable(g, _) = &self.store {
-                    if let Ok(to) = g.hand_over(None).await {
-                        tracing::info!(queue = %self.key, to, "leadership handed over: the node is in maintenance mode");
+                    match g.hand_over(None).await {
+                        Ok(to) => {
+                            tracing::info!(queue = %self.key, to, "leadership handed on: the node is in maintenance mode")
+                        }
+                        Err(e) => {
+                            tracing::info!(queue = %self.key, error = %e, "leadership not handed on yet");
+                            lead.hand_on_at = Some(Instant::now() + RETRY);
+                        }
                     }
                 }
                 self.sync_leadership(lead).await;
                 lead.rearm();
             }
+            Event::HandOn => {}
             Event::Changed => {
                 self.sync_leadership(lead).await;
                 lead.rearm();

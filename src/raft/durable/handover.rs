@@ -118,17 +118,25 @@ impl<SM: openraft::storage::RaftStateMachine<C>> Handover<SM> {
         }
         let mut others: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|&n| n != self.me).collect();
         others.sort_by_key(|&n| std::cmp::Reverse(matched(&m, n)));
-        let target = match to {
-            Some(t) if t == self.me => return Ok(t),
-            Some(t) if others.contains(&t) => t,
-            Some(t) => return Err(HandoverError::Refused(format!("node {t} is not a voting member"))),
-            None => *others.first().ok_or_else(|| HandoverError::Refused("no other voting member".into()))?,
-        };
         let _open = Open(self.gate.clone());
         self.gate.send_replace(true);
-        if !self.caught_up(target).await {
-            return Err(HandoverError::Refused(format!("node {target} did not catch up within {CATCH_UP:?}")));
-        }
+        let target = match to {
+            Some(t) if t == self.me => return Ok(t),
+            Some(t) if others.contains(&t) => {
+                if !self.caught_up(&[t]).await {
+                    return Err(HandoverError::Refused(format!("node {t} did not catch up within {CATCH_UP:?}")));
+                }
+                t
+            }
+            Some(t) => return Err(HandoverError::Refused(format!("node {t} is not a voting member"))),
+            None if others.is_empty() => return Err(HandoverError::Refused("no other voting member".into())),
+            // The first to have every entry (a member that is down never does; right after an
+            // election none has reported yet, so the order above says nothing).
+            None => self
+                .first_caught_up(&others)
+                .await
+                .ok_or_else(|| HandoverError::Refused(format!("no other member caught up within {CATCH_UP:?}")))?,
+        };
         tracing::info!(group = self.group.0, to = target, "handing leadership over");
         self.raft.trigger().transfer_leader(target).await.map_err(|e| HandoverError::Refused(e.to_string()))?;
         if let Some(l) = self.moved().await {
@@ -141,7 +149,7 @@ impl<SM: openraft::storage::RaftStateMachine<C>> Handover<SM> {
         order.extend(others.iter().copied().filter(|&n| n != target));
         for n in order {
             tracing::warn!(group = self.group.0, node = n, "leadership not taken over yet: asking a member to stand");
-            self.caught_up(n).await;
+            self.caught_up(&[n]).await;
             let _ = self.transport.call(n, self.group, RpcKind::Elect, Bytes::new()).await;
             if let Some(l) = self.moved().await {
                 return Ok(l);
@@ -151,9 +159,17 @@ impl<SM: openraft::storage::RaftStateMachine<C>> Handover<SM> {
     }
 
     /// Whether `n` has every entry this leader has (within [`CATCH_UP`]).
-    async fn caught_up(&self, n: NodeId) -> bool {
-        let caught_up = move |m: &RaftMetrics<C>| m.last_log_index.is_some_and(|last| matched(m, n) >= last);
-        self.raft.wait(Some(CATCH_UP)).metrics(caught_up, "a member caught up").await.is_ok()
+    async fn caught_up(&self, n: &[NodeId]) -> bool {
+        self.first_caught_up(n).await.is_some()
+    }
+
+    /// The first of `candidates` to have every entry this leader has (within [`CATCH_UP`]).
+    async fn first_caught_up(&self, candidates: &[NodeId]) -> Option<NodeId> {
+        let has_all = |m: &RaftMetrics<C>, n: NodeId| m.last_log_index.is_some_and(|last| matched(m, n) >= last);
+        let c = candidates.to_vec();
+        let any = move |m: &RaftMetrics<C>| c.iter().any(|&n| has_all(m, n));
+        let m = self.raft.wait(Some(CATCH_UP)).metrics(any, "a member caught up").await.ok()?;
+        candidates.iter().copied().find(|&n| has_all(&m, n))
     }
 
     /// The new leader, once another member leads (within [`ELECTED`]).

@@ -115,15 +115,28 @@ class Cluster:
 
     # -- management API ----------------------------------------------------------------
 
-    def api(self, path, via="haproxy", timeout=3):
-        """GET `path` from the management API through HAProxy or at a node."""
+    def api(self, path, via="haproxy", timeout=3, method="GET", body=None):
+        """`method` (GET) `path` of the management API through HAProxy or at a node, with a
+        JSON `body`; the answer's JSON (None when empty)."""
         base = "127.0.0.1:%d" % self.http if via == "haproxy" else "%s:15672" % self.ip(via)
-        req = urllib.request.Request("http://%s%s" % (base, path))
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request("http://%s%s" % (base, path), data=data, method=method)
         user, password = self.credentials()
         token = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
         req.add_header("Authorization", "Basic " + token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
+            text = r.read()
+            return json.loads(text) if text.strip() else None
+
+    def node_name(self, queue, node):
+        """The cluster's name for service `node`, as `queue`'s members list it."""
+        q = self.api("/api/queues/%%2F/%s" % queue)
+        for m in q.get("members") or []:
+            if m.split("@")[-1] == node:
+                return m
+        raise RuntimeError("%s is not a member of %s: %s" % (node, queue, q.get("members")))
 
     def api_or_none(self, path, via="haproxy", timeout=3):
         try:

@@ -3,7 +3,8 @@
 ``docker pause`` (the cgroup freezer) for stalls, iptables run from a sidecar that shares the
 target's network namespace for partitions and packet loss (the target needs neither the
 capability nor the tool), ``tc tbf`` for a slow link (netem does not exist in this kernel),
-``docker stop`` (SIGTERM) for a rolling restart.
+``docker stop`` (SIGTERM) for a rolling restart; the management API for an operator's
+leadership transfer, member removal and addition, and maintenance mode.
 
 A fault picks its target (the queue leader, a follower, ...) with the run's seeded random
 generator, starts, is held for its duration while the workload runs, and heals. ``heal_all``
@@ -227,6 +228,60 @@ class RollingRestart(Fault):
         record("heal")
 
 
+class MoveLeader(Fault):
+    """An operator moves the queue's leadership to a follower (`transfer_leadership`)."""
+
+    name = "transfer-leadership"
+    hold = 4.0
+
+    def pick(self, cluster, queue, rng):
+        self.queue = queue
+        return follower(cluster, queue, rng)
+
+    def start(self, cluster, target):
+        name = cluster.node_name(self.queue, target)
+        cluster.api("/api/queues/quorum/%%2F/%s/transfer_leadership" % self.queue, method="POST",
+                    body={"node": name}, timeout=15)
+
+    def heal(self, cluster, target):
+        pass
+
+
+class MemberChurn(Fault):
+    """The leader's replica removed (`delete_member`: it hands over and retires), then added
+    back (`add_member`: it catches up as a learner before it votes)."""
+
+    name = "member-churn"
+    hold = 8.0
+
+    def pick(self, cluster, queue, rng):
+        self.queue = queue
+        return cluster.leader(queue)
+
+    def start(self, cluster, target):
+        self.member = cluster.node_name(self.queue, target)
+        cluster.api("/api/queues/quorum/%%2F/%s/replicas/delete" % self.queue, method="DELETE",
+                    body={"node": self.member}, timeout=15)
+
+    def heal(self, cluster, target):
+        cluster.api("/api/queues/quorum/%%2F/%s/replicas/add" % self.queue, method="POST",
+                    body={"node": self.member}, timeout=15)
+
+
+class DrainLeader(Fault):
+    """The leader's node put into maintenance mode (`drain`: leaderships handed over, its
+    clients closed, no new ones), then revived."""
+
+    name = "drain-leader"
+    hold = 8.0
+
+    def start(self, cluster, target):
+        cluster.api("/api/node/drain", via=target, method="POST", body={}, timeout=30)
+
+    def heal(self, cluster, target):
+        cluster.api("/api/node/revive", via=target, method="POST", body={}, timeout=15)
+
+
 def heal_all(cluster):
     """Undoes every fault: every container running and unpaused, no rule left."""
     for node in NODES:
@@ -239,6 +294,10 @@ def heal_all(cluster):
             sidecar(cluster, node, "iptables -F; tc qdisc del dev eth0 root 2>/dev/null || true")
         except subprocess.CalledProcessError:
             pass
+        try:
+            cluster.api("/api/node/revive", via=node, method="POST", body={}, timeout=5)
+        except OSError:
+            pass
 
 
 def profile(name):
@@ -248,7 +307,7 @@ def profile(name):
             Kill("leader"), Kill("follower"), Kill("store-leader"), Pause(5), Partition("leader"),
             Partition("follower"),
             Partition("bridge"), ClientsCut(), Loss(10), SlowLink(), HaproxyRestart(), KillAll(),
-            RollingRestart(),
+            RollingRestart(), MoveLeader(), MemberChurn(), DrainLeader(),
         ]
         return [(f, 1) for f in faults]
     if name == "full":
@@ -256,7 +315,7 @@ def profile(name):
             Kill("leader"), Kill("follower"), Kill("store-leader"), KillAll(), Pause(5), Pause(15), Pause(60),
             Pause(15, "follower"),
             Partition("leader"), Partition("follower"), Partition("bridge"), ClientsCut(), Loss(10), Loss(30),
-            SlowLink(), HaproxyRestart(), RollingRestart(),
+            SlowLink(), HaproxyRestart(), RollingRestart(), MoveLeader(), MemberChurn(), DrainLeader(),
         ]
         return [(f, 10) for f in faults]
     raise ValueError("unknown profile %r (quick or full)" % name)

@@ -11,8 +11,9 @@
 
 use super::Node;
 
-/// What RabbitMQ tells the clients of a node put into maintenance mode.
-pub const DRAINED: &str = "CONNECTION_FORCED - Node was put into maintenance mode";
+/// What RabbitMQ tells the clients of a node put into maintenance mode (after
+/// `CONNECTION_FORCED - `, which the connection adds).
+pub const DRAINED: &str = "Node was put into maintenance mode";
 
 /// What a drain did.
 #[derive(Debug, Clone, Copy, Default)]

@@ -71,14 +71,17 @@ impl Node {
     }
 
     fn replicated_records(&self, keep: impl Fn(&QueueRecord) -> bool) -> Vec<QueueKey> {
+        self.replicated_queues()
+            .into_iter()
+            .filter(|q| keep(q))
+            .map(|q| QueueKey::new(q.vhost.clone(), q.name.clone()))
+            .collect()
+    }
+
+    /// Every replicated queue's record.
+    pub(super) fn replicated_queues(&self) -> Vec<std::sync::Arc<QueueRecord>> {
         self.meta.read(|m| {
-            m.state()
-                .vhosts
-                .values()
-                .flat_map(|v| v.queues.values())
-                .filter(|q| q.replicated() && keep(q))
-                .map(|q| QueueKey::new(q.vhost.clone(), q.name.clone()))
-                .collect()
+            m.state().vhosts.values().flat_map(|v| v.queues.values()).filter(|q| q.replicated()).cloned().collect()
         })
     }
 }

@@ -88,9 +88,9 @@ impl Node {
     /// Asks the leader of `group` (found among `members`) to hand over to `to`; the new leader.
     async fn hand_over(&self, group: GroupId, members: &[u64], to: Option<u64>) -> Result<u64, Error> {
         let rep = self.replication.as_ref().ok_or_else(|| Error::precondition("not a cluster"))?;
-        let down = self.peers.as_ref().map(|p| p.down().borrow().clone()).unwrap_or_default();
         let mut leader =
-            crate::raft::find_leader(rep.transport.as_ref(), group, members, u64::MAX, &|n| down.contains(&n)).await;
+            crate::raft::find_leader(rep.transport.as_ref(), group, members, u64::MAX, &|n| !self.node_running(n))
+                .await;
         for _ in 0..3 {
             let Some(l) = leader else { break };
             if Some(l) == to {
@@ -111,11 +111,10 @@ impl Node {
     /// quorum`): queues are moved from nodes leading more than their share to the member
     /// node leading fewest. Answers how many each node leads afterwards.
     pub async fn rebalance(&self) -> Result<LeaderCounts, Error> {
-        let down = self.peers.as_ref().map(|p| p.down().borrow().clone()).unwrap_or_default();
         let queues = self.replicated_queues();
         let mut led: BTreeMap<u64, usize> = BTreeMap::new();
         let nodes: Vec<u64> = self.meta.read(|m| m.state().nodes.keys().copied().collect());
-        for &n in nodes.iter().filter(|n| !down.contains(n)) {
+        for n in nodes.into_iter().filter(|&n| self.node_running(n)) {
             led.insert(n, 0);
         }
         let mut at: Vec<(Arc<QueueRecord>, u64)> = Vec::new();
@@ -135,37 +134,36 @@ impl Node {
             if let Some(b) = best.filter(|b| led[b] + 1 < led[&l]) {
                 *led.entry(l).or_default() -= 1;
                 *led.entry(b).or_default() += 1;
-                moves.push((q, b));
+                moves.push((q, l, b));
             }
         }
         tracing::info!(moves = moves.len(), "rebalancing quorum queue leaders");
-        futures::stream::iter(moves)
-            .for_each_concurrent(AT_ONCE, |(q, to)| async move {
-                if let Err(e) = self.hand_over(GroupId(q.group), &q.members, Some(to)).await {
+        let outcomes: Vec<(u64, u64, Result<u64, Error>)> = futures::stream::iter(moves)
+            .map(|(q, from, to)| async move {
+                let r = self.hand_over(GroupId(q.group), &q.members, Some(to)).await;
+                if let Err(e) = &r {
                     tracing::warn!(vhost = %q.vhost, queue = %q.name, error = %e, "leadership not moved");
                 }
+                (from, to, r)
             })
+            .buffer_unordered(AT_ONCE)
+            .collect()
             .await;
-        // The counts as the fronts see them now.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut counts = LeaderCounts::new();
-        for q in self.replicated_queues() {
-            *counts.entry(self.name_of(self.queue_node(&q))).or_default() += 1;
+        // The plan, less what did not go as planned.
+        for (from, to, r) in outcomes {
+            let now = r.unwrap_or(from);
+            if now != to {
+                *led.entry(to).or_default() -= 1;
+                *led.entry(now).or_default() += 1;
+            }
         }
-        Ok(counts)
+        Ok(led.into_iter().map(|(n, c)| (self.name_of(n), c)).collect())
     }
 
     /// How many replicated queues this node's fronts see led here (the nodes table's
     /// "Quorum leaders").
     pub fn quorum_leaders_here(&self) -> usize {
         self.replicated_queues().iter().filter(|q| self.queue_node(q) == self.id).count()
-    }
-
-    /// Every replicated queue's record.
-    fn replicated_queues(&self) -> Vec<Arc<QueueRecord>> {
-        self.meta.read(|m| {
-            m.state().vhosts.values().flat_map(|v| v.queues.values()).filter(|q| q.replicated()).cloned().collect()
-        })
     }
 
     /// Every Raft group member this node runs (quorum queues, delayed stores, the metadata),

@@ -262,9 +262,9 @@ impl Node {
     /// operator added or deleted one): its front and this node's member follow the new list
     /// in place (the leader changes the group to match, `queue/runner/lead.rs`), so
     /// consumers and publishers carry on. A node that became a member starts its member
-    /// (it waits until the leader adds it); one that stopped being one stops it, after
-    /// handing over the leadership if it had it (its data goes at the next start,
-    /// `remove_orphan_groups`). Whether it was done in place.
+    /// (it waits until the leader adds it); one that stopped being one lets it retire: it
+    /// hands its leadership over if it has it, stops, and its data goes. Whether it was done
+    /// in place.
     fn change_members(&self, key: &QueueKey, old: &QueueRecord, rec: &Arc<QueueRecord>) -> bool {
         if old.group != rec.group || !old.replicated() || !rec.replicated() {
             return false;

@@ -29,7 +29,14 @@ pub struct MemberChange {
 }
 
 impl Node {
-    async fn member_change(&self, cmd: MetaCommand) -> Result<(), Error> {
+    /// Adds (`add`) or removes `node`'s replica of a queue.
+    async fn change_replica(&self, vhost: &str, name: &str, node: u64, add: bool) -> Result<(), Error> {
+        let (vhost, name) = (vhost.to_owned(), name.to_owned());
+        let cmd = if add {
+            MetaCommand::AddQueueMember { vhost, name, node }
+        } else {
+            MetaCommand::DeleteQueueMember { vhost, name, node }
+        };
         match self.propose_meta(cmd).await {
             MetaReply::Refused(e) => Err(e),
             _ => Ok(()),
@@ -38,16 +45,14 @@ impl Node {
 
     /// `add_member`: node `node` holds a replica of the queue too.
     pub async fn add_member(&self, vhost: &str, name: &str, node: &str) -> Result<(), Error> {
-        let id = self.node_id_named(node)?;
-        self.member_change(MetaCommand::AddQueueMember { vhost: vhost.into(), name: name.into(), node: id }).await?;
+        self.change_replica(vhost, name, self.node_id_named(node)?, true).await?;
         tracing::info!(vhost, queue = name, node, "quorum queue member added");
         Ok(())
     }
 
     /// `delete_member`: node `node` no longer holds a replica of the queue.
     pub async fn delete_member(&self, vhost: &str, name: &str, node: &str) -> Result<(), Error> {
-        let id = self.node_id_named(node)?;
-        self.member_change(MetaCommand::DeleteQueueMember { vhost: vhost.into(), name: name.into(), node: id }).await?;
+        self.change_replica(vhost, name, self.node_id_named(node)?, false).await?;
         tracing::info!(vhost, queue = name, node, "quorum queue member deleted");
         Ok(())
     }
@@ -60,20 +65,29 @@ impl Node {
                 .map_err(|e| Error::new(ReplyCode::PreconditionFailed, format!("bad pattern '{p}': {e}")))
         };
         let (v, q) = (re(vhost_pattern)?, re(queue_pattern)?);
-        Ok(self.meta.read(|m| {
-            m.state()
-                .vhosts
-                .values()
-                .filter(|vh| v.is_match(&vh.name))
-                .flat_map(|vh| vh.queues.values())
-                .filter(|r| r.replicated() && q.is_match(&r.name))
-                .cloned()
-                .collect()
-        }))
+        let mut queues = self.replicated_queues();
+        queues.retain(|r| v.is_match(&r.vhost) && q.is_match(&r.name));
+        Ok(queues)
     }
 
-    fn names(&self, members: &[u64]) -> Vec<String> {
-        members.iter().map(|&n| self.name_of(n)).collect()
+    /// Adds (`add`) or removes `node`'s replica of each queue in turn: what became of each.
+    async fn change_each(&self, queues: Vec<Arc<QueueRecord>>, node: u64, add: bool) -> Vec<MemberChange> {
+        let mut changes = Vec::with_capacity(queues.len());
+        for q in queues {
+            let outcome = self.change_replica(&q.vhost, &q.name, node, add).await.map(|()| {
+                let mut after: Vec<u64> = q.members.iter().copied().filter(|&n| n != node).collect();
+                if add {
+                    after.push(node);
+                }
+                after.iter().map(|&n| self.name_of(n)).collect()
+            });
+            changes.push(MemberChange {
+                vhost: q.vhost.clone(),
+                name: q.name.clone(),
+                outcome: outcome.map_err(|e| e.detail),
+            });
+        }
+        changes
     }
 
     /// `grow NODE all|even`: adds a replica on `node` to every matching queue lacking one.
@@ -85,23 +99,9 @@ impl Node {
         queue_pattern: &str,
     ) -> Result<Vec<MemberChange>, Error> {
         let id = self.node_id_named(node)?;
-        let mut changes = Vec::new();
-        for q in self.matching_queues(vhost_pattern, queue_pattern)? {
-            if q.members.contains(&id) || (strategy == GrowStrategy::Even && q.members.len() % 2 == 1) {
-                continue;
-            }
-            let cmd = MetaCommand::AddQueueMember { vhost: q.vhost.clone(), name: q.name.clone(), node: id };
-            let outcome = self.member_change(cmd).await.map(|()| {
-                let mut m = q.members.clone();
-                m.push(id);
-                self.names(&m)
-            });
-            changes.push(MemberChange {
-                vhost: q.vhost.clone(),
-                name: q.name.clone(),
-                outcome: outcome.map_err(|e| e.detail),
-            });
-        }
+        let mut queues = self.matching_queues(vhost_pattern, queue_pattern)?;
+        queues.retain(|q| !q.members.contains(&id) && (strategy == GrowStrategy::All || q.members.len() % 2 == 0));
+        let changes = self.change_each(queues, id, true).await;
         tracing::info!(node, queues = changes.len(), "grew quorum queues onto a node");
         Ok(changes)
     }
@@ -110,19 +110,9 @@ impl Node {
     /// queue's last: that one is reported as an error).
     pub async fn shrink(&self, node: &str) -> Result<Vec<MemberChange>, Error> {
         let id = self.node_id_named(node)?;
-        let mut changes = Vec::new();
-        for q in self.matching_queues(".*", ".*")?.into_iter().filter(|q| q.members.contains(&id)) {
-            let cmd = MetaCommand::DeleteQueueMember { vhost: q.vhost.clone(), name: q.name.clone(), node: id };
-            let outcome = self.member_change(cmd).await.map(|()| {
-                let m: Vec<u64> = q.members.iter().copied().filter(|&n| n != id).collect();
-                self.names(&m)
-            });
-            changes.push(MemberChange {
-                vhost: q.vhost.clone(),
-                name: q.name.clone(),
-                outcome: outcome.map_err(|e| e.detail),
-            });
-        }
+        let mut queues = self.replicated_queues();
+        queues.retain(|q| q.members.contains(&id));
+        let changes = self.change_each(queues, id, false).await;
         tracing::info!(node, queues = changes.len(), "shrank quorum queues off a node");
         Ok(changes)
     }

@@ -208,9 +208,6 @@ impl Front {
                     // This node gained or lost its replica: its runner serves, or no longer.
                     self.member = member.borrow_and_update().clone();
                     leadership = self.member.as_ref().map(|m| m.leadership.clone());
-                    if self.target == Some(self.remote.me) && self.member.is_none() {
-                        self.point_at(None);
-                    }
                     self.resolve().await;
                 }
                 _ = tokio::time::sleep(RESOLVE_EVERY), if looking => {

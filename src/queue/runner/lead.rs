@@ -236,25 +236,13 @@ impl super::Runner {
     pub(super) async fn on_lead_event(&mut self, ev: Event, lead: &mut Lead) {
         match ev {
             Event::Changed if !lead.members.borrow().contains(&lead.me) => self.retire(lead).await,
-            Event::Changed | Event::HandOn if lead.current().leading && *lead.maintenance.borrow() => {
+            Event::Changed | Event::HandOn => {
                 // Won while the node is drained (its log was the only complete one, say):
                 // hand it on once another member has caught up, trying again until one has.
-                if let Store::Durable(g, _) = &self.store {
-                    match g.hand_over(None).await {
-                        Ok(to) => {
-                            tracing::info!(queue = %self.key, to, "leadership handed on: the node is in maintenance mode")
-                        }
-                        Err(e) => {
-                            tracing::info!(queue = %self.key, error = %e, "leadership not handed on yet");
-                            lead.hand_on_at = Some(Instant::now() + RETRY);
-                        }
-                    }
+                let drained = *lead.maintenance.borrow();
+                if drained && lead.current().leading && !self.hand_over("maintenance mode").await {
+                    lead.hand_on_at = Some(Instant::now() + RETRY);
                 }
-                self.sync_leadership(lead).await;
-                lead.rearm();
-            }
-            Event::HandOn => {}
-            Event::Changed => {
                 self.sync_leadership(lead).await;
                 lead.rearm();
                 if let Store::Durable(g, _) = &self.store {
@@ -270,17 +258,28 @@ impl super::Runner {
         }
     }
 
+    /// Hands this member's leadership to the first other member to have every entry
+    /// (`why`: for the log); whether it did.
+    async fn hand_over(&self, why: &str) -> bool {
+        let Store::Durable(g, _) = &self.store else { return false };
+        match g.hand_over(None).await {
+            Ok(to) => {
+                tracing::info!(queue = %self.key, to, why, "leadership handed over");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(queue = %self.key, error = %e, why, "leadership not handed over");
+                false
+            }
+        }
+    }
+
     /// This node no longer holds a replica (`delete_member`): a member that leads hands its
     /// leadership over first (the other members stand only once its node is down, which it
     /// is not), then the runner stops and its data goes.
     async fn retire(&mut self, lead: &mut Lead) {
-        if let Store::Durable(g, _) = &self.store {
-            if lead.current().leading {
-                match g.hand_over(None).await {
-                    Ok(to) => tracing::info!(queue = %self.key, to, "leadership handed over before retiring"),
-                    Err(e) => tracing::warn!(queue = %self.key, error = %e, "retiring without handing over"),
-                }
-            }
+        if lead.current().leading {
+            self.hand_over("retiring").await;
         }
         lead.serving = None;
         lead.publish();

@@ -147,6 +147,11 @@ impl ServerArgs {
     }
 }
 
+/// The log filter unless `WARREN_LOG` says otherwise: openraft's warnings, except for each
+/// group's failed replication or heartbeat to an unreachable member, which a node down repeats
+/// for every group it leads (Warren logs the node going down once, `node/peers.rs`).
+const QUIET: &str = "info,openraft=warn,openraft::replication=error,openraft::engine::handler::replication_handler=error,openraft::core::heartbeat=error";
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -158,8 +163,7 @@ fn main() -> ExitCode {
         Cmd::Server(a) => a.log_file.clone(),
         _ => None,
     };
-    let filter =
-        || tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
+    let filter = || tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| QUIET.into());
     let file =
         match log_file.map(|p| std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| (p, e))) {
             Some(Ok(f)) => Some(f),

@@ -21,6 +21,11 @@ const CHUNK: usize = 4 << 20;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a Raft call finds a peer not connectable, the others fail at once for this long
+/// instead of each dialing it again: with thousands of groups, every leader's replication to
+/// a dead node would otherwise dial it thousands of times a second (and log each refusal).
+/// Liveness (`hello`) still asks every second, so a returning node is seen as soon as ever.
+const REDIAL_AFTER: Duration = Duration::from_millis(250);
 
 /// Raft RPCs to the peers over gRPC.
 #[derive(Clone)]
@@ -37,11 +42,21 @@ pub struct GrpcTransport {
     channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
     /// One stream of Raft calls per peer, over its channel.
     links: Arc<Mutex<HashMap<NodeId, Link>>>,
+    /// Peers that refused a connection, with when Raft calls may dial them again.
+    refused: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
 }
 
 impl GrpcTransport {
     pub fn new(me: NodeId, creds: Credentials, source: Option<std::net::IpAddr>) -> Self {
-        Self { me, source, creds, addrs: Arc::default(), channels: Arc::default(), links: Arc::default() }
+        let (addrs, channels, links, refused) = Default::default();
+        Self { me, source, creds, addrs, channels, links, refused }
+    }
+
+    /// The error a Raft call to `id` fails with at once while it may not dial the peer.
+    fn refusing(&self, id: NodeId) -> Option<TransportError> {
+        let until = self.refused.lock().unwrap_or_else(|p| p.into_inner()).get(&id).copied()?;
+        let reason = "it refused a connection just now".to_owned();
+        (std::time::Instant::now() < until).then_some(TransportError::NotConnected { node: id, reason })
     }
 
     fn channel(&self, id: NodeId) -> Result<Channel, TransportError> {
@@ -100,14 +115,23 @@ impl Transport for GrpcTransport {
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
         let kind = kind_to_pb(kind) as i32;
+        if let Some(e) = self.refusing(target) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         if body.len() <= CHUNK {
             let link = self.link(target);
+            let refused = self.refused.clone();
             return Box::pin(async move {
                 let req = RaftRequest { target, group: group.0, kind, body, call: 0 };
-                match tokio::time::timeout(CALL_TIMEOUT, link?.call(target, req)).await {
+                let answer = match tokio::time::timeout(CALL_TIMEOUT, link?.call(target, req)).await {
                     Ok(answer) => answer,
                     Err(_) => Err(TransportError::Unreachable { node: target, reason: "no answer in time".into() }),
+                };
+                if let Err(TransportError::NotConnected { .. }) = answer {
+                    let until = std::time::Instant::now() + REDIAL_AFTER;
+                    refused.lock().unwrap_or_else(|p| p.into_inner()).insert(target, until);
                 }
+                answer
             });
         }
         let channel = self.channel(target);
@@ -201,5 +225,34 @@ pub(super) fn failed(target: NodeId, s: tonic::Status) -> TransportError {
             TransportError::NotConnected { node: target, reason: s.message().to_owned() }
         }
         _ => TransportError::Unreachable { node: target, reason: s.message().to_owned() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::transport::RpcKind;
+
+    /// A peer that refuses connections is dialed once per [`REDIAL_AFTER`]: the calls in
+    /// between fail at once, without dialing, and say so.
+    #[tokio::test]
+    async fn a_peer_that_refuses_connections_is_not_dialed_again_at_once() {
+        // A port nothing listens on: bound, then closed.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let t = GrpcTransport::new(1, Credentials::new("warren", "secret"), None);
+        t.set_peer(2, &addr.to_string());
+        let call = || t.call(2, GroupId(7), RpcKind::Vote, Bytes::from_static(b"x"));
+        let first = call().await;
+        assert!(matches!(&first, Err(TransportError::NotConnected { .. })), "{first:?}");
+        let second = call().await;
+        match &second {
+            Err(TransportError::NotConnected { reason, .. }) => assert!(reason.contains("just now"), "{reason}"),
+            other => panic!("expected a fast refusal, got {other:?}"),
+        }
+        tokio::time::sleep(REDIAL_AFTER).await;
+        match call().await {
+            Err(TransportError::NotConnected { reason, .. }) => assert!(!reason.contains("just now"), "{reason}"),
+            other => panic!("expected a real dial, got {other:?}"),
+        }
     }
 }

@@ -11,6 +11,7 @@ use super::Machine;
 use super::log_store::LogStore;
 use super::net::NoPeers;
 use super::peers::{Member, Peers};
+use super::runtime;
 use super::transport::{NodeId, Router, Transport};
 use super::types::{Payload, Warren};
 use crate::storage::GroupLog;
@@ -257,7 +258,9 @@ impl<M: DurableMachine> DurableGroup<M> {
     pub async fn open(log: GroupLog, init: M, opts: GroupOptions) -> Result<Self, GroupError> {
         let config = Self::config(&opts, false)?;
         let sm = SmAdapter::new(init, log.clone());
-        let raft = Raft::new(SELF, config, NoPeers, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
+        let ticks = config.enable_tick;
+        let raft = Raft::new(SELF, config, NoPeers, LogStore::new(log.clone()), sm.clone());
+        let raft = runtime::without_ticks(!ticks, raft).await.map_err(raft_err)?;
         if !raft.is_initialized().await.map_err(raft_err)? {
             raft.initialize(BTreeMap::from([(SELF, BasicNode::default())])).await.map_err(raft_err)?;
         }
@@ -283,10 +286,11 @@ impl<M: DurableMachine> DurableGroup<M> {
             cluster_name: "warren".into(),
             enable_heartbeat: !opts.supervised,
             enable_elect: !opts.supervised,
-            // A tick only checks the election and heartbeat timers, both off in a supervised
-            // group: without it an idle group's core sleeps (openraft ticks every 13/64 of a
-            // heartbeat interval, 20 times a second for a queue group).
-            enable_tick: !opts.supervised,
+            // A tick only checks the election and heartbeat timers: both are off in a
+            // supervised group, and a single member elects itself once when it opens and has
+            // no one to send heartbeats to. Without ticks an idle group's core sleeps, and
+            // its tick task is not even run (`runtime.rs`).
+            enable_tick: members && !opts.supervised,
             // A member of several must win an election after a restart (its applied state is
             // rebuilt from its snapshot; the committed index is not stored).
             enable_leader_restore: members.then_some(false),
@@ -314,7 +318,9 @@ impl<M: DurableMachine> DurableGroup<M> {
         let config = Self::config(&opts, true)?;
         let sm = SmAdapter::new(init, log.clone());
         let net = Peers { transport: rep.transport.clone(), group: log.id(), kept: kept_entries::<M>(log.clone()) };
-        let raft = Raft::new(rep.me, config, net, LogStore::new(log.clone()), sm.clone()).await.map_err(raft_err)?;
+        let ticks = config.enable_tick;
+        let raft = Raft::new(rep.me, config, net, LogStore::new(log.clone()), sm.clone());
+        let raft = runtime::without_ticks(!ticks, raft).await.map_err(raft_err)?;
         let gate: handover::Gate = Arc::new(tokio::sync::watch::channel(false).0);
         let handover = Arc::new(Handover {
             raft: raft.clone(),

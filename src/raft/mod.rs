@@ -14,6 +14,7 @@ pub mod join;
 pub mod log_store;
 mod net;
 mod peers;
+mod runtime;
 pub(crate) use join::Joins;
 pub(crate) use peers::Seen;
 pub use peers::{ask_applied, ask_leader, find_leader};

@@ -54,4 +54,5 @@ openraft::declare_raft_types!(
         R = Out,
         NodeId = u64,
         Node = openraft::BasicNode,
+        AsyncRuntime = super::runtime::Runtime,
 );

@@ -45,18 +45,32 @@ pub async fn call(h: &QueueHandle, cmd: Command) -> Option<Reply> {
     rx.await.ok()
 }
 
-/// The counts of these queues added up (queues that went away count nothing).
+/// How long a total, or a queue's entry in a listing, waits for counts: a queue busy taking
+/// over as leader (a node of thousands of queues just lost one of its peers) shows none
+/// rather than holding up the overview, the queues page or a Prometheus scrape.
+const COUNT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Queues asked at once for a total or a listing.
+const COUNT_AT_ONCE: usize = 64;
+
+/// The counts of these queues added up (queues that went away, or have not answered within
+/// [`COUNT_PATIENCE`], count nothing).
 pub async fn totals(handles: &[QueueHandle]) -> Stats {
-    let mut t = Stats::default();
-    for h in handles {
-        if let Some(s) = stats(h).await {
-            t.messages += s.messages;
-            t.unacked += s.unacked;
-            t.consumers += s.consumers;
-            t.bytes += s.bytes;
-        }
-    }
-    t
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + COUNT_PATIENCE;
+    let counts = futures::stream::iter(handles.to_vec())
+        .map(|h| async move { tokio::time::timeout_at(deadline, stats(&h)).await })
+        .buffer_unordered(COUNT_AT_ONCE);
+    counts
+        .fold(Stats::default(), |mut t, s| async move {
+            if let Ok(Some(s)) = s {
+                t.messages += s.messages;
+                t.unacked += s.unacked;
+                t.consumers += s.consumers;
+                t.bytes += s.bytes;
+            }
+            t
+        })
+        .await
 }
 
 pub async fn stats(h: &QueueHandle) -> Option<Stats> {
@@ -72,7 +86,7 @@ pub async fn stats(h: &QueueHandle) -> Option<Stats> {
 async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
     let h = node.topology().queues.get(&QueueKey::new(rec.vhost.clone(), rec.name.clone())).cloned();
     let s = match &h {
-        Some(h) => stats(h).await,
+        Some(h) => tokio::time::timeout(COUNT_PATIENCE, stats(h)).await.ok().flatten(),
         None => None,
     };
     let (ready, unacked, consumers, bytes) =
@@ -124,9 +138,17 @@ async fn listing(node: &Api, user: &User, only: Option<&str>) -> Result<Json<Val
         user.vhosts(&topo, only)?.iter().flat_map(|v| v.queues.values().cloned()).collect()
     };
     let mut elsewhere = counted_elsewhere(node, only, None).await;
+    use futures::StreamExt;
+    let shown: Vec<Value> = futures::stream::iter(records.clone())
+        .map(|r| {
+            let node = node.clone();
+            async move { queue_json(&node, &r, false).await }
+        })
+        .buffered(COUNT_AT_ONCE)
+        .collect()
+        .await;
     let mut out = Vec::with_capacity(records.len());
-    for r in &records {
-        let mut q = queue_json(node, r, false).await;
+    for (r, mut q) in records.iter().zip(shown) {
         add_counts(&mut q, elsewhere.remove(&(r.vhost.clone(), r.name.clone())));
         out.push(q);
     }
@@ -350,4 +372,29 @@ async fn get_messages(
         let _ = h.ctl.send(Request::Cast { cmd: Command::Settle { ids: taken, outcome } }).await;
     }
     Ok(Json(Value::Array(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queues whose runners do not answer (busy taking over) delay a total by
+    /// [`COUNT_PATIENCE`] at most, however many they are.
+    #[tokio::test]
+    async fn totals_do_not_wait_for_queues_that_do_not_answer() {
+        let mut held = Vec::new();
+        let handles: Vec<QueueHandle> = (0..200)
+            .map(|i| {
+                let (tx, rx) = tokio::sync::mpsc::channel(8);
+                let (ctl, ctl_rx) = tokio::sync::mpsc::channel(8);
+                held.push((rx, ctl_rx));
+                let key = std::sync::Arc::new(QueueKey::new("/", format!("q{i}")));
+                QueueHandle { key, tx, ctl, stats: Default::default() }
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let t = totals(&handles).await;
+        assert_eq!((t.messages, t.consumers), (0, 0));
+        assert!(started.elapsed() < COUNT_PATIENCE * 2, "took {:?}", started.elapsed());
+    }
 }

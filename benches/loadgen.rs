@@ -377,11 +377,14 @@ async fn run(a: Args) {
         .collect();
     let t0 = Instant::now();
     let (mut ls, mut lr) = (0, 0);
+    // Sent and not yet received, at the end of each second: what waits in the broker.
+    let mut peak = 0u64;
     for sec in 1..=a.duration {
         tokio::time::sleep_until((t0 + Duration::from_secs(sec)).into()).await;
         let (s, r) = (sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed));
         eprintln!("{sec:>3}s  sent {:>9}/s  received {:>9}/s", s - ls, r - lr);
         (ls, lr) = (s, r);
+        peak = peak.max(s.saturating_sub(r));
         let total = a.count * a.producers as u64;
         let done = producers.iter().all(|p| p.is_finished()) && (a.consumers == 0 || r >= total);
         if a.count > 0 && done {
@@ -407,7 +410,7 @@ async fn run(a: Args) {
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{}producers={} consumers={} size={}B confirm={} prefetch={} auto_ack={} persistent={} rate={} duration={:.1}s | sent {:.0} msg/s, received {:.0} msg/s{} | latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
+        "{}producers={} consumers={} size={}B confirm={} prefetch={} auto_ack={} persistent={} rate={} duration={:.1}s | sent {:.0} msg/s, received {:.0} msg/s{}, backlog peak {} end {} | latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
         if a.label.is_empty() { String::new() } else { format!("[{}] ", a.label) },
         a.producers,
         a.consumers,
@@ -421,6 +424,8 @@ async fn run(a: Args) {
         s as f64 / elapsed,
         r as f64 / elapsed,
         if a.confirm > 0 { format!(", confirmed {:.0} msg/s", cf as f64 / elapsed) } else { String::new() },
+        peak,
+        s.saturating_sub(r),
         ms(0.5),
         ms(0.95),
         ms(0.99),

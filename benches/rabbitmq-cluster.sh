@@ -5,6 +5,8 @@
 #
 #   benches/rabbitmq-cluster.sh up        install if needed, start rabbit1..3, join 2 and 3 to 1,
 #                                         wait until cluster_status shows 3 running nodes
+#   benches/rabbitmq-cluster.sh single    install if needed and start rabbit1 alone (AMQP 5681): the
+#                                         RabbitMQ side of single-node figures (`down` stops it)
 #   benches/rabbitmq-cluster.sh status    each node's pid and ports, and cluster_status
 #   benches/rabbitmq-cluster.sh kill N    SIGKILL node N's Erlang VM (N = 1..3)
 #   benches/rabbitmq-cluster.sh start N   start node N again and wait until it runs
@@ -324,6 +326,12 @@ case "${1:-}" in
     await_cluster
     check_warren_ports
     say "up in $((SECONDS - T0)) s" ;;
+  single)
+    install_rabbitmq
+    prepare
+    start_node 1
+    await_node 1
+    check_warren_ports ;;
   start)
     check_n "${2:-}"; installed || die "not installed: run '$0 up' first"
     [ -f "$DIR/$MARK" ] || die "no cluster under $DIR: run '$0 up' first"

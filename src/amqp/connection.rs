@@ -13,7 +13,8 @@ use super::out::Out;
 use crate::broker::ReplyCode;
 use crate::ids::{ChannelId, ConnectionId, MsgId};
 use crate::node::Node;
-use crate::node::clients::{Control, Io, Registered, Registration};
+use crate::node::clients::{ConnState, Control, Io, Registered, Registration};
+use crate::queue::flow::FlowGate;
 use crate::queue::machine::Outcome;
 use crate::queue::{ClientEvent, ClientSink, QueueHandle};
 use crate::stats::Tally;
@@ -56,6 +57,9 @@ pub(super) struct Connection {
     pub has_published: bool,
     /// We sent `connection.blocked` and owe `connection.unblocked`.
     blocked: bool,
+    /// Gates of queues this connection published into while they held publishers: its reads
+    /// wait until every one is open (`queue::flow`).
+    pub(super) held_by: Vec<Arc<FlowGate>>,
     /// This connection in the node's registry (removed when dropped) and its control inbox.
     pub(super) registered: Registered,
     /// Message counts of this batch, for the shared counters.
@@ -129,6 +133,7 @@ pub async fn run(node: Arc<Node>, sock: TcpStream, peer: SocketAddr) {
         settles: Vec::new(),
         has_published: false,
         blocked: false,
+        held_by: Vec::new(),
         registered,
         traces: Vec::new(),
         tally: Tally::default(),
@@ -178,10 +183,19 @@ impl Connection {
                 self.flush_traces().await;
             }
             // A raised alarm holds the reads of publishing connections (RabbitMQ's
-            // connection.blocked); consumers-only connections go on.
+            // connection.blocked); consumers-only connections go on. A queue behind its
+            // consumers holds the reads of connections that published into it (its flow gate).
             let alarm = *alarms.borrow_and_update();
-            let hold = alarm.any() && self.has_published;
-            self.announce_block(hold, alarm.reason());
+            let blocked = alarm.any() && self.has_published;
+            self.announce_block(blocked, alarm.reason());
+            self.held_by.retain(|g| g.is_closed());
+            let gate = self.held_by.first().cloned();
+            self.registered.info.set_state(match (blocked, &gate) {
+                (true, _) => ConnState::Blocked,
+                (false, Some(_)) => ConnState::Flow,
+                (false, None) => ConnState::Running,
+            });
+            let hold = blocked || gate.is_some();
             if !self.out.flush().await {
                 return None;
             }
@@ -222,6 +236,7 @@ impl Connection {
                         return None;
                     }
                 }
+                _ = async { if let Some(g) = &gate { g.opened().await } }, if gate.is_some() => {}
                 n = reader.read_buf(rbuf), if !hold => {
                     match n {
                         Ok(0) | Err(_) => return None,

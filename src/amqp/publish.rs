@@ -17,7 +17,7 @@ use crate::ids::ChannelId;
 use crate::queue::machine::Outcome;
 use crate::queue::message::encode_header;
 use crate::queue::runner::{ConfirmTo, Request};
-use crate::queue::{Body, Message};
+use crate::queue::{Body, Message, QueueHandle};
 use crate::stats::Stat;
 use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -236,8 +236,24 @@ impl Connection {
                     self.confirmed(ch, &[seq], true);
                 }
             }
+            if h.flow.is_closed() {
+                self.held_by_queue(h);
+            }
         }
         Ok(())
+    }
+
+    /// The queue holds its publishers: this connection stops reading once the frames it has
+    /// read are handled, until the queue lets it go (`queue::flow`). A connection consuming
+    /// from that queue itself is not held: its own acks would wait behind the gate.
+    fn held_by_queue(&mut self, h: &QueueHandle) {
+        if self.held_by.iter().any(|g| Arc::ptr_eq(g, &h.flow)) {
+            return;
+        }
+        if self.channels.values().any(|c| c.consumers.values().any(|e| e.queue.same_queue(h))) {
+            return;
+        }
+        self.held_by.push(h.flow.clone());
     }
 
     fn basic_return(&mut self, ch: u16, msg: &Message) {

@@ -160,7 +160,7 @@ fn connection_json(node: &Api, c: &ClientInfo) -> Value {
         "user": c.user,
         "user_who_performed_action": c.user,
         "vhost": c.vhost,
-        "state": "running",
+        "state": c.state().as_str(),
         "type": "network",
         "protocol": "AMQP 0-9-1",
         "ssl": false,

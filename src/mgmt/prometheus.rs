@@ -7,6 +7,7 @@
 //! (`rabbitmq_raft_*`, summed over the group members the node runs).
 
 use super::{Api, queues};
+use crate::node::clients::ConnState;
 use crate::stats::Stat;
 use axum::Router;
 use axum::extract::State;
@@ -172,6 +173,16 @@ async fn metrics(State(node): State<Api>) -> impl IntoResponse {
         ("rabbitmq_disk_space_available_limit_bytes", "Free disk space low watermark in bytes", node.disk_free_limit()),
         ("rabbitmq_process_open_fds", "Open file descriptors", fds),
         ("rabbitmq_process_max_fds", "Open file descriptors limit", crate::alarm::fd_limit().unwrap_or(0)),
+        (
+            "warren_connections_flow",
+            "Connections whose reads are held by a queue behind its consumers (state flow)",
+            clients.iter().filter(|c| c.state() == ConnState::Flow).count() as u64,
+        ),
+        (
+            "warren_queues_flow",
+            "Queues holding their publishers while their consumers catch up",
+            handles.iter().filter(|h| h.flow.is_closed()).count() as u64,
+        ),
     ] {
         family(&mut out, metric, "gauge", help, "", value);
     }

@@ -106,6 +106,7 @@ async fn queue_json(node: &Api, rec: &QueueRecord, details: bool) -> Value {
         // does not answer is down.
         "node": node.name_of(node.queue_node(rec)),
         "state": match (&h, &s) {
+            (Some(h), Some(_)) if h.flow.is_closed() => "flow",
             (Some(_), Some(_)) => "running",
             (Some(_), None) => "down",
             (None, _) => "stopped",
@@ -389,7 +390,7 @@ mod tests {
                 let (ctl, ctl_rx) = tokio::sync::mpsc::channel(8);
                 held.push((rx, ctl_rx));
                 let key = std::sync::Arc::new(QueueKey::new("/", format!("q{i}")));
-                QueueHandle { key, tx, ctl, stats: Default::default() }
+                QueueHandle { key, tx, ctl, stats: Default::default(), flow: Default::default() }
             })
             .collect();
         let started = std::time::Instant::now();

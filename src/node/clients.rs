@@ -10,7 +10,7 @@ use crate::ids::ConnectionId;
 use amq_protocol::types::FieldTable;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -84,7 +84,30 @@ pub struct ClientInfo {
     pub about: Registration,
     /// Open channels (kept current by the connection task).
     pub channels: AtomicU64,
+    /// A [`ConnState`] (kept current by the connection task).
+    state: AtomicU8,
     control: mpsc::Sender<Control>,
+}
+
+/// Whether a connection's reads go on (RabbitMQ's connection `state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    Running = 0,
+    /// Held by a queue behind its consumers (`queue::flow`), for a moment.
+    Flow = 1,
+    /// Held by a resource alarm (`connection.blocked`).
+    Blocked = 2,
+}
+
+impl ConnState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Running => "running",
+            ConnState::Flow => "flow",
+            ConnState::Blocked => "blocked",
+        }
+    }
 }
 
 /// Reads as what the connection registered (`info.user`, `info.peer`, …).
@@ -119,6 +142,18 @@ impl ClientInfo {
 
     pub fn channel_count(&self) -> u64 {
         self.channels.load(Ordering::Relaxed)
+    }
+
+    pub fn set_state(&self, state: ConnState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> ConnState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => ConnState::Flow,
+            2 => ConnState::Blocked,
+            _ => ConnState::Running,
+        }
     }
 }
 
@@ -169,6 +204,7 @@ impl Clients {
             name: format!("{}:{} -> {}:{}", r.peer.ip(), r.peer.port(), r.local.ip(), r.local.port()),
             about: r,
             channels: AtomicU64::new(0),
+            state: AtomicU8::new(ConnState::Running as u8),
             control,
         });
         self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(info.id, info.clone());

@@ -2,6 +2,7 @@
 
 use super::Message;
 use super::event::ClientSink;
+use super::flow::FlowGate;
 use super::machine::{Command, ConsumerSpec, Reply};
 use crate::ids::{ChannelId, QueueKey};
 use crate::stats::Counters;
@@ -60,6 +61,8 @@ pub struct QueueHandle {
     pub ctl: mpsc::Sender<Request>,
     /// Message counters of this queue (`message_stats`), bumped by the connections.
     pub stats: Arc<Counters>,
+    /// Closed while the queue holds its publishers (`queue::flow`).
+    pub flow: Arc<FlowGate>,
 }
 
 impl QueueHandle {
@@ -74,6 +77,7 @@ impl QueueHandle {
             tx: self.tx.downgrade(),
             ctl: self.ctl.downgrade(),
             stats: self.stats.clone(),
+            flow: self.flow.clone(),
         }
     }
 
@@ -96,6 +100,7 @@ pub struct WeakQueueHandle {
     tx: mpsc::WeakSender<Request>,
     ctl: mpsc::WeakSender<Request>,
     stats: Arc<Counters>,
+    pub flow: Arc<FlowGate>,
 }
 
 impl WeakQueueHandle {
@@ -106,6 +111,7 @@ impl WeakQueueHandle {
             tx: self.tx.upgrade()?,
             ctl: self.ctl.upgrade()?,
             stats: self.stats.clone(),
+            flow: self.flow.clone(),
         })
     }
 }

@@ -8,6 +8,7 @@
 pub mod dead_letter;
 pub mod delayed;
 pub mod event;
+pub mod flow;
 pub mod handle;
 pub mod machine;
 pub mod message;

@@ -10,6 +10,7 @@
 
 use super::Message;
 use super::event::ClientSink;
+use super::flow;
 use super::handle::WeakQueueHandle;
 use super::machine::{Command, QueueConfig, QueueMachine, Reply};
 use crate::broker::{Error, ReplyCode};
@@ -18,7 +19,7 @@ use crate::raft::{DurableGroup, Group, GroupOptions};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 mod batch;
@@ -83,7 +84,7 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(INBOX);
     let key = Arc::new(config.key.clone());
-    let handle = QueueHandle { key, tx, ctl, stats: Arc::default() };
+    let handle = QueueHandle { key, tx, ctl, stats: Arc::default(), flow: Arc::default() };
     let own = handle.downgrade();
     let key = handle.key.clone();
     let touch = config.expires.is_some();
@@ -122,8 +123,18 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
         };
         let dead_letters = std::sync::OnceLock::new();
         let fenced = lead.is_some();
-        let mut runner =
-            Runner { store, sinks: HashMap::new(), key, deliver_as, hooks, dead_letters, retired: false, fenced };
+        let flow = flow::Policy::new(deliver_as.flow.clone());
+        let mut runner = Runner {
+            store,
+            sinks: HashMap::new(),
+            key,
+            deliver_as,
+            hooks,
+            dead_letters,
+            retired: false,
+            fenced,
+            flow,
+        };
         // After a restart no consumer of before is connected any more; and a queue's
         // `x-expires` counts from its start (RabbitMQ restarts it with the queue). A
         // replicated queue's new leader takes over instead (`Command::Failover`).
@@ -159,6 +170,8 @@ struct Runner {
     retired: bool,
     /// A replicated queue's member: deliveries wait for leadership to be confirmed.
     fenced: bool,
+    /// Whether publishers are held (opens the gate when the runner stops).
+    flow: flow::Policy,
 }
 
 /// The next leadership event of a replicated queue's member; never for other queues.
@@ -192,6 +205,7 @@ impl Runner {
         // When the head message (or the queue) expires: the queue proposes `Expire` then.
         let mut next_expiry: Option<u64> = self.next_expiry(&lead);
         loop {
+            let stall = self.check_flow(&lead);
             // Settles first, then whatever arrives. Once every handle is gone (both inboxes
             // closed and drained) and nothing is in flight, nothing timed keeps the runner:
             // it stops. With IN_FLIGHT batches proposed, requests wait in the inbox (and make
@@ -241,6 +255,8 @@ impl Runner {
                         snapshot_due = false;
                         self.idle_snapshot().await;
                     }
+                    // Held publishers are let go once the consumers have stalled.
+                    _ = tokio::time::sleep_until(stall.unwrap_or_else(Instant::now).into()), if stall.is_some() && open => {}
                     else => break,
                 }
                 if batch.is_empty() {
@@ -256,6 +272,20 @@ impl Runner {
         }
         self.drain(&mut inflight).await;
         self.stop().await;
+    }
+
+    /// Opens or closes the queue's flow gate for its backlog now; returns when to look again
+    /// if it holds publishers (`queue::flow`).
+    fn check_flow(&mut self, lead: &Option<Lead>) -> Option<Instant> {
+        let serving = lead.as_ref().is_none_or(|l| l.serving.is_some());
+        let backlog = self.store.read(|m| flow::Backlog {
+            ready: m.ready_count(),
+            ready_bytes: m.ready_bytes(),
+            consumers: m.consumer_count(),
+            serving,
+        });
+        self.flow.decide(backlog, Instant::now());
+        self.flow.stall_at()
     }
 
     /// When to propose `Expire` next: never for a replicated queue's member that does not

@@ -160,7 +160,7 @@ pub enum Keeping {
 pub fn spawn(key: QueueKey, keeping: Keeping, route: Router) -> QueueHandle {
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(16);
-    let handle = QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default() };
+    let handle = QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default(), flow: Arc::default() };
     let key = handle.key.clone();
     tokio::spawn(async move {
         let mut member = None;

@@ -54,7 +54,7 @@ pub(super) struct ToLink {
 pub(super) fn inboxes(key: QueueKey) -> (QueueHandle, mpsc::Receiver<Request>, mpsc::Receiver<Request>) {
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(INBOX);
-    (QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default() }, rx, ctl_rx)
+    (QueueHandle { key: Arc::new(key), tx, ctl, stats: Arc::default(), flow: Arc::default() }, rx, ctl_rx)
 }
 
 impl Remote {

@@ -154,6 +154,7 @@ impl Runner {
         }
         let me = self.deliver_as.upgrade();
         if !per_channel.is_empty() {
+            self.flow.delivered(std::time::Instant::now());
             let n: usize = per_channel.values().map(|(_, items)| items.len()).sum();
             tracing::debug!(queue = %self.key, deliveries = n, "delivering");
         }

@@ -13,6 +13,10 @@
 //!   latencies then include the delay)
 //!   --publish-addr HOST:PORT, --consume-addr HOST:PORT (producers, consumers connect there
 //!   instead of --addr: a cluster's other nodes; the queue is declared through --addr)
+//!   --fanout N (N queues NAME-0.. bound to a fanout exchange NAME.fanout that producers
+//!   publish to; --consumers consumers on each queue; rates count deliveries)
+//!   --queues N (N queues NAME-0..; producers publish to them in turn through the default
+//!   exchange; --consumers consumers on each queue; --rate is then the producer's total)
 //! ```
 //!
 //! With confirms it also reports confirm latency: from a publish's write to its `basic.ack`,
@@ -62,12 +66,34 @@ struct Args {
     label: String,
     publish_addr: Option<String>,
     consume_addr: Option<String>,
+    fanout: usize,
+    queues: usize,
 }
 
 impl Args {
-    /// The exchange producers publish to: the default one, or with `--delay` a delayed one.
+    /// The exchange producers publish to: the default one, with `--delay` a delayed one, with
+    /// `--fanout` a fanout one.
     fn exchange(&self) -> String {
-        if self.delay > 0 { format!("{}.delayed", self.queue) } else { String::new() }
+        if self.delay > 0 {
+            format!("{}.delayed", self.queue)
+        } else if self.fanout > 0 {
+            format!("{}.fanout", self.queue)
+        } else {
+            String::new()
+        }
+    }
+
+    /// Every queue of the run: one, or `--fanout` / `--queues` of them.
+    fn queue_names(&self) -> Vec<String> {
+        match self.fanout.max(self.queues) {
+            0 => vec![self.queue.clone()],
+            n => (0..n).map(|i| format!("{}-{i}", self.queue)).collect(),
+        }
+    }
+
+    /// The routing keys producers take in turn (the bound queue's name, or each queue's).
+    fn routing_keys(&self) -> Vec<String> {
+        if self.queues > 0 { self.queue_names() } else { vec![self.queue.clone()] }
     }
 }
 
@@ -96,6 +122,8 @@ fn parse() -> Args {
         label: String::new(),
         publish_addr: None,
         consume_addr: None,
+        fanout: 0,
+        queues: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).filter(|s| s != "--bench").collect();
     let mut i = 0;
@@ -128,6 +156,8 @@ fn parse() -> Args {
             "--ttl" => a.ttl = val().parse().expect("ttl (ms)"),
             "--delay" => a.delay = val().parse().expect("delay (ms)"),
             "--durable" => a.durable = true,
+            "--fanout" => a.fanout = val().parse().expect("fanout queues"),
+            "--queues" => a.queues = val().parse().expect("queues"),
             "--quorum" => {
                 a.quorum = true;
                 a.durable = true;
@@ -229,17 +259,25 @@ async fn producer(
         &mut header,
         &AMQPFrame::Header(1, AMQPContentHeader { class_id: 60, body_size: a.size as u64, properties: props }),
     );
-    let mut publish = Vec::new();
-    method(
-        &mut publish,
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: a.exchange().into(),
-            routing_key: a.queue.as_str().into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    );
+    let publishes: Vec<Vec<u8>> = a
+        .routing_keys()
+        .iter()
+        .map(|key| {
+            let mut publish = Vec::new();
+            method(
+                &mut publish,
+                1,
+                AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                    exchange: a.exchange().into(),
+                    routing_key: key.as_str().into(),
+                    mandatory: false,
+                    immediate: false,
+                })),
+            );
+            publish
+        })
+        .collect();
+    let mut turn = 0usize;
     let max_body = frame_max as usize - 8;
     let mut batch = if a.confirm > 0 { a.confirm.clamp(1, 64) } else { 64 };
     if a.rate > 0 {
@@ -282,7 +320,8 @@ async fn producer(
         out.clear();
         for _ in 0..batch {
             body[0..8].copy_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
-            out.extend_from_slice(&publish);
+            out.extend_from_slice(&publishes[turn % publishes.len()]);
+            turn += 1;
             out.extend_from_slice(&header);
             for chunk in body.chunks(max_body) {
                 out.push(FRAME_BODY);
@@ -320,23 +359,31 @@ async fn run(a: Args) {
     let (sent, confirmed, received) =
         (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut setup = Client::connect(&a).await;
-    setup
-        .call(AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
-            queue: a.queue.as_str().into(),
-            passive: false,
-            durable: a.durable,
-            exclusive: false,
-            auto_delete: false,
-            nowait: false,
-            arguments: queue_args(&a),
-        })))
-        .await;
-    if a.delay > 0 {
-        let mut args = FieldTable::default();
-        args.insert("x-delayed-type".into(), AMQPValue::LongString("direct".into()));
+    let names = a.queue_names();
+    for name in &names {
+        setup
+            .call(AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: name.as_str().into(),
+                passive: false,
+                durable: a.durable,
+                exclusive: false,
+                auto_delete: false,
+                nowait: false,
+                arguments: queue_args(&a),
+            })))
+            .await;
+    }
+    if a.delay > 0 || a.fanout > 0 {
+        let (kind, mut args) = ("x-delayed-message", FieldTable::default());
+        let kind = if a.delay > 0 {
+            args.insert("x-delayed-type".into(), AMQPValue::LongString("direct".into()));
+            kind
+        } else {
+            "fanout"
+        };
         let declare = exchange::Declare {
             exchange: a.exchange().into(),
-            kind: "x-delayed-message".into(),
+            kind: kind.into(),
             passive: false,
             durable: a.durable,
             auto_delete: false,
@@ -345,24 +392,33 @@ async fn run(a: Args) {
             arguments: args,
         };
         setup.call(AMQPClass::Exchange(exchange::AMQPMethod::Declare(declare))).await;
-        let bind = queue::Bind {
-            queue: a.queue.as_str().into(),
-            exchange: a.exchange().into(),
-            routing_key: a.queue.as_str().into(),
-            nowait: false,
-            arguments: FieldTable::default(),
-        };
-        setup.call(AMQPClass::Queue(queue::AMQPMethod::Bind(bind))).await;
+        for name in &names {
+            let bind = queue::Bind {
+                queue: name.as_str().into(),
+                exchange: a.exchange().into(),
+                routing_key: a.queue.as_str().into(),
+                nowait: false,
+                arguments: FieldTable::default(),
+            };
+            setup.call(AMQPClass::Queue(queue::AMQPMethod::Bind(bind))).await;
+        }
     }
     if !a.keep {
-        let purge = queue::Purge { queue: a.queue.as_str().into(), nowait: false };
-        setup.call(AMQPClass::Queue(queue::AMQPMethod::Purge(purge))).await;
+        for name in &names {
+            let purge = queue::Purge { queue: name.as_str().into(), nowait: false };
+            setup.call(AMQPClass::Queue(queue::AMQPMethod::Purge(purge))).await;
+        }
     }
     let ready = Arc::new(Semaphore::new(0));
-    let consumers: Vec<_> = (0..a.consumers)
-        .map(|_| tokio::spawn(consumer(a.clone(), start, stop.clone(), received.clone(), ready.clone())))
+    let consumers: Vec<_> = names
+        .iter()
+        .flat_map(|name| std::iter::repeat_n(name, a.consumers))
+        .map(|name| {
+            let a = Args { queue: name.clone(), ..a.clone() };
+            tokio::spawn(consumer(a, start, stop.clone(), received.clone(), ready.clone()))
+        })
         .collect();
-    let _ = ready.acquire_many(a.consumers as u32).await;
+    let _ = ready.acquire_many((a.consumers * names.len()) as u32).await;
     let confirm_times: ConfirmTimes = Arc::new(std::sync::Mutex::new((
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram"),
         None,
@@ -377,15 +433,17 @@ async fn run(a: Args) {
         .collect();
     let t0 = Instant::now();
     let (mut ls, mut lr) = (0, 0);
-    // Sent and not yet received, at the end of each second: what waits in the broker.
+    // Sent and not yet received, at the end of each second: what waits in the broker (a
+    // fanout's publish is received once per queue).
     let mut peak = 0u64;
+    let copies = a.fanout.max(1) as u64;
     for sec in 1..=a.duration {
         tokio::time::sleep_until((t0 + Duration::from_secs(sec)).into()).await;
         let (s, r) = (sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed));
         eprintln!("{sec:>3}s  sent {:>9}/s  received {:>9}/s", s - ls, r - lr);
         (ls, lr) = (s, r);
-        peak = peak.max(s.saturating_sub(r));
-        let total = a.count * a.producers as u64;
+        peak = peak.max((s * copies).saturating_sub(r));
+        let total = a.count * a.producers as u64 * a.fanout.max(1) as u64;
         let done = producers.iter().all(|p| p.is_finished()) && (a.consumers == 0 || r >= total);
         if a.count > 0 && done {
             break;
@@ -405,15 +463,24 @@ async fn run(a: Args) {
         }
     }
     if !a.keep {
-        let delete = queue::Delete { queue: a.queue.as_str().into(), if_unused: false, if_empty: false, nowait: false };
-        setup.call(AMQPClass::Queue(queue::AMQPMethod::Delete(delete))).await;
+        for name in &names {
+            let delete =
+                queue::Delete { queue: name.as_str().into(), if_unused: false, if_empty: false, nowait: false };
+            setup.call(AMQPClass::Queue(queue::AMQPMethod::Delete(delete))).await;
+        }
+        if a.fanout > 0 {
+            let delete = exchange::Delete { exchange: a.exchange().into(), if_unused: false, nowait: false };
+            setup.call(AMQPClass::Exchange(exchange::AMQPMethod::Delete(delete))).await;
+        }
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{}producers={} consumers={} size={}B confirm={} prefetch={} auto_ack={} persistent={} rate={} duration={:.1}s | sent {:.0} msg/s, received {:.0} msg/s{}, backlog peak {} end {} | latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
+        "{}producers={} consumers={} queues={}{} size={}B confirm={} prefetch={} auto_ack={} persistent={} rate={} duration={:.1}s | sent {:.0} msg/s, received {:.0} msg/s{}, backlog peak {} end {} | latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
         if a.label.is_empty() { String::new() } else { format!("[{}] ", a.label) },
         a.producers,
         a.consumers,
+        a.queue_names().len(),
+        if a.fanout > 0 { " (fanout)" } else { "" },
         a.size,
         a.confirm,
         a.prefetch,
@@ -425,7 +492,7 @@ async fn run(a: Args) {
         r as f64 / elapsed,
         if a.confirm > 0 { format!(", confirmed {:.0} msg/s", cf as f64 / elapsed) } else { String::new() },
         peak,
-        s.saturating_sub(r),
+        (s * copies).saturating_sub(r),
         ms(0.5),
         ms(0.95),
         ms(0.99),

@@ -5,14 +5,12 @@
 
 mod common;
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
-use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
-use common::{Broker, Raw, declare, encode, eventually, ready_count};
+use common::{Acking, Broker, Raw, declare, eventually, ready_count};
 use futures_lite::StreamExt;
 use lapin::options::*;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use warren::node::clients::{ConnState, Io};
 
@@ -26,19 +24,6 @@ fn named(name: &str) -> FieldTable {
     props
 }
 
-/// `n` publishes of a 1 KB body to the default exchange on channel 1 (40 MB in all: more than
-/// the sockets' buffers hold).
-fn publishes(q: &str, n: usize) -> Vec<u8> {
-    let body = vec![b'x'; 1024];
-    let mut one = encode(&AMQPFrame::Method(1, common::publish_method(q, false)));
-    one.extend(encode(&AMQPFrame::Header(
-        1,
-        AMQPContentHeader { class_id: 60, body_size: body.len() as u64, properties: BasicProperties::default() },
-    )));
-    one.extend(encode(&AMQPFrame::Body(1, body)));
-    one.repeat(n)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publisher_ahead_of_its_consumers_is_held_until_they_catch_up() {
     let b = Broker::start().await;
@@ -50,32 +35,16 @@ async fn a_publisher_ahead_of_its_consumers_is_held_until_they_catch_up() {
     // A consumer that takes about 400 messages a second until told to go fast.
     let (_cc, consumer_ch) = b.channel().await;
     consumer_ch.basic_qos(100, BasicQosOptions::default()).await.expect("qos");
-    let mut consumer = consumer_ch
+    let consumer = consumer_ch
         .basic_consume("slow".into(), "c".into(), BasicConsumeOptions::default(), Default::default())
         .await
         .expect("consume");
-    let fast = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU32::new(0));
-    let consuming = tokio::spawn({
-        let (fast, received) = (fast.clone(), received.clone());
-        async move {
-            while let Some(d) = consumer.next().await {
-                let d = d.expect("delivery");
-                if !fast.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                d.ack(BasicAckOptions::default()).await.expect("ack");
-                if received.fetch_add(1, Ordering::Relaxed) + 1 == SENT {
-                    break;
-                }
-            }
-        }
-    });
+    let acking = Acking::start(consumer, SENT);
 
     // The publisher writes as fast as its socket takes it.
     let mut p = Raw::open_with(b.addr, 0, named(NAME)).await;
     p.open_channel(1).await;
-    let batch = publishes("slow", 1000);
+    let batch = common::publishes_1k("slow", 1000);
     let writer = tokio::spawn(async move {
         for _ in 0..SENT / 1000 {
             p.send(&batch).await;
@@ -125,9 +94,9 @@ async fn a_publisher_ahead_of_its_consumers_is_held_until_they_catch_up() {
     assert_eq!(info().state(), ConnState::Flow, "the slow queue's publisher is still held");
 
     // The consumer catches up: the publisher is let go, and every message arrives once.
-    fast.store(true, Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(60), consuming).await.expect("everything consumed").expect("consumer");
-    assert_eq!(received.load(Ordering::Relaxed), SENT);
+    acking.fast.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(60), acking.task).await.expect("everything consumed").expect("consumer");
+    assert_eq!(acking.received.load(Ordering::Relaxed), SENT);
     let _p = tokio::time::timeout(Duration::from_secs(10), writer)
         .await
         .expect("the publisher wrote everything")

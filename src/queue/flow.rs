@@ -17,6 +17,10 @@
 //! a pause into a wait on both sides, and a publisher holding its own consumers' acks behind
 //! the gate must not wait on itself). Internal publishers (dead letters, delayed messages,
 //! forwarding between nodes) never wait at a gate: only a client's socket is held.
+//!
+//! On other nodes, the queue's proxy (or a replicated queue's front) has a gate of its own,
+//! which the link from the queue's node keeps closed while the queue's is (`queue/remote`):
+//! publishers are held wherever they are connected.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +60,9 @@ impl FlowGate {
         }
     }
 
-    fn set(&self, closed: bool) {
+    /// Opens or closes the gate: its queue's runner, or on another node the link from the
+    /// queue's node, which mirrors the gate there (`queue/remote`).
+    pub fn set(&self, closed: bool) {
         if self.closed.swap(closed, Ordering::AcqRel) && !closed {
             self.opened.notify_waiters();
         }
@@ -75,15 +81,20 @@ pub struct Backlog {
 
 /// A runner's side of its gate: decides from the backlog and when consumers last took
 /// something, and opens the gate when the runner stops (its publishers must not wait forever).
+///
+/// The gate is written only when the policy's own decision changes: a replicated queue's
+/// front on this node shares its gate with this node's member, and while another node's member
+/// leads, the link from there mirrors that leader's gate into it (`queue/remote`).
 #[derive(Debug)]
 pub struct Policy {
     gate: Arc<FlowGate>,
+    closed: bool,
     last_delivery: Option<Instant>,
 }
 
 impl Policy {
     pub fn new(gate: Arc<FlowGate>) -> Self {
-        Self { gate, last_delivery: None }
+        Self { gate, closed: false, last_delivery: None }
     }
 
     /// Consumers took messages now.
@@ -91,14 +102,10 @@ impl Policy {
         self.last_delivery = Some(now);
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.gate.is_closed()
-    }
-
-    /// When the consumers will have taken nothing for [`STALL`], if the gate is closed: the
-    /// runner looks again then.
+    /// When the consumers will have taken nothing for [`STALL`], if this policy holds
+    /// publishers: the runner looks again then.
     pub fn stall_at(&self) -> Option<Instant> {
-        self.gate.is_closed().then(|| self.last_delivery.map_or_else(Instant::now, |t| t + STALL))
+        self.closed.then(|| self.last_delivery.map_or_else(Instant::now, |t| t + STALL))
     }
 
     /// Opens or closes the gate for this backlog; returns whether it is closed.
@@ -106,22 +113,25 @@ impl Policy {
         let taking = self.last_delivery.is_some_and(|t| now.saturating_duration_since(t) < STALL);
         let closed = if !b.serving || b.consumers == 0 || !taking {
             false
-        } else if self.gate.is_closed() {
+        } else if self.closed {
             b.ready > HIGH / 2 || b.ready_bytes > HIGH_BYTES / 2
         } else {
             b.ready >= HIGH || b.ready_bytes >= HIGH_BYTES
         };
-        if closed != self.gate.is_closed() {
+        if closed != self.closed {
             tracing::debug!(ready = b.ready, ready_bytes = b.ready_bytes, closed, "queue flow");
+            self.closed = closed;
+            self.gate.set(closed);
         }
-        self.gate.set(closed);
         closed
     }
 }
 
 impl Drop for Policy {
     fn drop(&mut self) {
-        self.gate.set(false);
+        if self.closed {
+            self.gate.set(false);
+        }
     }
 }
 
@@ -167,6 +177,19 @@ mod tests {
         assert_eq!(p.stall_at(), Some(t + STALL));
         assert!(!p.decide(backlog(HIGH * 10, 1), t + STALL), "stalled consumers open it");
         assert!(!p.decide(Backlog { serving: false, ..backlog(HIGH * 10, 1) }, t));
+    }
+
+    #[test]
+    fn a_policy_that_does_not_hold_leaves_a_mirrored_gate_alone() {
+        let gate = Arc::new(FlowGate::default());
+        let mut follower = Policy::new(gate.clone());
+        gate.set(true);
+        let t = Instant::now();
+        assert!(!follower.decide(Backlog { serving: false, ..backlog(HIGH, 1) }, t));
+        assert!(gate.is_closed(), "the leader's gate, mirrored here, stays");
+        assert_eq!(follower.stall_at(), None, "nothing to look at again");
+        drop(follower);
+        assert!(gate.is_closed());
     }
 
     #[tokio::test]

@@ -84,7 +84,13 @@ pub fn spawn(config: QueueConfig, backend: Backend, recover: Option<bool>, hooks
     let (tx, rx) = mpsc::channel(INBOX);
     let (ctl, ctl_rx) = mpsc::channel(INBOX);
     let key = Arc::new(config.key.clone());
-    let handle = QueueHandle { key, tx, ctl, stats: Arc::default(), flow: Arc::default() };
+    // A replicated queue's member holds publishers at its front's gate: the one this node's
+    // connections wait at, and the one a session serving another node watches.
+    let flow = match &backend {
+        Backend::Replicated(_, replica) => replica.front.flow.clone(),
+        _ => Arc::default(),
+    };
+    let handle = QueueHandle { key, tx, ctl, stats: Arc::default(), flow };
     let own = handle.downgrade();
     let key = handle.key.clone();
     let touch = config.expires.is_some();

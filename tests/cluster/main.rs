@@ -8,6 +8,7 @@ mod alarms;
 mod chaos;
 mod checker;
 mod delayed;
+mod flow;
 mod harness;
 mod leadership;
 mod membership;

@@ -349,3 +349,53 @@ pub fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     }
     t
 }
+
+/// `n` publishes of a 1 KB body to queue `q` through the default exchange on channel 1, as
+/// bytes for a [`Raw`] socket (a publisher that writes as fast as its socket takes it).
+pub fn publishes_1k(q: &str, n: usize) -> Vec<u8> {
+    use amq_protocol::frame::AMQPContentHeader;
+    use amq_protocol::protocol::BasicProperties;
+    let body = vec![b'x'; 1024];
+    let mut one = encode(&AMQPFrame::Method(1, publish_method(q, false)));
+    one.extend(encode(&AMQPFrame::Header(
+        1,
+        AMQPContentHeader { class_id: 60, body_size: body.len() as u64, properties: BasicProperties::default() },
+    )));
+    one.extend(encode(&AMQPFrame::Body(1, body)));
+    one.repeat(n)
+}
+
+/// A consumer that acks every delivery, slowly (about 2 ms each) until `fast` is set, and
+/// stops after `total`; `received` counts what it took.
+pub struct Acking {
+    pub fast: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub received: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Acking {
+    pub fn start(mut consumer: lapin::Consumer, total: u32) -> Self {
+        use futures_lite::StreamExt;
+        use std::sync::atomic::Ordering;
+        let (fast, received) = (
+            std::sync::Arc::<std::sync::atomic::AtomicBool>::default(),
+            std::sync::Arc::<std::sync::atomic::AtomicU32>::default(),
+        );
+        let task = tokio::spawn({
+            let (fast, received) = (fast.clone(), received.clone());
+            async move {
+                while let Some(d) = consumer.next().await {
+                    let d = d.expect("delivery");
+                    if !fast.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    d.ack(lapin::options::BasicAckOptions::default()).await.expect("ack");
+                    if received.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                        break;
+                    }
+                }
+            }
+        });
+        Self { fast, received, task }
+    }
+}

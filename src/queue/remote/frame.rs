@@ -75,6 +75,12 @@ pub(super) enum Down {
         channel: ChannelId,
         timeout_ms: u64,
     },
+    /// The queue holds its publishers (`closed`) or lets them go again (`queue::flow`): the
+    /// origin mirrors its gate.
+    Flow {
+        key: QueueKey,
+        closed: bool,
+    },
 }
 
 fn op_parts(op: &UpOp) -> (u8, u64) {
@@ -158,6 +164,9 @@ impl Down {
                     w.u64(*r);
                 }
             }
+            Down::Flow { key, closed } => {
+                w.u8(6).str(&key.vhost).str(&key.name).bool(*closed);
+            }
         }
         Bytes::from(w.buf)
     }
@@ -200,6 +209,7 @@ impl Down {
                 }
                 Down::NotTaken { reqs }
             }
+            6 => Down::Flow { key: QueueKey::new(r.str()?, r.str()?), closed: r.bool()? },
             t => return Err(CodecError(format!("down frame tag {t}"))),
         };
         r.finish()?;

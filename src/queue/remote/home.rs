@@ -18,6 +18,9 @@ use crate::queue::handle::{ConfirmTo, QueueHandle, Request};
 use crate::queue::machine::{Command, Holder, Outcome, Reply};
 use crate::raft::transport::{Acceptor, Duplex, NodeId};
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
@@ -79,6 +82,31 @@ impl Shared {
     }
 }
 
+/// The queues whose gates this session told its origin are closed (`queue::flow`), and the
+/// waits for each to open again: the origin's connections publishing into them are held there
+/// as this node's are.
+#[derive(Default)]
+struct Flows {
+    told: HashSet<QueueKey>,
+    opening: FuturesUnordered<BoxFuture<'static, QueueKey>>,
+}
+
+impl Flows {
+    /// After a publish into `h`: tells the origin once its gate is closed (once until it opens).
+    async fn published(&mut self, key: &QueueKey, h: &QueueHandle, down: &mpsc::Sender<Bytes>) {
+        if !h.flow.is_closed() || self.told.contains(key) {
+            return;
+        }
+        self.told.insert(key.clone());
+        let _ = down.send(Down::Flow { key: key.clone(), closed: true }.encode()).await;
+        let (gate, key) = (h.flow.clone(), key.clone());
+        self.opening.push(Box::pin(async move {
+            gate.opened().await;
+            key
+        }));
+    }
+}
+
 fn not_found(key: &QueueKey) -> Reply {
     Reply::Refused(Error::new(ReplyCode::NotFound, format!("no queue '{}' in vhost '{}'", key.name, key.vhost)))
 }
@@ -90,6 +118,7 @@ async fn session(from: NodeId, d: Duplex, resolve: Resolve, mut peers_down: Peer
     let confirms = confirm_sink(down.clone());
     let mut sinks: HashMap<ConnectionId, ClientSink> = HashMap::new();
     let mut seen_up = false;
+    let mut flows = Flows::default();
     loop {
         // A session ends as soon as its origin is found down (cut off, frozen): what it sent
         // before and the network delivers only once it heals (a delayed store's release
@@ -97,6 +126,11 @@ async fn session(from: NodeId, d: Duplex, resolve: Resolve, mut peers_down: Peer
         // broken and sends again, to whichever node leads by then.
         let frame = tokio::select! {
             f = rx.recv() => f,
+            Some(key) = flows.opening.next(), if !flows.opening.is_empty() => {
+                flows.told.remove(&key);
+                let _ = down.send(Down::Flow { key, closed: false }.encode()).await;
+                continue;
+            }
             () = found_down(&mut peers_down, from, &mut seen_up) => {
                 tracing::debug!(peer = from, "remote-queue link's origin found down: session ended");
                 None
@@ -110,7 +144,7 @@ async fn session(from: NodeId, d: Duplex, resolve: Resolve, mut peers_down: Peer
                 break;
             }
         };
-        serve(up, &resolve, &down, &held, &confirms, &mut sinks).await;
+        serve(up, &resolve, &down, &held, &confirms, &mut sinks, &mut flows).await;
     }
     drop(sinks);
     // The origin is gone: what it held goes back, as when its channels close.
@@ -151,6 +185,7 @@ async fn serve(
     held: &Shared,
     confirms: &ClientSink,
     sinks: &mut HashMap<ConnectionId, ClientSink>,
+    flows: &mut Flows,
 ) {
     let Up { key, op, cmd } = up;
     let resolved = resolve(&key);
@@ -160,7 +195,11 @@ async fn serve(
         (UpOp::Publish { confirm }, Command::Enqueue { msg }) => {
             let confirm_to = confirm.map(|seq| ConfirmTo { sink: confirms.clone(), channel: ChannelId(0), seq });
             let sent = match &handle {
-                Some(h) => h.tx.send(Request::Publish { msg, confirm: confirm_to }).await.is_ok(),
+                Some(h) => {
+                    let sent = h.tx.send(Request::Publish { msg, confirm: confirm_to }).await.is_ok();
+                    flows.published(&key, h, down).await;
+                    sent
+                }
                 None => false,
             };
             // Unknown here (deleted meanwhile, or not yet known): not taken. The origin decides

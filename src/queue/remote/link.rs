@@ -15,7 +15,7 @@ use crate::queue::handle::{ConfirmTo, Request, WeakQueueHandle};
 use crate::queue::machine::{Command, ConsumerSpec, Outcome, Reply};
 use crate::raft::transport::{Duplex, NodeId, Transport};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -58,6 +58,8 @@ pub(super) struct Link {
     queues: HashMap<QueueKey, (WeakQueueHandle, Option<FrontTx>)>,
     /// Frames to send before the next request (settles of deliveries that found no sink).
     backlog: VecDeque<Bytes>,
+    /// Queues whose gates this link closed, mirroring their home's (`queue::flow`).
+    held: HashSet<QueueKey>,
     /// The nodes this node finds down: a link to one of them is broken at once (a paused or
     /// cut-off node keeps its TCP connections open, and writes to them just wait).
     down: tokio::sync::watch::Receiver<std::collections::BTreeSet<NodeId>>,
@@ -99,6 +101,7 @@ impl Link {
             sinks: HashMap::new(),
             queues: HashMap::new(),
             backlog: VecDeque::new(),
+            held: HashSet::new(),
         }
     }
 
@@ -392,6 +395,17 @@ impl Link {
                     let _ = sink.send(ClientEvent::AckTimeout { channel, timeout_ms }).await;
                 }
             }
+            Down::Flow { key, closed } => {
+                if let Some((q, _)) = self.queues.get(&key) {
+                    tracing::debug!(queue = %key, home = self.home, closed, "queue flow mirrored");
+                    q.flow.set(closed);
+                    if closed {
+                        self.held.insert(key);
+                    } else {
+                        self.held.remove(&key);
+                    }
+                }
+            }
         }
     }
 
@@ -427,6 +441,12 @@ impl Link {
         tracing::warn!(home = self.home, reason = why, consumers = self.consumers.len(), "remote-queue link lost");
         self.stream = None;
         self.backlog.clear();
+        // Nobody tells this side any more when the queues there let their publishers go.
+        for key in std::mem::take(&mut self.held) {
+            if let Some((q, _)) = self.queues.get(&key) {
+                q.flow.set(false);
+            }
+        }
         let fronts: HashMap<QueueKey, FrontTx> =
             self.queues.iter().filter_map(|(k, (_, f))| Some((k.clone(), f.clone()?))).collect();
         for (_, p) in std::mem::take(&mut self.pending) {

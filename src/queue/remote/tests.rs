@@ -260,3 +260,32 @@ async fn an_unreachable_home_refuses_with_rabbitmqs_words_and_nacks() {
     proxy.tx.send(Request::Publish { msg: message("x"), confirm }).await.unwrap();
     assert!(matches!(confirms.recv().await, Some(ClientEvent::Confirms { seqs, ok: false, .. }) if seqs == vec![9]));
 }
+
+/// Waits until `f` holds (bounded).
+async fn until(mut f: impl FnMut() -> bool, what: &str) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_home_queue_holding_its_publishers_holds_the_proxys_too_until_it_opens_or_the_link_breaks() {
+    let s = setup();
+    // As the home queue's runner closes its gate when its consumers fall behind.
+    s.home.flow.set(true);
+    s.proxy.tx.send(Request::Publish { msg: message("one"), confirm: None }).await.unwrap();
+    until(|| s.proxy.flow.is_closed(), "the proxy's gate to close").await;
+    s.home.flow.set(false);
+    until(|| !s.proxy.flow.is_closed(), "the proxy's gate to open").await;
+    // Closed again, then the link breaks: nobody would tell the proxy it opened.
+    s.home.flow.set(true);
+    s.proxy.tx.send(Request::Publish { msg: message("two"), confirm: None }).await.unwrap();
+    until(|| s.proxy.flow.is_closed(), "the proxy's gate to close again").await;
+    s.net.cut();
+    until(|| !s.proxy.flow.is_closed(), "the proxy's gate to open when the link breaks").await;
+    assert!(s.home.flow.is_closed(), "the home's own gate is its runner's");
+}

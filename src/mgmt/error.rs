@@ -36,6 +36,15 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "not_authorised", reason)
     }
 
+    /// A request body larger than the API reads ([`super::MAX_BODY`]).
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body larger than the limit of {} bytes", super::MAX_BODY),
+        )
+    }
+
     pub fn internal(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", reason)
     }

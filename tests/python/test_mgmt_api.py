@@ -990,6 +990,26 @@ def test_definitions_import(mgmt, mgmt_cleanup, ch):
     assert s == 400 and b["error"] == "bad_request"
 
 
+@pytest.mark.warren
+def test_large_definitions_are_imported_and_oversized_bodies_refused(mgmt, mgmt_cleanup):
+    # A definitions file of several MiB (RabbitMQ reads up to 20 MiB since CVE-2023-46118's
+    # fix) goes in; a body past the limit is refused with 413 before anything is imported.
+    queue = uniq("big-defs-q")
+    mgmt_cleanup(mgmt.path("queues", "/", queue))
+    doc = {"queues": [{"name": queue, "vhost": "/", "durable": True, "auto_delete": False,
+                       "arguments": {}}],
+           "padding": "x" * (5 * 1024 * 1024)}
+    assert mgmt.post("/api/definitions", doc, timeout=60) == (204, None)
+    assert mgmt.get(mgmt.path("queues", "/", queue))[0] == 200
+    other = uniq("too-big-q")
+    doc = {"queues": [{"name": other, "vhost": "/", "durable": True, "auto_delete": False,
+                       "arguments": {}}],
+           "padding": "x" * (20 * 1024 * 1024)}
+    s, b = mgmt.post("/api/definitions", doc, timeout=60)
+    assert s == 413 and b["error"] == "payload_too_large", (s, b)
+    assert mgmt.get(mgmt.path("queues", "/", other))[0] == 404
+
+
 def test_definitions_import_per_vhost(mgmt, mgmt_cleanup):
     vhost = put_vhost(mgmt, mgmt_cleanup)
     queue = uniq("defs-q")
@@ -997,6 +1017,25 @@ def test_definitions_import_per_vhost(mgmt, mgmt_cleanup):
     assert mgmt.post(mgmt.path("definitions", vhost), doc) == (204, None)
     s, qi = mgmt.get(mgmt.path("queues", vhost, queue))
     assert s == 200 and qi["vhost"] == vhost
+
+
+# --------------------------------------------------------------------------
+# security headers
+
+@pytest.mark.warren
+@pytest.mark.parametrize("path", ["/", "/app.js", "/api/overview", "/api/no-such-thing"])
+def test_every_answer_carries_the_security_headers(mgmt, path):
+    r = mgmt.request("GET", path)
+    csp = r.headers["Content-Security-Policy"]
+    # Nothing inline may run, nothing from elsewhere may load, no page may frame the UI.
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp, csp
+    assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp, csp
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["Referrer-Policy"] == "no-referrer"
+    assert r.headers["Cache-Control"] == "no-store"
+    # An unauthenticated answer too.
+    assert mgmt.request("GET", "/api/overview", auth=False).headers["X-Frame-Options"] == "DENY"
 
 
 # --------------------------------------------------------------------------

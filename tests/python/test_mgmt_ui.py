@@ -163,6 +163,8 @@ def driver():
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
         opts.add_argument(arg)
+    # The console is kept, so the last test can look for anything the CSP refused.
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     d = webdriver.Chrome(service=Service(executable_path=chromedriver), options=opts)
     d.set_page_load_timeout(20)
     yield d
@@ -494,3 +496,15 @@ def test_wrong_password_shows_error(driver, ui_url):
     assert "Login failed" in text_of(driver, "#login-error")
     assert driver.execute_script("return sessionStorage.getItem('warren.auth')") is None
     shot(driver, "login-error")
+
+
+def test_the_content_security_policy_refuses_nothing_the_ui_does(driver, ui_url):
+    # Last in the file: the console holds what every page visited above did. The API sends
+    # a strict policy (no inline script or style, nothing from elsewhere); a UI that broke
+    # it would show here as "Refused to ..." messages.
+    login(driver, ui_url)
+    for route in ("/", "/queues", "/connections"):
+        go(driver, ui_url, route)
+        time.sleep(0.3)
+    refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert not refused, refused

@@ -89,7 +89,7 @@ async fn a_leader_behind_its_consumers_holds_publishers_on_other_nodes() {
 
     // The consumer catches up: the publisher is let go and everything arrives.
     acking.fast.store(true, Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(120), acking.task).await.expect("everything consumed in time").unwrap();
+    tokio::time::timeout(Duration::from_secs(150), acking.task).await.expect("everything consumed in time").unwrap();
     assert_eq!(acking.received.load(Ordering::Relaxed), SENT);
     let _p =
         tokio::time::timeout(Duration::from_secs(10), writer).await.expect("the publisher wrote everything").unwrap();

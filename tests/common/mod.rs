@@ -365,8 +365,9 @@ pub fn publishes_1k(q: &str, n: usize) -> Vec<u8> {
     one.repeat(n)
 }
 
-/// A consumer that acks every delivery, slowly (about 2 ms each) until `fast` is set, and
-/// stops after `total`; `received` counts what it took.
+/// A consumer that acks every delivery, slowly (about 2 ms each) until `fast` is set, then
+/// every 50th with `multiple` (cheap for the client, which may be short of CPU); it stops
+/// after `total`, and `received` counts what it took. Its channel's prefetch must be above 50.
 pub struct Acking {
     pub fast: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub received: std::sync::Arc<std::sync::atomic::AtomicU32>,
@@ -386,11 +387,14 @@ impl Acking {
             async move {
                 while let Some(d) = consumer.next().await {
                     let d = d.expect("delivery");
+                    let n = received.fetch_add(1, Ordering::Relaxed) + 1;
                     if !fast.load(Ordering::Relaxed) {
                         tokio::time::sleep(Duration::from_millis(2)).await;
+                        d.ack(lapin::options::BasicAckOptions::default()).await.expect("ack");
+                    } else if n % 50 == 0 || n == total {
+                        d.ack(lapin::options::BasicAckOptions { multiple: true }).await.expect("ack");
                     }
-                    d.ack(lapin::options::BasicAckOptions::default()).await.expect("ack");
-                    if received.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                    if n == total {
                         break;
                     }
                 }

@@ -6,16 +6,16 @@
 # Uses port 5672 on loopback and a fresh data directory under /tmp; bounded by timeouts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warren-target}"
+. benches/lib.sh
 N=${1:-10000000}
-cargo build --release --bin warren 2>/dev/null && cargo bench --bench loadgen --no-run 2>/dev/null
+cargo build --release --bin warren 2>/dev/null
 BIN=$CARGO_TARGET_DIR/release/warren
-LG=$(ls -t "$CARGO_TARGET_DIR"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+LG=$(loadgen_bin)
 PY=$HOME/.cache/warren-venv/bin/python
 D=$(mktemp -d /tmp/warren-backlog.XXXXXX)
 count() { "$PY" -c "import pika,sys; c=pika.BlockingConnection(pika.ConnectionParameters('127.0.0.1',5672)); print(c.channel().queue_declare('backlog',passive=True).method.message_count); c.close()" 2>/dev/null; }
 start() { (cd /tmp && exec "$BIN" server --data-dir "$D/data" --amqp-addr 127.0.0.1:5672 --http-addr 127.0.0.1:15672 >> "$D/log" 2>&1) & sleep 0.3; P=$(pgrep -f "warren server --data-dir $D/data"); }
-rss() { echo $(( $(grep VmRSS "/proc/$P/status" | awk '{print $2}') / 1024 )); }
+rss() { rss_mib "$P"; }
 disk() { du -sm "$D/data" | cut -f1; }
 since() { echo "$(date +%s.%N) - $1" | bc; }
 start; sleep 2

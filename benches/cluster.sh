@@ -19,9 +19,8 @@
 # Every run is bounded (SECONDS, at most a few minutes in all); the queues it makes are deleted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warren-target}"
-cargo bench --bench loadgen --no-run 2>/dev/null
-lg=$(ls -t "$CARGO_TARGET_DIR"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+. benches/lib.sh
+lg=$(loadgen_bin)
 W=(127.0.0.1:5672 127.0.0.1:5673 127.0.0.1:5674)
 R=(127.0.0.1:5681 127.0.0.1:5682 127.0.0.1:5683)
 QQ=(--quorum --durable --persistent --size 1024)
@@ -93,8 +92,6 @@ PY
 }
 
 # CPU seconds (user + system) a process used so far.
-cpu() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
-rss() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
 idle() {
   local n=${1:-1000} b i
@@ -105,11 +102,11 @@ idle() {
     echo "[$b idle] declared $n quorum queues in $(echo "$(date +%s.%N) - $t0" | bc) s"
     sleep 30
     local before=() p
-    for i in 1 2 3; do p=$(pid $b "$i"); before[$i]=$(cpu "$p"); done
+    for i in 1 2 3; do p=$(pid $b "$i"); before[$i]=$(cpu_s "$p"); done
     sleep 30
     for i in 1 2 3; do
       p=$(pid $b "$i")
-      echo "[$b idle] node $i: RSS $(rss "$p") MiB, CPU $(echo "scale=1; ($(cpu "$p") - ${before[$i]}) * 100 / 30" | bc) % of a core"
+      echo "[$b idle] node $i: RSS $(rss_mib "$p") MiB, CPU $(echo "scale=1; ($(cpu_s "$p") - ${before[$i]}) * 100 / 30" | bc) % of a core"
     done
     declare_many "$http" "$n" DELETE idle
   done
@@ -131,11 +128,11 @@ scale() {
   for i in 1 2 3; do echo "[scale] node $i leads $(leaders "$i") groups"; done
   sleep 30
   local before=()
-  for i in 1 2 3; do p=$(pid warren "$i"); before[$i]=$(cpu "$p"); done
+  for i in 1 2 3; do p=$(pid warren "$i"); before[$i]=$(cpu_s "$p"); done
   sleep 30
   for i in 1 2 3; do
     p=$(pid warren "$i")
-    echo "[scale] idle node $i: RSS $(rss "$p") MiB, CPU $(echo "scale=1; ($(cpu "$p") - ${before[$i]}) * 100 / 30" | bc) % of a core"
+    echo "[scale] idle node $i: RSS $(rss_mib "$p") MiB, CPU $(echo "scale=1; ($(cpu_s "$p") - ${before[$i]}) * 100 / 30" | bc) % of a core"
   done
   # Confirmed load on six sample queues through node 2: three that node 2 leads (kept), three
   # that node 1 leads (lost when it is killed).
@@ -159,11 +156,11 @@ scale() {
   for p in "${loads[@]}"; do wait "$p" || true; done
   for i in 2 3; do
     p=$(pid warren "$i")
-    echo "[scale] node $i after the failover: RSS $(rss "$p") MiB"
+    echo "[scale] node $i after the failover: RSS $(rss_mib "$p") MiB"
   done
   t0=$(date +%s.%N)
   benches/local-cluster.sh start 1 >/dev/null
-  echo "[scale] node 1 restarted and serving in $(echo "$(date +%s.%N) - $t0" | bc) s, RSS $(rss "$(pid warren 1)") MiB"
+  echo "[scale] node 1 restarted and serving in $(echo "$(date +%s.%N) - $t0" | bc) s, RSS $(rss_mib "$(pid warren 1)") MiB"
   t0=$(date +%s.%N)
   declare_many 15673,15674 "$n" DELETE scale
   echo "[scale] deleted $n quorum queues in $(echo "$(date +%s.%N) - $t0" | bc) s"

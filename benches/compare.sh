@@ -7,9 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 warren=$1 rabbit=$2 rounds=${3:-3} secs=${4:-10}
 shift $(( $# < 4 ? $# : 4 ))
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warren-target}"
-cargo bench --bench loadgen --no-run 2>/dev/null
-lg=$(ls -t "$CARGO_TARGET_DIR"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+. benches/lib.sh
+lg=$(loadgen_bin)
 for r in $(seq "$rounds"); do
   for size in 16 1024; do
     for target in "warren $warren" "rabbitmq $rabbit"; do

@@ -10,15 +10,15 @@ cd "$(dirname "$0")/.."
 N=${1:-200000}
 DELAY=${2:-15000}
 shift 2 2>/dev/null || shift $#
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warren-target}"
-cargo build --release --bin warren 2>/dev/null && cargo bench --bench loadgen --no-run 2>/dev/null
+. benches/lib.sh
+cargo build --release --bin warren 2>/dev/null
 BIN=$CARGO_TARGET_DIR/release/warren
-LG=$(ls -t "$CARGO_TARGET_DIR"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+LG=$(loadgen_bin)
 D=$(mktemp -d /tmp/warren-delayed.XXXXXX)
 (cd /tmp && exec "$BIN" server --data-dir "$D/data" --amqp-addr 127.0.0.1:5672 --http-addr 127.0.0.1:15672 > "$D/log" 2>&1) &
 sleep 1
 P=$(pgrep -f "warren server --data-dir $D/data")
-rss() { echo $(( $(grep VmRSS "/proc/$P/status" | awk '{print $2}') / 1024 )); }
+rss() { rss_mib "$P"; }
 echo "start: rss $(rss) MB; $N messages, delay $DELAY ms"
 ( sleep $(( DELAY / 1000 - 1 )); echo "just before they fall due: rss $(rss) MB, data $(du -sm "$D/data" | cut -f1) MB" ) &
 W=$!

@@ -14,18 +14,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 warren=$1 rabbit=$2 rounds=${3:-3} secs=${4:-10}
 shift $(( $# < 4 ? $# : 4 ))
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warren-target}"
-cargo bench --bench loadgen --no-run 2>/dev/null
-lg=$(ls -t "$CARGO_TARGET_DIR"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
-tck=$(getconf CLK_TCK)
+. benches/lib.sh
+lg=$(loadgen_bin)
 
 # The pid listening on ADDR's port.
 pid_of() {
   ss -ltnpH "sport = :${1##*:}" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1
 }
-# utime + stime of PID, in clock ticks.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_mib() { awk '/^VmRSS/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
 
 for r in $(seq "$rounds"); do
   for shape in "1 1" "4 4"; do
@@ -37,11 +32,11 @@ for r in $(seq "$rounds"); do
         name=$1 addr=$2; shift 2
         pid=$(pid_of "$addr")
         [ -n "$pid" ] || { echo "nothing listens on $addr" >&2; exit 1; }
-        t0=$(ticks "$pid")
+        t0=$(cpu_s "$pid")
         "$lg" --addr "$addr" --size "$size" --duration "$secs" --producers "$np" --consumers "$nc" \
           --prefetch 1000 --label "$name r$r" "$@" 2>/dev/null
-        t1=$(ticks "$pid")
-        echo "[$name r$r] broker CPU $(awk -v a="$t0" -v b="$t1" -v t="$tck" 'BEGIN {printf "%.1f", (b - a) / t}') s, RSS after $(rss_mib "$pid") MiB"
+        t1=$(cpu_s "$pid")
+        echo "[$name r$r] broker CPU $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s, RSS after $(rss_mib "$pid") MiB"
         sleep 2
       done
     done

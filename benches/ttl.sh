@@ -5,10 +5,10 @@
 # Uses port 5672 on loopback and a fresh data directory under /tmp; bounded by timeouts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/warren-target}"
-cargo build --release --bin warren 2>/dev/null && cargo bench --bench loadgen --no-run 2>/dev/null
+. benches/lib.sh
+cargo build --release --bin warren 2>/dev/null
 BIN=$CARGO_TARGET_DIR/release/warren
-LG=$(ls -t "$CARGO_TARGET_DIR"/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+LG=$(loadgen_bin)
 PY=$HOME/.cache/warren-venv/bin/python
 D=$(mktemp -d /tmp/warren-ttl.XXXXXX)
 (cd /tmp && exec "$BIN" server --data-dir "$D/data" --amqp-addr 127.0.0.1:5672 --http-addr 127.0.0.1:15672 > "$D/log" 2>&1) &
@@ -16,7 +16,7 @@ sleep 1
 P=$(pgrep -f "warren server --data-dir $D/data")
 count() { "$PY" -c "import pika; c=pika.BlockingConnection(pika.ConnectionParameters('127.0.0.1',5672)); print(c.channel().queue_declare('ttlq',passive=True).method.message_count); c.close()" 2>/dev/null; }
 cpu_ms() { awk '{print ($14+$15)*10}' "/proc/$P/stat"; }
-rss() { echo $(( $(grep VmRSS "/proc/$P/status" | awk '{print $2}') / 1024 )); }
+rss() { rss_mib "$P"; }
 echo "start: rss $(rss) MB"
 T0=$(date +%s.%N)
 timeout 300 "$LG" --size 16 --duration 120 --ttl 30000 --consumers 0 --keep --count 1000000 --confirm 1000 --queue ttlq "$@" 2>/dev/null | tail -1

@@ -11,22 +11,12 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use std::time::Duration;
 
+/// How long the health checks may take to see an alarm come or go.
+const WAIT: Duration = Duration::from_secs(20);
+
 async fn publish(ch: &Channel, body: &str) -> lapin::PublisherConfirm {
     let props = BasicProperties::default().with_delivery_mode(2);
     ch.basic_publish("".into(), "held".into(), BasicPublishOptions::default(), body.as_bytes(), props).await.unwrap()
-}
-
-/// Waits (up to 20 s) until node `i`'s answer to `path` satisfies `ok`.
-async fn until_http(c: &Cluster, i: usize, path: &str, what: &str, ok: impl Fn(u16, &str) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = c.http_get(i, path).await;
-        if ok(status, &body) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "node {} never showed {what}: {status} {body}", i + 1);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,7 +33,7 @@ async fn an_alarm_on_one_node_blocks_publishers_on_every_node() {
 
     let out = c.ctl(1, &["set_vm_memory_high_watermark", "absolute", "1"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    until_http(&c, 0, "/api/health/checks/alarms", "node 2's memory alarm", |s, b| {
+    c.until_http(0, "/api/health/checks/alarms", "node 2's memory alarm", WAIT, |s, b| {
         s == 503 && b.contains("warren@n2") && b.contains("memory")
     })
     .await;
@@ -71,5 +61,5 @@ async fn an_alarm_on_one_node_blocks_publishers_on_every_node() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let confirm = tokio::time::timeout(Duration::from_secs(15), held).await.expect("confirmed after the alarm cleared");
     assert!(confirm.unwrap().unwrap().is_ack());
-    until_http(&c, 0, "/api/health/checks/alarms", "no alarm", |s, _| s == 200).await;
+    c.until_http(0, "/api/health/checks/alarms", "no alarm", WAIT, |s, _| s == 200).await;
 }

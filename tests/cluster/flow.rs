@@ -15,32 +15,15 @@ mod common;
 const SENT: u32 = 20_000;
 const NAME: &str = "remote publisher";
 
-/// The state node `i`'s API shows for the publisher's connection.
-async fn state(c: &Cluster, i: usize) -> String {
-    let (status, body) = c.http_get(i, "/api/connections").await;
-    assert_eq!(status, 200, "{body}");
-    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["user_provided_name"] == NAME)
-        .map(|c| c["state"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
-
+/// Waits until node `i`'s API shows the publisher's connection in state `want`.
 async fn until_state(c: &Cluster, i: usize, want: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = state(c, i).await;
-        if s == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the publisher's connection never showed '{want}' (last '{s}')"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let shows = |status: u16, body: &str| {
+        let list: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let publisher = list.as_array().and_then(|l| l.iter().find(|c| c["user_provided_name"] == NAME));
+        status == 200 && publisher.is_some_and(|c| c["state"] == want)
+    };
+    let what = format!("the publisher's connection in state '{want}'");
+    c.until_http(i, "/api/connections", &what, Duration::from_secs(30), shows).await;
 }
 
 async fn until_metric(c: &Cluster, i: usize, line: &str) {

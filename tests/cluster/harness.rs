@@ -234,6 +234,20 @@ impl Cluster {
         Self::get(format!("http://{}{path}", self.nodes[i].http)).await
     }
 
+    /// Waits (up to `within`, looking every 100 ms) until node `i`'s answer to `path` as guest
+    /// satisfies `ok`; panics with `what` and the last answer.
+    pub async fn until_http(&self, i: usize, path: &str, what: &str, within: Duration, ok: impl Fn(u16, &str) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, body) = self.http_get(i, path).await;
+            if ok(status, &body) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {} never showed {what}: {status} {body}", i + 1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Node `i`'s Prometheus metrics (`/metrics` on its Prometheus port).
     pub async fn metrics(&self, i: usize) -> String {
         let (status, body) = Self::get(format!("http://{}/metrics", self.nodes[i].prometheus)).await;
